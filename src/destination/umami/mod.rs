@@ -1,0 +1,331 @@
+//! The `umami` destination: events to an [Umami](https://umami.is) server over HTTP.
+//!
+//! Each event becomes an Umami event (`name`, `data` = its properties) or, for the automatic
+//! request events of [`TelemetryLayer`](crate::TelemetryLayer), a page view; the request's
+//! path, host, language, referrer and the end user's User-Agent come from the event's context,
+//! `id` from its user id. Events are posted in batches to `/api/batch` (one request for up to
+//! `batch_size` events, several requests in flight over kept-alive connections), with a
+//! remembered fallback to one `/api/send` per event for servers without it. Everything happens
+//! in the destination's background worker: a slow or absent Umami never delays a request.
+//!
+//! ```yaml
+//! telemetry:
+//!   destinations:
+//!     umami:
+//!       url: ${UMAMI_URL:-http://127.0.0.1:3000}   # the server's base URL
+//!       website_id: ${UMAMI_WEBSITE_ID}            # the website's UUID
+//!       events: [user.*, generation.*, payment.*]
+//!       # hostname: app.example.com      # default: the request's Host
+//!       # user_agent: "Mozilla/5.0 ..."  # default: browser-like, passes Umami's bot check
+//!       # forward: { user_agent: true, language: true, referrer: true, ip: false }
+//!       # distinct_id: user_id           # or none
+//!       # mode: auto                     # or batch, send
+//!       # include_query: false
+//!       # context_data: [session_id, request_id]
+//!       # batch_size: 100, concurrency: 4, timeout: 10s, and the other core delivery keys
+//! ```
+//!
+//! The same in code, keeping a handle for [`UmamiDestination::stats`]:
+//!
+//! ```
+//! use tower_telemetry::{Forward, Telemetry, UmamiConfig, UmamiDestination};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let umami = UmamiDestination::new(
+//!     UmamiConfig::new("http://127.0.0.1:3000", "5a1d0c5e-8c6e-4a3b-9f0a-1b2c3d4e5f60")
+//!         .forward(Forward::default().ip(false))
+//!         .context_data(["session_id"]),
+//! )
+//! .unwrap();
+//! let telemetry = Telemetry::builder().destination("umami", umami.clone()).build().unwrap();
+//! assert_eq!(umami.stats().names_truncated, 0);
+//! # }
+//! ```
+//!
+//! # Outcomes
+//!
+//! Per event, as the server answers (see the handle's [`stats`](crate::Telemetry::stats)):
+//! 2xx is *delivered*; `200 {"beep":"boop"}` (Umami's bot check) is *discarded*, with one
+//! warning naming the remedy; 400/403/404 are *failed* for good, logged with the server's
+//! message; 408, 429, 5xx, timeouts and connection errors are retried with backoff, honouring
+//! `Retry-After`. Items of a batch that fail are retried or failed on their own; the others are
+//! not sent again.
+
+mod bot;
+mod client;
+mod config;
+mod deliver;
+mod payload;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use uuid::Uuid;
+
+use config::DEFAULT_USER_AGENT;
+pub use config::{DistinctId, Forward, UmamiConfig, UmamiMode};
+
+use super::{BoxFuture, DeliveryError, Destination};
+use crate::config::{
+    ConfigError, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, DeliveryConfig, Settings,
+};
+use crate::event::Event;
+use client::Client;
+use payload::{Changes, Mapping};
+
+/// Requests (batches) in flight at once, unless `concurrency` is configured.
+pub(crate) const DEFAULT_REQUESTS_IN_FLIGHT: usize = 4;
+
+/// Delivers events to an Umami server. See the [module docs](self).
+///
+/// Clones share the same connections and counters.
+#[derive(Clone)]
+pub struct UmamiDestination {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: UmamiConfig,
+    mapping: Mapping,
+    client: Client,
+    user_agent: String,
+    mode: UmamiMode,
+    fallen_back: AtomicBool,
+    unreproduced_500: AtomicU32,
+    bot_warned: AtomicBool,
+    unreported: Mutex<HashSet<Uuid>>,
+    names_truncated: AtomicU64,
+    values_truncated: AtomicU64,
+    fields_omitted: AtomicU64,
+    discarded: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// What an [`UmamiDestination`] had to change or could not deliver, since it was built.
+///
+/// The handle's [`DestinationStats`](crate::DestinationStats) count events (delivered,
+/// failed, discarded, retries); these count what happened inside them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UmamiStats {
+    /// Event names cut to Umami's 50 characters.
+    pub names_truncated: u64,
+    /// String values in `data` cut to 500 characters (Umami's database rejects longer ones).
+    pub values_truncated: u64,
+    /// Optional fields left out because Umami would reject them: a `hostname` over 100
+    /// characters, a `language` over 35, an `id` over 50, an `ip` that is not an IP address.
+    pub fields_omitted: u64,
+    /// Events Umami's bot check discarded (`200 {"beep":"boop"}`).
+    pub discarded: u64,
+    /// HTTP requests made (retries included).
+    pub requests: u64,
+    /// Whether `mode: auto` found no usable `/api/batch` and now sends one request per event.
+    pub send_fallback: bool,
+}
+
+impl UmamiDestination {
+    /// A destination for the server and website of `config`; fails if the URL, the website
+    /// id, the hostname or the User-Agent is unusable. Makes no request.
+    pub fn new(config: UmamiConfig) -> Result<UmamiDestination, ConfigErrors> {
+        Self::build(config, &|key, msg| {
+            ConfigError::new(format!("umami.{key}"), None, msg)
+        })
+        .map_err(ConfigErrors::from)
+    }
+
+    /// Builds one from the settings of a configured destination (the keys of the
+    /// [module docs](self)); each error names the key path and line.
+    pub fn from_settings(settings: &Settings) -> Result<UmamiDestination, Vec<ConfigError>> {
+        let (config, mut errors) = UmamiConfig::from_settings(settings);
+        match Self::build(config, &|key, msg| settings.error(key, msg)) {
+            Ok(umami) if errors.is_empty() => Ok(umami),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                // One error per key: a value that failed to parse is not validated again.
+                for e in more {
+                    if !errors.iter().any(|x| x.path() == e.path()) {
+                        errors.push(e);
+                    }
+                }
+                Err(errors)
+            }
+        }
+    }
+
+    fn build(
+        config: UmamiConfig,
+        error: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let v = config.validate(error)?;
+        let client = Client::new(&v).map_err(|msg| vec![error("url", msg)])?;
+        let mapping = Mapping {
+            website: v.website_id,
+            hostname: config.hostname.clone(),
+            forward: config.forward,
+            distinct_id: config.distinct_id,
+            include_query: config.include_query,
+            context_data: config.context_data.clone(),
+        };
+        Ok(UmamiDestination {
+            inner: Arc::new(Inner {
+                mapping,
+                client,
+                user_agent: config.user_agent.clone(),
+                mode: config.mode,
+                config,
+                fallen_back: AtomicBool::new(false),
+                unreproduced_500: AtomicU32::new(0),
+                bot_warned: AtomicBool::new(false),
+                unreported: Mutex::new(HashSet::new()),
+                names_truncated: AtomicU64::new(0),
+                values_truncated: AtomicU64::new(0),
+                fields_omitted: AtomicU64::new(0),
+                discarded: AtomicU64::new(0),
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &UmamiConfig {
+        &self.inner.config
+    }
+
+    /// Live counters of truncations, omissions, bot discards and requests.
+    pub fn stats(&self) -> UmamiStats {
+        let i = &*self.inner;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        UmamiStats {
+            names_truncated: get(&i.names_truncated),
+            values_truncated: get(&i.values_truncated),
+            fields_omitted: get(&i.fields_omitted),
+            discarded: get(&i.discarded),
+            requests: get(&i.requests),
+            send_fallback: i.fallen_back.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Inner {
+    fn lock_unreported(&self) -> MutexGuard<'_, HashSet<Uuid>> {
+        // Only whole ids are inserted and removed: a poisoned set is still consistent.
+        self.unreported.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_changes(&self, c: &Changes) {
+        if c.name_truncated {
+            self.names_truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        self.values_truncated
+            .fetch_add(c.values_truncated.into(), Ordering::Relaxed);
+        self.fields_omitted
+            .fetch_add(c.fields_omitted.into(), Ordering::Relaxed);
+    }
+
+    fn fall_back(&self, why: &DeliveryError) {
+        if !self.fallen_back.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                target: "tower_telemetry",
+                destination = "umami",
+                reason = %why,
+                "this Umami server has no usable /api/batch (it needs 2.17+, 3.0.2+ to be reliable); \
+                 sending one /api/send request per event from now on"
+            );
+        }
+    }
+
+    fn unreproduced_500_seen(&self) {
+        let n = self.unreproduced_500.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= deliver::UNREPRODUCED_500_LIMIT {
+            self.fall_back(&DeliveryError::retryable(format!(
+                "/api/batch answered 500 {n} times in a row while /api/send worked"
+            )));
+        }
+    }
+
+    /// A bot-check discard: counted, and the first one explained.
+    fn discarded(&self, user_agent: &str) -> DeliveryError {
+        self.discarded.fetch_add(1, Ordering::Relaxed);
+        let ours = user_agent == self.user_agent;
+        if !self.bot_warned.swap(true, Ordering::Relaxed) {
+            if ours {
+                tracing::warn!(
+                    target: "tower_telemetry",
+                    destination = "umami",
+                    user_agent = %user_agent,
+                    "Umami discarded events as bot traffic (answer {{\"beep\":\"boop\"}}) because of the configured \
+                     user_agent; set `user_agent` to a browser-like value such as `{DEFAULT_USER_AGENT}` \
+                     (or remove it to get that default)"
+                );
+            } else {
+                tracing::warn!(
+                    target: "tower_telemetry",
+                    destination = "umami",
+                    user_agent = %user_agent,
+                    "Umami discarded events as bot traffic (answer {{\"beep\":\"boop\"}}) because of the end user's \
+                     forwarded User-Agent; that is Umami's design for bots, but if these are API clients you \
+                     want counted, set `forward.user_agent: false`"
+                );
+            }
+        }
+        DeliveryError::discarded(if ours {
+            "Umami's bot check discarded the event (configured user_agent looks like a bot)"
+        } else {
+            "Umami's bot check discarded the event (the end user's User-Agent looks like a bot)"
+        })
+    }
+}
+
+impl fmt::Debug for UmamiDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UmamiDestination")
+            .field("url", &self.inner.config.url)
+            .field("website_id", &self.inner.config.website_id)
+            .field("mode", &self.inner.mode)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Destination for UmamiDestination {
+    fn name(&self) -> &str {
+        "umami"
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(deliver::deliver(&self.inner, batch))
+    }
+
+    fn preferred_batch_size(&self) -> usize {
+        DEFAULT_BATCH_SIZE
+    }
+
+    fn delivery_defaults(&self) -> DeliveryConfig {
+        DeliveryConfig::default()
+            .batch_size(DEFAULT_BATCH_SIZE)
+            .concurrency(DEFAULT_REQUESTS_IN_FLIGHT)
+            .timeout(DEFAULT_TIMEOUT)
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        let s = self.stats();
+        if s.names_truncated + s.values_truncated + s.fields_omitted + s.discarded > 0 {
+            tracing::info!(
+                target: "tower_telemetry",
+                destination = "umami",
+                names_truncated = s.names_truncated,
+                values_truncated = s.values_truncated,
+                fields_omitted = s.fields_omitted,
+                discarded_as_bot = s.discarded,
+                "Umami destination: events changed to fit Umami's limits, or discarded"
+            );
+        }
+        Box::pin(async {})
+    }
+}

@@ -1,0 +1,394 @@
+//! Mapping an [`Event`] to an Umami send body: `{"type": "event", "payload": {...}}`.
+//!
+//! Every limit Umami enforces is applied here, so the server never rejects an event for its
+//! size: the name and string values are truncated (and counted), over-long optional fields are
+//! left out (and counted). Lengths are JavaScript string lengths (UTF-16 units), as the
+//! server's validation counts them.
+
+use std::time::UNIX_EPOCH;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::config::{DistinctId, Forward, is_known_context_field};
+use crate::event::{Event, EventKind};
+
+/// Umami's limit on `name`, enforced with a 400.
+pub(crate) const MAX_NAME: usize = 50;
+/// The database's limit on a string value in `data` (a 500 otherwise).
+pub(crate) const MAX_STRING: usize = 500;
+/// Umami's limit on `hostname`.
+pub(crate) const MAX_HOSTNAME: usize = 100;
+/// Umami's limit on `language`.
+pub(crate) const MAX_LANGUAGE: usize = 35;
+/// The database's limit on `id` (a 500 otherwise).
+pub(crate) const MAX_ID: usize = 50;
+
+/// What the mapping needs from the configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Mapping {
+    pub(crate) website: Uuid,
+    pub(crate) hostname: Option<String>,
+    pub(crate) forward: Forward,
+    pub(crate) distinct_id: DistinctId,
+    pub(crate) include_query: bool,
+    pub(crate) context_data: Vec<String>,
+}
+
+/// What the mapping of one event had to change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Changes {
+    /// The name was cut to 50 characters.
+    pub(crate) name_truncated: bool,
+    /// String values in `data` cut to 500 characters.
+    pub(crate) values_truncated: u32,
+    /// Optional fields left out for being too long or malformed (hostname, language, id, ip).
+    pub(crate) fields_omitted: u32,
+}
+
+/// The length of `s` as JavaScript counts it (UTF-16 code units).
+pub(crate) fn js_len(s: &str) -> usize {
+    s.chars().map(char::len_utf16).sum()
+}
+
+/// The longest prefix of `s` of at most `max` UTF-16 units, cut at a character boundary.
+/// Deterministic: the same input always gives the same output.
+pub(crate) fn truncate_js(s: &str, max: usize) -> Option<&str> {
+    let mut units = 0;
+    for (i, c) in s.char_indices() {
+        units += c.len_utf16();
+        if units > max {
+            return Some(&s[..i]);
+        }
+    }
+    None
+}
+
+impl Mapping {
+    /// The send body of `event`, and what had to change to fit Umami's limits.
+    pub(crate) fn body(&self, event: &Event) -> (Value, Changes) {
+        let mut changes = Changes::default();
+        let ctx = event.context();
+        let mut p = Map::new();
+        p.insert("website".into(), Value::String(self.website.to_string()));
+
+        if event.kind() != EventKind::PageView {
+            let name = match truncate_js(event.name(), MAX_NAME) {
+                Some(cut) => {
+                    changes.name_truncated = true;
+                    cut
+                }
+                None => event.name(),
+            };
+            p.insert("name".into(), Value::String(name.to_owned()));
+            let mut data = Map::with_capacity(event.properties().len() + self.context_data.len());
+            for (k, v) in event.properties().iter() {
+                data.insert(k.to_owned(), fit_value(v.clone(), &mut changes));
+            }
+            for field in &self.context_data {
+                if data.contains_key(field) {
+                    continue;
+                }
+                let value = if is_known_context_field(field) {
+                    ctx.known_fields()
+                        .find(|(k, _)| k == field)
+                        .map(|(_, v)| Value::String(v.to_owned()))
+                } else {
+                    ctx.field(field).cloned()
+                };
+                if let Some(v) = value {
+                    data.insert(field.clone(), fit_value(v, &mut changes));
+                }
+            }
+            if !data.is_empty() {
+                p.insert("data".into(), Value::Object(data));
+            }
+        }
+
+        let mut url = ctx
+            .path()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("/")
+            .to_owned();
+        if self.include_query {
+            if let Some(q) = ctx.query().filter(|q| !q.is_empty()) {
+                url.push('?');
+                url.push_str(q);
+            }
+        }
+        p.insert("url".into(), Value::String(url));
+
+        let hostname = self.hostname.as_deref().or(ctx.hostname());
+        if let Some(h) = hostname {
+            optional(&mut p, "hostname", h, MAX_HOSTNAME, &mut changes);
+        }
+        if self.forward.language {
+            if let Some(lang) = ctx.language().and_then(first_language) {
+                optional(&mut p, "language", lang, MAX_LANGUAGE, &mut changes);
+            }
+        }
+        if self.forward.referrer {
+            if let Some(r) = ctx.referrer().filter(|r| !r.is_empty()) {
+                // Umami truncates it to 500 itself; cutting here only saves bytes.
+                let r = truncate_js(r, MAX_STRING).unwrap_or(r);
+                p.insert("referrer".into(), Value::String(r.to_owned()));
+            }
+        }
+        if self.distinct_id == DistinctId::UserId {
+            if let Some(id) = ctx.user_id().filter(|id| !id.is_empty()) {
+                optional(&mut p, "id", id, MAX_ID, &mut changes);
+            }
+        }
+        if self.forward.user_agent {
+            if let Some(ua) = ctx.user_agent().filter(|ua| !ua.is_empty()) {
+                p.insert("userAgent".into(), Value::String(ua.to_owned()));
+            }
+        }
+        if self.forward.ip {
+            if let Some(ip) = ctx.client_ip() {
+                match ip.trim().parse::<std::net::IpAddr>() {
+                    Ok(ip) => {
+                        p.insert("ip".into(), Value::String(ip.to_string()));
+                    }
+                    Err(_) => changes.fields_omitted += 1,
+                }
+            }
+        }
+        let secs = event
+            .timestamp()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        p.insert("timestamp".into(), Value::from(secs));
+
+        let mut body = Map::with_capacity(2);
+        body.insert("type".into(), Value::String("event".into()));
+        body.insert("payload".into(), Value::Object(p));
+        (Value::Object(body), changes)
+    }
+}
+
+/// The User-Agent Umami's bot check will see for this body: the forwarded one, else ours.
+pub(crate) fn effective_user_agent<'a>(body: &'a Value, header: &'a str) -> &'a str {
+    body["payload"]["userAgent"].as_str().unwrap_or(header)
+}
+
+/// Inserts an optional string field, or leaves it out (counted) when it is over `max`.
+fn optional(p: &mut Map<String, Value>, key: &str, value: &str, max: usize, changes: &mut Changes) {
+    if value.is_empty() {
+        return;
+    }
+    if js_len(value) > max {
+        changes.fields_omitted += 1;
+        return;
+    }
+    p.insert(key.to_owned(), Value::String(value.to_owned()));
+}
+
+/// `en-US` from `en-US,en;q=0.9`: what a browser's `navigator.language` would say.
+fn first_language(accept_language: &str) -> Option<&str> {
+    let first = accept_language.split(',').next()?.split(';').next()?.trim();
+    (!first.is_empty() && first != "*").then_some(first)
+}
+
+/// Makes a data value storable: long strings truncated, dates given milliseconds, arrays
+/// whose JSON text (Umami stores arrays as text) is too long turned into truncated text.
+fn fit_value(v: Value, changes: &mut Changes) -> Value {
+    match v {
+        Value::String(s) => Value::String(fit_string(s, changes)),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, fit_value(v, changes)))
+                .collect(),
+        ),
+        Value::Array(items) => {
+            let text = Value::Array(items).to_string();
+            if js_len(&text) > MAX_STRING {
+                Value::String(fit_string(text, changes))
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            }
+        }
+        other => other,
+    }
+}
+
+fn fit_string(s: String, changes: &mut Changes) -> String {
+    if let Some(cut) = truncate_js(&s, MAX_STRING) {
+        changes.values_truncated += 1;
+        return cut.to_owned();
+    }
+    with_milliseconds(&s).unwrap_or(s)
+}
+
+/// An RFC 3339 date-time with other than three fractional digits, rewritten with exactly
+/// three (`2025-01-02T03:04:05Z` → `2025-01-02T03:04:05.000Z`), the form Umami types as a date.
+/// `None` when `s` is not such a date-time or already has that form.
+pub(crate) fn with_milliseconds(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .is_some_and(|x| x.iter().all(u8::is_ascii_digit))
+    };
+    let shape = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && matches!(b[10], b'T' | b't')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape {
+        return None;
+    }
+    let rest = &s[19..];
+    let (frac, zone) = match rest.strip_prefix('.') {
+        Some(r) => {
+            let n = r.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return None;
+            }
+            (&r[..n], &r[n..])
+        }
+        None => ("", rest),
+    };
+    let zone_ok = matches!(zone, "Z" | "z")
+        || (zone.len() == 6
+            && matches!(zone.as_bytes()[0], b'+' | b'-')
+            && zone.as_bytes()[3] == b':'
+            && zone
+                .bytes()
+                .enumerate()
+                .all(|(i, c)| matches!(i, 0 | 3) || c.is_ascii_digit()));
+    if !zone_ok || (frac.len() == 3 && zone != "z") {
+        return None;
+    }
+    let mut ms = String::with_capacity(3);
+    ms.push_str(&frac[..frac.len().min(3)]);
+    while ms.len() < 3 {
+        ms.push('0');
+    }
+    let zone = if zone == "z" { "Z" } else { zone };
+    Some(format!("{}.{ms}{zone}", &s[..19]))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::context::Context;
+    use crate::event::Properties;
+    use crate::props;
+
+    fn mapping() -> Mapping {
+        Mapping {
+            website: Uuid::nil(),
+            hostname: None,
+            forward: Forward::default(),
+            distinct_id: DistinctId::UserId,
+            include_query: true,
+            context_data: vec!["request_id".into(), "tenant".into()],
+        }
+    }
+
+    #[test]
+    fn truncation_is_by_utf16_units_at_char_boundaries() {
+        assert_eq!(truncate_js("abc", 3), None);
+        assert_eq!(truncate_js("abcd", 3), Some("abc"));
+        // An emoji is two UTF-16 units: it does not fit in the last unit.
+        assert_eq!(truncate_js("ab😀", 3), Some("ab"));
+        assert_eq!(js_len("é😀"), 3);
+    }
+
+    #[test]
+    fn dates_get_milliseconds() {
+        assert_eq!(
+            with_milliseconds("2025-01-02T03:04:05Z").unwrap(),
+            "2025-01-02T03:04:05.000Z"
+        );
+        assert_eq!(
+            with_milliseconds("2025-01-02T03:04:05.123456Z").unwrap(),
+            "2025-01-02T03:04:05.123Z"
+        );
+        assert_eq!(
+            with_milliseconds("2025-01-02T03:04:05.5+02:00").unwrap(),
+            "2025-01-02T03:04:05.500+02:00"
+        );
+        assert_eq!(with_milliseconds("2025-01-02T03:04:05.123Z"), None);
+        assert_eq!(with_milliseconds("2025-01-02 03:04:05Z"), None);
+        assert_eq!(with_milliseconds("not a date at all, really"), None);
+    }
+
+    #[test]
+    fn maps_a_custom_event() {
+        let ctx = Context::new()
+            .with_user_id("user_1")
+            .with_path("/api/generate")
+            .with_query("a=1")
+            .with_hostname("app.example.com")
+            .with_language("en-US,en;q=0.9")
+            .with_user_agent("Mozilla/5.0 (X11)")
+            .with_client_ip("203.0.113.9")
+            .with_request_id("req_1")
+            .with_field("tenant", "acme");
+        let long = "x".repeat(600);
+        let event = Event::new(
+            "generation.started",
+            props! { "model" => "flux", "n" => 3, "long" => long, "nested" => json!({"a": {"b": true}}), "at" => "2025-01-02T03:04:05Z" },
+        )
+        .with_context(ctx)
+        .with_timestamp(UNIX_EPOCH + Duration::from_millis(1_700_000_000_999));
+        let (body, changes) = mapping().body(&event);
+        let p = &body["payload"];
+        assert_eq!(body["type"], "event");
+        assert_eq!(p["name"], "generation.started");
+        assert_eq!(p["url"], "/api/generate?a=1");
+        assert_eq!(p["hostname"], "app.example.com");
+        assert_eq!(p["language"], "en-US");
+        assert_eq!(p["id"], "user_1");
+        assert_eq!(p["userAgent"], "Mozilla/5.0 (X11)");
+        assert!(p.get("ip").is_none(), "IP forwarding is off by default");
+        assert_eq!(p["timestamp"], 1_700_000_000);
+        assert_eq!(p["data"]["n"], 3);
+        assert_eq!(p["data"]["nested"]["a"]["b"], true);
+        assert_eq!(p["data"]["long"].as_str().unwrap().len(), 500);
+        assert_eq!(p["data"]["at"], "2025-01-02T03:04:05.000Z");
+        assert_eq!(p["data"]["request_id"], "req_1");
+        assert_eq!(p["data"]["tenant"], "acme");
+        assert_eq!(changes.values_truncated, 1);
+        assert!(!changes.name_truncated);
+    }
+
+    #[test]
+    fn page_views_have_no_name_and_long_fields_are_left_out() {
+        let ctx = Context::new()
+            .with_hostname("h".repeat(101))
+            .with_user_id("u".repeat(51));
+        let event = Event::new("http.request", Properties::new())
+            .with_kind(EventKind::PageView)
+            .with_context(ctx);
+        let (body, changes) = mapping().body(&event);
+        let p = &body["payload"];
+        assert!(p.get("name").is_none());
+        assert!(p.get("hostname").is_none());
+        assert!(p.get("id").is_none());
+        assert_eq!(p["url"], "/");
+        assert_eq!(changes.fields_omitted, 2);
+    }
+
+    #[test]
+    fn long_names_are_cut_deterministically() {
+        let name = format!("user.{}", "é".repeat(60));
+        let (a, changes) = mapping().body(&Event::new(name.clone(), Properties::new()));
+        let (b, _) = mapping().body(&Event::new(name, Properties::new()));
+        assert!(changes.name_truncated);
+        assert_eq!(js_len(a["payload"]["name"].as_str().unwrap()), 50);
+        assert_eq!(a["payload"]["name"], b["payload"]["name"]);
+    }
+}

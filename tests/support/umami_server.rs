@@ -1,0 +1,586 @@
+//! A contract-faithful Umami collection server for tests: an axum app on 127.0.0.1.
+//!
+//! It implements `POST /api/send` and `POST /api/batch` as /work/shared/UMAMI.md describes
+//! Umami 3.x: the validation limits and their status codes, the bot check (`200
+//! {"beep":"boop"}`, nothing stored), unknown website → 400, and the batch answer with per-item
+//! `details`. It records what it *stored* (and every request it answered), so tests assert on
+//! stored events, never on calls into our code.
+//!
+//! # API
+//!
+//! ```ignore
+//! mod support;
+//! use support::umami_server::{UmamiServer, WEBSITE_ID};
+//!
+//! let server = UmamiServer::start().await;          // a free port
+//! server.url();                                     // "http://127.0.0.1:PORT"
+//! // ... point an `umami` destination at server.url(), website_id WEBSITE_ID ...
+//! assert!(server.wait_for_events(10, Duration::from_secs(5)).await);
+//! let stored = server.events();                     // Vec<StoredEvent>
+//! server.requests();                                // Vec<RequestRecord>: every request answered
+//! ```
+//!
+//! Fault injection (each counts HTTP requests to either endpoint, in arrival order):
+//! - [`fail_next(n)`](UmamiServer::fail_next): the next `n` requests → 500, nothing stored.
+//! - [`throttle_next(n, secs)`](UmamiServer::throttle_next): → 429 with `Retry-After: secs`.
+//! - [`delay_next(n, d)`](UmamiServer::delay_next): wait `d`, then 504 without storing (a
+//!   server that stored after the client gave up could not be de-duplicated by any client:
+//!   Umami has no idempotency key).
+//! - [`without_batch()`](UmamiServer::without_batch): `/api/batch` → 404, like Umami < 2.17.
+//! - [`reject_in_batch(name)`](UmamiServer::reject_in_batch): batch items with that event
+//!   name fail with a per-item 400 in `details`.
+//! - Connection refused: [`reserve_addr()`] binds a free port and releases it; start the
+//!   server later with [`UmamiServer::start_on`] on that address.
+//! - [`stop()`](UmamiServer::stop) ends the server (then connections are refused).
+//!
+//! Bot check (User-Agent = `payload.userAgent`, else the request header): empty → not a bot;
+//! a bare `name/version`, `curl/`, `reqwest/`, `hyper/`, or containing `bot`, `crawler`,
+//! `spider` → bot.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, oneshot};
+
+/// The one website the server knows.
+pub const WEBSITE_ID: &str = "5a1d0c5e-8c6e-4a3b-9f0a-1b2c3d4e5f60";
+
+/// An event the server stored.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// `/api/send` or `/api/batch`.
+    pub endpoint: &'static str,
+    /// The whole payload as received.
+    pub payload: Value,
+    /// `payload.name`; `None` for a page view.
+    pub name: Option<String>,
+    /// `payload.data`, if any.
+    pub data: Option<Map<String, Value>>,
+    /// The User-Agent the bot check saw (payload's, else the header's).
+    pub user_agent: String,
+    /// The request's User-Agent header.
+    pub header_user_agent: String,
+    /// When the request arrived.
+    pub at: Instant,
+}
+
+impl StoredEvent {
+    /// A string field of the payload.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.payload.get(key).and_then(Value::as_str)
+    }
+
+    /// A value of `data`.
+    pub fn datum(&self, key: &str) -> Option<&Value> {
+        self.data.as_ref().and_then(|d| d.get(key))
+    }
+}
+
+/// A request the server answered.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    pub path: &'static str,
+    pub status: u16,
+    pub header_user_agent: String,
+    /// Items in the body (1 for /api/send).
+    pub items: usize,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Faults {
+    fail: usize,
+    throttle: usize,
+    throttle_secs: u64,
+    delay: usize,
+    delay_for: Duration,
+    no_batch: bool,
+    reject_in_batch: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    events: Mutex<Vec<StoredEvent>>,
+    requests: Mutex<Vec<RequestRecord>>,
+    faults: Mutex<Faults>,
+    changed: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The running server. Dropping it stops it.
+pub struct UmamiServer {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A free loopback address, not listened on (connections to it are refused until a server
+/// is started there with [`UmamiServer::start_on`]).
+pub fn reserve_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+impl UmamiServer {
+    /// Starts on a free port.
+    pub async fn start() -> UmamiServer {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts on `addr` (e.g. from [`reserve_addr`]).
+    pub async fn start_on(addr: SocketAddr) -> UmamiServer {
+        Self::start_with(addr, Arc::default()).await
+    }
+
+    async fn start_with(addr: SocketAddr, inner: Arc<Inner>) -> UmamiServer {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/api/send", post(send))
+            .route("/api/batch", post(batch))
+            .with_state(inner.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        UmamiServer {
+            addr,
+            inner,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// The base URL to configure: `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every stored event, in arrival order.
+    pub fn events(&self) -> Vec<StoredEvent> {
+        lock(&self.inner.events).clone()
+    }
+
+    /// Every answered request, in arrival order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.inner.requests).clone()
+    }
+
+    /// Waits until at least `n` events are stored, at most `timeout`; returns whether they were.
+    pub async fn wait_for_events(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |s| s.events().len() >= n).await
+    }
+
+    /// Waits until at least `n` requests were answered, at most `timeout`.
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |s| s.requests().len() >= n).await
+    }
+
+    /// Waits until `done` holds (checked whenever the server answers a request).
+    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&UmamiServer) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return done(self);
+            }
+        }
+    }
+
+    /// The next `n` requests answer 500 and store nothing.
+    pub fn fail_next(&self, n: usize) {
+        lock(&self.inner.faults).fail = n;
+    }
+
+    /// The next `n` requests answer 429 with `Retry-After: secs`.
+    pub fn throttle_next(&self, n: usize, secs: u64) {
+        let mut f = lock(&self.inner.faults);
+        f.throttle = n;
+        f.throttle_secs = secs;
+    }
+
+    /// The next `n` requests wait `d`, then answer 504 without storing.
+    pub fn delay_next(&self, n: usize, d: Duration) {
+        let mut f = lock(&self.inner.faults);
+        f.delay = n;
+        f.delay_for = d;
+    }
+
+    /// `/api/batch` answers 404, as on Umami before 2.17.
+    pub fn without_batch(&self) {
+        lock(&self.inner.faults).no_batch = true;
+    }
+
+    /// Batch items whose `name` is `name` fail with a per-item 400.
+    pub fn reject_in_batch(&self, name: &str) {
+        lock(&self.inner.faults).reject_in_batch = Some(name.to_owned());
+    }
+
+    /// Stops listening and ends open connections (gracefully).
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for UmamiServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+enum Fault {
+    Fail,
+    Throttle(u64),
+    Delay(Duration),
+}
+
+fn take_fault(inner: &Inner) -> Option<Fault> {
+    let mut f = lock(&inner.faults);
+    if f.delay > 0 {
+        f.delay -= 1;
+        return Some(Fault::Delay(f.delay_for));
+    }
+    if f.fail > 0 {
+        f.fail -= 1;
+        return Some(Fault::Fail);
+    }
+    if f.throttle > 0 {
+        f.throttle -= 1;
+        return Some(Fault::Throttle(f.throttle_secs));
+    }
+    None
+}
+
+fn error_body(status: StatusCode, message: &str, code: &str) -> Value {
+    json!({ "error": { "message": message, "code": code, "status": status.as_u16() } })
+}
+
+fn bad_request(message: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::BAD_REQUEST,
+        error_body(StatusCode::BAD_REQUEST, message, "bad-request"),
+    )
+}
+
+fn server_error(message: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        error_body(StatusCode::INTERNAL_SERVER_ERROR, message, "server-error"),
+    )
+}
+
+fn record(
+    inner: &Inner,
+    path: &'static str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    items: usize,
+    at: Instant,
+) {
+    lock(&inner.requests).push(RequestRecord {
+        path,
+        status: status.as_u16(),
+        header_user_agent: header_ua(headers),
+        items,
+        at,
+    });
+    inner.changed.notify_waiters();
+}
+
+fn header_ua(headers: &HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Applies an injected fault, if one is due: the response to send instead.
+async fn fault(inner: &Inner) -> Option<Response> {
+    match take_fault(inner)? {
+        Fault::Fail => {
+            let (s, b) = server_error("Server error");
+            Some((s, axum::Json(b)).into_response())
+        }
+        Fault::Throttle(secs) => {
+            let b = error_body(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                "too-many-requests",
+            );
+            Some(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, secs.to_string())],
+                    axum::Json(b),
+                )
+                    .into_response(),
+            )
+        }
+        Fault::Delay(d) => {
+            tokio::time::sleep(d).await;
+            Some(StatusCode::GATEWAY_TIMEOUT.into_response())
+        }
+    }
+}
+
+async fn send(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let at = Instant::now();
+    if let Some(r) = fault(&inner).await {
+        record(&inner, "/api/send", r.status(), &headers, 1, at);
+        return r;
+    }
+    let (status, reply) = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => process(&inner, "/api/send", &v, &headers, at),
+        Err(_) => bad_request("Bad request"),
+    };
+    record(&inner, "/api/send", status, &headers, 1, at);
+    (status, axum::Json(reply)).into_response()
+}
+
+async fn batch(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let at = Instant::now();
+    let no_batch = lock(&inner.faults).no_batch;
+    if no_batch {
+        let b = error_body(StatusCode::NOT_FOUND, "Not found", "not-found");
+        record(&inner, "/api/batch", StatusCode::NOT_FOUND, &headers, 0, at);
+        return (StatusCode::NOT_FOUND, axum::Json(b)).into_response();
+    }
+    let items = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(items)) => items,
+        _ => {
+            let (s, b) = bad_request("Bad request");
+            record(&inner, "/api/batch", s, &headers, 0, at);
+            return (s, axum::Json(b)).into_response();
+        }
+    };
+    if let Some(r) = fault(&inner).await {
+        record(&inner, "/api/batch", r.status(), &headers, items.len(), at);
+        return r;
+    }
+    let reject = lock(&inner.faults).reject_in_batch.clone();
+    let mut details = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let rejected = reject
+            .as_deref()
+            .is_some_and(|n| item.pointer("/payload/name").and_then(Value::as_str) == Some(n));
+        let (status, reply) = if rejected {
+            bad_request("Bad request")
+        } else {
+            process(&inner, "/api/batch", item, &headers, at)
+        };
+        if !status.is_success() {
+            details.push(json!({ "index": index, "response": reply }));
+        }
+    }
+    let reply = json!({
+        "size": items.len(),
+        "processed": items.len() - details.len(),
+        "errors": details.len(),
+        "details": details,
+    });
+    record(
+        &inner,
+        "/api/batch",
+        StatusCode::OK,
+        &headers,
+        items.len(),
+        at,
+    );
+    (StatusCode::OK, axum::Json(reply)).into_response()
+}
+
+/// JavaScript's string length (UTF-16 units), as Umami's validation counts.
+fn js_len(s: &str) -> usize {
+    s.chars().map(char::len_utf16).sum()
+}
+
+/// Umami's `isbot`, as far as the contract needs it.
+pub fn is_bot(ua: &str) -> bool {
+    let ua = ua.trim();
+    if ua.is_empty() {
+        return false;
+    }
+    let lower = ua.to_ascii_lowercase();
+    if ["bot", "crawler", "spider", "curl/", "reqwest/", "hyper/"]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
+        return true;
+    }
+    // A bare `name/version`.
+    match ua.split_once('/') {
+        Some((name, version)) => {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !version.is_empty()
+                && version
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+        }
+        None => false,
+    }
+}
+
+/// One send body, as Umami's /api/send handles it: validate, bot check, store.
+fn process(
+    inner: &Inner,
+    endpoint: &'static str,
+    body: &Value,
+    headers: &HeaderMap,
+    at: Instant,
+) -> (StatusCode, Value) {
+    let Some(kind) = body.get("type").and_then(Value::as_str) else {
+        return bad_request("Bad request");
+    };
+    if !matches!(kind, "event" | "identify") {
+        return bad_request("Bad request");
+    }
+    let Some(p) = body.get("payload").and_then(Value::as_object) else {
+        return bad_request("Bad request");
+    };
+    // Schema (zod) checks: 400.
+    let str_max = |key: &str, max: usize| -> Result<(), ()> {
+        match p.get(key) {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(s)) if js_len(s) <= max => Ok(()),
+            _ => Err(()),
+        }
+    };
+    let checks = [
+        str_max("name", 50),
+        str_max("hostname", 100),
+        str_max("language", 35),
+        str_max("screen", 11),
+        str_max("tag", 50),
+        str_max("url", usize::MAX),
+        str_max("referrer", usize::MAX),
+        str_max("title", usize::MAX),
+        str_max("userAgent", usize::MAX),
+        str_max("id", usize::MAX),
+    ];
+    if checks.iter().any(Result::is_err) {
+        return bad_request("Bad request");
+    }
+    if let Some(d) = p.get("data") {
+        if !d.is_object() && !d.is_null() {
+            return bad_request("Bad request");
+        }
+    }
+    if let Some(ip) = p.get("ip") {
+        if ip
+            .as_str()
+            .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+            .is_none()
+        {
+            return bad_request("Bad request");
+        }
+    }
+    if let Some(ts) = p.get("timestamp") {
+        // UNIX seconds; a millisecond value would be a date tens of thousands of years ahead.
+        match ts.as_u64() {
+            Some(t) if t < 10_000_000_000 => {}
+            _ => return bad_request("Bad request"),
+        }
+    }
+    let Some(website) = p.get("website").and_then(Value::as_str) else {
+        return bad_request("Bad request");
+    };
+    if website != WEBSITE_ID {
+        return bad_request("Website not found.");
+    }
+    let header_user_agent = header_ua(headers);
+    let user_agent = p
+        .get("userAgent")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| header_user_agent.clone());
+    if is_bot(&user_agent) {
+        return (StatusCode::OK, json!({ "beep": "boop" }));
+    }
+    // Database limits: 500.
+    if p.get("id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| js_len(id) > 50)
+    {
+        return server_error("Server error");
+    }
+    let data = p.get("data").and_then(Value::as_object).cloned();
+    if let Some(d) = &data {
+        if too_long_value(&Value::Object(d.clone())) {
+            return server_error("Server error");
+        }
+    }
+    lock(&inner.events).push(StoredEvent {
+        endpoint,
+        payload: Value::Object(p.clone()),
+        name: p.get("name").and_then(Value::as_str).map(str::to_owned),
+        data,
+        user_agent,
+        header_user_agent,
+        at,
+    });
+    inner.changed.notify_waiters();
+    (
+        StatusCode::OK,
+        json!({ "cache": "token", "sessionId": "00000000-0000-0000-0000-000000000000", "visitId": "00000000-0000-0000-0000-000000000000" }),
+    )
+}
+
+/// Whether a data value (flattened as Umami does) holds a string over 500 characters; arrays
+/// are stored as their JSON text.
+fn too_long_value(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.chars().count() > 500,
+        Value::Object(m) => m.values().any(too_long_value),
+        Value::Array(_) => v.to_string().chars().count() > 500,
+        _ => false,
+    }
+}
