@@ -556,3 +556,96 @@ async fn throughput() {
         );
     }
 }
+
+#[tokio::test]
+async fn through_an_axum_app_with_the_layer_each_event_and_page_view_arrives_once() {
+    use axum::extract::Query;
+    use axum::routing::post;
+    use tower_telemetry::{TelemetryLayer, Tracker};
+
+    async fn generate(tracker: Tracker, Query(q): Query<HashMap<String, u64>>) -> &'static str {
+        tracker.track(
+            "generation.started",
+            props! { "seq" => q["seq"], "model" => "flux-dev" },
+        );
+        "ok"
+    }
+
+    let umami = UmamiServer::start().await;
+    // The first delivery hangs for 2 s: requests to the app must not notice.
+    umami.delay_next(1, Duration::from_secs(2));
+    let (telemetry, _) = handle(config(&umami), fast());
+    let app = axum::Router::new()
+        .route("/api/generate", post(generate))
+        .layer(
+            TelemetryLayer::new(telemetry.clone())
+                .user_id(|p: &http::request::Parts| {
+                    p.headers
+                        .get("x-user")
+                        .and_then(|v| v.to_str().ok())
+                        .map(String::from)
+                })
+                .request_events(true),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app_task = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    const N: u64 = 30;
+    const BROWSER: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/605.1.15";
+    let client = reqwest::Client::new();
+    let mut slowest = Duration::ZERO;
+    for seq in 0..N {
+        let started = Instant::now();
+        let res = client
+            .post(format!("http://{addr}/api/generate?seq={seq}"))
+            .header("x-user", format!("user_{}", seq % 3))
+            .header("user-agent", BROWSER)
+            .header("accept-language", "fr-FR,fr;q=0.8")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "an app request took {slowest:?}"
+    );
+
+    let report = telemetry.shutdown(WAIT).await;
+    app_task.abort();
+    let d = report.destination("umami").unwrap();
+    assert_eq!((d.delivered, d.failed, d.discarded), (2 * N, 0, 0));
+    assert_each_once(&umami, N);
+    let stored = umami.events();
+    let host = addr.to_string();
+    for e in &stored {
+        assert_eq!(
+            e.field("url"),
+            Some("/api/generate"),
+            "no query unless include_query"
+        );
+        assert_eq!(e.field("hostname"), Some(host.as_str()));
+        assert_eq!(e.field("language"), Some("fr-FR"));
+        assert_eq!(e.user_agent, BROWSER);
+        assert!(e.field("id").is_some_and(|id| id.starts_with("user_")));
+    }
+    let custom: Vec<_> = stored.iter().filter(|e| e.name.is_some()).collect();
+    assert_eq!(custom.len() as u64, N);
+    for e in custom {
+        assert_eq!(e.name.as_deref(), Some("generation.started"));
+        let seq = e.datum("seq").unwrap().as_u64().unwrap();
+        assert_eq!(e.field("id"), Some(format!("user_{}", seq % 3).as_str()));
+        assert_eq!(e.datum("model"), Some(&json!("flux-dev")));
+    }
+    let views = stored.iter().filter(|e| e.name.is_none()).count() as u64;
+    assert_eq!(views, N, "one page view per request");
+    for user in ["user_0", "user_1", "user_2"] {
+        let per_user = stored
+            .iter()
+            .filter(|e| e.field("id") == Some(user))
+            .count() as u64;
+        assert_eq!(per_user, 2 * N / 3);
+    }
+}
