@@ -1,0 +1,95 @@
+//! The cost of `track!` on the request path.
+//!
+//! `cargo bench --bench track`. Budgets (issue #2, this 2-core machine): routed ≤ 250 ns,
+//! not routed / sampled out ≤ 40 ns without allocating.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower_telemetry::{
+    BoxFuture, Config, Context, DeliveryConfig, DeliveryError, Destination, DestinationConfig,
+    Event, SampleKey, SamplingConfig, Telemetry, track,
+};
+
+/// Counts and forgets: delivery as cheap as it gets, so the bench measures `track!`.
+#[derive(Clone, Default)]
+struct Count(Arc<AtomicU64>);
+
+impl Destination for Count {
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn handle(rt: &tokio::runtime::Runtime, sampling: Option<SamplingConfig>) -> Telemetry {
+    let _guard = rt.enter();
+    let mut config = Config::default().destination(
+        DestinationConfig::new("count")
+            .events(["generation.*"])
+            .delivery(
+                DeliveryConfig::default()
+                    .queue_capacity(1 << 20)
+                    .flush_interval(Duration::from_millis(1)),
+            ),
+    );
+    if let Some(s) = sampling {
+        config = config.sampling(s);
+    }
+    Telemetry::builder()
+        .config(config)
+        .destination("count", Count::default())
+        .build()
+        .unwrap()
+}
+
+fn request() -> Context {
+    Context::new()
+        .with_user_id("user_123")
+        .with_request_id("0190f7c4-8d3a-7c1e-9b6a-3f2d1c0b9a87")
+        .with_path("/api/generate")
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let t = handle(&rt, None);
+    t.scope_sync(request(), || {
+        c.bench_function("track/routed_3_props_in_scope", |b| {
+            b.iter(|| track!(&t => "generation.started", model = "flux-dev", steps = 4, credits_cost = black_box(10)))
+        });
+        c.bench_function("track/not_routed", |b| {
+            b.iter(|| track!(&t => "system.boot", model = "flux-dev", steps = 4, credits_cost = black_box(10)))
+        });
+    });
+    let stats = t.stats();
+    eprintln!(
+        "routed bench: delivered {} dropped {}",
+        stats.delivered(),
+        stats.dropped_queue_full()
+    );
+
+    let sampled = handle(&rt, Some(SamplingConfig::rate(0.0).key(SampleKey::Request)));
+    sampled.scope_sync(request(), || {
+        c.bench_function("track/sampled_out", |b| {
+            b.iter(|| track!(&sampled => "generation.started", model = "flux-dev", steps = 4, credits_cost = black_box(10)))
+        });
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);

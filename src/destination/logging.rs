@@ -1,0 +1,183 @@
+//! The `logging` destination: one `tracing` event per telemetry event.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{BoxFuture, DeliveryError, Destination};
+use crate::config::{ConfigError, DeliveryConfig, Settings};
+use crate::event::Event;
+
+/// Writes each event to the `tracing` log, target `tower_telemetry`, at a configured level.
+///
+/// Each log record has the fields `event` (name), `category`, `event_id`, `properties` (JSON),
+/// and `user_id`, `session_id`, `request_id`, `path` when the context has them. Control
+/// characters in names and values are escaped, so an event cannot forge log lines.
+///
+/// ```yaml
+/// logging:
+///   enabled: true
+///   level: INFO        # TRACE, DEBUG, INFO, WARN or ERROR
+///   events: [error.*, system.*]
+/// ```
+#[derive(Clone, Debug)]
+pub struct LoggingDestination {
+    level: tracing::Level,
+}
+
+impl Default for LoggingDestination {
+    fn default() -> Self {
+        LoggingDestination {
+            level: tracing::Level::INFO,
+        }
+    }
+}
+
+impl LoggingDestination {
+    /// Logs at `level`.
+    pub fn new(level: tracing::Level) -> Self {
+        LoggingDestination { level }
+    }
+
+    /// The level it logs at.
+    pub fn level(&self) -> tracing::Level {
+        self.level
+    }
+
+    /// Builds one from its configuration (`level`, default `INFO`).
+    pub fn from_settings(settings: &Settings) -> Result<Self, Vec<ConfigError>> {
+        let mut errors = settings.unknown_keys(&["level"]);
+        let level = match settings.str("level") {
+            Ok(None) => tracing::Level::INFO,
+            Ok(Some(s)) => {
+                match parse_level(s) {
+                    Some(l) => l,
+                    None => {
+                        errors.push(settings.error(
+                        "level",
+                        format!("unknown level `{s}`; expected one of TRACE, DEBUG, INFO, WARN, ERROR"),
+                    ));
+                        tracing::Level::INFO
+                    }
+                }
+            }
+            Err(e) => {
+                errors.push(e);
+                tracing::Level::INFO
+            }
+        };
+        if errors.is_empty() {
+            Ok(LoggingDestination { level })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// A log level name, case-insensitive (`WARNING` is `WARN`).
+pub(crate) fn parse_level(s: &str) -> Option<tracing::Level> {
+    match s.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => Some(tracing::Level::TRACE),
+        "DEBUG" => Some(tracing::Level::DEBUG),
+        "INFO" => Some(tracing::Level::INFO),
+        "WARN" | "WARNING" => Some(tracing::Level::WARN),
+        "ERROR" => Some(tracing::Level::ERROR),
+        _ => None,
+    }
+}
+
+/// Displays a string with control characters (newlines, ANSI escapes, ...) escaped.
+pub(crate) struct Escaped<'a>(pub(crate) &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct OptEscaped<'a>(Option<&'a str>);
+
+impl fmt::Display for OptEscaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(s) => Escaped(s).fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
+macro_rules! log_at {
+    ($level:expr, $($rest:tt)*) => {
+        match $level {
+            tracing::Level::TRACE => tracing::trace!($($rest)*),
+            tracing::Level::DEBUG => tracing::debug!($($rest)*),
+            tracing::Level::INFO => tracing::info!($($rest)*),
+            tracing::Level::WARN => tracing::warn!($($rest)*),
+            tracing::Level::ERROR => tracing::error!($($rest)*),
+        }
+    };
+}
+
+impl LoggingDestination {
+    fn log(&self, e: &Event) {
+        // serde_json escapes control characters inside strings, so the JSON is one safe line.
+        let properties = serde_json::to_string(e.properties()).unwrap_or_default();
+        let ctx = e.context();
+        log_at!(
+            self.level,
+            target: "tower_telemetry",
+            event = %Escaped(e.name()),
+            category = %Escaped(e.category().as_str()),
+            event_id = %e.id(),
+            properties = %properties,
+            user_id = %OptEscaped(ctx.user_id()),
+            session_id = %OptEscaped(ctx.session_id()),
+            request_id = %OptEscaped(ctx.request_id()),
+            path = %OptEscaped(ctx.path()),
+            "telemetry event"
+        );
+    }
+}
+
+impl Destination for LoggingDestination {
+    fn name(&self) -> &str {
+        "logging"
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        for e in batch {
+            self.log(e);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn delivery_defaults(&self) -> DeliveryConfig {
+        // Logging is cheap; a short linger only to keep wake-ups rare under load.
+        DeliveryConfig::default().flush_interval(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_characters() {
+        assert_eq!(Escaped("a\nb\u{1b}[31m").to_string(), "a\\nb\\u{1b}[31m");
+        assert_eq!(Escaped("plain é").to_string(), "plain é");
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(parse_level("info"), Some(tracing::Level::INFO));
+        assert_eq!(parse_level("WARNING"), Some(tracing::Level::WARN));
+        assert_eq!(parse_level("LOUD"), None);
+    }
+}

@@ -1,0 +1,211 @@
+//! The per-destination lane: a bounded queue, its counters, and the worker that drains it.
+
+mod retry;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::config::DeliveryConfig;
+use crate::destination::Destination;
+use crate::event::Event;
+
+pub(crate) use retry::backoff;
+pub(crate) use worker::spawn_workers;
+
+/// Counters of one destination. Relaxed atomics: they are statistics, read as a whole only
+/// after the worker has stopped (shutdown) or as a live approximation (`stats()`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) enqueued: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) dropped_queue_full: AtomicU64,
+    pub(crate) sampled_out: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) discarded: AtomicU64,
+    pub(crate) retries: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64, n: usize) {
+        c.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// Events that reached an end: delivered, failed for good, or discarded by the receiver.
+    pub(crate) fn settled(&self) -> u64 {
+        Self::get(&self.delivered) + Self::get(&self.failed) + Self::get(&self.discarded)
+    }
+}
+
+/// What the emitting side and the worker of one destination share.
+#[derive(Debug)]
+pub(crate) struct LaneShared {
+    pub(crate) name: String,
+    pub(crate) counters: Counters,
+    pub(crate) capacity: usize,
+    /// Cut the current linger short (flush).
+    pub(crate) flush_now: Notify,
+    /// Stop taking events, deliver what is queued, then exit.
+    pub(crate) closing: AtomicBool,
+    pub(crate) close_now: Notify,
+    /// Set by the worker's drop guard, whether it ended normally or was aborted.
+    pub(crate) finished: AtomicBool,
+    pub(crate) abort: Mutex<Option<tokio::task::AbortHandle>>,
+    pub(crate) drops: RateLimitedWarning,
+}
+
+/// One destination as the handle sees it.
+pub(crate) struct Lane {
+    pub(crate) tx: mpsc::Sender<Arc<Event>>,
+    pub(crate) shared: Arc<LaneShared>,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a worker needs, handed over when the handle is built.
+pub(crate) struct WorkerParts {
+    pub(crate) destination: Arc<dyn Destination>,
+    pub(crate) rx: mpsc::Receiver<Arc<Event>>,
+    pub(crate) shared: Arc<LaneShared>,
+    pub(crate) progress: Arc<Notify>,
+    pub(crate) delivery: DeliveryConfig,
+}
+
+/// A lane and its not-yet-spawned worker.
+pub(crate) fn lane(
+    name: String,
+    destination: Arc<dyn Destination>,
+    delivery: DeliveryConfig,
+    progress: Arc<Notify>,
+) -> (Lane, WorkerParts) {
+    let (tx, rx) = mpsc::channel(delivery.queue_capacity);
+    let shared = Arc::new(LaneShared {
+        name,
+        counters: Counters::default(),
+        capacity: delivery.queue_capacity,
+        flush_now: Notify::new(),
+        closing: AtomicBool::new(false),
+        close_now: Notify::new(),
+        finished: AtomicBool::new(false),
+        abort: Mutex::new(None),
+        drops: RateLimitedWarning::default(),
+    });
+    let parts = WorkerParts {
+        destination,
+        rx,
+        shared: shared.clone(),
+        progress,
+        delivery,
+    };
+    (Lane { tx, shared }, parts)
+}
+
+/// Outcome of offering an event to a lane.
+pub(crate) enum Push {
+    Queued,
+    Full,
+    Closed,
+}
+
+impl Lane {
+    /// Never blocks: a full queue drops the event (and counts it).
+    pub(crate) fn push(&self, event: Arc<Event>) -> Push {
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                Counters::add(&self.shared.counters.enqueued, 1);
+                Push::Queued
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Counters::add(&self.shared.counters.dropped_queue_full, 1);
+                if let Some(n) = self.shared.drops.hit() {
+                    tracing::warn!(
+                        target: "tower_telemetry",
+                        destination = %self.shared.name,
+                        dropped = n,
+                        capacity = self.shared.capacity,
+                        "telemetry queue full: events dropped (the destination is slow or down)"
+                    );
+                }
+                Push::Full
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
+        }
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// A warning that is logged at once the first time, then at most every 10 s with the count
+/// since the last one.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimitedWarning {
+    warned: AtomicBool,
+    last_ms: AtomicU64,
+    since: AtomicU64,
+}
+
+const WARN_EVERY_MS: u64 = 10_000;
+
+fn coarse_now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl RateLimitedWarning {
+    /// Records one occurrence; returns the count to report when a warning is due.
+    pub(crate) fn hit(&self) -> Option<u64> {
+        self.hit_at(coarse_now_ms())
+    }
+
+    fn hit_at(&self, now: u64) -> Option<u64> {
+        let since = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            self.last_ms.store(now, Ordering::Relaxed);
+            self.since.fetch_sub(since, Ordering::Relaxed);
+            return Some(since);
+        }
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= WARN_EVERY_MS
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.since.swap(0, Ordering::Relaxed));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_first_then_rate_limits() {
+        let w = RateLimitedWarning::default();
+        assert_eq!(w.hit_at(1_000), Some(1));
+        assert_eq!(w.hit_at(1_001), None);
+        assert_eq!(w.hit_at(10_999), None);
+        // Ten seconds after the last warning: one summary with the count since.
+        assert_eq!(w.hit_at(11_000), Some(3));
+        assert_eq!(w.hit_at(11_001), None);
+        assert_eq!(w.hit_at(21_001), Some(2));
+    }
+}

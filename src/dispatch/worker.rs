@@ -1,0 +1,242 @@
+//! The worker: drains one destination's queue in batches and delivers them with retries.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{Counters, LaneShared, WorkerParts, backoff};
+use crate::destination::{DeliveryError, DeliveryErrorKind, Destination};
+use crate::event::Event;
+
+/// Starts every worker: on the current tokio runtime when there is one, else on a dedicated
+/// thread running a small runtime of its own (so a handle built outside async code works).
+pub(crate) fn spawn_workers(parts: Vec<WorkerParts>) {
+    if parts.is_empty() {
+        return;
+    }
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        for p in parts {
+            let shared = p.shared.clone();
+            let task = handle.spawn(run(p));
+            *lock(&shared) = Some(task.abort_handle());
+        }
+        return;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .enable_io()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(target: "tower_telemetry", error = %e, "cannot start the telemetry runtime; events will queue and be dropped");
+            return;
+        }
+    };
+    let mut tasks = Vec::with_capacity(parts.len());
+    for p in parts {
+        let shared = p.shared.clone();
+        let task = rt.spawn(run(p));
+        *lock(&shared) = Some(task.abort_handle());
+        tasks.push(task);
+    }
+    let spawned = std::thread::Builder::new()
+        .name("tower-telemetry".into())
+        .spawn(move || {
+            rt.block_on(async {
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+        });
+    if let Err(e) = spawned {
+        tracing::error!(target: "tower_telemetry", error = %e, "cannot start the telemetry thread");
+    }
+}
+
+fn lock(shared: &LaneShared) -> std::sync::MutexGuard<'_, Option<tokio::task::AbortHandle>> {
+    shared.abort.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks the worker finished however it ends (normally, aborted, or panicking).
+struct FinishGuard {
+    shared: Arc<LaneShared>,
+    progress: Arc<Notify>,
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        self.shared.finished.store(true, Ordering::Release);
+        self.progress.notify_waiters();
+    }
+}
+
+async fn run(parts: WorkerParts) {
+    let WorkerParts {
+        destination,
+        mut rx,
+        shared,
+        progress,
+        delivery,
+    } = parts;
+    let _guard = FinishGuard {
+        shared: shared.clone(),
+        progress: progress.clone(),
+    };
+    let max = delivery.batch_size;
+    let mut batch: Vec<Arc<Event>> = Vec::with_capacity(max);
+    let mut in_flight = JoinSet::new();
+    let mut closing = false;
+
+    loop {
+        if !closing && shared.closing.load(Ordering::Acquire) {
+            closing = true;
+            rx.close();
+        }
+        // Wait for the first event (or the end).
+        let n = if closing {
+            rx.recv_many(&mut batch, max).await
+        } else {
+            tokio::select! {
+                biased;
+                _ = shared.close_now.notified() => continue,
+                n = rx.recv_many(&mut batch, max) => n,
+            }
+        };
+        if n == 0 {
+            break; // closed and drained
+        }
+        // Linger for a fuller batch, unless flushing or closing.
+        if !closing && batch.len() < max && !delivery.flush_interval.is_zero() {
+            let deadline = Instant::now() + delivery.flush_interval;
+            while batch.len() < max {
+                let room = max - batch.len();
+                tokio::select! {
+                    biased;
+                    _ = shared.close_now.notified() => break,
+                    _ = shared.flush_now.notified() => break,
+                    n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+        }
+        let full = std::mem::replace(&mut batch, Vec::with_capacity(max));
+        if delivery.concurrency <= 1 {
+            deliver(&*destination, full, &shared, &delivery).await;
+            progress.notify_waiters();
+        } else {
+            while in_flight.len() >= delivery.concurrency {
+                in_flight.join_next().await;
+            }
+            let (d, s, p) = (destination.clone(), shared.clone(), progress.clone());
+            in_flight.spawn(async move {
+                deliver(&*d, full, &s, &delivery).await;
+                p.notify_waiters();
+            });
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+    destination.shutdown().await;
+}
+
+/// Delivers one batch: retries what is retryable, counts everything exactly once.
+async fn deliver(
+    destination: &dyn Destination,
+    mut pending: Vec<Arc<Event>>,
+    shared: &LaneShared,
+    delivery: &crate::config::DeliveryConfig,
+) {
+    let c = &shared.counters;
+    let mut attempt = 1u32;
+    loop {
+        let result = match tokio::time::timeout(delivery.timeout, destination.send(&pending)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(DeliveryError::retryable(format!(
+                "timed out after {:?}",
+                delivery.timeout
+            ))),
+        };
+        let (retry, retry_after, last_error) = match result {
+            Ok(()) => {
+                Counters::add(&c.delivered, pending.len());
+                return;
+            }
+            Err(e) => match e.items() {
+                None => match e.kind() {
+                    DeliveryErrorKind::Retryable => (pending, e.retry_after(), e),
+                    kind => {
+                        settle_failure(shared, kind, pending.len(), &e);
+                        return;
+                    }
+                },
+                Some(items) => {
+                    let mut failed = vec![false; pending.len()];
+                    let mut retry = Vec::new();
+                    for (i, item) in items {
+                        let Some(slot) = failed.get_mut(*i) else {
+                            continue;
+                        };
+                        if std::mem::replace(slot, true) {
+                            continue; // an index listed twice counts once
+                        }
+                        match item.kind() {
+                            DeliveryErrorKind::Retryable => retry.push(pending[*i].clone()),
+                            kind => settle_failure(shared, kind, 1, item),
+                        }
+                    }
+                    Counters::add(&c.delivered, failed.iter().filter(|f| !**f).count());
+                    (retry, e.retry_after(), e)
+                }
+            },
+        };
+        if retry.is_empty() {
+            return;
+        }
+        if attempt >= delivery.retry.max_attempts {
+            Counters::add(&c.failed, retry.len());
+            tracing::warn!(
+                target: "tower_telemetry",
+                destination = %shared.name,
+                events = retry.len(),
+                attempts = attempt,
+                error = %last_error,
+                "telemetry delivery failed; giving up on these events"
+            );
+            return;
+        }
+        let wait = backoff(attempt, &delivery.retry, retry_after);
+        tracing::debug!(
+            target: "tower_telemetry",
+            destination = %shared.name,
+            events = retry.len(),
+            attempt,
+            ?wait,
+            error = %last_error,
+            "telemetry delivery failed; retrying"
+        );
+        Counters::add(&c.retries, 1);
+        tokio::time::sleep(wait).await;
+        pending = retry;
+        attempt += 1;
+    }
+}
+
+fn settle_failure(shared: &LaneShared, kind: DeliveryErrorKind, n: usize, e: &DeliveryError) {
+    let c = &shared.counters;
+    if kind == DeliveryErrorKind::Discarded {
+        Counters::add(&c.discarded, n);
+    } else {
+        Counters::add(&c.failed, n);
+    }
+    tracing::warn!(
+        target: "tower_telemetry",
+        destination = %shared.name,
+        events = n,
+        error = %e,
+        "telemetry events not delivered"
+    );
+}

@@ -1,0 +1,547 @@
+//! Events, their categories and properties.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::text::Text;
+
+/// The longest event name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// What an event is about, derived from the first segment of its name.
+///
+/// `generation.started` is [`EventCategory::Generation`]; `checkout.completed` is
+/// `Custom("checkout")`. The six named categories are the seed module's.
+///
+/// ```
+/// use tower_telemetry::EventCategory;
+///
+/// assert_eq!(EventCategory::of("user.signup"), EventCategory::User);
+/// assert_eq!(EventCategory::of("checkout.completed").as_str(), "checkout");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventCategory {
+    /// User actions (clicks, navigation, sign-ups): `user.*`.
+    User,
+    /// AI generations: `generation.*`.
+    Generation,
+    /// Payments: `payment.*`.
+    Payment,
+    /// Errors: `error.*`.
+    Error,
+    /// Timing and performance: `performance.*`.
+    Performance,
+    /// The system itself (boot, shutdown, dropped events): `system.*`.
+    System,
+    /// Any other first segment.
+    Custom(Text),
+}
+
+impl EventCategory {
+    /// The category of an event name.
+    pub fn of(name: &str) -> EventCategory {
+        Self::of_text(&Text::copy_from(name))
+    }
+
+    pub(crate) fn of_text(name: &Text) -> EventCategory {
+        let first = name.as_str().split('.').next().unwrap_or("");
+        match first {
+            "user" => EventCategory::User,
+            "generation" => EventCategory::Generation,
+            "payment" => EventCategory::Payment,
+            "error" => EventCategory::Error,
+            "performance" => EventCategory::Performance,
+            "system" => EventCategory::System,
+            _ => EventCategory::Custom(name.first_segment()),
+        }
+    }
+
+    /// The category's name, as it appears in event names.
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventCategory::User => "user",
+            EventCategory::Generation => "generation",
+            EventCategory::Payment => "payment",
+            EventCategory::Error => "error",
+            EventCategory::Performance => "performance",
+            EventCategory::System => "system",
+            EventCategory::Custom(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for EventCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventCategory {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Whether an event is a tracked action or an automatic page view.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// An event tracked by name (`track!`, `Tracker::track`, ...).
+    #[default]
+    Custom,
+    /// The automatic per-request event of [`TelemetryLayer`](crate::TelemetryLayer)
+    /// (`telemetry.requests`): destinations such as Umami record it as a page view.
+    PageView,
+}
+
+/// An event's properties: string keys to JSON values, in insertion order.
+///
+/// Inserting a key that is already present replaces its value in place. Keys given as literals
+/// are not copied. Build them with [`props!`](crate::props) or [`track!`](crate::track).
+///
+/// ```
+/// use tower_telemetry::{props, Properties};
+///
+/// let mut p = props! { "model" => "flux-dev", "credits_cost" => 10 };
+/// p.insert("model", "flux-schnell");
+/// assert_eq!(p.len(), 2);
+/// assert_eq!(p.get("model").unwrap(), "flux-schnell");
+/// assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"model":"flux-schnell","credits_cost":10}"#);
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct Properties {
+    entries: Vec<(Text, serde_json::Value)>,
+}
+
+impl Properties {
+    /// No properties.
+    pub const fn new() -> Self {
+        Properties {
+            entries: Vec::new(),
+        }
+    }
+
+    /// No properties, with room for `n` without reallocating.
+    pub fn with_capacity(n: usize) -> Self {
+        Properties {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// Sets `key` to `value` serialized as JSON, replacing an earlier value of that key.
+    ///
+    /// A value whose `Serialize` implementation fails (a map with non-string keys, say) is
+    /// stored as a string describing the error, so the event is never lost for one property.
+    pub fn insert(&mut self, key: impl Into<Text>, value: impl Serialize) -> &mut Self {
+        let value = to_json(&value);
+        self.insert_json(key.into(), value);
+        self
+    }
+
+    /// Sets `key` to an already built JSON value.
+    pub fn insert_json(&mut self, key: impl Into<Text>, value: serde_json::Value) -> &mut Self {
+        let key = key.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.entries.push((key, value)),
+        }
+        self
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<serde_json::Value> {
+        let i = self.entries.iter().position(|(k, _)| k.as_str() == key)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The number of properties.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The properties in insertion order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &serde_json::Value)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Mutable access to the values, in insertion order.
+    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&str, &mut serde_json::Value)> {
+        self.entries.iter_mut().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Keeps only the properties for which `f` returns true.
+    pub fn retain(&mut self, mut f: impl FnMut(&str, &mut serde_json::Value) -> bool) {
+        self.entries.retain_mut(|(k, v)| f(k, v))
+    }
+
+    /// The properties as a JSON object (a copy).
+    pub fn to_json_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect()
+    }
+
+    /// Builds properties from a JSON object's entries, in order.
+    pub fn from_json_map(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        Properties {
+            entries: map.into_iter().map(|(k, v)| (Text::from(k), v)).collect(),
+        }
+    }
+}
+
+pub(crate) fn to_json(value: &impl Serialize) -> serde_json::Value {
+    match serde_json::to_value(value) {
+        Ok(v) => v,
+        Err(e) => serde_json::Value::String(format!("<unserializable: {e}>")),
+    }
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Properties {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.entries.len()))?;
+        for (k, v) in &self.entries {
+            map.serialize_entry(k.as_str(), v)?;
+        }
+        map.end()
+    }
+}
+
+impl<K: Into<Text>, V: Serialize> FromIterator<(K, V)> for Properties {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut p = Properties::new();
+        for (k, v) in iter {
+            p.insert(k, v);
+        }
+        p
+    }
+}
+
+impl<K: Into<Text>, V: Serialize> Extend<(K, V)> for Properties {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+/// Why an event name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidName {
+    /// The name is empty.
+    #[error("event name is empty")]
+    Empty,
+    /// The name is longer than [`MAX_NAME_LEN`] bytes.
+    #[error("event name is {0} bytes long; the limit is 200")]
+    TooLong(usize),
+    /// The name contains a control character (newline, escape, ...).
+    #[error("event name contains a control character")]
+    ControlCharacter,
+}
+
+/// Checks an event name: not empty, at most [`MAX_NAME_LEN`] bytes, no control characters.
+pub fn validate_name(name: &str) -> Result<(), InvalidName> {
+    if name.is_empty() {
+        return Err(InvalidName::Empty);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(InvalidName::TooLong(name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(InvalidName::ControlCharacter);
+    }
+    Ok(())
+}
+
+/// One tracked event: what happened, when, with which properties, in which context.
+///
+/// Events are built by the pipeline ([`track!`](crate::track), [`Telemetry::track`](crate::Telemetry::track), ...)
+/// and shared with every destination they are routed to as an `Arc<Event>`. Destinations read
+/// them through the accessors; [`Event::new`] builds one directly, for testing a destination.
+///
+/// Serialized (for a log line or an HTTP body) it is
+/// `{"id", "name", "category", "timestamp" (RFC 3339, milliseconds, UTC), "properties", "context"}`.
+#[derive(Clone)]
+pub struct Event {
+    pub(crate) id: Uuid,
+    pub(crate) name: Text,
+    pub(crate) category: EventCategory,
+    pub(crate) kind: EventKind,
+    pub(crate) timestamp: SystemTime,
+    pub(crate) properties: Properties,
+    pub(crate) context: Arc<Context>,
+}
+
+impl Event {
+    /// An event named `name`, now, with a fresh id and an empty context.
+    ///
+    /// The name is not validated here; the pipeline validates names it is given.
+    pub fn new(name: impl Into<Text>, properties: Properties) -> Self {
+        let name = name.into();
+        Event {
+            id: new_event_id(),
+            category: EventCategory::of_text(&name),
+            kind: EventKind::Custom,
+            name,
+            timestamp: SystemTime::now(),
+            properties,
+            context: Arc::default(),
+        }
+    }
+
+    /// The same event as another kind (e.g. a page view).
+    pub fn with_kind(mut self, kind: EventKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Whether it is a tracked action or an automatic page view.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    /// The same event with another context.
+    pub fn with_context(mut self, context: Context) -> Self {
+        self.context = Arc::new(context);
+        self
+    }
+
+    /// The same event with another timestamp.
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp = timestamp;
+        self
+    }
+
+    /// A unique id (UUIDv7: time-ordered), stable across retries, for deduplication.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The event's name, e.g. `generation.started`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The category derived from the name.
+    pub fn category(&self) -> &EventCategory {
+        &self.category
+    }
+
+    /// When it was tracked.
+    pub fn timestamp(&self) -> SystemTime {
+        self.timestamp
+    }
+
+    /// Milliseconds since the UNIX epoch.
+    pub fn timestamp_millis(&self) -> u64 {
+        unix_millis(self.timestamp)
+    }
+
+    /// The properties it was tracked with.
+    pub fn properties(&self) -> &Properties {
+        &self.properties
+    }
+
+    /// The context (request, user, host) it was tracked in.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("category", &self.category)
+            .field("timestamp", &Rfc3339(self.timestamp))
+            .field("properties", &self.properties)
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Event", 6)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("category", &self.category)?;
+        st.serialize_field("timestamp", &Rfc3339(self.timestamp))?;
+        st.serialize_field("properties", &self.properties)?;
+        st.serialize_field("context", &*self.context)?;
+        st.end()
+    }
+}
+
+/// A fresh UUIDv7 from a thread-local generator (no syscall per id).
+pub(crate) fn new_event_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+pub(crate) fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+/// Formats a time as RFC 3339 in UTC with milliseconds: `2026-11-25T12:50:35.123Z`.
+#[derive(Clone, Copy)]
+pub struct Rfc3339(pub SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = unix_millis(self.0);
+        let secs = ms / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            ms % 1000
+        )
+    }
+}
+
+impl fmt::Debug for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories() {
+        assert_eq!(
+            EventCategory::of("generation.started"),
+            EventCategory::Generation
+        );
+        assert_eq!(EventCategory::of("payment"), EventCategory::Payment);
+        assert_eq!(
+            EventCategory::of("checkout.completed"),
+            EventCategory::Custom(Text::from("checkout"))
+        );
+        // Only the whole first segment counts.
+        assert_eq!(EventCategory::of("users.x").as_str(), "users");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(validate_name(""), Err(InvalidName::Empty));
+        assert_eq!(validate_name("a\nb"), Err(InvalidName::ControlCharacter));
+        assert_eq!(
+            validate_name("a\u{1b}[31m"),
+            Err(InvalidName::ControlCharacter)
+        );
+        assert_eq!(
+            validate_name(&"x".repeat(201)),
+            Err(InvalidName::TooLong(201))
+        );
+        assert_eq!(validate_name(&"x".repeat(200)), Ok(()));
+        assert_eq!(validate_name("user.signup"), Ok(()));
+    }
+
+    #[test]
+    fn rfc3339() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_075_035_123);
+        assert_eq!(Rfc3339(t).to_string(), "2025-11-25T12:50:35.123Z");
+        assert_eq!(Rfc3339(UNIX_EPOCH).to_string(), "1970-01-01T00:00:00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(Rfc3339(leap).to_string(), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn properties_keep_order_and_replace() {
+        let mut p = Properties::new();
+        p.insert("b", 1).insert("a", "x").insert("b", 2);
+        let keys: Vec<_> = p.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["b", "a"]);
+        assert_eq!(p.get("b").unwrap(), 2);
+        assert_eq!(p.remove("b").unwrap(), 2);
+        assert!(!p.contains_key("b"));
+    }
+
+    #[test]
+    fn unserializable_value_is_kept_as_error_text() {
+        let mut m = std::collections::HashMap::new();
+        m.insert((1, 2), 3);
+        let mut p = Properties::new();
+        p.insert("bad", &m);
+        assert!(
+            p.get("bad")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .starts_with("<unserializable")
+        );
+    }
+
+    #[test]
+    fn event_serializes() {
+        let e = Event::new("user.signup", Properties::new())
+            .with_timestamp(UNIX_EPOCH + Duration::from_millis(1500));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["name"], "user.signup");
+        assert_eq!(v["category"], "user");
+        assert_eq!(v["timestamp"], "1970-01-01T00:00:01.500Z");
+        assert_eq!(v["id"].as_str().unwrap().len(), 36);
+    }
+}

@@ -1,0 +1,547 @@
+//! Glob routing and sampling, compiled once per handle.
+//!
+//! A route is decided per event *name* (cached: per `track!` call site, and per thread for
+//! names built at run time) and packed into a `u32`: one bit per destination, plus a bit for
+//! "matches a `sampling.always` glob" and one for "the name is invalid". Sampling is decided per
+//! event from a 64-bit hash (of the request id, the user id, or a random number) compared with
+//! a threshold, so `track!` knows whether anything will be kept before it builds anything.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::SampleKey;
+use crate::event::validate_name;
+
+/// The most destinations one handle routes to (one bit each in a route).
+pub const MAX_DESTINATIONS: usize = 30;
+
+pub(crate) const ALWAYS_BIT: u32 = 1 << 30;
+pub(crate) const INVALID_BIT: u32 = 1 << 31;
+pub(crate) const DEST_MASK: u32 = (1 << MAX_DESTINATIONS) - 1;
+
+/// A compiled glob: `*` matches any run of characters (dots included), `?` any one character.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Glob {
+    source: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Any,
+    Star,
+}
+
+impl fmt::Debug for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// Checks that `pattern` is a usable event glob: not empty, no whitespace or control
+/// characters, no `[`, `]`, `{`, `}` (classes and alternations are not supported), and a `!`
+/// only as the first character (an exclusion).
+pub fn validate_glob(pattern: &str) -> Result<(), String> {
+    let body = pattern.strip_prefix('!').unwrap_or(pattern);
+    if body.is_empty() {
+        return Err(if pattern.is_empty() {
+            "empty pattern".to_owned()
+        } else {
+            "`!` must be followed by a pattern".to_owned()
+        });
+    }
+    if let Some(c) = body
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "[]{}!".contains(*c))
+    {
+        return Err(format!(
+            "unsupported character {c:?} in pattern `{pattern}`; patterns use `*` (any run of characters), `?` (one character) and a leading `!` to exclude"
+        ));
+    }
+    Ok(())
+}
+
+impl Glob {
+    pub(crate) fn new(pattern: &str) -> Result<Glob, String> {
+        validate_glob(pattern)?;
+        Ok(Glob::compile(pattern))
+    }
+
+    /// Compiles without validation (path globs for request exclusion may contain `/`).
+    pub(crate) fn compile(pattern: &str) -> Glob {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        for c in pattern.chars() {
+            match c {
+                '*' | '?' => {
+                    if !lit.is_empty() {
+                        parts.push(Part::Lit(std::mem::take(&mut lit)));
+                    }
+                    let p = if c == '*' { Part::Star } else { Part::Any };
+                    if !(p == Part::Star && parts.last() == Some(&Part::Star)) {
+                        parts.push(p);
+                    }
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        Glob {
+            source: pattern.to_owned(),
+            parts,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub(crate) fn matches(&self, s: &str) -> bool {
+        matches_parts(&self.parts, s)
+    }
+}
+
+/// Greedy wildcard matching with backtracking to the last star: O(len(s) * parts) at worst.
+fn matches_parts(parts: &[Part], s: &str) -> bool {
+    let mut pi = 0;
+    let mut si = 0;
+    // (part index after the star, position in s where the star's match ends)
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if pi < parts.len() {
+            match &parts[pi] {
+                Part::Star => {
+                    star = Some((pi + 1, si));
+                    pi += 1;
+                    continue;
+                }
+                Part::Lit(l) if s[si..].starts_with(l.as_str()) => {
+                    si += l.len();
+                    pi += 1;
+                    continue;
+                }
+                Part::Any if si < s.len() => {
+                    si += s[si..].chars().next().map_or(1, char::len_utf8);
+                    pi += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        } else if si == s.len() {
+            return true;
+        }
+        // Mismatch: let the last star swallow one more character, or fail.
+        match star {
+            Some((after, end)) if end < s.len() => {
+                let next = end + s[end..].chars().next().map_or(1, char::len_utf8);
+                star = Some((after, next));
+                pi = after;
+                si = next;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Includes and excludes of one destination.
+#[derive(Clone, Debug)]
+pub(crate) struct Filter {
+    include: Option<Vec<Glob>>,
+    exclude: Vec<Glob>,
+}
+
+impl Filter {
+    pub(crate) fn new(globs: Option<&[String]>) -> Result<Filter, (usize, String)> {
+        let Some(globs) = globs else {
+            return Ok(Filter {
+                include: None,
+                exclude: Vec::new(),
+            });
+        };
+        let mut include = Vec::new();
+        let mut exclude = Vec::new();
+        for (i, g) in globs.iter().enumerate() {
+            let glob = Glob::new(g).map_err(|e| (i, e))?;
+            match g.strip_prefix('!') {
+                Some(rest) => exclude.push(Glob::compile(rest)),
+                None => include.push(glob),
+            }
+        }
+        // Only exclusions: everything else is included.
+        let include = if include.is_empty() && !exclude.is_empty() {
+            None
+        } else {
+            Some(include)
+        };
+        Ok(Filter { include, exclude })
+    }
+
+    fn decide(&self, name: &str) -> Decision {
+        if let Some(ex) = self.exclude.iter().find(|g| g.matches(name)) {
+            return Decision::Excluded(ex.as_str().to_owned());
+        }
+        match &self.include {
+            None => Decision::All,
+            Some(inc) => match inc.iter().find(|g| g.matches(name)) {
+                Some(g) => Decision::Matched(g.as_str().to_owned()),
+                None => Decision::NoMatch,
+            },
+        }
+    }
+}
+
+enum Decision {
+    All,
+    Matched(String),
+    Excluded(String),
+    NoMatch,
+}
+
+/// One destination as the router sees it.
+#[derive(Debug)]
+pub(crate) struct RouteTarget {
+    pub(crate) name: String,
+    pub(crate) filter: Filter,
+    /// Keep threshold for the destination's own sample rate; `None` keeps everything.
+    pub(crate) threshold: Option<u64>,
+    pub(crate) sample_rate: f64,
+}
+
+/// Routing and sampling of one handle.
+#[derive(Debug)]
+pub(crate) struct Router {
+    pub(crate) targets: Vec<RouteTarget>,
+    always: Vec<Glob>,
+    global_threshold: Option<u64>,
+    global_rate: Option<f64>,
+    pub(crate) key: SampleKey,
+    /// Whether any sampling can drop anything (else the hash is never computed).
+    pub(crate) samples: bool,
+}
+
+/// `rate` as a threshold on a uniform `u64`: keep when `hash < threshold`. `None` for 1.0.
+pub(crate) fn threshold(rate: f64) -> Option<u64> {
+    if rate >= 1.0 {
+        None
+    } else if rate <= 0.0 {
+        Some(0)
+    } else {
+        Some((rate * u64::MAX as f64) as u64)
+    }
+}
+
+impl Router {
+    pub(crate) fn new(
+        targets: Vec<RouteTarget>,
+        always: Vec<Glob>,
+        global_rate: Option<f64>,
+        key: SampleKey,
+    ) -> Router {
+        let global_threshold = global_rate.and_then(threshold);
+        let samples = global_threshold.is_some() || targets.iter().any(|t| t.threshold.is_some());
+        Router {
+            targets,
+            always,
+            global_threshold,
+            global_rate,
+            key,
+            samples,
+        }
+    }
+
+    /// The packed route of a name (not cached).
+    pub(crate) fn compute(&self, name: &str) -> u32 {
+        if validate_name(name).is_err() {
+            return INVALID_BIT;
+        }
+        let mut route = 0u32;
+        for (i, t) in self.targets.iter().enumerate() {
+            if matches!(t.filter.decide(name), Decision::All | Decision::Matched(_)) {
+                route |= 1 << i;
+            }
+        }
+        if route != 0 && self.always.iter().any(|g| g.matches(name)) {
+            route |= ALWAYS_BIT;
+        }
+        route
+    }
+
+    /// Which of `route`'s destinations keep an event whose sampling hash is `hash`.
+    pub(crate) fn sample(&self, route: u32, hash: u64) -> u32 {
+        let dests = route & DEST_MASK;
+        if route & ALWAYS_BIT != 0 {
+            return dests;
+        }
+        if let Some(t) = self.global_threshold {
+            if hash >= t {
+                return 0;
+            }
+        }
+        let mut kept = dests;
+        let mut bits = dests;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(t) = self.targets[i].threshold {
+                if mix(hash, i as u64) >= t {
+                    kept &= !(1 << i);
+                }
+            }
+        }
+        kept
+    }
+
+    pub(crate) fn explain(&self, name: &str) -> Explanation {
+        let invalid = validate_name(name).err().map(|e| e.to_string());
+        let always = self
+            .always
+            .iter()
+            .find(|g| g.matches(name))
+            .map(|g| g.as_str().to_owned());
+        let destinations = self
+            .targets
+            .iter()
+            .map(|t| {
+                let (routed, reason) = if let Some(why) = &invalid {
+                    (false, format!("rejected: {why}"))
+                } else {
+                    match t.filter.decide(name) {
+                        Decision::All => (true, "no `events` filter: receives every event".into()),
+                        Decision::Matched(g) => (true, format!("matches `{g}`")),
+                        Decision::Excluded(g) => (false, format!("excluded by `!{g}`")),
+                        Decision::NoMatch => {
+                            (false, "matches none of its `events` patterns".into())
+                        }
+                    }
+                };
+                let sample_rate = if !routed || always.is_some() {
+                    1.0
+                } else {
+                    self.global_rate.unwrap_or(1.0) * t.sample_rate
+                };
+                RouteExplanation {
+                    destination: t.name.clone(),
+                    routed,
+                    reason,
+                    sample_rate,
+                }
+            })
+            .collect();
+        Explanation {
+            name: name.to_owned(),
+            always_kept_by: always,
+            destinations,
+        }
+    }
+}
+
+/// A second, independent uniform value from `hash` for destination `i` (splitmix64 finaliser).
+fn mix(hash: u64, i: u64) -> u64 {
+    let mut z = hash ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A stable 64-bit hash of a sampling key (FNV-1a, then mixed): the same request id gives the
+/// same decision in every process and every version of this crate.
+pub(crate) fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h, 0)
+}
+
+/// Why an event would or would not reach each destination: [`Telemetry::explain`](crate::Telemetry::explain).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Explanation {
+    /// The event name explained.
+    pub name: String,
+    /// The `sampling.always` glob that exempts it from sampling, if any.
+    pub always_kept_by: Option<String>,
+    /// One entry per destination, in configuration order.
+    pub destinations: Vec<RouteExplanation>,
+}
+
+impl Explanation {
+    /// The names of the destinations the event is routed to (before sampling).
+    pub fn routed_to(&self) -> Vec<&str> {
+        self.destinations
+            .iter()
+            .filter(|d| d.routed)
+            .map(|d| d.destination.as_str())
+            .collect()
+    }
+}
+
+/// One destination's part of an [`Explanation`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RouteExplanation {
+    /// The destination's name.
+    pub destination: String,
+    /// Whether the event is routed there.
+    pub routed: bool,
+    /// Why, in words: the glob that matched or excluded it.
+    pub reason: String,
+    /// The fraction of such events kept after sampling (1.0 when not routed).
+    pub sample_rate: f64,
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.name)?;
+        for d in &self.destinations {
+            let verdict = if d.routed { "->" } else { "x " };
+            write!(f, "\n  {verdict} {}: {}", d.destination, d.reason)?;
+            if d.routed && d.sample_rate < 1.0 {
+                write!(f, " (sampled at {})", d.sample_rate)?;
+            }
+        }
+        if let Some(g) = &self.always_kept_by {
+            write!(f, "\n  never sampled out (matches always glob `{g}`)")?;
+        }
+        Ok(())
+    }
+}
+
+/// A per-call-site route cache: the handle id in the high half, the route in the low half.
+#[derive(Debug)]
+pub struct Callsite(AtomicU64);
+
+impl Callsite {
+    /// An empty cache.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Callsite(AtomicU64::new(0))
+    }
+
+    pub(crate) fn get(&self, handle: u32) -> Option<u32> {
+        let v = self.0.load(Ordering::Relaxed);
+        ((v >> 32) as u32 == handle).then_some(v as u32)
+    }
+
+    pub(crate) fn set(&self, handle: u32, route: u32) {
+        self.0.store(
+            (u64::from(handle) << 32) | u64::from(route),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+const THREAD_CACHE_NAMES: usize = 1024;
+const THREAD_CACHE_HANDLES: usize = 8;
+
+thread_local! {
+    /// Routes of names built at run time, per handle id; bounded so hostile names cannot grow it.
+    static NAME_CACHE: RefCell<HashMap<u32, HashMap<Box<str>, u32>>> = RefCell::new(HashMap::new());
+}
+
+/// The cached route of `name` for handle `id`, computing it with `compute` on a miss.
+pub(crate) fn cached_route(id: u32, name: &str, compute: impl FnOnce() -> u32) -> u32 {
+    let hit = NAME_CACHE
+        .try_with(|c| c.borrow().get(&id).and_then(|m| m.get(name).copied()))
+        .ok()
+        .flatten();
+    if let Some(route) = hit {
+        return route;
+    }
+    let route = compute();
+    let _ = NAME_CACHE.try_with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= THREAD_CACHE_HANDLES && !c.contains_key(&id) {
+            c.clear();
+        }
+        let names = c.entry(id).or_default();
+        if names.len() >= THREAD_CACHE_NAMES {
+            names.clear();
+        }
+        names.insert(name.into(), route);
+    });
+    route
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(p: &str) -> Glob {
+        Glob::new(p).unwrap()
+    }
+
+    #[test]
+    fn star_crosses_dots() {
+        assert!(g("user.*").matches("user.profile.updated"));
+        assert!(g("user.*").matches("user."));
+        assert!(!g("user.*").matches("user"));
+        assert!(!g("user.*").matches("users.x"));
+        assert!(g("*.failed").matches("api.generate.failed"));
+        assert!(g("*").matches(""));
+        assert!(g("a*b*c").matches("aXXbYYc"));
+        assert!(!g("a*b*c").matches("aXXbYY"));
+        assert!(g("a?c").matches("abc"));
+        assert!(g("a?c").matches("aéc"));
+        assert!(!g("a?c").matches("ac"));
+        assert!(g("exact").matches("exact"));
+        assert!(!g("exact").matches("exactly"));
+    }
+
+    #[test]
+    fn invalid_globs() {
+        for bad in ["", "!", "a b", "a[0]", "{a,b}", "a!b", "a\nb"] {
+            assert!(validate_glob(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_glob("!user.debug.*").is_ok());
+    }
+
+    #[test]
+    fn filters() {
+        let f = Filter::new(Some(&["user.*".into(), "!user.debug.*".into()])).unwrap();
+        assert!(matches!(f.decide("user.signup"), Decision::Matched(_)));
+        assert!(matches!(f.decide("user.debug.x"), Decision::Excluded(_)));
+        assert!(matches!(f.decide("error.x"), Decision::NoMatch));
+        let only_ex = Filter::new(Some(&["!system.*".into()])).unwrap();
+        assert!(matches!(only_ex.decide("user.x"), Decision::All));
+        assert!(matches!(only_ex.decide("system.x"), Decision::Excluded(_)));
+        assert_eq!(
+            Filter::new(Some(&["ok".into(), "a b".into()]))
+                .unwrap_err()
+                .0,
+            1
+        );
+    }
+
+    #[test]
+    fn thresholds() {
+        assert_eq!(threshold(1.0), None);
+        assert_eq!(threshold(0.0), Some(0));
+        let half = threshold(0.5).unwrap();
+        assert!(half > u64::MAX / 2 - 2 && half < u64::MAX / 2 + 2048);
+    }
+
+    #[test]
+    fn callsite_cache_is_per_handle() {
+        let c = Callsite::new();
+        assert_eq!(c.get(1), None);
+        c.set(1, 5);
+        assert_eq!(c.get(1), Some(5));
+        assert_eq!(c.get(2), None);
+    }
+
+    #[test]
+    fn thread_cache_is_bounded() {
+        for i in 0..(THREAD_CACHE_NAMES * 3) {
+            cached_route(u32::MAX, &format!("n{i}"), || 1);
+        }
+        let len = NAME_CACHE.with(|c| c.borrow().get(&u32::MAX).map_or(0, |m| m.len()));
+        assert!(len <= THREAD_CACHE_NAMES);
+    }
+}

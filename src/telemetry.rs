@@ -1,0 +1,1055 @@
+//! The [`Telemetry`] handle: building, tracking, context, flushing and shutting down.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::config::{
+    Config, ConfigError, ConfigErrors, DeliveryConfig, DestinationConfig, RequestsConfig,
+};
+use crate::context::{self, Context, Scope, WithContext};
+use crate::destination::{Destination, LoggingDestination, MemoryDestination};
+use crate::dispatch::{self, Counters, Lane, Push, RateLimitedWarning};
+use crate::event::{Event, EventCategory, EventKind, Properties, new_event_id, validate_name};
+use crate::routing::{
+    ALWAYS_BIT, Callsite, DEST_MASK, Explanation, Filter, Glob, INVALID_BIT, MAX_DESTINATIONS,
+    RouteTarget, Router, cached_route, threshold,
+};
+use crate::text::Text;
+
+/// The telemetry handle: cheap to clone, safe to share, usable from any thread.
+///
+/// Build one from a YAML file ([`from_yaml_file`](Self::from_yaml_file)), a string, the
+/// environment ([`from_env`](Self::from_env)) or in code ([`builder`](Self::builder)); track
+/// events with [`track!`](crate::track), [`Telemetry::track`] or the free functions; shut it
+/// down with [`shutdown`](Self::shutdown) so queued events are delivered.
+///
+/// Tracking never blocks, never awaits and never panics: an event is routed and sampled by name
+/// first (cached), built only if some destination keeps it, and offered to each destination's
+/// bounded queue; a full queue drops it and counts the drop.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_telemetry::{Telemetry, props};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let telemetry = Telemetry::from_yaml_str(r#"
+/// telemetry:
+///   destinations:
+///     memory:
+///       events: [user.*]
+/// "#).unwrap();
+///
+/// telemetry.track("user.signup", props! { "plan" => "pro" });
+/// telemetry.track("system.boot", props! {});      // routed nowhere: costs almost nothing
+///
+/// let report = telemetry.shutdown(Duration::from_secs(5)).await;
+/// assert_eq!(report.delivered(), 1);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Telemetry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u32,
+    enabled: bool,
+    debug: bool,
+    base: RwLock<Arc<Context>>,
+    router: Router,
+    lanes: Box<[Lane]>,
+    progress: Arc<Notify>,
+    closed: AtomicBool,
+    rejected: AtomicU64,
+    after_shutdown: AtomicU64,
+    rejections: RateLimitedWarning,
+    requests: RequestsConfig,
+    request_excludes: Vec<Glob>,
+    memories: HashMap<String, MemoryDestination>,
+    shutdown_started: AtomicBool,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("enabled", &self.inner.enabled)
+            .field(
+                "destinations",
+                &self
+                    .inner
+                    .lanes
+                    .iter()
+                    .map(|l| &l.shared.name)
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Builds a [`Telemetry`] handle: configuration plus destinations supplied in code.
+///
+/// ```
+/// use tower_telemetry::{Config, Context, DestinationConfig, MemoryDestination, Telemetry};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let memory = MemoryDestination::new();
+/// let telemetry = Telemetry::builder()
+///     .config(Config::default().destination(DestinationConfig::new("audit").events(["payment.*"])))
+///     .destination("audit", memory.clone())
+///     .context(Context::new().with_hostname("api.example.com").with_field("version", "1.4.2"))
+///     .build()
+///     .unwrap();
+/// # }
+/// ```
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct TelemetryBuilder {
+    config: Config,
+    supplied: Vec<(String, Arc<dyn Destination>)>,
+    base: Context,
+}
+
+impl fmt::Debug for TelemetryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryBuilder")
+            .field("config", &self.config)
+            .field(
+                "supplied",
+                &self.supplied.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl TelemetryBuilder {
+    /// The configuration. Defaults to [`Config::default`]: enabled, no destinations.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Supplies the implementation of destination `name`.
+    ///
+    /// If the configuration has a destination of that name, this implementation replaces the
+    /// one its kind would build (its routing, sampling and delivery settings still apply, and
+    /// its kind-specific settings are not checked); otherwise it is added and receives every
+    /// event. Supplying the same name twice keeps the last.
+    pub fn destination(mut self, name: impl Into<String>, destination: impl Destination) -> Self {
+        let name = name.into();
+        self.supplied.retain(|(n, _)| *n != name);
+        self.supplied.push((name, Arc::new(destination)));
+        self
+    }
+
+    /// Supplies a new [`MemoryDestination`] as destination `name`; get it back with
+    /// [`Telemetry::memory`].
+    pub fn memory_destination(self, name: impl Into<String>) -> Self {
+        self.destination(name, MemoryDestination::new())
+    }
+
+    /// The base context every event carries (host name, app version, ...). Defaults to empty.
+    pub fn context(mut self, context: Context) -> Self {
+        self.base = context;
+        self
+    }
+
+    /// Builds the handle and starts one worker per enabled destination, on the current tokio
+    /// runtime if there is one, else on a background thread.
+    ///
+    /// Fails with every problem found: an unknown destination kind, a destination kind's
+    /// missing or invalid settings, a bad glob, too many destinations.
+    pub fn build(self) -> Result<Telemetry, ConfigErrors> {
+        let TelemetryBuilder {
+            config,
+            mut supplied,
+            base,
+        } = self;
+        let mut errors = Vec::new();
+        let mut entries: Vec<(DestinationConfig, Arc<dyn Destination>)> = Vec::new();
+        let mut memories = HashMap::new();
+
+        let mut configs = config.destinations.clone();
+        for (name, _) in &supplied {
+            if !configs.iter().any(|d| d.name == *name) {
+                configs.push(DestinationConfig::new(name.clone()));
+            }
+        }
+        for dc in configs {
+            if !dc.enabled {
+                continue;
+            }
+            let given = supplied
+                .iter()
+                .position(|(n, _)| *n == dc.name)
+                .map(|i| supplied.swap_remove(i).1);
+            let destination = match given {
+                Some(d) => d,
+                None => match build_kind(&dc) {
+                    Ok(d) => d,
+                    Err(mut e) => {
+                        errors.append(&mut e);
+                        continue;
+                    }
+                },
+            };
+            if let Some(mem) = memory_of(&*destination) {
+                memories.insert(dc.name.clone(), mem);
+            }
+            entries.push((dc, destination));
+        }
+        if entries.len() > MAX_DESTINATIONS {
+            errors.push(ConfigError::new(
+                "telemetry.destinations",
+                None,
+                format!(
+                    "{} destinations are enabled; at most {MAX_DESTINATIONS} are supported",
+                    entries.len()
+                ),
+            ));
+        }
+
+        let mut targets = Vec::with_capacity(entries.len());
+        for (dc, _) in &entries {
+            match Filter::new(dc.events.as_deref()) {
+                Ok(filter) => targets.push(RouteTarget {
+                    name: dc.name.clone(),
+                    filter,
+                    threshold: threshold(dc.sample_rate),
+                    sample_rate: dc.sample_rate,
+                }),
+                Err((i, msg)) => errors.push(ConfigError::new(
+                    format!("{}.events[{i}]", dc.settings.path),
+                    None,
+                    msg,
+                )),
+            }
+        }
+        let mut always = Vec::new();
+        for (i, g) in config.sampling.always.iter().enumerate() {
+            match Glob::new(g) {
+                Ok(g) => always.push(g),
+                Err(msg) => errors.push(ConfigError::new(
+                    format!("telemetry.sampling.always[{i}]"),
+                    None,
+                    msg,
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.into());
+        }
+
+        let sampling = &config.sampling;
+        let router = Router::new(
+            targets,
+            always,
+            sampling.enabled.then_some(sampling.rate),
+            sampling.key,
+        );
+        let progress = Arc::new(Notify::new());
+        let mut lanes = Vec::with_capacity(entries.len());
+        let mut workers = Vec::with_capacity(entries.len());
+        if config.enabled {
+            for (dc, destination) in entries {
+                let delivery = effective_delivery(&dc, &*destination);
+                let (lane, parts) =
+                    dispatch::lane(dc.name.clone(), destination, delivery, progress.clone());
+                lanes.push(lane);
+                workers.push(parts);
+            }
+        }
+        dispatch::spawn_workers(workers);
+
+        let request_excludes = config
+            .requests
+            .exclude
+            .iter()
+            .map(|g| Glob::compile(g))
+            .collect();
+        Ok(Telemetry {
+            inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                enabled: config.enabled,
+                debug: config.debug,
+                base: RwLock::new(Arc::new(base)),
+                router,
+                lanes: lanes.into_boxed_slice(),
+                progress,
+                closed: AtomicBool::new(false),
+                rejected: AtomicU64::new(0),
+                after_shutdown: AtomicU64::new(0),
+                rejections: RateLimitedWarning::default(),
+                requests: config.requests,
+                request_excludes,
+                memories,
+                shutdown_started: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+fn memory_of(destination: &dyn Destination) -> Option<MemoryDestination> {
+    let any: &dyn std::any::Any = destination;
+    any.downcast_ref::<MemoryDestination>().cloned()
+}
+
+/// The destination a configured kind builds.
+fn build_kind(dc: &DestinationConfig) -> Result<Arc<dyn Destination>, Vec<ConfigError>> {
+    match dc.kind_name() {
+        "logging" => Ok(Arc::new(LoggingDestination::from_settings(&dc.settings)?)),
+        #[cfg(feature = "umami")]
+        "umami" => Ok(Arc::new(
+            crate::destination::UmamiDestination::from_settings(&dc.settings)?,
+        )),
+        "memory" => {
+            let errors = dc.settings.unknown_keys(&[]);
+            if errors.is_empty() {
+                Ok(Arc::new(MemoryDestination::new()))
+            } else {
+                Err(errors)
+            }
+        }
+        other => {
+            let (key, what) = if dc.kind.is_some() {
+                ("type", format!("unknown destination type `{other}`"))
+            } else {
+                (
+                    "",
+                    format!("unknown destination `{other}` (and no `type:` given)"),
+                )
+            };
+            Err(vec![dc.settings.error(
+                key,
+                format!(
+                    "{what}; built-in kinds are {}; or supply an implementation with TelemetryBuilder::destination(\"{}\", ...)",
+                    BUILTIN_KINDS.join(", "),
+                    dc.name
+                ),
+            )])
+        }
+    }
+}
+
+const BUILTIN_KINDS: &[&str] = &[
+    "logging",
+    "memory",
+    #[cfg(feature = "umami")]
+    "umami",
+];
+
+/// The destination's own defaults, overridden by what the configuration gave explicitly.
+fn effective_delivery(dc: &DestinationConfig, destination: &dyn Destination) -> DeliveryConfig {
+    let defaults = destination.delivery_defaults();
+    let given = &dc.delivery;
+    let explicit = dc.delivery_explicit;
+    DeliveryConfig {
+        queue_capacity: given.queue_capacity,
+        retry: given.retry,
+        batch_size: if explicit.batch_size {
+            given.batch_size
+        } else {
+            defaults.batch_size
+        },
+        flush_interval: if explicit.flush_interval {
+            given.flush_interval
+        } else {
+            defaults.flush_interval
+        },
+        concurrency: if explicit.concurrency {
+            given.concurrency
+        } else {
+            defaults.concurrency
+        },
+        timeout: if explicit.timeout {
+            given.timeout
+        } else {
+            defaults.timeout
+        },
+    }
+}
+
+static GLOBAL: OnceLock<Telemetry> = OnceLock::new();
+static DISABLED: OnceLock<Telemetry> = OnceLock::new();
+static NO_GLOBAL_WARNED: AtomicBool = AtomicBool::new(false);
+
+impl Telemetry {
+    /// A builder, to configure in code and supply destinations.
+    pub fn builder() -> TelemetryBuilder {
+        TelemetryBuilder {
+            config: Config::default(),
+            supplied: Vec::new(),
+            base: Context::new(),
+        }
+    }
+
+    /// A handle built from `config` as it is (no environment overrides).
+    pub fn from_config(config: Config) -> Result<Telemetry, ConfigErrors> {
+        Self::builder().config(config).build()
+    }
+
+    /// Parses YAML, applies `TELEMETRY_ENABLED` / `TELEMETRY_DEBUG`, and builds.
+    pub fn from_yaml_str(yaml: &str) -> Result<Telemetry, ConfigErrors> {
+        let mut config = Config::from_yaml_str(yaml)?;
+        config.apply_env_overrides(|k| std::env::var(k).ok())?;
+        Self::from_config(config)
+    }
+
+    /// Reads a YAML file, applies `TELEMETRY_ENABLED` / `TELEMETRY_DEBUG`, and builds.
+    pub fn from_yaml_file(path: impl AsRef<Path>) -> Result<Telemetry, ConfigErrors> {
+        let mut config = Config::from_yaml_file(path)?;
+        config.apply_env_overrides(|k| std::env::var(k).ok())?;
+        Self::from_config(config)
+    }
+
+    /// Builds from the file named by `TELEMETRY_CONFIG`, else `./config.yaml` if it exists,
+    /// else a default with one `logging` destination for every event; then applies
+    /// `TELEMETRY_ENABLED` / `TELEMETRY_DEBUG`.
+    pub fn from_env() -> Result<Telemetry, ConfigErrors> {
+        let mut config = match std::env::var("TELEMETRY_CONFIG") {
+            Ok(path) => Config::from_yaml_file(path)?,
+            Err(_) if Path::new("config.yaml").exists() => Config::from_yaml_file("config.yaml")?,
+            Err(_) => Config::default().destination(DestinationConfig::new("logging")),
+        };
+        config.apply_env_overrides(|k| std::env::var(k).ok())?;
+        Self::from_config(config)
+    }
+
+    /// A handle that tracks nothing (what free functions use when nothing is installed).
+    pub fn disabled() -> Telemetry {
+        let config = Config::default().enabled(false);
+        Telemetry {
+            inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                enabled: false,
+                debug: false,
+                base: RwLock::default(),
+                router: Router::new(Vec::new(), Vec::new(), None, config.sampling.key),
+                lanes: Box::new([]),
+                progress: Arc::new(Notify::new()),
+                closed: AtomicBool::new(false),
+                rejected: AtomicU64::new(0),
+                after_shutdown: AtomicU64::new(0),
+                rejections: RateLimitedWarning::default(),
+                requests: config.requests,
+                request_excludes: Vec::new(),
+                memories: HashMap::new(),
+                shutdown_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Makes this handle the process-wide default used by [`track!`](crate::track), the free
+    /// functions and [`Tracker`](crate::Tracker) outside a request. The first call wins: it
+    /// returns `false` (and logs a warning) if a handle was already installed.
+    pub fn install_global(&self) -> bool {
+        let installed = GLOBAL.set(self.clone()).is_ok();
+        if !installed {
+            tracing::warn!(target: "tower_telemetry", "a global telemetry handle is already installed; keeping the first");
+        }
+        installed
+    }
+
+    /// The global handle (the seed's `Telemetry.get_instance()`); a disabled one, with one
+    /// warning, if none was installed.
+    pub fn global() -> &'static Telemetry {
+        match GLOBAL.get() {
+            Some(t) => t,
+            None => no_global(),
+        }
+    }
+
+    /// The installed global handle, if any.
+    pub fn try_global() -> Option<&'static Telemetry> {
+        GLOBAL.get()
+    }
+
+    /// Whether tracking is on.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    // ----- tracking -------------------------------------------------------------------------
+
+    /// Tracks `name` with `properties`, in the current context.
+    ///
+    /// Prefer [`track!`](crate::track) on hot paths: it decides routing and sampling before
+    /// evaluating the properties.
+    pub fn track(&self, name: impl Into<Text>, properties: Properties) {
+        let scope = context::current_scope();
+        self.emit_dynamic(scope.as_deref(), name.into(), move |p| {
+            *p = properties;
+            Ok(())
+        });
+    }
+
+    /// Tracks `name` with the fields of `properties` (anything that serializes to a JSON
+    /// object: a struct, a map, `json!({...})`). Anything else is rejected, counted in
+    /// [`Stats::rejected`] and logged.
+    pub fn track_event(&self, name: impl Into<Text>, properties: impl Serialize) {
+        let scope = context::current_scope();
+        self.emit_dynamic(scope.as_deref(), name.into(), move |p| {
+            object_properties(&properties, p)
+        });
+    }
+
+    pub(crate) fn emit_dynamic(
+        &self,
+        scope: Option<&Scope>,
+        name: Text,
+        fill: impl FnOnce(&mut Properties) -> Result<(), String>,
+    ) {
+        if !self.inner.enabled {
+            return;
+        }
+        let route = cached_route(self.inner.id, &name, || self.inner.router.compute(&name));
+        self.emit_routed(scope, name, route, EventKind::Custom, 0, fill);
+    }
+
+    /// Like `emit_dynamic`, for an event of another kind (the layer's page views).
+    pub(crate) fn emit_kind(
+        &self,
+        scope: Option<&Scope>,
+        name: Text,
+        kind: EventKind,
+        fill: impl FnOnce(&mut Properties) -> Result<(), String>,
+    ) {
+        if !self.inner.enabled {
+            return;
+        }
+        let route = cached_route(self.inner.id, &name, || self.inner.router.compute(&name));
+        self.emit_routed(scope, name, route, kind, 4, fill);
+    }
+
+    pub(crate) fn emit_static(
+        &self,
+        scope: Option<&Scope>,
+        callsite: &Callsite,
+        name: &'static str,
+        capacity: usize,
+        fill: impl FnOnce(&mut Properties) -> Result<(), String>,
+    ) {
+        let inner = &*self.inner;
+        if !inner.enabled {
+            return;
+        }
+        let route = match callsite.get(inner.id) {
+            Some(route) => route,
+            None => {
+                let route = inner.router.compute(name);
+                callsite.set(inner.id, route);
+                route
+            }
+        };
+        self.emit_routed(
+            scope,
+            Text::from_static(name),
+            route,
+            EventKind::Custom,
+            capacity,
+            fill,
+        );
+    }
+
+    fn emit_routed(
+        &self,
+        scope: Option<&Scope>,
+        name: Text,
+        route: u32,
+        kind: EventKind,
+        capacity: usize,
+        fill: impl FnOnce(&mut Properties) -> Result<(), String>,
+    ) {
+        let inner = &*self.inner;
+        if route & INVALID_BIT != 0 {
+            let why = validate_name(&name)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            self.reject(&name, &why);
+            return;
+        }
+        let dests = route & DEST_MASK;
+        if dests == 0 {
+            if inner.debug {
+                tracing::info!(target: "tower_telemetry::debug", event = %crate::destination::Escaped(&name), "telemetry event routed nowhere");
+            }
+            return;
+        }
+        if inner.closed.load(Ordering::Relaxed) {
+            inner.after_shutdown.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let keep = if inner.router.samples && route & ALWAYS_BIT == 0 {
+            let keep = inner.router.sample(route, self.sample_hash(scope));
+            let mut out = dests & !keep;
+            while out != 0 {
+                let i = out.trailing_zeros() as usize;
+                out &= out - 1;
+                Counters::add(&inner.lanes[i].shared.counters.sampled_out, 1);
+            }
+            keep
+        } else {
+            dests
+        };
+        if keep == 0 {
+            return;
+        }
+        let mut properties = Properties::with_capacity(capacity);
+        if let Err(why) = fill(&mut properties) {
+            self.reject(&name, &why);
+            return;
+        }
+        let context = match scope {
+            Some(s) => s.snapshot(),
+            None => self.base_context(),
+        };
+        let event = Arc::new(Event {
+            id: new_event_id(),
+            category: EventCategory::of_text(&name),
+            kind,
+            name,
+            timestamp: SystemTime::now(),
+            properties,
+            context,
+        });
+        if inner.debug {
+            self.debug_event(&event, keep);
+        }
+        let mut bits = keep;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Push::Closed = inner.lanes[i].push(event.clone()) {
+                inner.after_shutdown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn sample_hash(&self, scope: Option<&Scope>) -> u64 {
+        use crate::config::SampleKey;
+        let by_request = || scope.and_then(Scope::request_hash);
+        let h = match self.inner.router.key {
+            SampleKey::Event => None,
+            SampleKey::Request => by_request(),
+            SampleKey::User => scope.and_then(Scope::user_hash).or_else(by_request),
+        };
+        h.unwrap_or_else(rand::random)
+    }
+
+    fn reject(&self, name: &str, why: &str) {
+        let inner = &*self.inner;
+        inner.rejected.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = inner.rejections.hit() {
+            let shown: String = name.chars().take(64).collect();
+            tracing::warn!(
+                target: "tower_telemetry",
+                event = %crate::destination::Escaped(&shown),
+                reason = %why,
+                rejected = n,
+                "telemetry event rejected"
+            );
+        }
+    }
+
+    #[cold]
+    fn debug_event(&self, event: &Event, keep: u32) {
+        let to: Vec<&str> = (0..self.inner.lanes.len())
+            .filter(|i| keep & (1 << i) != 0)
+            .map(|i| self.inner.lanes[i].shared.name.as_str())
+            .collect();
+        tracing::info!(
+            target: "tower_telemetry::debug",
+            event = %crate::destination::Escaped(event.name()),
+            properties = %serde_json::to_string(event.properties()).unwrap_or_default(),
+            destinations = ?to,
+            "telemetry event"
+        );
+    }
+
+    /// Which destinations an event named `name` would reach, and why.
+    ///
+    /// ```
+    /// # use tower_telemetry::Telemetry;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let t = Telemetry::from_yaml_str("telemetry:\n  destinations:\n    memory:\n      events: [user.*]\n").unwrap();
+    /// let why = t.explain("user.signup");
+    /// assert_eq!(why.routed_to(), ["memory"]);
+    /// println!("{why}"); // user.signup:\n  -> memory: matches `user.*`
+    /// # }
+    /// ```
+    pub fn explain(&self, name: &str) -> Explanation {
+        self.inner.router.explain(name)
+    }
+
+    // ----- context --------------------------------------------------------------------------
+
+    pub(crate) fn base_context(&self) -> Arc<Context> {
+        self.inner
+            .base
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Merges `context` into the current request's scope when called inside one, else into
+    /// this handle's base context (seen by every later event outside requests, and by requests
+    /// that start later).
+    pub fn set_context(&self, context: Context) {
+        match context::current_scope() {
+            Some(scope) => scope.update(|c| c.merge(&context)),
+            None => {
+                let mut base = self.inner.base.write().unwrap_or_else(|e| e.into_inner());
+                Arc::make_mut(&mut base).merge(&context);
+            }
+        }
+    }
+
+    /// Inside a request scope: resets the request's context to the base context. Outside:
+    /// clears the base context.
+    pub fn clear_context(&self) {
+        match context::current_scope() {
+            Some(scope) => scope.replace((*self.base_context()).clone()),
+            None => *self.inner.base.write().unwrap_or_else(|e| e.into_inner()) = Arc::default(),
+        }
+    }
+
+    /// The context an event tracked here and now would carry.
+    pub fn current_context(&self) -> Arc<Context> {
+        match context::current_scope() {
+            Some(scope) => scope.snapshot(),
+            None => self.base_context(),
+        }
+    }
+
+    /// Runs `future` in a new request scope: events tracked inside carry this handle's base
+    /// context merged with `context`, and [`track!`](crate::track) inside uses this handle.
+    pub fn scope<F: Future>(&self, context: Context, future: F) -> WithContext<F> {
+        context::enter(Scope::new(self.clone(), context), future)
+    }
+
+    /// Runs `f` in a new request scope, synchronously (for code outside async tasks).
+    pub fn scope_sync<R>(&self, context: Context, f: impl FnOnce() -> R) -> R {
+        context::enter_sync(Scope::new(self.clone(), context), f)
+    }
+
+    // ----- lifecycle ------------------------------------------------------------------------
+
+    /// Waits until every event queued before this call has been delivered, failed for good or
+    /// been discarded — at most `timeout`. Cuts batching delays short. Returns whether
+    /// everything settled in time. Safe to call concurrently and from any runtime flavour.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let targets: Vec<u64> = self
+            .inner
+            .lanes
+            .iter()
+            .map(|l| Counters::get(&l.shared.counters.enqueued))
+            .collect();
+        for lane in self.inner.lanes.iter() {
+            lane.shared.flush_now.notify_one();
+        }
+        self.wait_until(timeout, |t| {
+            t.inner.lanes.iter().zip(&targets).all(|(l, target)| {
+                l.shared.counters.settled() >= *target || l.shared.finished.load(Ordering::Acquire)
+            })
+        })
+        .await
+    }
+
+    async fn wait_until(&self, timeout: Duration, done: impl Fn(&Telemetry) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let progressed = self.inner.progress.notified();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
+            if done(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, progressed).await.is_err() {
+                return done(self);
+            }
+        }
+    }
+
+    /// Stops accepting events, delivers everything queued (retrying as configured) and stops
+    /// the workers — within `timeout`. What is still undelivered then is abandoned and
+    /// reported. Events tracked afterwards are counted in [`Stats::after_shutdown`], not
+    /// queued. Calling it again (or concurrently) is safe and reports the same end state.
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        let inner = &*self.inner;
+        inner.closed.store(true, Ordering::Relaxed);
+        inner.shutdown_started.store(true, Ordering::Relaxed);
+        for lane in inner.lanes.iter() {
+            lane.shared.closing.store(true, Ordering::Release);
+            lane.shared.close_now.notify_one();
+        }
+        let all_finished = |t: &Telemetry| {
+            t.inner
+                .lanes
+                .iter()
+                .all(|l| l.shared.finished.load(Ordering::Acquire))
+        };
+        let finished = self.wait_until(timeout, all_finished).await;
+        if !finished {
+            for lane in inner.lanes.iter() {
+                if let Some(abort) = lane
+                    .shared
+                    .abort
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    abort.abort();
+                }
+            }
+            // An aborted task is dropped the next time its runtime gets to it; give it that
+            // chance without waiting on the clock, so we return by the deadline.
+            for _ in 0..ABORT_YIELDS {
+                if all_finished(self) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        ShutdownReport {
+            stats: self.stats(),
+            timed_out: !finished,
+        }
+    }
+
+    /// Live counters, per destination and overall.
+    pub fn stats(&self) -> Stats {
+        let inner = &*self.inner;
+        Stats {
+            destinations: inner
+                .lanes
+                .iter()
+                .map(|l| {
+                    let c = &l.shared.counters;
+                    let enqueued = Counters::get(&c.enqueued);
+                    DestinationStats {
+                        name: l.shared.name.clone(),
+                        queued: l.queued(),
+                        capacity: l.shared.capacity,
+                        enqueued,
+                        delivered: Counters::get(&c.delivered),
+                        dropped_queue_full: Counters::get(&c.dropped_queue_full),
+                        sampled_out: Counters::get(&c.sampled_out),
+                        failed: Counters::get(&c.failed),
+                        discarded: Counters::get(&c.discarded),
+                        retries: Counters::get(&c.retries),
+                        undelivered: enqueued.saturating_sub(c.settled()),
+                    }
+                })
+                .collect(),
+            rejected: inner.rejected.load(Ordering::Relaxed),
+            after_shutdown: inner.after_shutdown.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The [`MemoryDestination`] registered as `name`, if that destination is one.
+    pub fn memory(&self, name: &str) -> Option<MemoryDestination> {
+        self.inner.memories.get(name).cloned()
+    }
+
+    /// The automatic request events settings (used by the layer).
+    pub(crate) fn requests(&self) -> &RequestsConfig {
+        &self.inner.requests
+    }
+
+    /// Whether request events are suppressed for `path`.
+    pub(crate) fn request_excluded(&self, path: &str) -> bool {
+        self.inner.request_excludes.iter().any(|g| g.matches(path))
+    }
+}
+
+const ABORT_YIELDS: usize = 16;
+
+#[cold]
+fn no_global() -> &'static Telemetry {
+    if !NO_GLOBAL_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            target: "tower_telemetry",
+            "telemetry event tracked but no Telemetry handle is installed (call install_global() or use TelemetryLayer); events are ignored"
+        );
+    }
+    DISABLED.get_or_init(Telemetry::disabled)
+}
+
+/// Runs `f` with the handle and scope that apply here: the current request scope's handle,
+/// else the global handle, else a disabled one.
+pub(crate) fn with_current<R>(f: impl FnOnce(&Telemetry, Option<&Scope>) -> R) -> R {
+    match context::current_scope() {
+        Some(scope) => f(&scope.telemetry, Some(&scope)),
+        None => f(Telemetry::global(), None),
+    }
+}
+
+pub(crate) fn object_properties(
+    value: &impl Serialize,
+    out: &mut Properties,
+) -> Result<(), String> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(map)) => {
+            *out = Properties::from_json_map(map);
+            Ok(())
+        }
+        Ok(other) => Err(format!(
+            "properties must serialize to a JSON object, not {}",
+            crate::config::kind_of(&other)
+        )),
+        Err(e) => Err(format!("properties failed to serialize: {e}")),
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.shutdown_started.load(Ordering::Relaxed) {
+            return;
+        }
+        let pending: u64 = self
+            .lanes
+            .iter()
+            .map(|l| {
+                Counters::get(&l.shared.counters.enqueued)
+                    .saturating_sub(l.shared.counters.settled())
+            })
+            .sum();
+        if pending > 0 {
+            tracing::warn!(
+                target: "tower_telemetry",
+                undelivered = pending,
+                "last telemetry handle dropped without shutdown(): {pending} event(s) not yet delivered may be lost"
+            );
+        }
+    }
+}
+
+/// Counters of one destination. See [`Telemetry::stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DestinationStats {
+    /// The destination's name.
+    pub name: String,
+    /// Events in its queue now.
+    pub queued: usize,
+    /// The queue's capacity.
+    pub capacity: usize,
+    /// Events accepted into its queue.
+    pub enqueued: u64,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Events not sent there because sampling dropped them.
+    pub sampled_out: u64,
+    /// Events that failed for good (permanent errors, or retries exhausted).
+    pub failed: u64,
+    /// Events the receiver accepted and threw away (e.g. Umami's bot check).
+    pub discarded: u64,
+    /// Retried delivery attempts.
+    pub retries: u64,
+    /// Events accepted but not (yet) delivered, failed or discarded: queued or in flight.
+    pub undelivered: u64,
+}
+
+/// Live counters of a handle. See [`Telemetry::stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Per destination, in configuration order.
+    pub destinations: Vec<DestinationStats>,
+    /// Events rejected before routing (invalid name, properties not an object).
+    pub rejected: u64,
+    /// Events tracked after shutdown began (counted, not queued).
+    pub after_shutdown: u64,
+}
+
+impl Stats {
+    /// The counters of destination `name`.
+    pub fn destination(&self, name: &str) -> Option<&DestinationStats> {
+        self.destinations.iter().find(|d| d.name == name)
+    }
+
+    /// Events delivered, over all destinations.
+    pub fn delivered(&self) -> u64 {
+        self.destinations.iter().map(|d| d.delivered).sum()
+    }
+
+    /// Events not delivered (queued or in flight), over all destinations.
+    pub fn undelivered(&self) -> u64 {
+        self.destinations.iter().map(|d| d.undelivered).sum()
+    }
+
+    /// Events dropped because a queue was full, over all destinations.
+    pub fn dropped_queue_full(&self) -> u64 {
+        self.destinations.iter().map(|d| d.dropped_queue_full).sum()
+    }
+}
+
+/// What [`Telemetry::shutdown`] achieved: final counters and whether the timeout was hit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// The counters when the workers stopped. `undelivered` is what was abandoned.
+    pub stats: Stats,
+    /// Whether the timeout ran out before every queue was drained.
+    pub timed_out: bool,
+}
+
+impl ShutdownReport {
+    /// Events delivered, over all destinations, since the handle was built.
+    pub fn delivered(&self) -> u64 {
+        self.stats.delivered()
+    }
+
+    /// Events abandoned at shutdown (still queued or in flight), over all destinations.
+    pub fn undelivered(&self) -> u64 {
+        self.stats.undelivered()
+    }
+
+    /// The final counters of destination `name`.
+    pub fn destination(&self, name: &str) -> Option<&DestinationStats> {
+        self.stats.destination(name)
+    }
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "telemetry shutdown{}:",
+            if self.timed_out { " (timed out)" } else { "" }
+        )?;
+        for d in &self.stats.destinations {
+            write!(
+                f,
+                "\n  {}: delivered {}, undelivered {}, dropped (queue full) {}, sampled out {}, failed {}, discarded {}",
+                d.name,
+                d.delivered,
+                d.undelivered,
+                d.dropped_queue_full,
+                d.sampled_out,
+                d.failed,
+                d.discarded
+            )?;
+        }
+        if self.stats.rejected > 0 || self.stats.after_shutdown > 0 {
+            write!(
+                f,
+                "\n  rejected {}, after shutdown {}",
+                self.stats.rejected, self.stats.after_shutdown
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,251 @@
+//! [`Text`]: the cheaply clonable string used for event names and context fields.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// An immutable string that is free to clone.
+///
+/// Literals are stored as `&'static str` (no allocation at all); owned strings are moved into
+/// one shared allocation, so copying a [`Text`] into every event of a request is a reference
+/// count bump. It dereferences to `str` and compares equal to `str` and `String`.
+///
+/// ```
+/// use tower_telemetry::Text;
+///
+/// let a = Text::from("generation.started");          // no allocation
+/// let b = Text::from(format!("user_{}", 42));         // one allocation, shared by clones
+/// assert_eq!(a, "generation.started");
+/// assert_eq!(b.clone().len(), 7);
+/// ```
+#[derive(Clone)]
+pub struct Text(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Text {
+    /// A `Text` borrowing a string literal; usable in `const` items.
+    pub const fn from_static(s: &'static str) -> Self {
+        Text(Repr::Static(s))
+    }
+
+    /// The text as a `str`.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Static(s) => s,
+            Repr::Shared(s) => s,
+        }
+    }
+
+    /// The first `max_bytes` bytes, cut back to a character boundary; `self` if it is short
+    /// enough. Cheap for literals (a sub-slice), one allocation otherwise.
+    pub fn truncated(&self, max_bytes: usize) -> Text {
+        if self.len() <= max_bytes {
+            return self.clone();
+        }
+        let cut = floor_char_boundary(self.as_str(), max_bytes);
+        match &self.0 {
+            Repr::Static(s) => {
+                let s: &'static str = *s;
+                Text(Repr::Static(&s[..cut]))
+            }
+            Repr::Shared(s) => Text::copy_from(&s[..cut]),
+        }
+    }
+
+    /// The part before the first `.`, sharing the literal when `self` is one.
+    pub(crate) fn first_segment(&self) -> Text {
+        let end = self.as_str().find('.').unwrap_or(self.len());
+        match &self.0 {
+            Repr::Static(s) => {
+                let s: &'static str = *s;
+                Text(Repr::Static(&s[..end]))
+            }
+            Repr::Shared(s) if end == s.len() => self.clone(),
+            Repr::Shared(s) => Text::copy_from(&s[..end]),
+        }
+    }
+}
+
+/// The largest index `<= max` that is a char boundary of `s`.
+pub(crate) fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if max >= s.len() {
+        return s.len();
+    }
+    let mut i = max;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text::from_static("")
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Self {
+        Text(Repr::Static(s))
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text(Repr::Shared(Arc::from(s)))
+    }
+}
+
+impl From<&String> for Text {
+    fn from(s: &String) -> Self {
+        Text(Repr::Shared(Arc::from(s.as_str())))
+    }
+}
+
+impl From<Arc<str>> for Text {
+    fn from(s: Arc<str>) -> Self {
+        Text(Repr::Shared(s))
+    }
+}
+
+impl From<Box<str>> for Text {
+    fn from(s: Box<str>) -> Self {
+        Text(Repr::Shared(Arc::from(s)))
+    }
+}
+
+impl From<std::borrow::Cow<'static, str>> for Text {
+    fn from(s: std::borrow::Cow<'static, str>) -> Self {
+        match s {
+            std::borrow::Cow::Borrowed(s) => Text(Repr::Static(s)),
+            std::borrow::Cow::Owned(s) => s.into(),
+        }
+    }
+}
+
+impl From<&Text> for Text {
+    fn from(s: &Text) -> Self {
+        s.clone()
+    }
+}
+
+impl Text {
+    /// Copies a borrowed string of any lifetime into a shared allocation.
+    pub fn copy_from(s: &str) -> Self {
+        Text(Repr::Shared(Arc::from(s)))
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+impl PartialEq<Text> for str {
+    fn eq(&self, other: &Text) -> bool {
+        self == other.as_str()
+    }
+}
+impl PartialEq<Text> for &str {
+    fn eq(&self, other: &Text) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialOrd for Text {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Text {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl Hash for Text {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        let t = Text::from("héllo".to_string());
+        assert_eq!(t.truncated(2), "h");
+        assert_eq!(t.truncated(3), "hé");
+        assert_eq!(Text::from("abc").truncated(10), "abc");
+    }
+
+    #[test]
+    fn first_segment() {
+        assert_eq!(Text::from("user.signup").first_segment(), "user");
+        assert_eq!(Text::from("plain".to_string()).first_segment(), "plain");
+        assert_eq!(Text::from(".x").first_segment(), "");
+    }
+}
