@@ -1,0 +1,143 @@
+//! [`Tracker`]: the axum extractor.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use serde::Serialize;
+
+use crate::__private::{Callsite, Emit};
+use crate::context::{self, Context, Scope, WithContext};
+use crate::event::Properties;
+use crate::layer::RequestScope;
+use crate::telemetry::{Telemetry, object_properties};
+use crate::text::Text;
+
+/// The telemetry handle plus the current request's context, as an axum extractor.
+///
+/// `Clone + Send + 'static`: move it into a spawned task and its events still carry the
+/// request's context. Extraction never fails: without [`TelemetryLayer`](crate::TelemetryLayer)
+/// it uses the global handle (or, with none installed, tracks nothing) with its base context.
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use tower_telemetry::{Tracker, props};
+///
+/// async fn checkout(tracker: Tracker) -> &'static str {
+///     tracker.set_user_id("user_123");                 // later events (and the request event) see it
+///     tracker.track("checkout.started", props! { "package_id" => "creator" });
+///     let t = tracker.clone();
+///     tokio::spawn(async move {
+///         t.track("checkout.receipt_sent", props! {}); // same request context
+///     });
+///     "ok"
+/// }
+/// let app: Router = Router::new().route("/checkout", post(checkout));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Tracker {
+    scope: Arc<Scope>,
+}
+
+impl Tracker {
+    /// A tracker for `telemetry` with a fresh scope holding `context` (outside axum).
+    pub fn new(telemetry: Telemetry, context: Context) -> Self {
+        Tracker {
+            scope: Scope::new(telemetry, context),
+        }
+    }
+
+    /// The tracker of the current request scope, if code runs inside one.
+    pub fn current() -> Option<Self> {
+        context::current_scope().map(|scope| Tracker { scope })
+    }
+
+    /// The handle it tracks through.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.scope.telemetry
+    }
+
+    /// Tracks `name` with `properties` in this request's context.
+    pub fn track(&self, name: impl Into<Text>, properties: Properties) {
+        self.scope
+            .telemetry
+            .emit_dynamic(Some(&self.scope), name.into(), move |p| {
+                *p = properties;
+                Ok(())
+            });
+    }
+
+    /// Tracks `name` with the fields of `properties` (must serialize to a JSON object).
+    pub fn track_event(&self, name: impl Into<Text>, properties: impl Serialize) {
+        self.scope
+            .telemetry
+            .emit_dynamic(Some(&self.scope), name.into(), move |p| {
+                object_properties(&properties, p)
+            });
+    }
+
+    /// Merges `context` into this request's context, for every later event of the request.
+    pub fn set_context(&self, context: Context) {
+        self.scope.update(|c| c.merge(&context));
+    }
+
+    /// Sets the user id for every later event of the request (e.g. right after sign-in).
+    pub fn set_user_id(&self, user_id: impl Into<Text>) {
+        let id = user_id.into();
+        self.scope.update(|c| {
+            c.set_user_id(Some(id));
+        });
+    }
+
+    /// The request's context now.
+    pub fn context(&self) -> Arc<Context> {
+        self.scope.snapshot()
+    }
+
+    /// Runs `future` inside this request's scope (e.g. a future you will spawn), so
+    /// `track!` and the free functions in it see the request's context.
+    pub fn in_scope<F: Future>(&self, future: F) -> WithContext<F> {
+        context::enter(self.scope.clone(), future)
+    }
+}
+
+impl Emit for Tracker {
+    fn __emit_static(
+        &self,
+        callsite: &'static Callsite,
+        name: &'static str,
+        capacity: usize,
+        fill: impl FnOnce(&mut Properties),
+    ) {
+        self.scope
+            .telemetry
+            .emit_static(Some(&self.scope), callsite, name, capacity, |p| {
+                fill(p);
+                Ok(())
+            })
+    }
+
+    fn __emit_dynamic(&self, name: impl Into<Text>, fill: impl FnOnce(&mut Properties)) {
+        self.scope
+            .telemetry
+            .emit_dynamic(Some(&self.scope), name.into(), |p| {
+                fill(p);
+                Ok(())
+            })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Tracker {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(match parts.extensions.get::<RequestScope>() {
+            Some(RequestScope(scope)) => Tracker {
+                scope: scope.clone(),
+            },
+            None => Tracker::new(Telemetry::global().clone(), Context::new()),
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! [`ResponseFuture`]: the middleware's response future (no boxing).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskCx, Poll, ready};
+
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Response};
+use tokio::time::Instant;
+
+use super::layer::LayerConfig;
+use crate::context::{Scope, WithContext};
+use crate::event::EventKind;
+use crate::telemetry::Telemetry;
+
+/// The automatic request event, if this request gets one.
+#[derive(Debug)]
+pub(crate) struct RequestEvent {
+    start: Instant,
+}
+
+impl RequestEvent {
+    pub(crate) fn start(
+        telemetry: &Telemetry,
+        config: &LayerConfig,
+        parts: &Parts,
+    ) -> Option<Self> {
+        let on = config
+            .request_events
+            .unwrap_or_else(|| telemetry.requests().is_enabled());
+        (on && telemetry.is_enabled() && !telemetry.request_excluded(parts.uri.path())).then(|| {
+            RequestEvent {
+                start: Instant::now(),
+            }
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`TelemetryService`](super::TelemetryService): polls the inner
+    /// future inside the request's scope, echoes the request id, and emits the automatic
+    /// request event when configured.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: WithContext<F>,
+        scope: Arc<Scope>,
+        header: HeaderName,
+        request_id: Option<HeaderValue>,
+        request_event: Option<RequestEvent>,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(
+        inner: WithContext<F>,
+        scope: Arc<Scope>,
+        header: HeaderName,
+        request_id: HeaderValue,
+        request_event: Option<RequestEvent>,
+    ) -> Self {
+        ResponseFuture {
+            inner,
+            scope,
+            header,
+            request_id: Some(request_id),
+            request_event,
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let status = match &result {
+            Ok(res) => Some(res.status()),
+            Err(_) => None,
+        };
+        let mut result = result;
+        if let (Ok(res), Some(id)) = (&mut result, this.request_id.take()) {
+            if !res.headers().contains_key(&*this.header) {
+                res.headers_mut().insert(this.header.clone(), id);
+            }
+        }
+        if let Some(ev) = this.request_event.take() {
+            emit_request_event(this.scope, ev, status);
+        }
+        Poll::Ready(result)
+    }
+}
+
+fn emit_request_event(scope: &Scope, ev: RequestEvent, status: Option<http::StatusCode>) {
+    let telemetry = &scope.telemetry;
+    let name = telemetry.requests().name.clone();
+    let ctx = scope.snapshot();
+    let duration_ms = ev.start.elapsed().as_secs_f64() * 1000.0;
+    telemetry.emit_kind(Some(scope), name, EventKind::PageView, |p| {
+        p.insert("method", ctx.method().unwrap_or(""));
+        if let Some(route) = ctx.route() {
+            p.insert("route", route);
+        }
+        match status {
+            Some(s) => p.insert("status", s.as_u16()),
+            None => p.insert("error", true),
+        };
+        p.insert("duration_ms", (duration_ms * 1000.0).round() / 1000.0);
+        Ok(())
+    });
+}

@@ -1,0 +1,199 @@
+//! [`TelemetryLayer`] and its settings.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderName;
+use http::request::Parts;
+use tower_layer::Layer;
+
+use super::service::TelemetryService;
+use crate::telemetry::Telemetry;
+use crate::text::Text;
+
+pub(crate) type Resolver = Arc<dyn Fn(&Parts) -> Option<Text> + Send + Sync>;
+
+/// Where the end user's IP address comes from. Off unless you say so: an IP address is
+/// personal data, and behind a proxy the socket peer is the proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientIp {
+    /// Not captured (the default).
+    #[default]
+    Off,
+    /// The socket peer, from axum's `ConnectInfo<SocketAddr>` (serve with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`).
+    ConnectInfo,
+    /// The first address in this header (e.g. `x-forwarded-for`), which only a proxy you
+    /// trust may set.
+    Header(HeaderName),
+}
+
+#[derive(Clone)]
+pub(crate) struct LayerConfig {
+    pub(crate) request_id_header: HeaderName,
+    pub(crate) hostname: Option<Text>,
+    pub(crate) client_ip: ClientIp,
+    pub(crate) capture_headers: bool,
+    pub(crate) capture_query: bool,
+    pub(crate) user_id: Option<Resolver>,
+    pub(crate) session_id: Option<Resolver>,
+    /// `None`: as the handle's `telemetry.requests` says.
+    pub(crate) request_events: Option<bool>,
+}
+
+impl fmt::Debug for LayerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LayerConfig")
+            .field("request_id_header", &self.request_id_header)
+            .field("hostname", &self.hostname)
+            .field("client_ip", &self.client_ip)
+            .field("capture_headers", &self.capture_headers)
+            .field("capture_query", &self.capture_query)
+            .field("user_id", &self.user_id.is_some())
+            .field("session_id", &self.session_id.is_some())
+            .field("request_events", &self.request_events)
+            .finish()
+    }
+}
+
+/// Runs every request in a telemetry scope holding its context. See the [module docs](crate::layer).
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_telemetry::{ClientIp, Telemetry, TelemetryLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # let telemetry = Telemetry::builder().build().unwrap();
+/// let layer = TelemetryLayer::new(telemetry)
+///     .user_id(|parts: &http::request::Parts| {
+///         // e.g. what your auth middleware put in the extensions
+///         parts.extensions.get::<UserId>().map(|u| u.0.clone())
+///     })
+///     .client_ip(ClientIp::Header(http::HeaderName::from_static("x-forwarded-for")))
+///     .request_events(true);
+/// let app: Router = Router::new().route("/", get(|| async { "ok" })).layer(layer);
+/// # }
+/// #[derive(Clone)] struct UserId(String);
+/// ```
+#[derive(Clone, Debug)]
+pub struct TelemetryLayer {
+    telemetry: Option<Telemetry>,
+    config: Arc<LayerConfig>,
+}
+
+impl TelemetryLayer {
+    /// A layer that tracks through `telemetry`.
+    pub fn new(telemetry: Telemetry) -> Self {
+        Self::with(Some(telemetry))
+    }
+
+    /// A layer that tracks through [`Telemetry::global`], looked up per request (so it may be
+    /// installed after the router is built).
+    pub fn global() -> Self {
+        Self::with(None)
+    }
+
+    fn with(telemetry: Option<Telemetry>) -> Self {
+        TelemetryLayer {
+            telemetry,
+            config: Arc::new(LayerConfig {
+                request_id_header: HeaderName::from_static("x-request-id"),
+                hostname: None,
+                client_ip: ClientIp::Off,
+                capture_headers: true,
+                capture_query: true,
+                user_id: None,
+                session_id: None,
+                request_events: None,
+            }),
+        }
+    }
+
+    fn config_mut(&mut self) -> &mut LayerConfig {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Resolves the user id from the request parts (typically an extension your auth layer
+    /// set; place this layer inside it). Defaults to none.
+    pub fn user_id<F, T>(mut self, resolve: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<T> + Send + Sync + 'static,
+        T: Into<Text>,
+    {
+        self.config_mut().user_id = Some(Arc::new(move |p| resolve(p).map(Into::into)));
+        self
+    }
+
+    /// Takes the user id from a request header **as sent by the client**. Only use this when
+    /// a proxy you trust sets that header and strips it from client requests: otherwise any
+    /// client can claim to be any user.
+    pub fn user_id_from_header(self, name: HeaderName) -> Self {
+        self.user_id(move |p: &Parts| {
+            let v = p.headers.get(&name)?;
+            if v.len() > super::request::MAX_REQUEST_ID_LEN {
+                return None;
+            }
+            v.to_str()
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(Text::copy_from)
+        })
+    }
+
+    /// Resolves the session id from the request parts. Defaults to none.
+    pub fn session_id<F, T>(mut self, resolve: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<T> + Send + Sync + 'static,
+        T: Into<Text>,
+    {
+        self.config_mut().session_id = Some(Arc::new(move |p| resolve(p).map(Into::into)));
+        self
+    }
+
+    /// The header the request id is read from and echoed in. Defaults to `x-request-id`.
+    pub fn request_id_header(mut self, name: HeaderName) -> Self {
+        self.config_mut().request_id_header = name;
+        self
+    }
+
+    /// A fixed host name for every event instead of the request's `Host`. Defaults to none.
+    pub fn hostname(mut self, hostname: impl Into<Text>) -> Self {
+        self.config_mut().hostname = Some(hostname.into());
+        self
+    }
+
+    /// Where the client IP comes from. Defaults to [`ClientIp::Off`].
+    pub fn client_ip(mut self, source: ClientIp) -> Self {
+        self.config_mut().client_ip = source;
+        self
+    }
+
+    /// Whether User-Agent, Accept-Language and Referer are captured (for destinations that
+    /// forward them, like Umami). Defaults to `true`.
+    pub fn capture_headers(mut self, on: bool) -> Self {
+        self.config_mut().capture_headers = on;
+        self
+    }
+
+    /// Whether the query string is captured. Defaults to `true`.
+    pub fn capture_query(mut self, on: bool) -> Self {
+        self.config_mut().capture_query = on;
+        self
+    }
+
+    /// Emits one event per request (method, route, status, duration_ms), overriding the
+    /// handle's `telemetry.requests.enabled`. Defaults to what the configuration says (off).
+    pub fn request_events(mut self, on: bool) -> Self {
+        self.config_mut().request_events = Some(on);
+        self
+    }
+}
+
+impl<S> Layer<S> for TelemetryLayer {
+    type Service = TelemetryService<S>;
+
+    fn layer(&self, inner: S) -> TelemetryService<S> {
+        TelemetryService::new(inner, self.telemetry.clone(), self.config.clone())
+    }
+}

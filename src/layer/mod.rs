@@ -1,0 +1,47 @@
+//! The tower middleware: a request scope per request, so every event carries its context.
+//!
+//! [`TelemetryLayer`] is the Flask `before_request` / `after_request` pattern as a tower
+//! layer. For each request it builds a [`Context`](crate::Context) — request id, path, matched
+//! route, method, host, user agent, language, referrer, the user and session from your
+//! resolvers, the client IP only if you ask — and runs the inner service inside a task-local
+//! scope holding it. The scope ends with the request's future (completed, failed, panicked or
+//! cancelled), so nothing leaks into the next request on the same task or thread. The request
+//! id is echoed on the response.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use http::request::Parts;
+//! use tower_telemetry::{Telemetry, TelemetryLayer, Tracker, track};
+//!
+//! async fn generate(tracker: Tracker) -> &'static str {
+//!     track!("generation.started", model = "flux-dev");          // carries the request's context
+//!     tracker.track("generation.params", tower_telemetry::props! { "steps" => 4 });
+//!     "ok"
+//! }
+//!
+//! # fn user_of(parts: &Parts) -> Option<String> { parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(String::from) }
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let telemetry = Telemetry::builder().memory_destination("memory").build().unwrap();
+//! let app: Router = Router::new()
+//!     .route("/api/generate", get(generate))
+//!     .layer(TelemetryLayer::new(telemetry.clone()).user_id(user_of));
+//! # }
+//! ```
+//!
+//! # Layer order with tower-http's request-id layers
+//!
+//! Both orders work and agree on the id: outside `TelemetryLayer`, `SetRequestIdLayer` sets the
+//! `x-request-id` header that this layer then keeps; inside it, this layer has already set the
+//! header (and tower-http's [`RequestId`](tower_http::request_id::RequestId) extension), which
+//! `SetRequestIdLayer` keeps.
+
+mod future;
+mod layer;
+mod request;
+mod service;
+
+pub use future::ResponseFuture;
+pub use layer::{ClientIp, TelemetryLayer};
+pub use service::TelemetryService;
+
+pub(crate) use request::RequestScope;

@@ -1,0 +1,170 @@
+//! Reading a request's context from its parts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{ACCEPT_LANGUAGE, HOST, REFERER, USER_AGENT};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use super::layer::{ClientIp, LayerConfig};
+use crate::context::{Context, Scope};
+use crate::text::Text;
+
+/// The longest header value copied into a context; longer ones are dropped.
+pub(crate) const MAX_HEADER_LEN: usize = 512;
+/// The longest accepted inbound request id.
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The request's scope, in the request extensions for [`Tracker`](crate::Tracker).
+#[derive(Clone, Debug)]
+pub(crate) struct RequestScope(pub(crate) Arc<Scope>);
+
+/// Whether an inbound request id is sane: 1–128 visible ASCII characters, no spaces.
+pub(crate) fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| (0x21..=0x7e).contains(c))
+}
+
+/// A fresh UUIDv7 request id, as text and as a header value.
+pub(crate) fn new_request_id() -> (Text, HeaderValue) {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s: &str = crate::event::new_event_id()
+        .hyphenated()
+        .encode_lower(&mut buf);
+    let text = Text::copy_from(s);
+    // A hyphenated UUID is always a valid header value.
+    let value = HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    (text, value)
+}
+
+/// The request id to use: tower-http's extension, else a sane inbound header, else a new one.
+pub(crate) fn request_id(parts: &Parts, header: &HeaderName) -> (Text, HeaderValue, bool) {
+    if let Some(id) = parts.extensions.get::<tower_http::request_id::RequestId>() {
+        let v = id.header_value();
+        if valid_request_id(v) {
+            if let Ok(s) = v.to_str() {
+                return (Text::copy_from(s), v.clone(), false);
+            }
+        }
+    }
+    if let Some(v) = parts.headers.get(header) {
+        if valid_request_id(v) {
+            if let Ok(s) = v.to_str() {
+                return (Text::copy_from(s), v.clone(), false);
+            }
+        }
+    }
+    let (text, value) = new_request_id();
+    (text, value, true)
+}
+
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<Text> {
+    let v = headers.get(name)?;
+    if v.len() > MAX_HEADER_LEN {
+        return None;
+    }
+    let s = v.to_str().ok()?;
+    (!s.is_empty()).then(|| Text::copy_from(s))
+}
+
+fn method_text(m: &Method) -> Text {
+    Text::from_static(match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return Text::copy_from(m.as_str()),
+    })
+}
+
+fn client_ip(parts: &Parts, how: &ClientIp) -> Option<Text> {
+    match how {
+        ClientIp::Off => None,
+        ClientIp::ConnectInfo => parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|ci| Text::from(ci.0.ip().to_string())),
+        ClientIp::Header(name) => {
+            let v = parts.headers.get(name)?.to_str().ok()?;
+            // X-Forwarded-For: the first entry is the client as the trusted proxy saw it.
+            let first = v.split(',').next()?.trim();
+            first
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| Text::from(ip.to_string()))
+        }
+    }
+}
+
+/// The context of a request, as the layer is configured to read it.
+pub(crate) fn request_context(parts: &Parts, config: &LayerConfig, request_id: Text) -> Context {
+    let mut ctx = Context::new().with_request_id(request_id);
+    ctx.set_path(Some(Text::copy_from(parts.uri.path())));
+    if config.capture_query {
+        if let Some(q) = parts.uri.query().filter(|q| q.len() <= MAX_HEADER_LEN * 4) {
+            ctx.set_query(Some(Text::copy_from(q)));
+        }
+    }
+    ctx.set_method(Some(method_text(&parts.method)));
+    if let Some(route) = parts.extensions.get::<axum::extract::MatchedPath>() {
+        ctx.set_route(Some(Text::copy_from(route.as_str())));
+    }
+    let host = match &config.hostname {
+        Some(h) => Some(h.clone()),
+        None => {
+            header_text(&parts.headers, &HOST).or_else(|| parts.uri.host().map(Text::copy_from))
+        }
+    };
+    ctx.set_hostname(host);
+    if config.capture_headers {
+        ctx.set_user_agent(header_text(&parts.headers, &USER_AGENT));
+        ctx.set_language(header_text(&parts.headers, &ACCEPT_LANGUAGE));
+        ctx.set_referrer(header_text(&parts.headers, &REFERER));
+    }
+    ctx.set_client_ip(client_ip(parts, &config.client_ip));
+    if let Some(resolve) = &config.user_id {
+        ctx.set_user_id(resolve(parts));
+    }
+    if let Some(resolve) = &config.session_id {
+        ctx.set_session_id(resolve(parts));
+    }
+    ctx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_validation() {
+        assert!(valid_request_id(&HeaderValue::from_static("abc-123_XYZ")));
+        assert!(!valid_request_id(&HeaderValue::from_static("")));
+        assert!(!valid_request_id(&HeaderValue::from_static("has space")));
+        assert!(!valid_request_id(
+            &HeaderValue::from_str(&"a".repeat(129)).unwrap()
+        ));
+        assert!(valid_request_id(
+            &HeaderValue::from_str(&"a".repeat(128)).unwrap()
+        ));
+        assert!(!valid_request_id(
+            &HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()
+        ));
+        assert!(!valid_request_id(
+            &HeaderValue::from_bytes(b"a\tb").unwrap()
+        ));
+    }
+
+    #[test]
+    fn new_ids_are_uuids() {
+        let (t, v) = new_request_id();
+        assert_eq!(t.len(), 36);
+        assert_eq!(v.to_str().unwrap(), t.as_str());
+        assert_eq!(uuid::Uuid::parse_str(&t).unwrap().get_version_num(), 7);
+    }
+}
