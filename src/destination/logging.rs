@@ -102,15 +102,9 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
-struct OptEscaped<'a>(Option<&'a str>);
-
-impl fmt::Display for OptEscaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(s) => Escaped(s).fmt(f),
-            None => Ok(()),
-        }
-    }
+/// An optional context field: absent fields are left out of the log record.
+fn opt(s: Option<&str>) -> Option<tracing::field::DisplayValue<Escaped<'_>>> {
+    s.map(|s| tracing::field::display(Escaped(s)))
 }
 
 macro_rules! log_at {
@@ -137,10 +131,10 @@ impl LoggingDestination {
             category = %Escaped(e.category().as_str()),
             event_id = %e.id(),
             properties = %properties,
-            user_id = %OptEscaped(ctx.user_id()),
-            session_id = %OptEscaped(ctx.session_id()),
-            request_id = %OptEscaped(ctx.request_id()),
-            path = %OptEscaped(ctx.path()),
+            user_id = opt(ctx.user_id()),
+            session_id = opt(ctx.session_id()),
+            request_id = opt(ctx.request_id()),
+            path = opt(ctx.path()),
             "telemetry event"
         );
     }
