@@ -88,6 +88,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use serde_saphyr::granit_parser::{Event, Options, Parser, ScalarStyle, ScanError, Span, StrInput};
+
 use crate::text::Text;
 
 /// Default capacity of a destination's queue, in events.
@@ -786,8 +788,6 @@ impl std::error::Error for ConfigErrors {}
 // Parsing
 // ---------------------------------------------------------------------------------------------
 
-use serde_saphyr::granit_parser::{Event, Options, Parser, ScalarStyle, ScanError, Span, StrInput};
-
 /// The largest YAML source accepted, in bytes.
 const MAX_YAML_BYTES: usize = 1 << 20;
 /// The deepest nesting of lists and mappings accepted.
@@ -1101,7 +1101,10 @@ struct Anchored {
 struct Loader<'a> {
     parser: Parser<'a, StrInput<'a>>,
     anchors: HashMap<usize, Anchored>,
+    /// Values loaded so far, alias expansions included.
     nodes: usize,
+    /// Values copied into `anchors`.
+    stored: usize,
     /// Problems that do not stop loading (duplicate keys, ...).
     errors: Vec<ConfigError>,
 }
@@ -1129,6 +1132,7 @@ fn load(yaml: &str) -> Result<(Option<Node>, Vec<ConfigError>), ConfigError> {
         parser: Parser::new_from_str_with_options(yaml, options),
         anchors: HashMap::new(),
         nodes: 0,
+        stored: 0,
         errors: Vec::new(),
     };
     let root = loader.document()?;
@@ -1228,20 +1232,21 @@ impl<'a> Loader<'a> {
         Ok(())
     }
 
-    /// Checks a node's tag: core tags other than `str` leave it typed as plain, `!!str` makes it
-    /// a string, other tags are errors.
-    fn tag_is_plain(
+    /// Checks a node's YAML tag against its kind (`scalar`, `seq` or `map`): only the core
+    /// schema's tags are supported. For a scalar, returns whether it is typed as plain
+    /// (`!!str` makes it a string; `!!int` and the other core scalar tags keep the typing).
+    fn check_tag(
         &mut self,
         tag: Option<&serde_saphyr::granit_parser::Tag>,
-        allowed: &str,
+        kind: &str,
         path: &str,
         line: usize,
     ) -> Option<bool> {
         let tag = tag?;
-        match tag.core_suffix() {
-            Some("str") if allowed == "scalar" => Some(false),
-            Some("seq" | "map") if allowed != "scalar" => None,
-            Some("null" | "bool" | "int" | "float") if allowed == "scalar" => Some(true),
+        match (kind, tag.core_suffix()) {
+            ("scalar", Some("str")) => Some(false),
+            ("scalar", Some("null" | "bool" | "int" | "float")) => Some(true),
+            ("seq", Some("seq")) | ("map", Some("map")) => None,
             _ => {
                 self.errors.push(ConfigError::new(
                     or_root(path),
@@ -1268,7 +1273,7 @@ impl<'a> Loader<'a> {
         let (node, height, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
                 let plain = self
-                    .tag_is_plain(tag.as_deref(), "scalar", path, line)
+                    .check_tag(tag.as_deref(), "scalar", path, line)
                     .unwrap_or(style == ScalarStyle::Plain);
                 let scalar = Scalar {
                     text: text.into_owned(),
@@ -1285,7 +1290,7 @@ impl<'a> Loader<'a> {
                 )
             }
             Event::SequenceStart(_, anchor, tag) => {
-                self.tag_is_plain(tag.as_deref(), "seq", path, line);
+                self.check_tag(tag.as_deref(), "seq", path, line);
                 let mut items = Vec::new();
                 let mut height = 0;
                 loop {
@@ -1308,7 +1313,7 @@ impl<'a> Loader<'a> {
                 )
             }
             Event::MappingStart(_, anchor, tag) => {
-                self.tag_is_plain(tag.as_deref(), "map", path, line);
+                self.check_tag(tag.as_deref(), "map", path, line);
                 let (entries, height) = self.mapping(path, depth)?;
                 (
                     Node {
@@ -1336,7 +1341,18 @@ impl<'a> Loader<'a> {
             _ => return Err(Self::unexpected(path, &span, "YAML event")),
         };
         if anchor != 0 {
+            // The copy kept for aliases counts too, so nested anchors cannot multiply memory.
             let size = self.nodes - start;
+            self.stored = self.stored.saturating_add(size);
+            if self.stored > MAX_NODES {
+                return Err(ConfigError::new(
+                    or_root(path),
+                    Some(line),
+                    format!(
+                        "the configuration's anchors hold more than {MAX_NODES} values; it is too large"
+                    ),
+                ));
+            }
             self.anchors.insert(
                 anchor,
                 Anchored {
@@ -1682,11 +1698,20 @@ impl Check {
 
     /// An integer from 1 to `max`.
     fn positive(&mut self, e: &Entry, path: &str, max: u64) -> Option<u64> {
-        let expected = format!("a whole number from 1 to {max}");
-        match self.scalar(&e.value, path, e.line, &expected)? {
+        const EXPECTED: &str = "a whole number of at least 1";
+        match self.scalar(&e.value, path, e.line, EXPECTED)? {
             Typed::Int(i) if (1..=i128::from(max)).contains(&i) => Some(i as u64),
+            Typed::Int(i) if i > 0 => {
+                self.mismatch(
+                    &e.value,
+                    path,
+                    e.line,
+                    &format!("a whole number of at most {max}"),
+                );
+                None
+            }
             _ => {
-                self.mismatch(&e.value, path, e.line, &expected);
+                self.mismatch(&e.value, path, e.line, EXPECTED);
                 None
             }
         }
@@ -1722,12 +1747,7 @@ impl Check {
         match self.scalar(&e.value, path, e.line, expected)? {
             Typed::Str(s) => Some(s),
             _ => {
-                self.mismatch(
-                    &e.value,
-                    path,
-                    e.line,
-                    &format!("{expected} (quote it if it is one)"),
-                );
+                self.mismatch(&e.value, path, e.line, expected);
                 None
             }
         }
@@ -1903,7 +1923,7 @@ impl Check {
                     }
                 }
                 "key" => {
-                    const EXPECTED: &str = "one of event, request, user";
+                    const EXPECTED: &str = "a sampling key (one of event, request, user)";
                     if let Some(s) = self.string(e, &path, EXPECTED) {
                         match s.trim().to_ascii_lowercase().as_str() {
                             "event" => sampling.key = SampleKey::Event,
@@ -2043,7 +2063,7 @@ impl Check {
     }
 
     fn level(&mut self, e: &Entry, path: &str) {
-        const EXPECTED: &str = "a log level: one of TRACE, DEBUG, INFO, WARN, WARNING, ERROR";
+        const EXPECTED: &str = "a log level (one of TRACE, DEBUG, INFO, WARN, WARNING, ERROR)";
         if let Some(level) = self.string(e, path, EXPECTED)
             && !LEVELS.contains(&level.trim().to_ascii_uppercase().as_str())
         {
@@ -2152,5 +2172,214 @@ fn to_json(node: &Node, prefix: &str, lines: &mut HashMap<String, usize>) -> ser
             }
             Value::Object(map)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Config {
+        Config::from_yaml_str_with_env(yaml, |_| None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn scalar(text: &str, plain: bool) -> Scalar {
+        Scalar {
+            text: text.to_owned(),
+            plain,
+            broken: false,
+        }
+    }
+
+    #[test]
+    fn explicit_delivery_keys_are_flagged() {
+        let config = parse(
+            "telemetry:\n  destinations:\n    a:\n      batch_size: 5\n      timeout: 2s\n    b:\n      flush_interval: 1s\n      concurrency: 2\n      queue_capacity: 9\n    c: {}\n",
+        );
+        let flags = |name: &str| {
+            let e = config.destination_config(name).unwrap().delivery_explicit;
+            (e.batch_size, e.flush_interval, e.concurrency, e.timeout)
+        };
+        assert_eq!(flags("a"), (true, false, false, true));
+        assert_eq!(flags("b"), (false, true, true, false));
+        assert_eq!(flags("c"), (false, false, false, false));
+        assert_eq!(
+            config
+                .destination_config("b")
+                .unwrap()
+                .delivery
+                .queue_capacity,
+            9
+        );
+        assert_eq!(config.destination_config("c").unwrap().kind, None);
+    }
+
+    #[test]
+    fn scalars_follow_the_core_schema() {
+        let cases: &[(&str, &str)] = &[
+            ("~", "null"),
+            ("", "null"),
+            ("NULL", "null"),
+            ("True", "bool"),
+            ("FALSE", "bool"),
+            ("yes", "str"),
+            ("on", "str"),
+            ("12", "int"),
+            ("-7", "int"),
+            ("+3", "int"),
+            ("0x1F", "int"),
+            ("0o17", "int"),
+            ("0x", "str"),
+            ("0x-1", "str"),
+            ("1.5", "float"),
+            (".5", "float"),
+            ("1.", "float"),
+            ("1e3", "float"),
+            ("-2.5E-3", "float"),
+            (".inf", "float"),
+            ("-.Inf", "float"),
+            (".NaN", "float"),
+            ("1e", "str"),
+            (".", "str"),
+            ("e3", "str"),
+            ("inf", "str"),
+            ("nan", "str"),
+            ("1_000", "str"),
+            ("1.2.3", "str"),
+            ("99999999999999999999999999999999999999999", "float"),
+        ];
+        for (text, kind) in cases {
+            let got = match scalar(text, true).typed() {
+                Typed::Null => "null",
+                Typed::Bool(_) => "bool",
+                Typed::Int(_) => "int",
+                Typed::Float(_) => "float",
+                Typed::Str(_) => "str",
+            };
+            assert_eq!(got, *kind, "{text:?}");
+        }
+        assert!(matches!(scalar("0x1F", true).typed(), Typed::Int(31)));
+        assert!(matches!(scalar("true", false).typed(), Typed::Str("true")));
+    }
+
+    #[test]
+    fn durations_are_exact() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(" 2 m "), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("7ns"), Some(Duration::from_nanos(7)));
+        assert_eq!(
+            parse_duration("18446744073709551615s"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for bad in [
+            "",
+            "ms",
+            "1 2s",
+            "1S",
+            "1.2.3s",
+            "-1s",
+            "1e3s",
+            "1d",
+            "99999999999999999999999999h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn interpolation_forms() {
+        let env = |name: &str| match name {
+            "A" => Some("1".to_owned()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let ok = |text: &str| interpolate(text, &env).unwrap();
+        assert_eq!(ok("${A}"), "1");
+        assert_eq!(ok("x${A}y${A}"), "x1y1");
+        assert_eq!(ok("${B:-d}"), "d");
+        assert_eq!(ok("${B:-}"), "");
+        assert_eq!(ok("${EMPTY:-d}"), "d");
+        assert_eq!(ok("${EMPTY}"), "");
+        assert_eq!(ok("${B:-a:-b}"), "a:-b");
+        assert_eq!(ok("$A $ ${A}$"), "$A $ 1$");
+        assert_eq!(ok("$${A}"), "${A}");
+        assert_eq!(
+            ok("${A:-${B}}"),
+            "1}",
+            "no nesting: the default ends at the first `}}`"
+        );
+        let err = |text: &str| interpolate(text, &env).unwrap_err();
+        assert_eq!(err("${B} ${C}").len(), 2);
+        assert!(err("${B}")[0].contains("`B` is not set"));
+        assert!(err("${A")[0].contains("unclosed"));
+        assert!(err("${}")[0].contains("not a variable reference"));
+        assert!(err("${1A}")[0].contains("not a variable reference"));
+    }
+
+    #[test]
+    fn keys_are_not_interpolated_and_quoted_values_stay_strings() {
+        let config = Config::from_yaml_str_with_env(
+            "telemetry:\n  destinations:\n    m:\n      ${K}: ${V}\n      q: '${V}'\n",
+            |name| (name == "V").then(|| "12".to_owned()),
+        )
+        .unwrap();
+        let s = config.destination_config("m").unwrap().settings();
+        assert_eq!(s.get("${K}").unwrap(), 12);
+        assert_eq!(s.get("q").unwrap(), "12");
+    }
+
+    #[test]
+    fn merge_keys_give_way_to_explicit_keys() {
+        let yaml = "telemetry:\n  destinations:\n    m:\n      batch_size: 5\n      <<: [{ batch_size: 3, concurrency: 2, extra: 1 }, { concurrency: 4, timeout: 9s }]\n      after: 2\n";
+        let config = parse(yaml);
+        let d = config.destination_config("m").unwrap();
+        assert_eq!(d.delivery.batch_size, 5);
+        assert_eq!(d.delivery.concurrency, 2);
+        assert_eq!(d.delivery.timeout, Duration::from_secs(9));
+        let mut keys: Vec<_> = d.settings.keys().collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["after", "extra"]);
+    }
+
+    #[test]
+    fn nested_setting_lines_are_recorded() {
+        let config = parse(
+            "telemetry:\n  destinations:\n    umami:\n      forward:\n        a: 1\n        b:\n          c: x\n",
+        );
+        let s = config.destination_config("umami").unwrap().settings();
+        assert_eq!(s.lines.get("forward"), Some(&4));
+        assert_eq!(s.lines.get("forward.a"), Some(&5));
+        assert_eq!(s.lines.get("forward.b.c"), Some(&7));
+        let forward = s.section("forward").unwrap().unwrap();
+        assert_eq!(forward.error("b", "x").line(), Some(6));
+    }
+
+    #[test]
+    fn core_tags_are_supported_and_others_are_errors() {
+        let config = parse(
+            "telemetry:\n  destinations:\n    m:\n      a: !!str 12\n      b: !!int 12\n      c: !!map {}\n",
+        );
+        let s = config.destination_config("m").unwrap().settings();
+        assert_eq!(s.get("a").unwrap(), "12");
+        assert_eq!(s.get("b").unwrap(), 12);
+        let err = Config::from_yaml_str_with_env("telemetry:\n  debug: !flag true\n", |_| None)
+            .unwrap_err();
+        assert_eq!(err.errors()[0].path(), "telemetry.debug");
+        assert_eq!(err.errors()[0].line(), Some(2));
+        assert!(
+            err.errors()[0]
+                .message()
+                .contains("unsupported YAML tag `!flag`")
+        );
+    }
+
+    #[test]
+    fn edit_distance_suggests_close_keys() {
+        assert_eq!(edit_distance("rate", "rate"), 0);
+        assert_eq!(edit_distance("ratio", "rate"), 2);
+        assert!(unknown_key_message("enabeld", TELEMETRY_KEYS).contains("did you mean `enabled`"));
+        assert!(!unknown_key_message("zzzzzz", TELEMETRY_KEYS).contains("did you mean"));
     }
 }
