@@ -1,0 +1,586 @@
+//! Load harness: what `TelemetryLayer` + `track!` cost a real axum server, next to bare axum and
+//! tower-http's layers, in one run.
+//!
+//! ```sh
+//! cargo run --release --example loadbench                      # 6 variants x 3 rounds x 10 s
+//! cargo run --release --example loadbench -- --duration 3 --rounds 3 --variants a,d
+//! ```
+//!
+//! Each variant runs in a child process of this binary pinned to core 0 (`taskset`), a tokio
+//! multi-thread runtime with one worker; the load generator (a built-in HTTP/1.1 keep-alive
+//! client, `--connections` connections, each sending its next request when the previous
+//! answer is read) runs here, pinned to core 1. Variants are interleaved across rounds; the
+//! report gives medians: requests/s, p50 and p99 latency, the ratio to bare axum and the
+//! server's CPU time per request (from `/proc/<pid>/stat`). It writes
+//! `target/bench-report/loadbench.md` and `target/bench-report/loadbench.svg`, and checks that
+//! no event was lost in d–f (delivered + counted drops + undelivered at shutdown = emitted).
+//!
+//! Variants: a) bare axum; b) + tower-http `TraceLayer` (span and response at INFO into a
+//! `tracing-subscriber` fmt layer writing to a sink); c) + tower-http `SetRequestId` +
+//! `PropagateRequestId`; d) + `TelemetryLayer` and one `track!` with 3 properties per request,
+//! routed to a counting destination; e) as d, routed to the `logging` destination writing to a
+//! sink; f) as d, routed to the `umami` destination pointed at the Umami contract test server
+//! (which runs in this process, sharing core 1 with the load generator: reported, not judged).
+
+#[allow(unreachable_pub)]
+#[path = "../tests/support/umami_server.rs"]
+mod umami_server;
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_telemetry::{
+    BoxFuture, Config, DeliveryError, Destination, DestinationConfig, Event, Telemetry,
+    TelemetryLayer, track,
+};
+
+const VARIANTS: &[(&str, &str)] = &[
+    ("a", "bare axum"),
+    ("b", "tower-http TraceLayer (INFO, fmt to sink)"),
+    ("c", "tower-http SetRequestId + PropagateRequestId"),
+    ("d", "TelemetryLayer + track! -> counting destination"),
+    ("e", "TelemetryLayer + track! -> logging destination (sink)"),
+    (
+        "f",
+        "TelemetryLayer + track! -> umami (contract test server)",
+    ),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve") {
+        serve(&args[2], args.get(3).cloned());
+        return;
+    }
+    let opt = |name: &str, default: &str| -> String {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let duration = Duration::from_secs_f64(
+        opt("--duration", "10")
+            .parse()
+            .expect("--duration in seconds"),
+    );
+    let rounds: usize = opt("--rounds", "3").parse().expect("--rounds");
+    let connections: usize = opt("--connections", "64").parse().expect("--connections");
+    let wanted = opt("--variants", "a,b,c,d,e,f");
+    let variants: Vec<&str> = wanted.split(',').map(str::trim).collect();
+    orchestrate(duration, rounds, connections, &variants);
+}
+
+// ----- the server side (child process) ------------------------------------------------------
+
+/// Counts and forgets: delivery as cheap as it gets.
+#[derive(Clone, Default)]
+struct Count(Arc<AtomicU64>);
+
+impl Destination for Count {
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+static EMITTED: AtomicU64 = AtomicU64::new(0);
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn tracked() -> &'static str {
+    EMITTED.fetch_add(1, Ordering::Relaxed);
+    track!(
+        "generation.started",
+        model = "flux-dev",
+        steps = 4,
+        credits_cost = 10
+    );
+    "ok"
+}
+
+fn serve(variant: &str, umami_url: Option<String>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let mut telemetry = None;
+        let app = match variant {
+            "a" => Router::new().route("/", get(ok)),
+            "b" => {
+                let subscriber = tracing_subscriber::fmt()
+                    .with_writer(std::io::sink)
+                    .with_max_level(tracing::Level::INFO)
+                    .finish();
+                tracing::subscriber::set_global_default(subscriber).expect("subscriber");
+                Router::new().route("/", get(ok)).layer(
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))
+                        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+                )
+            }
+            "c" => Router::new()
+                .route("/", get(ok))
+                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+                .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                    tower_http::request_id::MakeRequestUuid,
+                )),
+            "d" | "e" | "f" => {
+                let builder = Telemetry::builder();
+                let builder = match variant {
+                    "d" => builder.destination("sink", Count::default()),
+                    "e" => {
+                        let subscriber = tracing_subscriber::fmt()
+                            .with_writer(std::io::sink)
+                            .with_max_level(tracing::Level::INFO)
+                            .finish();
+                        tracing::subscriber::set_global_default(subscriber).expect("subscriber");
+                        builder.config(Config::default().destination(DestinationConfig::new("logging")))
+                    }
+                    _ => builder.config(
+                        Config::default().destination(
+                            DestinationConfig::new("umami")
+                                .setting("url", umami_url.clone().expect("umami url"))
+                                .setting("website_id", umami_server::WEBSITE_ID),
+                        ),
+                    ),
+                };
+                let t = builder.build().expect("telemetry");
+                telemetry = Some(t.clone());
+                Router::new().route("/", get(tracked)).layer(TelemetryLayer::new(t))
+            }
+            other => panic!("unknown variant {other}"),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("PORT {}", listener.local_addr().expect("addr").port());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // The parent writes a line (or closes stdin) to stop us.
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            let _ = stop_tx.send(());
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .expect("serve");
+        match telemetry {
+            Some(t) => {
+                let r = t.shutdown(Duration::from_secs(60)).await;
+                let s = &r.stats;
+                let sum = |f: fn(&tower_telemetry::DestinationStats) -> u64| -> u64 {
+                    s.destinations.iter().map(f).sum()
+                };
+                println!(
+                    "EVENTS emitted={} delivered={} dropped={} failed={} discarded={} undelivered={}",
+                    EMITTED.load(Ordering::Relaxed),
+                    sum(|d| d.delivered),
+                    sum(|d| d.dropped_queue_full),
+                    sum(|d| d.failed),
+                    sum(|d| d.discarded),
+                    sum(|d| d.undelivered),
+                );
+            }
+            None => println!("EVENTS none"),
+        }
+    });
+}
+
+// ----- the load generator (this process) ----------------------------------------------------
+
+struct Round {
+    variant: String,
+    requests: u64,
+    errors: u64,
+    secs: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us_per_req: f64,
+    events: Option<EventCounts>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct EventCounts {
+    emitted: u64,
+    delivered: u64,
+    dropped: u64,
+    failed: u64,
+    discarded: u64,
+    undelivered: u64,
+}
+
+impl EventCounts {
+    fn lost(&self) -> i64 {
+        self.emitted as i64
+            - (self.delivered + self.dropped + self.failed + self.discarded + self.undelivered)
+                as i64
+    }
+}
+
+fn pin(pid: u32, core: u32) -> bool {
+    Command::new("taskset")
+        .args(["-a", "-cp", &core.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn orchestrate(duration: Duration, rounds: usize, connections: usize, variants: &[&str]) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let me = std::process::id();
+    let pinned = pin(me, 1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let umami = variants
+        .contains(&"f")
+        .then(|| rt.block_on(umami_server::UmamiServer::start()));
+    let exe = std::env::current_exe().expect("current exe");
+    println!(
+        "loadbench: {} round(s) x {} variant(s) x {:?}, {connections} connections, server on core 0 / load on core 1 ({})",
+        rounds,
+        variants.len(),
+        duration,
+        if pinned {
+            "pinned with taskset"
+        } else {
+            "NOT pinned: taskset unavailable"
+        },
+    );
+    let mut results: Vec<Round> = Vec::new();
+    for round in 0..rounds {
+        for v in variants {
+            let mut child = spawn_server(&exe, v, umami.as_ref().map(|u| u.url()));
+            let port = read_port(&mut child);
+            let pid = child.id();
+            pin(pid, 0);
+            // Warm up, then measure.
+            rt.block_on(load(port, connections, Duration::from_millis(500)));
+            let cpu0 = cpu_seconds(pid);
+            let (requests, errors, secs, mut lat) = rt.block_on(load(port, connections, duration));
+            let cpu = cpu_seconds(pid) - cpu0;
+            let events = stop_server(&mut child);
+            lat.sort_unstable();
+            let pct = |p: f64| {
+                lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(0) as f64
+            };
+            let r = Round {
+                variant: v.to_string(),
+                requests,
+                errors,
+                secs,
+                p50_us: pct(0.50),
+                p99_us: pct(0.99),
+                cpu_us_per_req: cpu * 1e6 / requests.max(1) as f64,
+                events,
+            };
+            println!(
+                "round {} {v}: {:>9.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  cpu {:>5.2} µs/req  errors {}{}",
+                round + 1,
+                r.requests as f64 / r.secs,
+                r.p50_us,
+                r.p99_us,
+                r.cpu_us_per_req,
+                r.errors,
+                r.events
+                    .map(|e| format!("  events {e:?}"))
+                    .unwrap_or_default(),
+            );
+            results.push(r);
+        }
+    }
+    report(
+        &results,
+        variants,
+        (duration, rounds, connections, cores),
+        pinned,
+    );
+}
+
+fn spawn_server(exe: &std::path::Path, variant: &str, umami: Option<String>) -> Child {
+    let mut cmd = Command::new(exe);
+    cmd.arg("--serve").arg(variant);
+    if let Some(u) = umami {
+        cmd.arg(u);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server")
+}
+
+fn read_port(child: &mut Child) -> u16 {
+    let out = child.stdout.as_mut().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).expect("port line");
+    line.trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .expect("PORT n")
+}
+
+fn stop_server(child: &mut Child) -> Option<EventCounts> {
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = writeln!(stdin, "stop");
+    }
+    let mut out = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    let _ = child.wait();
+    let line = out.lines().find(|l| l.starts_with("EVENTS "))?;
+    if line == "EVENTS none" {
+        return None;
+    }
+    let mut e = EventCounts::default();
+    for kv in line["EVENTS ".len()..].split_whitespace() {
+        let (k, v) = kv.split_once('=')?;
+        let v: u64 = v.parse().ok()?;
+        match k {
+            "emitted" => e.emitted = v,
+            "delivered" => e.delivered = v,
+            "dropped" => e.dropped = v,
+            "failed" => e.failed = v,
+            "discarded" => e.discarded = v,
+            "undelivered" => e.undelivered = v,
+            _ => {}
+        }
+    }
+    Some(e)
+}
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) loadbench\r\n\r\n";
+
+/// `connections` keep-alive connections for `duration`: (requests, errors, seconds, latencies µs).
+async fn load(port: u16, connections: usize, duration: Duration) -> (u64, u64, f64, Vec<u32>) {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let mut stream = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(s) => s,
+                Err(_) => return (lat, 1),
+            };
+            let _ = stream.set_nodelay(true);
+            let mut buf = vec![0u8; 4096];
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                if stream.write_all(REQUEST).await.is_err()
+                    || !read_response(&mut stream, &mut buf).await
+                {
+                    errors += 1;
+                    break;
+                }
+                lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((lat, e)) = t.await {
+            all.extend(lat);
+            errors += e;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (all.len() as u64, errors, secs, all)
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body; false on any error.
+async fn read_response(stream: &mut tokio::net::TcpStream, buf: &mut [u8]) -> bool {
+    let mut len = 0;
+    loop {
+        let n = match stream.read(&mut buf[len..]).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        len += n;
+        let data = &buf[..len];
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]);
+            if !head.starts_with("HTTP/1.1 200") {
+                return false;
+            }
+            let body = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if len >= end + 4 + body {
+                return true;
+            }
+        }
+        if len == buf.len() {
+            return false;
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn report(
+    results: &[Round],
+    variants: &[&str],
+    (duration, rounds, connections, cores): (Duration, usize, usize, usize),
+    pinned: bool,
+) {
+    let by = |v: &str, f: &dyn Fn(&Round) -> f64| {
+        median(results.iter().filter(|r| r.variant == v).map(f).collect())
+    };
+    let base = by("a", &|r| r.requests as f64 / r.secs);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Machine: {} cores; server pinned to core 0, load generator to core 1 ({}); tokio multi-thread runtime with 1 worker on each side; {rounds} interleaved rounds of {:?}; {connections} keep-alive connections; built-in HTTP/1.1 load generator. Medians over rounds.\n",
+        cores,
+        if pinned { "taskset" } else { "not pinned" },
+        duration,
+    );
+    md.push_str("| variant | req/s | ratio to (a) | p50 µs | p99 µs | server CPU µs/req | events: emitted / delivered / dropped / undelivered / lost |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---|\n");
+    let mut bars = Vec::new();
+    let mut all_kept = true;
+    for v in variants {
+        let label = VARIANTS.iter().find(|(k, _)| k == v).map_or(*v, |(_, l)| l);
+        let rps = by(v, &|r| r.requests as f64 / r.secs);
+        let ratio = if base > 0.0 { rps / base } else { 0.0 };
+        let events: Vec<EventCounts> = results
+            .iter()
+            .filter(|r| r.variant == *v)
+            .filter_map(|r| r.events)
+            .collect();
+        let ev = if events.is_empty() {
+            "–".to_owned()
+        } else {
+            let sum = events
+                .iter()
+                .fold(EventCounts::default(), |a, e| EventCounts {
+                    emitted: a.emitted + e.emitted,
+                    delivered: a.delivered + e.delivered,
+                    dropped: a.dropped + e.dropped,
+                    failed: a.failed + e.failed,
+                    discarded: a.discarded + e.discarded,
+                    undelivered: a.undelivered + e.undelivered,
+                });
+            if events.iter().any(|e| e.lost() != 0) {
+                all_kept = false;
+            }
+            format!(
+                "{} / {} / {} / {} / {}",
+                sum.emitted,
+                sum.delivered,
+                sum.dropped,
+                sum.undelivered,
+                events.iter().map(EventCounts::lost).sum::<i64>()
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {v}) {label} | {rps:.0} | {ratio:.3} | {:.0} | {:.0} | {:.2} | {ev} |",
+            by(v, &|r| r.p50_us),
+            by(v, &|r| r.p99_us),
+            by(v, &|r| r.cpu_us_per_req),
+        );
+        bars.push((format!("{v}) {label}"), ratio));
+    }
+    let _ = writeln!(
+        md,
+        "\nNo event lost in d–f (delivered + dropped + failed + discarded + undelivered = emitted): {}",
+        if all_kept { "yes" } else { "NO" }
+    );
+    let dir = std::path::Path::new("target/bench-report");
+    let _ = std::fs::create_dir_all(dir);
+    let _ = std::fs::write(dir.join("loadbench.md"), &md);
+    let _ = std::fs::write(dir.join("loadbench.svg"), svg(&bars));
+    println!("\n{md}");
+    println!("wrote target/bench-report/loadbench.md and target/bench-report/loadbench.svg");
+    if !all_kept {
+        std::process::exit(1);
+    }
+}
+
+/// A horizontal bar chart of the ratios to bare axum.
+fn svg(bars: &[(String, f64)]) -> String {
+    let (w, row, left, top) = (900.0, 34.0, 430.0, 40.0);
+    let h = top + row * bars.len() as f64 + 40.0;
+    let scale = (w - left - 60.0) / bars.iter().map(|b| b.1).fold(1.0, f64::max);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"24\" font-size=\"16\">Throughput relative to bare axum (higher is better)</text>\n"
+    );
+    for (i, (label, ratio)) in bars.iter().enumerate() {
+        let y = top + row * i as f64;
+        let color = if label.starts_with('d') || label.starts_with('e') || label.starts_with('f') {
+            "#2b7bb9"
+        } else {
+            "#9aa5b1"
+        };
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n<rect x=\"{left}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{color}\"/>\n<text x=\"{:.1}\" y=\"{}\">{ratio:.3}</text>\n",
+            left - 8.0,
+            y + 18.0,
+            label
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;"),
+            y + 4.0,
+            ratio * scale,
+            row - 10.0,
+            left + ratio * scale + 6.0,
+            y + 18.0,
+        );
+    }
+    let x1 = left + scale;
+    let _ = write!(
+        s,
+        "<line x1=\"{x1:.1}\" y1=\"{}\" x2=\"{x1:.1}\" y2=\"{}\" stroke=\"#333\" stroke-dasharray=\"4 3\"/>\n</svg>\n",
+        top - 6.0,
+        h - 30.0
+    );
+    s
+}
