@@ -343,6 +343,13 @@ impl Event {
         self
     }
 
+    /// The same event with the id it was first given (rebuilding an event that crossed a
+    /// process boundary, so deduplication by id keeps working).
+    pub(crate) fn with_id(mut self, id: Uuid) -> Self {
+        self.id = id;
+        self
+    }
+
     /// A unique id (UUIDv7: time-ordered), stable across retries, for deduplication.
     pub fn id(&self) -> Uuid {
         self.id
@@ -405,9 +412,15 @@ impl Serialize for Event {
     }
 }
 
-/// A fresh UUIDv7 from a thread-local generator (no syscall per id).
+/// A fresh UUIDv7: the current millisecond and 74 random bits from the thread-local generator.
+///
+/// Not `Uuid::now_v7()`: that keeps its monotonic counter behind one process-wide mutex, a
+/// contended lock when every worker thread tracks events. Ids are ordered by millisecond, not
+/// within one; with 74 random bits per millisecond a collision is out of reach.
 pub(crate) fn new_event_id() -> Uuid {
-    Uuid::now_v7()
+    let ms = unix_millis(SystemTime::now());
+    let random: [u8; 10] = rand::random();
+    uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
 }
 
 pub(crate) fn unix_millis(t: SystemTime) -> u64 {
@@ -497,6 +510,15 @@ mod tests {
         );
         assert_eq!(validate_name(&"x".repeat(200)), Ok(()));
         assert_eq!(validate_name("user.signup"), Ok(()));
+    }
+
+    #[test]
+    fn event_ids_are_v7_unique_and_time_ordered() {
+        let ids: Vec<Uuid> = (0..10_000).map(|_| new_event_id()).collect();
+        assert!(ids.iter().all(|id| id.get_version_num() == 7));
+        assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), ids.len());
+        let ms = |id: &Uuid| id.get_timestamp().unwrap().to_unix();
+        assert!(ms(&ids[0]) <= ms(&ids[ids.len() - 1]));
     }
 
     #[test]

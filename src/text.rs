@@ -27,6 +27,16 @@ pub struct Text(Repr);
 enum Repr {
     Static(&'static str),
     Shared(Arc<str>),
+    // The parts of a request are kept as the request's own reference-counted buffers: copying
+    // them into a context costs a reference count bump, not an allocation.
+    /// A header value known to be visible ASCII.
+    Header(http::HeaderValue),
+    /// The path of a request target.
+    Path(http::uri::PathAndQuery),
+    /// The query of a request target (known to have one).
+    Query(http::uri::PathAndQuery),
+    /// axum's matched route template.
+    Route(axum::extract::MatchedPath),
 }
 
 impl Text {
@@ -40,7 +50,34 @@ impl Text {
         match &self.0 {
             Repr::Static(s) => s,
             Repr::Shared(s) => s,
+            // Checked when built (`from_header`), so this never falls back.
+            Repr::Header(v) => v.to_str().unwrap_or_default(),
+            Repr::Path(pq) => pq.path(),
+            Repr::Query(pq) => pq.query().unwrap_or_default(),
+            Repr::Route(m) => m.as_str(),
         }
+    }
+
+    /// A header value's text without copying it; `None` if it is not visible ASCII.
+    pub(crate) fn from_header(value: &http::HeaderValue) -> Option<Text> {
+        value.to_str().ok()?;
+        Some(Text(Repr::Header(value.clone())))
+    }
+
+    /// The path of a request target, without copying it.
+    pub(crate) fn from_path(pq: &http::uri::PathAndQuery) -> Text {
+        Text(Repr::Path(pq.clone()))
+    }
+
+    /// The query of a request target, without copying it; `None` if it has none.
+    pub(crate) fn from_query(pq: &http::uri::PathAndQuery) -> Option<Text> {
+        pq.query()?;
+        Some(Text(Repr::Query(pq.clone())))
+    }
+
+    /// axum's matched route, without copying it.
+    pub(crate) fn from_route(route: &axum::extract::MatchedPath) -> Text {
+        Text(Repr::Route(route.clone()))
     }
 
     /// The first `max_bytes` bytes, cut back to a character boundary; `self` if it is short
@@ -55,7 +92,7 @@ impl Text {
                 let s: &'static str = *s;
                 Text(Repr::Static(&s[..cut]))
             }
-            Repr::Shared(s) => Text::copy_from(&s[..cut]),
+            _ => Text::copy_from(&self.as_str()[..cut]),
         }
     }
 
@@ -67,8 +104,8 @@ impl Text {
                 let s: &'static str = *s;
                 Text(Repr::Static(&s[..end]))
             }
-            Repr::Shared(s) if end == s.len() => self.clone(),
-            Repr::Shared(s) => Text::copy_from(&s[..end]),
+            _ if end == self.len() => self.clone(),
+            _ => Text::copy_from(&self.as_str()[..end]),
         }
     }
 }
@@ -240,6 +277,19 @@ mod tests {
         assert_eq!(t.truncated(2), "h");
         assert_eq!(t.truncated(3), "hé");
         assert_eq!(Text::from("abc").truncated(10), "abc");
+    }
+
+    #[test]
+    fn request_parts_are_shared_not_copied() {
+        let uri: http::Uri = "/users/42?tab=1".parse().unwrap();
+        let pq = uri.path_and_query().unwrap();
+        assert_eq!(Text::from_path(pq), "/users/42");
+        assert_eq!(Text::from_query(pq).unwrap(), "tab=1");
+        assert!(Text::from_query(&"/x".parse().unwrap()).is_none());
+        let ua = http::HeaderValue::from_static("Mozilla/5.0");
+        assert_eq!(Text::from_header(&ua).unwrap(), "Mozilla/5.0");
+        assert!(Text::from_header(&http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()).is_none());
+        assert_eq!(Text::from_header(&ua).unwrap().truncated(3), "Moz");
     }
 
     #[test]

@@ -26,15 +26,15 @@ pub(crate) fn valid_request_id(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| (0x21..=0x7e).contains(c))
 }
 
-/// A fresh UUIDv7 request id, as text and as a header value.
+/// A fresh UUIDv7 request id, as a header value and as text sharing its bytes.
 pub(crate) fn new_request_id() -> (Text, HeaderValue) {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let s: &str = crate::event::new_event_id()
         .hyphenated()
         .encode_lower(&mut buf);
-    let text = Text::copy_from(s);
     // A hyphenated UUID is always a valid header value.
     let value = HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let text = Text::from_header(&value).unwrap_or_default();
     (text, value)
 }
 
@@ -43,15 +43,15 @@ pub(crate) fn request_id(parts: &Parts, header: &HeaderName) -> (Text, HeaderVal
     if let Some(id) = parts.extensions.get::<tower_http::request_id::RequestId>() {
         let v = id.header_value();
         if valid_request_id(v) {
-            if let Ok(s) = v.to_str() {
-                return (Text::copy_from(s), v.clone(), false);
+            if let Some(text) = Text::from_header(v) {
+                return (text, v.clone(), false);
             }
         }
     }
     if let Some(v) = parts.headers.get(header) {
         if valid_request_id(v) {
-            if let Ok(s) = v.to_str() {
-                return (Text::copy_from(s), v.clone(), false);
+            if let Some(text) = Text::from_header(v) {
+                return (text, v.clone(), false);
             }
         }
     }
@@ -64,8 +64,10 @@ fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<Text> {
     if v.len() > MAX_HEADER_LEN {
         return None;
     }
-    let s = v.to_str().ok()?;
-    (!s.is_empty()).then(|| Text::copy_from(s))
+    if v.is_empty() {
+        return None;
+    }
+    Text::from_header(v)
 }
 
 fn method_text(m: &Method) -> Text {
@@ -105,15 +107,20 @@ fn client_ip(parts: &Parts, how: &ClientIp) -> Option<Text> {
 /// The context of a request, as the layer is configured to read it.
 pub(crate) fn request_context(parts: &Parts, config: &LayerConfig, request_id: Text) -> Context {
     let mut ctx = Context::new().with_request_id(request_id);
-    ctx.set_path(Some(Text::copy_from(parts.uri.path())));
-    if config.capture_query {
-        if let Some(q) = parts.uri.query().filter(|q| q.len() <= MAX_HEADER_LEN * 4) {
-            ctx.set_query(Some(Text::copy_from(q)));
+    match parts.uri.path_and_query() {
+        Some(pq) => {
+            ctx.set_path(Some(Text::from_path(pq)));
+            if config.capture_query && pq.query().is_some_and(|q| q.len() <= MAX_HEADER_LEN * 4) {
+                ctx.set_query(Text::from_query(pq));
+            }
+        }
+        None => {
+            ctx.set_path(Some(Text::from_static("/")));
         }
     }
     ctx.set_method(Some(method_text(&parts.method)));
     if let Some(route) = parts.extensions.get::<axum::extract::MatchedPath>() {
-        ctx.set_route(Some(Text::copy_from(route.as_str())));
+        ctx.set_route(Some(Text::from_route(route)));
     }
     let host = match &config.hostname {
         Some(h) => Some(h.clone()),
