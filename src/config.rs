@@ -69,7 +69,20 @@
 //!     enabled: false
 //!     name: http.request
 //!     exclude: [/health]     # path globs
+//!   redact:                  # see the `redact` docs (RedactConfig)
+//!     enabled: true
+//!     keys: [email]          # added to the default list (password, token, cookie, ...)
+//!     defaults: true         # false: only `keys`
+//!     replacement: "[REDACTED]"
+//!   limits:                  # see the `limits` docs (LimitsConfig)
+//!     max_properties: 64
+//!     max_string_length: 8KiB # a number of bytes, or with B, KB, KiB, MB, MiB
+//!     max_depth: 8
+//!     max_event_size: 64KiB
 //! ```
+//!
+//! A destination also takes `allow_properties` and `drop_properties`: lists of property name
+//! globs that narrow what that destination receives (allow first, then drop).
 //!
 //! - Values may use `${VAR}` and `${VAR:-default}` (the default is used when `VAR` is unset
 //!   or empty; `$${` is a literal `${`). A plain (unquoted) value is typed after substitution,
@@ -90,6 +103,8 @@ use std::time::Duration;
 
 use serde_saphyr::granit_parser::{Event, Options, Parser, ScalarStyle, ScanError, Span, StrInput};
 
+use crate::limits::{LimitsConfig, MAX_DEPTH_LIMIT};
+use crate::redact::RedactConfig;
 use crate::text::Text;
 
 /// Default capacity of a destination's queue, in events.
@@ -119,6 +134,8 @@ pub struct Config {
     pub(crate) destinations: Vec<DestinationConfig>,
     pub(crate) sampling: SamplingConfig,
     pub(crate) requests: RequestsConfig,
+    pub(crate) redact: RedactConfig,
+    pub(crate) limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -129,6 +146,8 @@ impl Default for Config {
             destinations: Vec::new(),
             sampling: SamplingConfig::default(),
             requests: RequestsConfig::default(),
+            redact: RedactConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -164,6 +183,29 @@ impl Config {
     pub fn requests(mut self, requests: RequestsConfig) -> Self {
         self.requests = requests;
         self
+    }
+
+    /// Sets which property keys are redacted. Defaults to [`RedactConfig::default`]: the
+    /// default sensitive keys.
+    pub fn redact(mut self, redact: RedactConfig) -> Self {
+        self.redact = redact;
+        self
+    }
+
+    /// Sets what one event may carry. Defaults to [`LimitsConfig::default`].
+    pub fn limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The redaction settings.
+    pub fn redact_config(&self) -> &RedactConfig {
+        &self.redact
+    }
+
+    /// The limits.
+    pub fn limits_config(&self) -> &LimitsConfig {
+        &self.limits
     }
 
     /// Whether tracking is on.
@@ -451,6 +493,8 @@ pub struct DestinationConfig {
     /// Set when `delivery` keys were given explicitly (so kind defaults do not override them).
     pub(crate) delivery_explicit: DeliveryExplicit,
     pub(crate) settings: Settings,
+    pub(crate) allow_properties: Option<Vec<String>>,
+    pub(crate) drop_properties: Vec<String>,
 }
 
 /// Which delivery keys a config gave explicitly.
@@ -476,6 +520,8 @@ impl DestinationConfig {
             sample_rate: 1.0,
             delivery: DeliveryConfig::default(),
             delivery_explicit: DeliveryExplicit::default(),
+            allow_properties: None,
+            drop_properties: Vec::new(),
         }
     }
 
@@ -518,6 +564,50 @@ impl DestinationConfig {
             timeout: true,
         };
         self
+    }
+
+    /// Only the top-level properties whose names match one of these globs reach this
+    /// destination (exact case; `*` and `?` wildcards). Defaults to every property.
+    ///
+    /// Applied by the destination's worker just before delivery; other destinations still see
+    /// the whole event. Redaction applies before, to every destination.
+    ///
+    /// ```
+    /// use tower_telemetry::DestinationConfig;
+    ///
+    /// let umami = DestinationConfig::new("umami")
+    ///     .allow_properties(["model", "plan", "utm_*"])
+    ///     .drop_properties(["utm_id"]);
+    /// assert_eq!(umami.allowed_properties().unwrap().len(), 3);
+    /// ```
+    pub fn allow_properties<I, S>(mut self, globs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allow_properties = Some(globs.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Top-level properties whose names match one of these globs never reach this destination
+    /// (exact case). Defaults to none. Applied after [`allow_properties`](Self::allow_properties).
+    pub fn drop_properties<I, S>(mut self, globs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.drop_properties = globs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Its `allow_properties` globs (`None`: every property).
+    pub fn allowed_properties(&self) -> Option<&[String]> {
+        self.allow_properties.as_deref()
+    }
+
+    /// Its `drop_properties` globs.
+    pub fn dropped_properties(&self) -> &[String] {
+        &self.drop_properties
     }
 
     /// A kind-specific setting (`level` for logging, `url` for umami, ...).
@@ -795,7 +885,24 @@ const MAX_DEPTH: usize = 32;
 /// The most values (scalars, lists, mappings) in a document, alias expansions included.
 const MAX_NODES: usize = 100_000;
 
-const TELEMETRY_KEYS: &[&str] = &["enabled", "debug", "destinations", "sampling", "requests"];
+const TELEMETRY_KEYS: &[&str] = &[
+    "enabled",
+    "debug",
+    "destinations",
+    "sampling",
+    "requests",
+    "redact",
+    "limits",
+];
+const REDACT_KEYS: &[&str] = &["enabled", "keys", "defaults", "replacement"];
+const LIMITS_KEYS: &[&str] = &[
+    "max_properties",
+    "max_string_length",
+    "max_depth",
+    "max_event_size",
+];
+/// The largest `max_event_size` / `max_string_length` accepted: 16 MiB.
+const MAX_SIZE_LIMIT: u64 = 16 << 20;
 const SAMPLING_KEYS: &[&str] = &["enabled", "rate", "key", "always"];
 const REQUESTS_KEYS: &[&str] = &["enabled", "name", "exclude"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial_backoff", "max_backoff"];
@@ -1568,6 +1675,7 @@ fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
 enum GlobKind {
     Event,
     Path,
+    Property,
 }
 
 struct Check {
@@ -1757,6 +1865,7 @@ impl Check {
         let (expected, item_expected) = match kind {
             GlobKind::Event => ("a list of event name globs", "an event name glob"),
             GlobKind::Path => ("a list of path globs", "a path glob"),
+            GlobKind::Property => ("a list of property name globs", "a property name glob"),
         };
         let items = match &e.value.value {
             NodeValue::Seq(items) => items,
@@ -1789,7 +1898,7 @@ impl Check {
                 continue;
             };
             let valid = match kind {
-                GlobKind::Event => crate::routing::validate_glob(pattern),
+                GlobKind::Event | GlobKind::Property => crate::routing::validate_glob(pattern),
                 GlobKind::Path => validate_path_glob(pattern),
             };
             match valid {
@@ -1901,6 +2010,8 @@ impl Check {
                     }
                 }
                 "sampling" => self.sampling(e, &path, &mut config.sampling),
+                "redact" => self.redact(e, &path, &mut config.redact),
+                "limits" => self.limits(e, &path, &mut config.limits),
                 _ => self.requests(e, &path, &mut config.requests),
             }
         }
@@ -2049,6 +2160,14 @@ impl Check {
                     }
                 }
                 "retry" => self.retry(e, path, &mut delivery.retry),
+                "allow_properties" => {
+                    d.allow_properties = self.globs(e, path, GlobKind::Property);
+                }
+                "drop_properties" => {
+                    if let Some(globs) = self.globs(e, path, GlobKind::Property) {
+                        d.drop_properties = globs;
+                    }
+                }
                 key => {
                     if is_logging && key == "level" {
                         self.level(e, path);
@@ -2060,6 +2179,126 @@ impl Check {
             }
         }
         Some(d)
+    }
+
+    fn redact(&mut self, e: &Entry, path: &str, redact: &mut RedactConfig) {
+        let Some(entries) = self.mapping(&e.value, path, e.line, "a mapping") else {
+            return;
+        };
+        for (e, path) in self.known(entries, path, REDACT_KEYS) {
+            match e.key.as_str() {
+                "enabled" => {
+                    if let Some(b) = self.bool(e, &path) {
+                        redact.enabled = b;
+                    }
+                }
+                "defaults" => {
+                    if let Some(b) = self.bool(e, &path) {
+                        redact.defaults = b;
+                    }
+                }
+                "replacement" => {
+                    if let Some(s) = self.string(e, &path, "a replacement text") {
+                        redact.replacement = s.to_owned();
+                    }
+                }
+                _ => {
+                    if let Some(keys) = self.keys(e, &path) {
+                        redact.keys = keys;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A list of property keys: non-empty strings.
+    fn keys(&mut self, e: &Entry, path: &str) -> Option<Vec<String>> {
+        const EXPECTED: &str = "a list of property keys";
+        let items = match &e.value.value {
+            NodeValue::Seq(items) => items,
+            NodeValue::Scalar(s) if s.broken => return None,
+            _ => {
+                self.mismatch(&e.value, path, e.line, EXPECTED);
+                return None;
+            }
+        };
+        let mut keys = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            match &item.value {
+                NodeValue::Scalar(s) if s.broken => ok = false,
+                NodeValue::Scalar(s) => match s.typed() {
+                    Typed::Str(k) if !k.trim().is_empty() => keys.push(k.trim().to_owned()),
+                    Typed::Str(_) => {
+                        ok = false;
+                        self.error(
+                            item_path,
+                            item.line,
+                            "expected a property key, found an empty string",
+                        );
+                    }
+                    _ => {
+                        ok = false;
+                        self.mismatch(item, &item_path, item.line, "a property key");
+                    }
+                },
+                _ => {
+                    ok = false;
+                    self.mismatch(item, &item_path, item.line, "a property key");
+                }
+            }
+        }
+        ok.then_some(keys)
+    }
+
+    fn limits(&mut self, e: &Entry, path: &str, limits: &mut LimitsConfig) {
+        let Some(entries) = self.mapping(&e.value, path, e.line, "a mapping") else {
+            return;
+        };
+        for (e, path) in self.known(entries, path, LIMITS_KEYS) {
+            match e.key.as_str() {
+                "max_properties" => {
+                    if let Some(n) = self.positive(e, &path, 10_000) {
+                        limits.max_properties = n as usize;
+                    }
+                }
+                "max_depth" => {
+                    if let Some(n) = self.positive(e, &path, MAX_DEPTH_LIMIT as u64) {
+                        limits.max_depth = n as usize;
+                    }
+                }
+                "max_string_length" => {
+                    if let Some(n) = self.size(e, &path) {
+                        limits.max_string_length = n;
+                    }
+                }
+                _ => {
+                    if let Some(n) = self.size(e, &path) {
+                        limits.max_event_size = n;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A size in bytes: a whole number, or with a unit (`B`, `KB`, `KiB`, `MB`, `MiB`); at
+    /// least 1 byte and at most 16 MiB.
+    fn size(&mut self, e: &Entry, path: &str) -> Option<usize> {
+        const EXPECTED: &str =
+            "a size such as `8192`, `8KiB` or `1MiB` (at least 1 byte, at most 16 MiB)";
+        let n = match self.scalar(&e.value, path, e.line, EXPECTED)? {
+            Typed::Int(i) => u64::try_from(i).ok(),
+            Typed::Str(s) => parse_size(s),
+            _ => None,
+        };
+        match n {
+            Some(n) if (1..=MAX_SIZE_LIMIT).contains(&n) => Some(n as usize),
+            _ => {
+                self.mismatch(&e.value, path, e.line, EXPECTED);
+                None
+            }
+        }
     }
 
     fn level(&mut self, e: &Entry, path: &str) {
@@ -2114,6 +2353,23 @@ fn validate_path_glob(pattern: &str) -> Result<(), String> {
 }
 
 /// `250ms`, `1s`, `1.5s`, `2m`, `1h`, or a number of seconds.
+/// `8192`, `8 KiB`, `64KB`, `1MiB` (KB and MB are powers of 10, KiB and MiB of 2).
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());

@@ -147,6 +147,11 @@ impl Context {
     pub fn fields(&self) -> &Properties {
         &self.extra
     }
+
+    /// The free-form fields, to redact them in place.
+    pub(crate) fn fields_mut(&mut self) -> &mut Properties {
+        &mut self.extra
+    }
 }
 
 impl fmt::Debug for Context {

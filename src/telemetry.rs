@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -16,8 +16,13 @@ use crate::config::{
 };
 use crate::context::{self, Context, Scope, WithContext};
 use crate::destination::{Destination, LoggingDestination, MemoryDestination};
-use crate::dispatch::{self, Counters, Lane, Push, RateLimitedWarning};
+use crate::dispatch::{
+    self, Counters, DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DropReport, DropTracker, Lane,
+    PropertyView, Push, RateLimitedWarning,
+};
 use crate::event::{Event, EventCategory, EventKind, Properties, new_event_id, validate_name};
+use crate::limits::{LimitsConfig, Outcome, Policy};
+use crate::redact::{RedactConfig, Redactor};
 use crate::routing::{
     ALWAYS_BIT, Callsite, DEST_MASK, Explanation, Filter, Glob, INVALID_BIT, MAX_DESTINATIONS,
     RouteTarget, Router, cached_route, threshold,
@@ -75,7 +80,21 @@ struct Inner {
     request_excludes: Vec<Glob>,
     memories: HashMap<String, MemoryDestination>,
     shutdown_started: AtomicBool,
+    policy: Policy,
+    truncated: AtomicU64,
+    oversized: AtomicU64,
+    redacted: AtomicU64,
+    limit_warnings: RateLimitedWarning,
+    drops: DropTracker,
+    on_drop: Option<OnDrop>,
+    /// The destinations whose globs match [`DROPPED_EVENT`].
+    report_route: u32,
+    /// Stops the drop monitor (when the last handle goes, or at shutdown).
+    monitor_stop: Arc<Notify>,
 }
+
+/// The `on_drop` callback.
+type OnDrop = Arc<dyn Fn(&DropReport) + Send + Sync>;
 
 impl fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,6 +135,8 @@ pub struct TelemetryBuilder {
     config: Config,
     supplied: Vec<(String, Arc<dyn Destination>)>,
     base: Context,
+    on_drop: Option<OnDrop>,
+    drop_report_interval: Duration,
 }
 
 impl fmt::Debug for TelemetryBuilder {
@@ -127,6 +148,8 @@ impl fmt::Debug for TelemetryBuilder {
                 &self.supplied.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("base", &self.base)
+            .field("on_drop", &self.on_drop.is_some())
+            .field("drop_report_interval", &self.drop_report_interval)
             .finish()
     }
 }
@@ -163,6 +186,63 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Which property keys are redacted (replaces the configuration's `redact` section).
+    /// Defaults to [`RedactConfig::default`]: the [default keys](crate::DEFAULT_REDACT_KEYS).
+    /// Call it after [`config`](Self::config), which replaces everything.
+    ///
+    /// ```
+    /// use tower_telemetry::{RedactConfig, Telemetry};
+    ///
+    /// let telemetry = Telemetry::builder()
+    ///     .redact(RedactConfig::default().keys(["email", "phone"]).replacement("***"))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn redact(mut self, redact: RedactConfig) -> Self {
+        self.config.redact = redact;
+        self
+    }
+
+    /// What one event may carry (replaces the configuration's `limits` section). Defaults to
+    /// [`LimitsConfig::default`]. Call it after [`config`](Self::config).
+    pub fn limits(mut self, limits: LimitsConfig) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Called with each [`DropReport`]: at most once per
+    /// [`drop_report_interval`](Self::drop_report_interval) while events are being dropped,
+    /// and once more at shutdown with what is left. Defaults to none.
+    ///
+    /// It runs on the drop monitor task (or in `shutdown`, or where the last handle is
+    /// dropped), never on the tracking path; keep it short and non-blocking. A panic in it is
+    /// caught and logged.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use tower_telemetry::Telemetry;
+    ///
+    /// let lost = Arc::new(AtomicU64::new(0));
+    /// let counter = lost.clone();
+    /// let telemetry = Telemetry::builder()
+    ///     .on_drop(move |report| { counter.fetch_add(report.total(), Ordering::Relaxed); })
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn on_drop(mut self, callback: impl Fn(&DropReport) + Send + Sync + 'static) -> Self {
+        self.on_drop = Some(Arc::new(callback));
+        self
+    }
+
+    /// The least time between two drop reports (warning, callback and
+    /// [`DROPPED_EVENT`](crate::DROPPED_EVENT) event). Defaults to
+    /// [`DEFAULT_DROP_REPORT_INTERVAL`](crate::DEFAULT_DROP_REPORT_INTERVAL) (10 s).
+    pub fn drop_report_interval(mut self, interval: Duration) -> Self {
+        self.drop_report_interval = interval;
+        self
+    }
+
     /// Builds the handle and starts one worker per enabled destination, on the current tokio
     /// runtime if there is one, else on a background thread.
     ///
@@ -173,6 +253,8 @@ impl TelemetryBuilder {
             config,
             mut supplied,
             base,
+            on_drop,
+            drop_report_interval,
         } = self;
         let mut errors = Vec::new();
         let mut entries: Vec<(DestinationConfig, Arc<dyn Destination>)> = Vec::new();
@@ -218,6 +300,20 @@ impl TelemetryBuilder {
             ));
         }
 
+        let mut views = Vec::with_capacity(entries.len());
+        for (dc, _) in &entries {
+            match PropertyView::new(dc.allow_properties.as_deref(), &dc.drop_properties) {
+                Ok(v) => views.push(v),
+                Err((list, i, msg)) => {
+                    views.push(None);
+                    errors.push(ConfigError::new(
+                        format!("{}.{list}[{i}]", dc.settings.path),
+                        None,
+                        msg,
+                    ))
+                }
+            }
+        }
         let mut targets = Vec::with_capacity(entries.len());
         for (dc, _) in &entries {
             match Filter::new(dc.events.as_deref()) {
@@ -260,15 +356,21 @@ impl TelemetryBuilder {
         let mut lanes = Vec::with_capacity(entries.len());
         let mut workers = Vec::with_capacity(entries.len());
         if config.enabled {
-            for (dc, destination) in entries {
+            for ((dc, destination), view) in entries.into_iter().zip(views) {
                 let delivery = effective_delivery(&dc, &*destination);
-                let (lane, parts) =
-                    dispatch::lane(dc.name.clone(), destination, delivery, progress.clone());
+                let (lane, parts) = dispatch::lane(
+                    dc.name.clone(),
+                    destination,
+                    delivery,
+                    progress.clone(),
+                    view,
+                );
                 lanes.push(lane);
                 workers.push(parts);
             }
         }
-        dispatch::spawn_workers(workers);
+        let report_route = router.compute(DROPPED_EVENT) & DEST_MASK;
+        let lane_count = lanes.len();
 
         let request_excludes = config
             .requests
@@ -276,25 +378,43 @@ impl TelemetryBuilder {
             .iter()
             .map(|g| Glob::compile(g))
             .collect();
-        Ok(Telemetry {
-            inner: Arc::new(Inner {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                enabled: config.enabled,
-                debug: config.debug,
-                base: RwLock::new(Arc::new(base)),
-                router,
-                lanes: lanes.into_boxed_slice(),
-                progress,
-                closed: AtomicBool::new(false),
-                rejected: AtomicU64::new(0),
-                after_shutdown: AtomicU64::new(0),
-                rejections: RateLimitedWarning::default(),
-                requests: config.requests,
-                request_excludes,
-                memories,
-                shutdown_started: AtomicBool::new(false),
-            }),
-        })
+        let monitor_stop = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            enabled: config.enabled,
+            debug: config.debug,
+            base: RwLock::new(Arc::new(base)),
+            router,
+            lanes: lanes.into_boxed_slice(),
+            progress,
+            closed: AtomicBool::new(false),
+            rejected: AtomicU64::new(0),
+            after_shutdown: AtomicU64::new(0),
+            rejections: RateLimitedWarning::default(),
+            requests: config.requests,
+            request_excludes,
+            memories,
+            shutdown_started: AtomicBool::new(false),
+            policy: Policy {
+                redactor: Redactor::new(&config.redact),
+                limits: config.limits,
+            },
+            truncated: AtomicU64::new(0),
+            oversized: AtomicU64::new(0),
+            redacted: AtomicU64::new(0),
+            limit_warnings: RateLimitedWarning::default(),
+            drops: DropTracker::new(lane_count, drop_report_interval),
+            on_drop,
+            report_route,
+            monitor_stop: monitor_stop.clone(),
+        });
+        let monitor = Box::pin(drop_monitor(
+            Arc::downgrade(&inner),
+            monitor_stop,
+            drop_report_interval,
+        ));
+        dispatch::spawn_workers(workers, Some(monitor));
+        Ok(Telemetry { inner })
     }
 }
 
@@ -304,12 +424,16 @@ fn memory_of(destination: &dyn Destination) -> Option<MemoryDestination> {
 }
 
 /// The destination a configured kind builds.
-fn build_kind(dc: &DestinationConfig) -> Result<Arc<dyn Destination>, Vec<ConfigError>> {
+pub(crate) fn build_kind(dc: &DestinationConfig) -> Result<Arc<dyn Destination>, Vec<ConfigError>> {
     match dc.kind_name() {
         "logging" => Ok(Arc::new(LoggingDestination::from_settings(&dc.settings)?)),
         #[cfg(feature = "umami")]
         "umami" => Ok(Arc::new(
             crate::destination::UmamiDestination::from_settings(&dc.settings)?,
+        )),
+        #[cfg(feature = "nats")]
+        "nats" => Ok(Arc::new(
+            crate::destination::NatsDestination::from_settings(&dc.settings)?,
         )),
         "memory" => {
             let errors = dc.settings.unknown_keys(&[]);
@@ -345,10 +469,15 @@ const BUILTIN_KINDS: &[&str] = &[
     "memory",
     #[cfg(feature = "umami")]
     "umami",
+    #[cfg(feature = "nats")]
+    "nats",
 ];
 
 /// The destination's own defaults, overridden by what the configuration gave explicitly.
-fn effective_delivery(dc: &DestinationConfig, destination: &dyn Destination) -> DeliveryConfig {
+pub(crate) fn effective_delivery(
+    dc: &DestinationConfig,
+    destination: &dyn Destination,
+) -> DeliveryConfig {
     let defaults = destination.delivery_defaults();
     let given = &dc.delivery;
     let explicit = dc.delivery_explicit;
@@ -389,6 +518,8 @@ impl Telemetry {
             config: Config::default(),
             supplied: Vec::new(),
             base: Context::new(),
+            on_drop: None,
+            drop_report_interval: DEFAULT_DROP_REPORT_INTERVAL,
         }
     }
 
@@ -444,6 +575,18 @@ impl Telemetry {
                 request_excludes: Vec::new(),
                 memories: HashMap::new(),
                 shutdown_started: AtomicBool::new(false),
+                policy: Policy {
+                    redactor: Redactor::new(&RedactConfig::default().enabled(false)),
+                    limits: LimitsConfig::default(),
+                },
+                truncated: AtomicU64::new(0),
+                oversized: AtomicU64::new(0),
+                redacted: AtomicU64::new(0),
+                limit_warnings: RateLimitedWarning::default(),
+                drops: DropTracker::new(0, DEFAULT_DROP_REPORT_INTERVAL),
+                on_drop: None,
+                report_route: 0,
+                monitor_stop: Arc::new(Notify::new()),
             }),
         }
     }
@@ -609,10 +752,16 @@ impl Telemetry {
             self.reject(&name, &why);
             return;
         }
-        let context = match scope {
+        let mut context = match scope {
             Some(s) => s.snapshot(),
             None => self.base_context(),
         };
+        // Redaction and limits: after the routing and sampling decision (an event that goes
+        // nowhere is never looked at), before any destination can see the event.
+        let outcome = inner.policy.apply(&name, &mut properties, &mut context);
+        if outcome != Outcome::default() && !self.limited(&name, &outcome) {
+            return;
+        }
         let event = Arc::new(Event {
             id: new_event_id(),
             category: EventCategory::of_text(&name),
@@ -644,6 +793,35 @@ impl Telemetry {
             SampleKey::User => scope.and_then(Scope::user_hash).or_else(by_request),
         };
         h.unwrap_or_else(rand::random)
+    }
+
+    /// Counts what the redaction and limits pass did; whether the event is still sent.
+    #[cold]
+    fn limited(&self, name: &str, outcome: &Outcome) -> bool {
+        let inner = &*self.inner;
+        if outcome.redacted > 0 {
+            inner
+                .redacted
+                .fetch_add(outcome.redacted as u64, Ordering::Relaxed);
+        }
+        let (counter, what) = match outcome.oversized {
+            Some(_) => (&inner.oversized, "rejected: larger than max_event_size"),
+            None if outcome.truncated => (&inner.truncated, "truncated to fit the limits"),
+            None => return true,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = inner.limit_warnings.hit() {
+            let shown: String = name.chars().take(64).collect();
+            tracing::warn!(
+                target: "tower_telemetry",
+                event = %crate::destination::Escaped(&shown),
+                size = outcome.oversized,
+                limits = ?inner.policy.limits,
+                events_since_last_warning = n,
+                "telemetry event {what}"
+            );
+        }
+        outcome.oversized.is_none()
     }
 
     fn reject(&self, name: &str, why: &str) {
@@ -784,10 +962,18 @@ impl Telemetry {
     /// the workers — within `timeout`. What is still undelivered then is abandoned and
     /// reported. Events tracked afterwards are counted in [`Stats::after_shutdown`], not
     /// queued. Calling it again (or concurrently) is safe and reports the same end state.
+    ///
+    /// Drops not yet reported are reported at once (see [`DropReport`]): first those before
+    /// shutdown (also as a [`DROPPED_EVENT`](crate::DROPPED_EVENT) event, to healthy
+    /// destinations, before their queues close), then those during the drain (warning and
+    /// `on_drop` callback only).
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         let inner = &*self.inner;
         inner.closed.store(true, Ordering::Relaxed);
-        inner.shutdown_started.store(true, Ordering::Relaxed);
+        if !inner.shutdown_started.swap(true, Ordering::AcqRel) {
+            inner.report_drops(true, true);
+        }
+        inner.monitor_stop.notify_one();
         for lane in inner.lanes.iter() {
             lane.shared.closing.store(true, Ordering::Release);
             lane.shared.close_now.notify_one();
@@ -820,6 +1006,7 @@ impl Telemetry {
                 tokio::task::yield_now().await;
             }
         }
+        inner.report_drops(true, false);
         ShutdownReport {
             stats: self.stats(),
             timed_out: !finished,
@@ -847,12 +1034,16 @@ impl Telemetry {
                         failed: Counters::get(&c.failed),
                         discarded: Counters::get(&c.discarded),
                         retries: Counters::get(&c.retries),
+                        drop_reports_lost: Counters::get(&c.reports_lost),
                         undelivered: enqueued.saturating_sub(c.settled()),
                     }
                 })
                 .collect(),
             rejected: inner.rejected.load(Ordering::Relaxed),
             after_shutdown: inner.after_shutdown.load(Ordering::Relaxed),
+            truncated: inner.truncated.load(Ordering::Relaxed),
+            oversized: inner.oversized.load(Ordering::Relaxed),
+            redacted: inner.redacted.load(Ordering::Relaxed),
         }
     }
 
@@ -911,11 +1102,78 @@ pub(crate) fn object_properties(
     }
 }
 
+/// How often the drop monitor looks at the counters (at most; reports are further limited by
+/// the report interval).
+const MONITOR_EVERY: Duration = Duration::from_secs(1);
+
+/// The drop monitor: reports drops off the tracking path. Holds the handle weakly, so it never
+/// keeps the queues open; ends with the handle or at shutdown.
+async fn drop_monitor(inner: Weak<Inner>, stop: Arc<Notify>, interval: Duration) {
+    let mut tick = tokio::time::interval(MONITOR_EVERY.min(interval).max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.notified() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.shutdown_started.load(Ordering::Relaxed) {
+            return;
+        }
+        inner.report_drops(false, true);
+    }
+}
+
+impl Inner {
+    /// Reports the drops not reported yet, if a report is due (always when `force`): a
+    /// warning, the `on_drop` callback, and when `emit`, a [`DROPPED_EVENT`] to healthy
+    /// destinations that route it. Drops of reports themselves are never reported.
+    fn report_drops(&self, force: bool, emit: bool) {
+        let Some((report, dropping)) = self.drops.take(&self.lanes, force) else {
+            return;
+        };
+        tracing::warn!(target: "tower_telemetry", dropped = report.total(), "{report}");
+        if let Some(callback) = &self.on_drop {
+            let called =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(&report)));
+            if called.is_err() {
+                tracing::error!(target: "tower_telemetry", "the on_drop callback panicked");
+            }
+        }
+        if !emit {
+            return;
+        }
+        let mut targets = self.report_route & !dropping;
+        let mut event: Option<Arc<Event>> = None;
+        while targets != 0 {
+            let i = targets.trailing_zeros() as usize;
+            targets &= targets - 1;
+            let lane = &self.lanes[i];
+            if !lane.healthy() {
+                continue;
+            }
+            let event = event.get_or_insert_with(|| {
+                let base = self.base.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut e = Event::new(Text::from_static(DROPPED_EVENT), report.to_properties());
+                e.context = base;
+                Arc::new(e)
+            });
+            lane.push_report(event.clone());
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.monitor_stop.notify_one();
         if self.shutdown_started.load(Ordering::Relaxed) {
             return;
         }
+        self.report_drops(true, false);
         let pending: u64 = self
             .lanes
             .iter()
@@ -958,6 +1216,9 @@ pub struct DestinationStats {
     pub discarded: u64,
     /// Retried delivery attempts.
     pub retries: u64,
+    /// [`DROPPED_EVENT`](crate::DROPPED_EVENT) reports not queued because the queue was
+    /// full (not counted as drops: a report's loss is never reported).
+    pub drop_reports_lost: u64,
     /// Events accepted but not (yet) delivered, failed or discarded: queued or in flight.
     pub undelivered: u64,
 }
@@ -972,6 +1233,12 @@ pub struct Stats {
     pub rejected: u64,
     /// Events tracked after shutdown began (counted, not queued).
     pub after_shutdown: u64,
+    /// Events cut to fit the [limits](crate::LimitsConfig) (and still sent).
+    pub truncated: u64,
+    /// Events rejected for being larger than the `max_event_size` limit.
+    pub oversized: u64,
+    /// Property values (and context fields) replaced by [redaction](crate::RedactConfig).
+    pub redacted: u64,
 }
 
 impl Stats {
@@ -1043,11 +1310,12 @@ impl fmt::Display for ShutdownReport {
                 d.discarded
             )?;
         }
-        if self.stats.rejected > 0 || self.stats.after_shutdown > 0 {
+        let s = &self.stats;
+        if s.rejected > 0 || s.after_shutdown > 0 || s.truncated > 0 || s.oversized > 0 {
             write!(
                 f,
-                "\n  rejected {}, after shutdown {}",
-                self.stats.rejected, self.stats.after_shutdown
+                "\n  rejected {}, after shutdown {}, truncated {}, oversized {}",
+                s.rejected, s.after_shutdown, s.truncated, s.oversized
             )?;
         }
         Ok(())

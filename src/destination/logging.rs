@@ -86,13 +86,20 @@ pub(crate) fn parse_level(s: &str) -> Option<tracing::Level> {
     }
 }
 
-/// Displays a string with control characters (newlines, ANSI escapes, ...) escaped.
+/// Displays a string with control characters (newlines, ANSI escapes, C1 controls such as the
+/// one-character CSI), Unicode line separators and bidirectional overrides escaped, so it can
+/// neither forge a log line nor drive a terminal.
 pub(crate) struct Escaped<'a>(pub(crate) &'a str);
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
-            if c.is_control() {
+            if needs_escape(c) {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 fmt::Write::write_char(f, c)?;
@@ -121,8 +128,10 @@ macro_rules! log_at {
 
 impl LoggingDestination {
     fn log(&self, e: &Event) {
-        // serde_json escapes control characters inside strings, so the JSON is one safe line.
+        // serde_json escapes C0 controls inside strings; DEL, C1 controls (a one-byte CSI) and
+        // line separators it leaves as they are, so the JSON goes through `Escaped` too.
         let properties = serde_json::to_string(e.properties()).unwrap_or_default();
+        let properties = Escaped(&properties);
         let ctx = e.context();
         log_at!(
             self.level,
@@ -166,6 +175,10 @@ mod tests {
     fn escapes_control_characters() {
         assert_eq!(Escaped("a\nb\u{1b}[31m").to_string(), "a\\nb\\u{1b}[31m");
         assert_eq!(Escaped("plain é").to_string(), "plain é");
+        assert_eq!(
+            Escaped("a\u{9b}31m\u{7f}\u{2028}\u{202e}").to_string(),
+            "a\\u{9b}31m\\u{7f}\\u{2028}\\u{202e}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The per-destination lane: a bounded queue, its counters, and the worker that drains it.
 
+mod drops;
 mod retry;
+mod view;
 mod worker;
 
 use std::sync::Arc;
@@ -14,7 +16,10 @@ use crate::config::DeliveryConfig;
 use crate::destination::Destination;
 use crate::event::Event;
 
+pub(crate) use drops::DropTracker;
+pub use drops::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DropReport};
 pub(crate) use retry::backoff;
+pub(crate) use view::PropertyView;
 pub(crate) use worker::spawn_workers;
 
 /// Counters of one destination. Relaxed atomics: they are statistics, read as a whole only
@@ -28,6 +33,11 @@ pub(crate) struct Counters {
     pub(crate) failed: AtomicU64,
     pub(crate) discarded: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Drop reports among `failed` / `discarded`: never reported again (no recursion).
+    pub(crate) report_failed: AtomicU64,
+    pub(crate) report_discarded: AtomicU64,
+    /// Drop reports not queued because the queue was full (not in `dropped_queue_full`).
+    pub(crate) reports_lost: AtomicU64,
 }
 
 impl Counters {
@@ -59,7 +69,13 @@ pub(crate) struct LaneShared {
     /// Set by the worker's drop guard, whether it ended normally or was aborted.
     pub(crate) finished: AtomicBool,
     pub(crate) abort: Mutex<Option<tokio::task::AbortHandle>>,
-    pub(crate) drops: RateLimitedWarning,
+    /// Delivery failures are logged at most every 10 s.
+    pub(crate) failures: RateLimitedWarning,
+    /// Whether the last delivery attempt failed as a whole (the destination is down or
+    /// refusing): such a destination is not sent drop reports.
+    pub(crate) failing: AtomicBool,
+    /// The per-destination property filter, applied by the worker before `send`.
+    pub(crate) view: Option<PropertyView>,
 }
 
 /// One destination as the handle sees it.
@@ -91,6 +107,7 @@ pub(crate) fn lane(
     destination: Arc<dyn Destination>,
     delivery: DeliveryConfig,
     progress: Arc<Notify>,
+    view: Option<PropertyView>,
 ) -> (Lane, WorkerParts) {
     let (tx, rx) = mpsc::channel(delivery.queue_capacity);
     let shared = Arc::new(LaneShared {
@@ -102,7 +119,9 @@ pub(crate) fn lane(
         close_now: Notify::new(),
         finished: AtomicBool::new(false),
         abort: Mutex::new(None),
-        drops: RateLimitedWarning::default(),
+        failures: RateLimitedWarning::default(),
+        failing: AtomicBool::new(false),
+        view,
     });
     let parts = WorkerParts {
         destination,
@@ -122,7 +141,9 @@ pub(crate) enum Push {
 }
 
 impl Lane {
-    /// Never blocks: a full queue drops the event (and counts it).
+    /// Never blocks: a full queue drops the event and counts it (reported later by the drop
+    /// monitor, off this path).
+    #[inline]
     pub(crate) fn push(&self, event: Arc<Event>) -> Push {
         match self.tx.try_send(event) {
             Ok(()) => {
@@ -131,19 +152,26 @@ impl Lane {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 Counters::add(&self.shared.counters.dropped_queue_full, 1);
-                if let Some(n) = self.shared.drops.hit() {
-                    tracing::warn!(
-                        target: "tower_telemetry",
-                        destination = %self.shared.name,
-                        dropped = n,
-                        capacity = self.shared.capacity,
-                        "telemetry queue full: events dropped (the destination is slow or down)"
-                    );
-                }
                 Push::Full
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
         }
+    }
+
+    /// Offers a drop report; a full queue loses it without counting it as a drop.
+    pub(crate) fn push_report(&self, event: Arc<Event>) {
+        match self.tx.try_send(event) {
+            Ok(()) => Counters::add(&self.shared.counters.enqueued, 1),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Counters::add(&self.shared.counters.reports_lost, 1)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Whether a drop report may be sent here: not failing and room in the queue.
+    pub(crate) fn healthy(&self) -> bool {
+        !self.shared.failing.load(Ordering::Relaxed) && self.tx.capacity() > 0
     }
 
     pub(crate) fn queued(&self) -> usize {

@@ -11,9 +11,13 @@ use super::{Counters, LaneShared, WorkerParts, backoff};
 use crate::destination::{DeliveryError, DeliveryErrorKind, Destination};
 use crate::event::Event;
 
-/// Starts every worker: on the current tokio runtime when there is one, else on a dedicated
-/// thread running a small runtime of its own (so a handle built outside async code works).
-pub(crate) fn spawn_workers(parts: Vec<WorkerParts>) {
+/// A background task that runs next to the workers (the drop monitor).
+pub(crate) type Companion = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Starts every worker and `companion`: on the current tokio runtime when there is one, else
+/// on a dedicated thread running a small runtime of its own (so a handle built outside async
+/// code works).
+pub(crate) fn spawn_workers(parts: Vec<WorkerParts>, companion: Option<Companion>) {
     if parts.is_empty() {
         return;
     }
@@ -22,6 +26,9 @@ pub(crate) fn spawn_workers(parts: Vec<WorkerParts>) {
             let shared = p.shared.clone();
             let task = handle.spawn(run(p));
             *lock(&shared) = Some(task.abort_handle());
+        }
+        if let Some(c) = companion {
+            handle.spawn(c);
         }
         return;
     }
@@ -42,6 +49,9 @@ pub(crate) fn spawn_workers(parts: Vec<WorkerParts>) {
         let task = rt.spawn(run(p));
         *lock(&shared) = Some(task.abort_handle());
         tasks.push(task);
+    }
+    if let Some(c) = companion {
+        tasks.push(rt.spawn(c));
     }
     let spawned = std::thread::Builder::new()
         .name("tower-telemetry".into())
@@ -123,7 +133,10 @@ async fn run(parts: WorkerParts) {
                 }
             }
         }
-        let full = std::mem::replace(&mut batch, Vec::with_capacity(max));
+        let mut full = std::mem::replace(&mut batch, Vec::with_capacity(max));
+        if let Some(view) = &shared.view {
+            full = view.apply(full);
+        }
         if delivery.concurrency <= 1 {
             deliver(&*destination, full, &shared, &delivery).await;
             progress.notify_waiters();
@@ -162,18 +175,26 @@ async fn deliver(
         };
         let (retry, retry_after, last_error) = match result {
             Ok(()) => {
+                shared.failing.store(false, Ordering::Relaxed);
                 Counters::add(&c.delivered, pending.len());
                 return;
             }
             Err(e) => match e.items() {
                 None => match e.kind() {
-                    DeliveryErrorKind::Retryable => (pending, e.retry_after(), e),
+                    DeliveryErrorKind::Retryable => {
+                        shared.failing.store(true, Ordering::Relaxed);
+                        (pending, e.retry_after(), e)
+                    }
                     kind => {
-                        settle_failure(shared, kind, pending.len(), &e);
+                        shared
+                            .failing
+                            .store(kind == DeliveryErrorKind::Permanent, Ordering::Relaxed);
+                        settle_failure(shared, kind, &pending, &e);
                         return;
                     }
                 },
                 Some(items) => {
+                    shared.failing.store(false, Ordering::Relaxed);
                     let mut failed = vec![false; pending.len()];
                     let mut retry = Vec::new();
                     for (i, item) in items {
@@ -185,7 +206,7 @@ async fn deliver(
                         }
                         match item.kind() {
                             DeliveryErrorKind::Retryable => retry.push(pending[*i].clone()),
-                            kind => settle_failure(shared, kind, 1, item),
+                            kind => settle_failure(shared, kind, &pending[*i..=*i], item),
                         }
                     }
                     Counters::add(&c.delivered, failed.iter().filter(|f| !**f).count());
@@ -198,20 +219,24 @@ async fn deliver(
         }
         if attempt >= delivery.retry.max_attempts {
             Counters::add(&c.failed, retry.len());
-            tracing::warn!(
-                target: "tower_telemetry",
-                destination = %shared.name,
-                events = retry.len(),
-                attempts = attempt,
-                error = %last_error,
-                "telemetry delivery failed; giving up on these events"
-            );
+            Counters::add(&c.report_failed, reports_in(&retry));
+            if let Some(n) = shared.failures.hit() {
+                tracing::warn!(
+                    target: "tower_telemetry",
+                    destination = %crate::destination::Escaped(&shared.name),
+                    events = retry.len(),
+                    attempts = attempt,
+                    failures_since_last_warning = n,
+                    error = %last_error,
+                    "telemetry delivery failed; giving up on these events"
+                );
+            }
             return;
         }
         let wait = backoff(attempt, &delivery.retry, retry_after);
         tracing::debug!(
             target: "tower_telemetry",
-            destination = %shared.name,
+            destination = %crate::destination::Escaped(&shared.name),
             events = retry.len(),
             attempt,
             ?wait,
@@ -225,18 +250,37 @@ async fn deliver(
     }
 }
 
-fn settle_failure(shared: &LaneShared, kind: DeliveryErrorKind, n: usize, e: &DeliveryError) {
+/// How many of `events` are drop reports (whose own loss is never reported).
+fn reports_in(events: &[Arc<Event>]) -> usize {
+    events
+        .iter()
+        .filter(|e| e.name() == crate::dispatch::DROPPED_EVENT)
+        .count()
+}
+
+fn settle_failure(
+    shared: &LaneShared,
+    kind: DeliveryErrorKind,
+    events: &[Arc<Event>],
+    e: &DeliveryError,
+) {
     let c = &shared.counters;
+    let reports = reports_in(events);
     if kind == DeliveryErrorKind::Discarded {
-        Counters::add(&c.discarded, n);
+        Counters::add(&c.discarded, events.len());
+        Counters::add(&c.report_discarded, reports);
     } else {
-        Counters::add(&c.failed, n);
+        Counters::add(&c.failed, events.len());
+        Counters::add(&c.report_failed, reports);
     }
-    tracing::warn!(
-        target: "tower_telemetry",
-        destination = %shared.name,
-        events = n,
-        error = %e,
-        "telemetry events not delivered"
-    );
+    if let Some(n) = shared.failures.hit() {
+        tracing::warn!(
+            target: "tower_telemetry",
+            destination = %crate::destination::Escaped(&shared.name),
+            events = events.len(),
+            failures_since_last_warning = n,
+            error = %e,
+            "telemetry events not delivered"
+        );
+    }
 }

@@ -1,0 +1,433 @@
+//! Limits on what one event may carry, and the pass that enforces them (with redaction).
+//!
+//! | limit | default | over the limit |
+//! |---|---|---|
+//! | `max_properties` | 64 | later properties are left out; also the most entries kept per nested object or array |
+//! | `max_string_length` | 8 KiB | the string is cut at a character boundary; a longer key is left out |
+//! | `max_depth` | 8 | a container nested deeper is replaced by `"[TRUNCATED]"` |
+//! | `max_event_size` | 64 KiB | the event is rejected (serialized size of name, properties and context) |
+//!
+//! Each event that is cut is counted in [`Stats::truncated`](crate::Stats::truncated); each
+//! rejected one in [`Stats::oversized`](crate::Stats::oversized); both are logged at most every
+//! 10 s. Nothing panics, and what is kept is bounded whatever the input.
+//!
+//! The pass walks the properties once, after the routing and sampling decision (an event that
+//! goes nowhere is never looked at) and before the event is shared with destinations. The size
+//! is not measured by serializing: the walk adds up an upper bound (a string counts six bytes
+//! per byte, the worst case of JSON escaping), and only an event whose bound exceeds
+//! `max_event_size` is serialized — into a byte counter, without allocating — to measure it
+//! exactly. A normal event costs one pass over its few properties.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_telemetry::{LimitsConfig, Telemetry, track};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let telemetry = Telemetry::builder()
+//!     .memory_destination("memory")
+//!     .limits(LimitsConfig::default().max_string_length(4))
+//!     .build()
+//!     .unwrap();
+//! track!(&telemetry => "user.note", text = "abcdefgh");
+//! telemetry.flush(Duration::from_secs(1)).await;
+//!
+//! assert_eq!(telemetry.memory("memory").unwrap().events()[0].properties().get("text").unwrap(), "abcd");
+//! assert_eq!(telemetry.stats().truncated, 1);
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::context::Context;
+use crate::event::Properties;
+use crate::redact::Redactor;
+use crate::text::floor_char_boundary;
+
+/// Default most properties per event (and entries per nested object or array).
+pub const DEFAULT_MAX_PROPERTIES: usize = 64;
+/// Default longest string value, in bytes.
+pub const DEFAULT_MAX_STRING_LENGTH: usize = 8 * 1024;
+/// Default deepest nesting of objects and arrays inside a property value.
+pub const DEFAULT_MAX_DEPTH: usize = 8;
+/// Default largest serialized event, in bytes.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 64 * 1024;
+/// The largest `max_depth` accepted (the pass recurses that deep).
+pub const MAX_DEPTH_LIMIT: usize = 64;
+
+/// What replaces a value nested deeper than `max_depth`.
+pub(crate) const TOO_DEEP: &str = "[TRUNCATED]";
+
+/// What one event may carry (`telemetry.limits`). See the [module docs](self).
+///
+/// ```
+/// use tower_telemetry::LimitsConfig;
+///
+/// let limits = LimitsConfig::default().max_properties(16).max_event_size(16 * 1024);
+/// assert_eq!(limits.properties(), 16);
+/// assert_eq!(limits.depth(), 8);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub(crate) max_properties: usize,
+    pub(crate) max_string_length: usize,
+    pub(crate) max_depth: usize,
+    pub(crate) max_event_size: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_properties: DEFAULT_MAX_PROPERTIES,
+            max_string_length: DEFAULT_MAX_STRING_LENGTH,
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Most properties per event, and entries per nested object or array. Defaults to
+    /// [`DEFAULT_MAX_PROPERTIES`].
+    pub fn max_properties(mut self, n: usize) -> Self {
+        self.max_properties = n;
+        self
+    }
+
+    /// Longest string value (and key), in bytes. Defaults to [`DEFAULT_MAX_STRING_LENGTH`].
+    pub fn max_string_length(mut self, n: usize) -> Self {
+        self.max_string_length = n;
+        self
+    }
+
+    /// Deepest nesting of objects and arrays in a property value (0: none allowed), at most
+    /// [`MAX_DEPTH_LIMIT`]. Defaults to [`DEFAULT_MAX_DEPTH`].
+    pub fn max_depth(mut self, n: usize) -> Self {
+        self.max_depth = n.min(MAX_DEPTH_LIMIT);
+        self
+    }
+
+    /// Largest serialized event, in bytes. Defaults to [`DEFAULT_MAX_EVENT_SIZE`].
+    pub fn max_event_size(mut self, n: usize) -> Self {
+        self.max_event_size = n;
+        self
+    }
+
+    /// The property limit.
+    pub fn properties(&self) -> usize {
+        self.max_properties
+    }
+
+    /// The string length limit.
+    pub fn string_length(&self) -> usize {
+        self.max_string_length
+    }
+
+    /// The depth limit.
+    pub fn depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// The serialized size limit.
+    pub fn event_size(&self) -> usize {
+        self.max_event_size
+    }
+}
+
+/// What the pass did to one event.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// Something was cut (a property, a string, a nested value).
+    pub(crate) truncated: bool,
+    /// Values replaced by redaction.
+    pub(crate) redacted: usize,
+    /// The event is too large even so: its serialized size.
+    pub(crate) oversized: Option<usize>,
+}
+
+/// Redaction and limits, compiled once per handle.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) redactor: Redactor,
+    pub(crate) limits: LimitsConfig,
+}
+
+/// Bytes an event takes besides its name, properties and context (id, category, timestamp,
+/// field names): a generous constant.
+const OVERHEAD: usize = 192;
+
+impl Policy {
+    /// Redacts and limits `props` and redacts `ctx` (copy on write), in place.
+    pub(crate) fn apply(
+        &self,
+        name: &str,
+        props: &mut Properties,
+        ctx: &mut Arc<Context>,
+    ) -> Outcome {
+        let mut w = Walk {
+            policy: self,
+            out: Outcome::default(),
+            size: OVERHEAD + name.len(),
+        };
+        let limits = &self.limits;
+        if props.len() > limits.max_properties {
+            let mut kept = 0;
+            props.retain(|_, _| {
+                kept += 1;
+                kept <= limits.max_properties
+            });
+            w.out.truncated = true;
+        }
+        props.retain(|k, v| w.entry(k, v, 0));
+        let mut ctx_size = 0;
+        for (_, v) in ctx.known_fields() {
+            ctx_size += bound_str(v) + 16;
+        }
+        if !ctx.fields().is_empty() {
+            let redact = !self.redactor.is_empty()
+                && ctx.fields().iter().any(|(k, v)| {
+                    self.redactor.matches(k) || self.redactor.finds_nested(v, MAX_DEPTH_LIMIT)
+                });
+            if redact {
+                let mut c = (**ctx).clone();
+                c.fields_mut().retain(|k, v| {
+                    if self.redactor.matches(k) {
+                        *v = self.redactor.replacement();
+                        w.out.redacted += 1;
+                    } else {
+                        w.out.redacted += self.redactor.redact_nested(v, MAX_DEPTH_LIMIT);
+                    }
+                    true
+                });
+                *ctx = Arc::new(c);
+            }
+            for (k, v) in ctx.fields().iter() {
+                ctx_size += bound_str(k) + 1 + bound_value(v);
+            }
+        }
+        w.size += ctx_size;
+        if w.size > limits.max_event_size {
+            // Rare: the bound is pessimistic, so measure exactly (no allocation).
+            let exact = OVERHEAD + name.len() + json_len(&*props) + json_len(&**ctx);
+            if exact > limits.max_event_size {
+                w.out.oversized = Some(exact);
+            }
+        }
+        w.out
+    }
+}
+
+struct Walk<'a> {
+    policy: &'a Policy,
+    out: Outcome,
+    /// An upper bound of the serialized size so far.
+    size: usize,
+}
+
+impl Walk<'_> {
+    /// One object entry: whether to keep it (redacting or limiting its value).
+    fn entry(&mut self, key: &str, value: &mut Value, level: usize) -> bool {
+        if key.len() > self.policy.limits.max_string_length {
+            self.out.truncated = true;
+            return false;
+        }
+        self.size += bound_str(key) + 1;
+        if self.policy.redactor.matches(key) {
+            *value = self.policy.redactor.replacement();
+            self.out.redacted += 1;
+            self.size += bound_value(value);
+            return true;
+        }
+        self.value(value, level);
+        true
+    }
+
+    fn value(&mut self, value: &mut Value, level: usize) {
+        let limits = &self.policy.limits;
+        match value {
+            Value::String(s) => {
+                if s.len() > limits.max_string_length {
+                    let cut = floor_char_boundary(s, limits.max_string_length);
+                    s.truncate(cut);
+                    s.shrink_to_fit();
+                    self.out.truncated = true;
+                }
+                self.size += bound_str(s);
+            }
+            Value::Array(_) | Value::Object(_) if level >= limits.max_depth => {
+                *value = Value::String(TOO_DEEP.to_owned());
+                self.out.truncated = true;
+                self.size += TOO_DEEP.len() + 2;
+            }
+            Value::Array(items) => {
+                if items.len() > limits.max_properties {
+                    items.truncate(limits.max_properties);
+                    self.out.truncated = true;
+                }
+                self.size += 2;
+                for item in items.iter_mut() {
+                    self.size += 1;
+                    self.value(item, level + 1);
+                }
+            }
+            Value::Object(map) => {
+                if map.len() > limits.max_properties {
+                    let mut kept = 0;
+                    map.retain(|_, _| {
+                        kept += 1;
+                        kept <= limits.max_properties
+                    });
+                    self.out.truncated = true;
+                }
+                self.size += 2;
+                map.retain(|k, v| {
+                    self.size += 1;
+                    self.entry(k, v, level + 1)
+                });
+            }
+            Value::Number(_) => self.size += 24,
+            Value::Bool(_) | Value::Null => self.size += 5,
+        }
+    }
+}
+
+/// An upper bound of a string's JSON length: every byte escaped as `\u00XX`, plus quotes.
+#[inline]
+fn bound_str(s: &str) -> usize {
+    s.len().saturating_mul(6).saturating_add(2)
+}
+
+/// An upper bound of a value's JSON length (not limited: context fields).
+fn bound_value(v: &Value) -> usize {
+    match v {
+        Value::String(s) => bound_str(s),
+        Value::Array(items) => items
+            .iter()
+            .fold(2usize, |n, i| n.saturating_add(1 + bound_value(i))),
+        Value::Object(map) => map.iter().fold(2usize, |n, (k, v)| {
+            n.saturating_add(bound_str(k) + 2 + bound_value(v))
+        }),
+        Value::Number(_) => 24,
+        Value::Bool(_) | Value::Null => 5,
+    }
+}
+
+/// The exact serialized length, counted without building the bytes.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, value) {
+        Ok(()) => c.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::RedactConfig;
+    use serde_json::json;
+
+    fn policy(limits: LimitsConfig) -> Policy {
+        Policy {
+            redactor: Redactor::new(&RedactConfig::default()),
+            limits,
+        }
+    }
+
+    fn props(v: Value) -> Properties {
+        match v {
+            Value::Object(m) => Properties::from_json_map(m),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_normal_event_is_untouched() {
+        let p = policy(LimitsConfig::default());
+        let mut pr = props(json!({"model": "flux-dev", "steps": 4, "tags": ["a", {"b": null}]}));
+        let before = pr.clone();
+        let mut ctx = Arc::new(Context::new().with_user_id("u1"));
+        assert_eq!(p.apply("user.x", &mut pr, &mut ctx), Outcome::default());
+        assert!(pr == before);
+    }
+
+    #[test]
+    fn every_limit_cuts() {
+        let p = policy(
+            LimitsConfig::default()
+                .max_properties(3)
+                .max_string_length(5)
+                .max_depth(2),
+        );
+        // Keys in sorted order, so the result does not depend on serde_json's map order.
+        let mut pr = props(json!({
+            "a": "0123456789",
+            "b": {"x": {"y": {"z": 1}}},
+            "c": [1, 2, 3, 4, 5],
+            "d": 1
+        }));
+        pr.insert("too_long_key", 1);
+        let mut ctx = Arc::new(Context::new());
+        let out = p.apply("user.x", &mut pr, &mut ctx);
+        assert!(out.truncated);
+        // Two levels of containers are kept; the third is replaced.
+        assert_eq!(
+            serde_json::to_value(&pr).unwrap(),
+            json!({"a": "01234", "b": {"x": {"y": "[TRUNCATED]"}}, "c": [1, 2, 3]})
+        );
+        let mut pr = props(json!({"k": 1}));
+        pr.insert("too_long_key", 1);
+        assert!(p.apply("user.x", &mut pr, &mut ctx).truncated);
+        assert_eq!(pr.len(), 1, "a key over the string limit is left out");
+    }
+
+    #[test]
+    fn strings_are_cut_at_a_character_boundary() {
+        let p = policy(LimitsConfig::default().max_string_length(4));
+        let mut pr = props(json!({"s": "ééé"}));
+        p.apply("x", &mut pr, &mut Arc::default());
+        assert_eq!(pr.get("s").unwrap(), "éé");
+    }
+
+    #[test]
+    fn oversized_is_measured_exactly_only_when_the_bound_is_exceeded() {
+        let p = policy(LimitsConfig::default().max_event_size(4096));
+        // 3000 plain bytes: the bound (18 000) is over, the exact size is under.
+        let mut pr = props(json!({"s": "x".repeat(3000)}));
+        assert_eq!(p.apply("x", &mut pr, &mut Arc::default()).oversized, None);
+        let mut pr = props(json!({"a": "x".repeat(3000), "b": "y".repeat(3000)}));
+        let size = p
+            .apply("x", &mut pr, &mut Arc::default())
+            .oversized
+            .unwrap();
+        assert!(size > 6000, "{size}");
+    }
+
+    #[test]
+    fn context_fields_are_redacted_copy_on_write() {
+        let p = policy(LimitsConfig::default());
+        let shared = Arc::new(
+            Context::new()
+                .with_field("token", "t")
+                .with_field("nested", json!({"Authorization": "Bearer x"})),
+        );
+        let mut ctx = shared.clone();
+        let out = p.apply("x", &mut Properties::new(), &mut ctx);
+        assert_eq!(out.redacted, 2);
+        assert_eq!(ctx.field("token").unwrap(), "[REDACTED]");
+        assert_eq!(ctx.field("nested").unwrap()["Authorization"], "[REDACTED]");
+        // The caller's context is not changed.
+        assert_eq!(shared.field("token").unwrap(), "t");
+    }
+}
