@@ -231,6 +231,74 @@ telemetry:
 }
 
 #[test]
+fn redact_limits_and_property_views() {
+    let config = parse(
+        "\
+telemetry:
+  redact:
+    enabled: true
+    keys: [email, phone]
+    defaults: false
+    replacement: '***'
+  limits:
+    max_properties: 16
+    max_string_length: 1KiB
+    max_depth: 4
+    max_event_size: 16000
+  destinations:
+    umami:
+      allow_properties: [model, utm_*]
+      drop_properties: [utm_id]
+",
+    )
+    .unwrap();
+    let redact = config.redact_config();
+    assert!(redact.is_enabled());
+    assert_eq!(
+        redact.effective_keys().collect::<Vec<_>>(),
+        ["email", "phone"]
+    );
+    assert_eq!(redact.replacement_text(), "***");
+    assert_eq!(
+        config.limits_config(),
+        &tower_telemetry::LimitsConfig::default()
+            .max_properties(16)
+            .max_string_length(1024)
+            .max_depth(4)
+            .max_event_size(16_000)
+    );
+    let umami = config.destination_config("umami").unwrap();
+    assert_eq!(umami.allowed_properties().unwrap(), ["model", "utm_*"]);
+    assert_eq!(umami.dropped_properties(), ["utm_id"]);
+    // The new keys are not passed to the kind as its own settings.
+    assert_eq!(umami.settings().keys().count(), 0);
+    // Defaults: the default sensitive keys, the default limits.
+    let config = parse("telemetry: {}\n").unwrap();
+    assert!(
+        config
+            .redact_config()
+            .effective_keys()
+            .any(|k| k == "password")
+    );
+    assert_eq!(
+        config.limits_config(),
+        &tower_telemetry::LimitsConfig::default()
+    );
+    for (size, bytes) in [
+        ("64KB", 64_000),
+        ("64KiB", 65_536),
+        ("1MiB", 1 << 20),
+        ("512 B", 512),
+    ] {
+        let c = parse(&format!(
+            "telemetry:\n  limits:\n    max_event_size: {size}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits_config().event_size(), bytes, "{size}");
+    }
+}
+
+#[test]
 fn settings_keep_their_lines_for_kind_errors() {
     let yaml =
         "telemetry:\n  destinations:\n    umami:\n      url: not a url\n      website_id: abc\n";
@@ -489,6 +557,111 @@ fn malformed_configs_name_the_key_path_and_line() {
             "telemetry",
             2,
             "second YAML document",
+        ),
+        // 38. an unknown key under `redact`
+        (
+            "telemetry:\n  redact:\n    key: [email]\n",
+            "telemetry.redact.key",
+            3,
+            "did you mean `keys`",
+        ),
+        // 39. redact keys that are not a list
+        (
+            "telemetry:\n  redact:\n    keys: email\n",
+            "telemetry.redact.keys",
+            3,
+            "expected a list of property keys",
+        ),
+        // 40. an empty redact key, reported with its index
+        (
+            "telemetry:\n  redact:\n    keys: [email, '']\n",
+            "telemetry.redact.keys[1]",
+            3,
+            "found an empty string",
+        ),
+        // 41. a redact key that is a mapping
+        (
+            "telemetry:\n  redact:\n    keys:\n      - email\n      - {a: 1}\n",
+            "telemetry.redact.keys[1]",
+            5,
+            "expected a property key",
+        ),
+        // 42. a non-boolean `defaults`
+        (
+            "telemetry:\n  redact:\n    defaults: no\n",
+            "telemetry.redact.defaults",
+            3,
+            "expected true or false",
+        ),
+        // 43. a replacement that is not a string
+        (
+            "telemetry:\n  redact:\n    replacement: [x]\n",
+            "telemetry.redact.replacement",
+            3,
+            "expected a replacement text",
+        ),
+        // 44. an unknown limit
+        (
+            "telemetry:\n  limits:\n    max_props: 10\n",
+            "telemetry.limits.max_props",
+            3,
+            "unknown key `max_props`",
+        ),
+        // 45. zero properties
+        (
+            "telemetry:\n  limits:\n    max_properties: 0\n",
+            "telemetry.limits.max_properties",
+            3,
+            "at least 1",
+        ),
+        // 46. a depth over the supported maximum
+        (
+            "telemetry:\n  limits:\n    max_depth: 65\n",
+            "telemetry.limits.max_depth",
+            3,
+            "at most 64",
+        ),
+        // 47. a size with an unknown unit
+        (
+            "telemetry:\n  limits:\n    max_event_size: 64 parsecs\n",
+            "telemetry.limits.max_event_size",
+            3,
+            "a size such as",
+        ),
+        // 48. a size over 16 MiB
+        (
+            "telemetry:\n  limits:\n    max_string_length: 1GiB\n",
+            "telemetry.limits.max_string_length",
+            3,
+            "at most 16 MiB",
+        ),
+        // 49. a negative size
+        (
+            "telemetry:\n  limits:\n    max_event_size: -1\n",
+            "telemetry.limits.max_event_size",
+            3,
+            "a size such as",
+        ),
+        // 50. `limits` that is not a mapping
+        (
+            "telemetry:\n  limits: 100\n",
+            "telemetry.limits",
+            2,
+            "expected a mapping",
+        ),
+        // 51. a bad allow_properties glob, reported with its index
+        (
+            "telemetry:\n  destinations:\n    umami:\n      allow_properties: [model, 'a b']\n",
+            "telemetry.destinations.umami.allow_properties[1]",
+            4,
+            "invalid glob",
+        ),
+        // 52. drop_properties that is not a list
+        (
+            "telemetry:\n  destinations:\n    memory:\n      drop_properties: email\n",
+            "telemetry.destinations.memory.drop_properties",
+            4,
+            "a list of property name globs",
         ),
         // 37. a tab-indented line (invalid YAML)
         (
