@@ -1,0 +1,344 @@
+//! The one implementation behind every kind of tracking: what each kind reports
+//! ([`Report`]), the tracked future, and the same for closures.
+
+use std::any::Any;
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{Context as TaskCx, Poll};
+
+use tokio::time::Instant;
+
+use super::macro_support::Classifier;
+use super::names::{DurationNames, ErrorName, ExtraProperties, Stage};
+use super::outcome::{Failure, Outcome};
+use crate::event::Properties;
+use crate::telemetry::with_current;
+use crate::text::Text;
+
+/// Decides whether an output is a failure. Implemented by the plain function pointer the
+/// futures and macros use, and by the layer's status classifier.
+pub(super) trait Classify<O> {
+    fn failure<'a>(&self, output: &'a O) -> Option<Failure<'a>>;
+}
+
+impl<O> Classify<O> for Classifier<O> {
+    fn failure<'a>(&self, output: &'a O) -> Option<Failure<'a>> {
+        self(output)
+    }
+}
+
+pub(super) fn by_outcome<O: Outcome>() -> Classifier<O> {
+    |output| output.failure()
+}
+
+/// What one kind of tracking emits at each point of a call's life.
+pub(super) trait Report<O> {
+    fn started(&mut self) {}
+    fn finished(&mut self, millis: f64, output: &O);
+    fn panicked(&mut self, millis: f64, payload: &(dyn Any + Send));
+    fn cancelled(&mut self, millis: f64);
+}
+
+fn emit(name: Text, fill: impl FnOnce(&mut Properties)) {
+    with_current(|t, scope| {
+        t.emit_dynamic(scope, name, |p| {
+            fill(p);
+            Ok(())
+        })
+    })
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "panic"
+    }
+}
+
+fn fill_panic(p: &mut Properties, payload: &(dyn Any + Send)) {
+    p.insert("error", panic_message(payload));
+    p.insert("error_type", "panic");
+    p.insert("panic", true);
+}
+
+/// Milliseconds since `start`, rounded to microseconds.
+fn millis_since(start: Instant) -> f64 {
+    (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+pub(super) struct DurationReport<K> {
+    pub(super) names: DurationNames,
+    pub(super) classify: K,
+}
+
+impl<O, K: Classify<O>> Report<O> for DurationReport<K> {
+    fn started(&mut self) {
+        emit(self.names.get(Stage::Started), |_| {});
+    }
+
+    fn finished(&mut self, millis: f64, output: &O) {
+        match self.classify.failure(output) {
+            None => emit(self.names.get(Stage::Completed), |p| {
+                p.insert("duration_ms", millis);
+            }),
+            Some(failure) => emit(self.names.get(Stage::Failed), |p| {
+                p.insert("duration_ms", millis);
+                failure.fill(p);
+            }),
+        }
+    }
+
+    fn panicked(&mut self, millis: f64, payload: &(dyn Any + Send)) {
+        emit(self.names.get(Stage::Failed), |p| {
+            p.insert("duration_ms", millis);
+            fill_panic(p, payload);
+        });
+    }
+
+    fn cancelled(&mut self, millis: f64) {
+        emit(self.names.get(Stage::Cancelled), |p| {
+            p.insert("duration_ms", millis);
+        });
+    }
+}
+
+pub(super) struct FunctionReport<X> {
+    pub(super) name: Text,
+    extra: Option<X>,
+}
+
+impl<X: ExtraProperties> FunctionReport<X> {
+    fn emit(&mut self, millis: f64, success: bool, rest: impl FnOnce(&mut Properties)) {
+        let extra = self.extra.take();
+        emit(self.name.clone(), |p| {
+            // Extras first: into an empty event a ready `Properties` is moved, not copied; and
+            // what the call reports itself wins over an extra of the same name.
+            if let Some(extra) = extra {
+                extra.add_to(p);
+            }
+            p.insert("duration_ms", millis);
+            p.insert("success", success);
+            rest(p);
+        });
+    }
+}
+
+pub(super) struct FunctionReportWith<X, K> {
+    pub(super) report: FunctionReport<X>,
+    classify: K,
+}
+
+impl<O, X: ExtraProperties, K: Classify<O>> Report<O> for FunctionReportWith<X, K> {
+    fn finished(&mut self, millis: f64, output: &O) {
+        match self.classify.failure(output) {
+            None => self.report.emit(millis, true, |_| {}),
+            Some(failure) => self.report.emit(millis, false, |p| failure.fill(p)),
+        }
+    }
+
+    fn panicked(&mut self, millis: f64, payload: &(dyn Any + Send)) {
+        self.report.emit(millis, false, |p| fill_panic(p, payload));
+    }
+
+    fn cancelled(&mut self, millis: f64) {
+        self.report.emit(millis, false, |p| {
+            p.insert("cancelled", true);
+        });
+    }
+}
+
+pub(super) struct ErrorReport<K> {
+    pub(super) name: ErrorName,
+    pub(super) classify: K,
+}
+
+fn fill_backtrace(p: &mut Properties) {
+    // `capture` is a cheap check when backtraces are off (the usual case in production).
+    let backtrace = Backtrace::capture();
+    if backtrace.status() == BacktraceStatus::Captured {
+        let text = backtrace.to_string();
+        p.insert("backtrace", skip_own_frames(&text));
+    }
+}
+
+/// The backtrace from the first frame that is neither this crate's tracking machinery nor the
+/// standard library's, so it starts at the tracked function (and fits the size limits better).
+fn skip_own_frames(backtrace: &str) -> &str {
+    let mut offset = 0;
+    for line in backtrace.split_inclusive('\n') {
+        let frame = line.trim_start();
+        let symbol = frame
+            .split_once(": ")
+            .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(_, symbol)| symbol.trim_start_matches('<'));
+        if let Some(symbol) = symbol {
+            let ours = [
+                "tower_telemetry::",
+                "std::",
+                "core::",
+                "alloc::",
+                "__rustc::",
+            ]
+            .iter()
+            .any(|prefix| symbol.starts_with(prefix));
+            if !ours {
+                return &backtrace[offset..];
+            }
+        }
+        offset += line.len();
+    }
+    backtrace
+}
+
+impl<O, K: Classify<O>> Report<O> for ErrorReport<K> {
+    fn finished(&mut self, _millis: f64, output: &O) {
+        if let Some(failure) = self.classify.failure(output) {
+            emit(self.name.get(), |p| {
+                failure.fill(p);
+                fill_backtrace(p);
+            });
+        }
+    }
+
+    fn panicked(&mut self, _millis: f64, payload: &(dyn Any + Send)) {
+        emit(self.name.get(), |p| {
+            fill_panic(p, payload);
+            fill_backtrace(p);
+        });
+    }
+
+    fn cancelled(&mut self, _millis: f64) {}
+}
+
+// ----- the tracked future ----------------------------------------------------------------------
+
+pin_project_lite::pin_project! {
+    #[project = SlotProj]
+    enum Slot<F> {
+        Running { #[pin] future: F },
+        Done,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum State {
+    Idle,
+    Running(Instant),
+    Finished,
+}
+
+pin_project_lite::pin_project! {
+    /// The one implementation behind every tracking future: times the inner future from its
+    /// first poll, catches a panicking poll, and reports a drop before completion.
+    pub(super) struct Tracked<F, R> {
+        #[pin]
+        slot: Slot<F>,
+        pub(super) report: R,
+        state: State,
+        // Set where `R: Report<F::Output>` is known, so the drop hook needs no bounds.
+        on_cancel: fn(&mut R, f64),
+    }
+
+    impl<F, R> PinnedDrop for Tracked<F, R> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if let State::Running(start) = *this.state {
+                *this.state = State::Finished;
+                // The inner future goes first, so its own events (nested tracking) precede ours.
+                this.slot.set(Slot::Done);
+                (this.on_cancel)(this.report, millis_since(start));
+            }
+        }
+    }
+}
+
+impl<F: Future, R: Report<F::Output>> Tracked<F, R> {
+    pub(super) fn new(future: F, report: R) -> Self {
+        Tracked {
+            slot: Slot::Running { future },
+            report,
+            state: State::Idle,
+            on_cancel: <R as Report<F::Output>>::cancelled,
+        }
+    }
+}
+
+impl<F: Future, R: Report<F::Output>> Future for Tracked<F, R> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        let start = match *this.state {
+            State::Running(start) => start,
+            State::Idle => {
+                this.report.started();
+                let start = Instant::now();
+                *this.state = State::Running(start);
+                start
+            }
+            State::Finished => panic!("a tracked future was polled after it completed"),
+        };
+        let SlotProj::Running { future } = this.slot.as_mut().project() else {
+            unreachable!("a running tracked future always holds its inner future");
+        };
+        // Unwind safety: the panic is re-raised right after it is reported, and the inner
+        // future is never polled again (the state says Finished).
+        match panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => {
+                *this.state = State::Finished;
+                this.slot.set(Slot::Done);
+                this.report.finished(millis_since(start), &output);
+                Poll::Ready(output)
+            }
+            Err(payload) => {
+                *this.state = State::Finished;
+                this.report.panicked(millis_since(start), &*payload);
+                panic::resume_unwind(payload)
+            }
+        }
+    }
+}
+
+pub(super) fn run_sync<O, R: Report<O>>(mut report: R, f: impl FnOnce() -> O) -> O {
+    report.started();
+    let start = Instant::now();
+    // Unwind safety: the panic is re-raised right after it is reported.
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(output) => {
+            report.finished(millis_since(start), &output);
+            output
+        }
+        Err(payload) => {
+            report.panicked(millis_since(start), &*payload);
+            panic::resume_unwind(payload)
+        }
+    }
+}
+
+pub(super) fn function_report<X, K>(name: Text, extra: X, classify: K) -> FunctionReportWith<X, K> {
+    FunctionReportWith {
+        report: FunctionReport {
+            name,
+            extra: Some(extra),
+        },
+        classify,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtraces_start_at_the_tracked_function() {
+        let bt = "   0: tower_telemetry::timing::tracked::fill_backtrace\n             at ./src/timing/tracked.rs:162:25\n   1: <core::ops::function::FnOnce>::call_once\n   2: my_app::might_fail\n             at ./src/main.rs:3:5\n   3: main\n";
+        assert!(skip_own_frames(bt).starts_with("   2: my_app::might_fail\n"));
+        assert_eq!(skip_own_frames("not a backtrace"), "not a backtrace");
+    }
+}

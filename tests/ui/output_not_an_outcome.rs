@@ -1,0 +1,15 @@
+use tower_telemetry::TrackDurationExt;
+
+struct Image;
+
+async fn render() -> Image {
+    Image
+}
+
+async fn run() {
+    let _image = render().track_duration("render").await;
+}
+
+fn main() {
+    let _ = run();
+}
