@@ -14,6 +14,7 @@ use crate::event::Properties;
 use crate::layer::RequestScope;
 use crate::telemetry::{Telemetry, object_properties};
 use crate::text::Text;
+use crate::timing::{DurationNames, Outcome, TrackDuration, TrackDurationExt};
 
 /// The telemetry handle plus the current request's context, as an axum extractor.
 ///
@@ -94,6 +95,28 @@ impl Tracker {
     /// The request's context now.
     pub fn context(&self) -> Arc<Context> {
         self.scope.snapshot()
+    }
+
+    /// Tracks the duration of `future` in this request's context (the seed's
+    /// `@track_duration`): `{prefix}.started`, then `.completed` / `.failed` / `.cancelled`
+    /// with `duration_ms`. See [`TrackDurationExt::track_duration`].
+    ///
+    /// ```
+    /// # use tower_telemetry::Tracker;
+    /// async fn handler(tracker: Tracker) -> Result<String, std::io::Error> {
+    ///     tracker.time("generation", async { Ok("image".to_owned()) }).await
+    /// }
+    /// ```
+    pub fn time<F>(
+        &self,
+        prefix: impl Into<DurationNames>,
+        future: F,
+    ) -> WithContext<TrackDuration<F>>
+    where
+        F: Future,
+        F::Output: Outcome,
+    {
+        context::enter(self.scope.clone(), future.track_duration(prefix))
     }
 
     /// Runs `future` inside this request's scope (e.g. a future you will spawn), so

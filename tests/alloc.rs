@@ -6,7 +6,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use tower_telemetry::{Config, Context, DestinationConfig, SampleKey, SamplingConfig, Telemetry, track};
+use tower_telemetry::{
+    Config, Context, DestinationConfig, SampleKey, SamplingConfig, Telemetry, track,
+};
 
 struct Counting;
 
@@ -35,10 +37,19 @@ fn allocations(f: impl FnOnce()) -> usize {
 
 #[test]
 fn not_routed_sampled_out_and_disabled_do_not_allocate() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let _guard = rt.enter();
     let routed = Telemetry::builder()
-        .config(Config::default().destination(DestinationConfig::new("m").kind("memory").events(["user.*"])))
+        .config(
+            Config::default().destination(
+                DestinationConfig::new("m")
+                    .kind("memory")
+                    .events(["user.*"]),
+            ),
+        )
         .build()
         .unwrap();
     let sampled = Telemetry::builder()

@@ -1,0 +1,351 @@
+//! Product and analytics event tracking for [tower] and [axum] services.
+//!
+//! Handlers emit named events (`generation.started`, `checkout.completed`) with properties;
+//! each event is stamped with the current request's context (user, session, request id, host,
+//! path), sampled, routed by glob patterns to destinations (Umami, the `tracing` log, your own),
+//! and delivered in the background — batched, retried, bounded in memory, flushed on shutdown —
+//! without ever blocking or failing the request.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_telemetry::{Context, Telemetry, track};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let telemetry = Telemetry::from_yaml_str(r#"
+//! telemetry:
+//!   destinations:
+//!     logging:
+//!       level: INFO
+//!       events: [error.*, system.*]
+//!     memory:
+//!       events: [user.*, generation.*, payment.*]
+//! "#).unwrap();
+//! telemetry.install_global();
+//!
+//! track!("generation.started", model = "flux-dev", user_id = "user_123", credits_cost = 10);
+//! tower_telemetry::track_event("payment.completed", serde_json::json!({ "amount": 9.99 }));
+//!
+//! // In a request (the TelemetryLayer does this for you): events carry the request's context.
+//! telemetry.scope(Context::new().with_user_id("user_123").with_request_id("req_789"), async {
+//!     track!("user.clicked", button = "submit");
+//! }).await;
+//!
+//! let report = telemetry.shutdown(Duration::from_secs(5)).await;
+//! assert_eq!(report.destination("memory").unwrap().delivered, 3);
+//! # }
+//! ```
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it switches on |
+//! |---|---|---|
+//! | `umami` | yes | the `umami` destination (HTTP with reqwest and rustls) |
+//! | `macros` | yes | `#[track_duration]`, `#[track_function]`, `#[track_error]` |
+//! | `nats` | no | the `nats` destination (NATS JetStream, exactly once per event id) and [`relay`] |
+//! | `full` | no | everything |
+//!
+//! [tower]: https://docs.rs/tower
+//! [axum]: https://docs.rs/axum
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod context;
+mod destination;
+mod dispatch;
+mod event;
+mod extract;
+pub mod layer;
+mod limits;
+mod redact;
+mod routing;
+#[cfg(feature = "nats")]
+pub mod relay;
+mod telemetry;
+mod text;
+pub mod timing;
+
+pub use config::{
+    Config, ConfigError, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DeliveryConfig, DestinationConfig, MAX_RETRY_AFTER,
+    RequestsConfig, RetryConfig, SampleKey, SamplingConfig, Settings,
+};
+pub use context::{Context, WithContext, WithContextExt};
+pub use destination::{
+    BoxFuture, DeliveryError, DeliveryErrorKind, Destination, LoggingDestination, MemoryDestination,
+};
+#[cfg(feature = "umami")]
+pub use destination::{DistinctId, Forward, UmamiConfig, UmamiDestination, UmamiMode, UmamiStats};
+#[cfg(feature = "nats")]
+pub use destination::{
+    EVENT_SCHEMA, EVENT_SCHEMA_VERSION, EventSchemaError, NatsAuth, NatsConfig, NatsDestination,
+    NatsStats, NatsStorage, NatsStreamConfig, NatsTls, decode_event, encode_event,
+};
+pub use event::{
+    Event, EventCategory, EventKind, InvalidName, MAX_NAME_LEN, Properties, Rfc3339, validate_name,
+};
+pub use dispatch::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DropReport};
+pub use extract::Tracker;
+pub use limits::{
+    DEFAULT_MAX_DEPTH, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_PROPERTIES, DEFAULT_MAX_STRING_LENGTH,
+    LimitsConfig, MAX_DEPTH_LIMIT,
+};
+pub use redact::{DEFAULT_REDACT_KEYS, DEFAULT_REDACTION, RedactConfig};
+pub use layer::{ClientIp, TelemetryLayer, TelemetryService};
+pub use routing::{Explanation, MAX_DESTINATIONS, RouteExplanation, validate_glob};
+pub use telemetry::{DestinationStats, ShutdownReport, Stats, Telemetry, TelemetryBuilder};
+pub use text::Text;
+pub use timing::{
+    ClassifyStatus, DurationNames, ExtraProperties, Failure, Outcome, ServerErrors, TrackDuration,
+    TrackDurationExt, TrackDurationLayer, TrackDurationService, TrackError, TrackFunction,
+    track_duration, track_error, track_function,
+};
+#[cfg(feature = "macros")]
+pub use tower_telemetry_macros::{track_duration, track_error, track_function};
+
+use serde::Serialize;
+
+/// Tracks `name` with `properties` through the current handle: the request scope's, else the
+/// global one. With neither, nothing happens (one warning is logged).
+///
+/// ```
+/// use tower_telemetry::props;
+/// tower_telemetry::track("generation.started", props! { "model" => "flux-dev" });
+/// ```
+pub fn track(name: impl Into<Text>, properties: Properties) {
+    telemetry::with_current(|t, scope| {
+        t.emit_dynamic(scope, name.into(), move |p| {
+            *p = properties;
+            Ok(())
+        })
+    })
+}
+
+/// Tracks `name` with the fields of `properties`, which must serialize to a JSON object
+/// (a struct, a map, `json!({...})`); anything else is rejected, counted and logged.
+///
+/// ```
+/// tower_telemetry::track_event("button_click", serde_json::json!({ "button": "submit", "page": "/signup" }));
+/// ```
+pub fn track_event(name: impl Into<Text>, properties: impl Serialize) {
+    telemetry::with_current(|t, scope| {
+        t.emit_dynamic(scope, name.into(), move |p| {
+            telemetry::object_properties(&properties, p)
+        })
+    })
+}
+
+/// [`Telemetry::set_context`] on the current handle.
+pub fn set_context(context: Context) {
+    telemetry::with_current(|t, _| t.set_context(context))
+}
+
+/// [`Telemetry::clear_context`] on the current handle.
+pub fn clear_context() {
+    telemetry::with_current(|t, _| t.clear_context())
+}
+
+/// Builds [`Properties`] from `key => value` pairs; values are anything `Serialize`.
+///
+/// ```
+/// use tower_telemetry::props;
+///
+/// let p = props! { "model" => "flux-dev", "credits_cost" => 10, "tags" => ["a", "b"] };
+/// assert_eq!(p.len(), 3);
+/// ```
+#[macro_export]
+macro_rules! props {
+    () => { $crate::Properties::new() };
+    ($($key:expr => $value:expr),+ $(,)?) => {{
+        let mut p = $crate::Properties::with_capacity($crate::__count!($($key)+));
+        $( p.insert($key, &$value); )+
+        p
+    }};
+}
+
+/// Tracks an event: `track!(name, key = value, ...)`.
+///
+/// Routing and sampling are decided from the name first (cached per call site), and the
+/// property values are evaluated only if some destination will keep the event — so a
+/// `track!` that goes nowhere costs a few nanoseconds and allocates nothing.
+///
+/// Keys are identifiers or string literals; values are anything `Serialize`. The event goes
+/// through the current handle (the request scope's, else the global one), or through the one
+/// you name before `=>`: a [`Telemetry`] or a [`Tracker`](crate::Tracker) reference.
+///
+/// ```
+/// use tower_telemetry::{Telemetry, track};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # let telemetry = Telemetry::builder().memory_destination("m").build().unwrap();
+/// let model = String::from("flux-dev");
+/// track!("generation.started", model = model, user_id = "user_123", credits_cost = 10);
+/// track!("checkout.completed", "package.id" = "creator", amount = 9.99);
+/// track!(&telemetry => "system.boot");
+/// let name = format!("user.{}", "signup");
+/// track!(&telemetry => name, plan = "pro");
+/// # }
+/// ```
+#[macro_export]
+macro_rules! track {
+    ($target:expr => $name:literal $(, $($rest:tt)*)?) => {{
+        static __CALLSITE: $crate::__private::Callsite = $crate::__private::Callsite::new();
+        $crate::__private::Emit::__emit_static(
+            $target,
+            &__CALLSITE,
+            $name,
+            $crate::__track_count!($($($rest)*)?),
+            |__p: &mut $crate::Properties| { $crate::__track_props!(__p; $($($rest)*)?); },
+        )
+    }};
+    ($target:expr => $name:expr $(, $($rest:tt)*)?) => {{
+        $crate::__private::Emit::__emit_dynamic(
+            $target,
+            $name,
+            |__p: &mut $crate::Properties| { $crate::__track_props!(__p; $($($rest)*)?); },
+        )
+    }};
+    ($name:literal $(, $($rest:tt)*)?) => {{
+        static __CALLSITE: $crate::__private::Callsite = $crate::__private::Callsite::new();
+        $crate::__private::emit_static(
+            &__CALLSITE,
+            $name,
+            $crate::__track_count!($($($rest)*)?),
+            |__p: &mut $crate::Properties| { $crate::__track_props!(__p; $($($rest)*)?); },
+        )
+    }};
+    ($name:expr $(, $($rest:tt)*)?) => {{
+        $crate::__private::emit_dynamic(
+            $name,
+            |__p: &mut $crate::Properties| { $crate::__track_props!(__p; $($($rest)*)?); },
+        )
+    }};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __track_props {
+    ($p:ident;) => {};
+    ($p:ident; $($key:tt = $value:expr),+ $(,)?) => {
+        $( $p.insert($crate::__key!($key), &$value); )+
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __track_count {
+    () => { 0usize };
+    ($($key:tt = $value:expr),+ $(,)?) => { $crate::__count!($($key)+) };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __key {
+    ($key:ident) => {
+        ::core::stringify!($key)
+    };
+    ($key:literal) => {
+        $key
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __count {
+    () => { 0usize };
+    ($head:tt $($tail:tt)*) => { 1usize + $crate::__count!($($tail)*) };
+}
+
+/// Implementation details of the macros. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::routing::Callsite;
+    pub use crate::timing::macro_support as timing;
+    pub use serde_json;
+
+    use crate::{Properties, Telemetry, Text, telemetry};
+
+    /// Something `track!(target => ...)` can emit through.
+    pub trait Emit {
+        /// A literal name, with a call-site route cache.
+        fn __emit_static(
+            &self,
+            callsite: &'static Callsite,
+            name: &'static str,
+            capacity: usize,
+            fill: impl FnOnce(&mut Properties),
+        );
+        /// A name built at run time.
+        fn __emit_dynamic(&self, name: impl Into<Text>, fill: impl FnOnce(&mut Properties));
+    }
+
+    impl Emit for Telemetry {
+        fn __emit_static(
+            &self,
+            callsite: &'static Callsite,
+            name: &'static str,
+            capacity: usize,
+            fill: impl FnOnce(&mut Properties),
+        ) {
+            let scope = crate::context::current_scope();
+            self.emit_static(scope.as_deref(), callsite, name, capacity, |p| {
+                fill(p);
+                Ok(())
+            })
+        }
+
+        fn __emit_dynamic(&self, name: impl Into<Text>, fill: impl FnOnce(&mut Properties)) {
+            let scope = crate::context::current_scope();
+            self.emit_dynamic(scope.as_deref(), name.into(), |p| {
+                fill(p);
+                Ok(())
+            })
+        }
+    }
+
+    impl<T: Emit + ?Sized> Emit for &T {
+        fn __emit_static(
+            &self,
+            callsite: &'static Callsite,
+            name: &'static str,
+            capacity: usize,
+            fill: impl FnOnce(&mut Properties),
+        ) {
+            (**self).__emit_static(callsite, name, capacity, fill)
+        }
+
+        fn __emit_dynamic(&self, name: impl Into<Text>, fill: impl FnOnce(&mut Properties)) {
+            (**self).__emit_dynamic(name, fill)
+        }
+    }
+
+    /// `track!("literal", ...)` through the current handle.
+    pub fn emit_static(
+        callsite: &'static Callsite,
+        name: &'static str,
+        capacity: usize,
+        fill: impl FnOnce(&mut Properties),
+    ) {
+        telemetry::with_current(|t, scope| {
+            t.emit_static(scope, callsite, name, capacity, |p| {
+                fill(p);
+                Ok(())
+            })
+        })
+    }
+
+    /// `track!(expr, ...)` through the current handle.
+    pub fn emit_dynamic(name: impl Into<Text>, fill: impl FnOnce(&mut Properties)) {
+        let name = name.into();
+        telemetry::with_current(|t, scope| {
+            t.emit_dynamic(scope, name, |p| {
+                fill(p);
+                Ok(())
+            })
+        })
+    }
+}
