@@ -470,3 +470,86 @@ fn panics_propagate_through_plain_functions_outside_any_scope() {
     let caught = catch_unwind(AssertUnwindSafe(panicky));
     assert!(caught.is_err());
 }
+
+// ----- signatures that must keep working ---------------------------------------------------------
+
+struct Buffer {
+    items: Vec<String>,
+}
+
+impl Buffer {
+    #[track_duration("buffer.new")]
+    fn new() -> Self {
+        Buffer { items: Vec::new() }
+    }
+
+    #[track_duration("buffer.push")]
+    async fn push<'a>(&'a mut self, item: impl Into<String>) -> &'a str {
+        self.items.push(item.into());
+        self.items.last().unwrap()
+    }
+
+    #[track_duration("buffer.first")]
+    fn first(&self) -> &str {
+        if self.items.is_empty() {
+            return "";
+        }
+        &self.items[0]
+    }
+
+    #[track_function("buffer.drain")]
+    fn drain(&mut self, mut limit: usize, (skip, _unused): (usize, ())) -> Vec<String> {
+        limit += skip;
+        self.items.drain(..limit.min(self.items.len())).collect()
+    }
+}
+
+#[track_error("io")]
+fn io_result(fail: bool) -> io::Result<()> {
+    if fail {
+        Err(io::Error::other("io failed"))
+    } else {
+        Ok(())
+    }
+}
+
+#[track_error("boxed")]
+async fn boxed_error() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    Err("boxed failure".into())
+}
+
+#[tokio::test]
+async fn unusual_signatures() {
+    let (telemetry, memory) = handle();
+    telemetry
+        .scope(ctx(), async {
+            let mut buffer = Buffer::new();
+            assert_eq!(buffer.push("a").await, "a");
+            assert_eq!(buffer.push(String::from("b")).await, "b");
+            assert_eq!(buffer.first(), "a");
+            assert_eq!(buffer.drain(1, (0, ())), ["a"]);
+            assert!(io_result(false).is_ok());
+            assert!(io_result(true).is_err());
+            assert!(boxed_error().await.is_err());
+        })
+        .await;
+    assert_eq!(
+        names(&telemetry, &memory).await,
+        [
+            "buffer.new.started",
+            "buffer.new.completed",
+            "buffer.push.started",
+            "buffer.push.completed",
+            "buffer.push.started",
+            "buffer.push.completed",
+            "buffer.first.started",
+            "buffer.first.completed",
+            "buffer.drain",
+            "error.io",
+            "error.boxed",
+        ]
+    );
+    let boxed = &memory.named("error.boxed")[0];
+    assert_eq!(prop(boxed, "error"), "boxed failure");
+    assert_eq!(prop(boxed, "error_type"), "Box<dyn Error + Send + Sync>");
+}

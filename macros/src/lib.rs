@@ -417,7 +417,15 @@ fn expand(kind: Kind, args: TokenStream2, item: TokenStream2) -> syn::Result<Tok
     };
     let (body, probe) = if is_async {
         let body = match &nameable {
-            Some(ty) => quote!(#private::typed_future::<#ty, _>(async move #block)),
+            // The `let` is a coercion site, as a function's body is (an `async` block's tail is
+            // not: `&String` would not become `&str`); `typed_future` gives `?` its error type.
+            Some(ty) => quote! {
+                #private::typed_future::<#ty, _>(async move {
+                    let __tower_telemetry_output: #ty = #block;
+                    #[allow(unreachable_code)]
+                    return __tower_telemetry_output;
+                })
+            },
             None => quote!(async move #block),
         };
         (

@@ -125,9 +125,8 @@ impl ErrorEvent {
     }
 }
 
-/// Gives an `async` block the function's return type, so `?` and `return` in the body
-/// infer as they did (a `let` with that type would warn about unreachable code after a
-/// body that always panics).
+/// Gives an `async` block the function's return type, so that `?` and `return` in the body
+/// infer as they did in the function.
 pub fn typed_future<T, F: Future<Output = T>>(future: F) -> F {
     future
 }
