@@ -166,7 +166,8 @@ pub trait TrackDurationExt: Future + Sized {
     /// Emits one `name` event when the future finishes, with `duration_ms`, `success`, the
     /// `extra` properties, and on failure `error` and `error_type` (`panic: true` for a panic,
     /// which then continues). Dropped before it finished, it emits the same event with
-    /// `success: false` and `cancelled: true`.
+    /// `success: false` and `cancelled: true`. An extra property named like one the event sets
+    /// itself (`success`, `error`, ...) is overwritten.
     fn track_function<X: ExtraProperties>(
         self,
         name: impl Into<Text>,
@@ -212,7 +213,8 @@ pub fn track_duration<O: Outcome>(prefix: impl Into<DurationNames>, f: impl FnOn
 
 /// Runs `f`, then emits one `name` event with `duration_ms`, `success`, the `extra`
 /// properties, and on failure `error` and `error_type` (`panic: true` when `f` panics; the
-/// panic then continues). The result is returned unchanged.
+/// panic then continues). The result is returned unchanged. An extra property named like one
+/// the event sets itself (`success`, `error`, ...) is overwritten.
 ///
 /// ```
 /// use tower_telemetry::props;
