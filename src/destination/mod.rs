@@ -40,12 +40,19 @@ use crate::event::Event;
 
 mod logging;
 mod memory;
+#[cfg(feature = "nats")]
+pub(crate) mod nats;
 #[cfg(feature = "umami")]
 mod umami;
 
 pub(crate) use logging::Escaped;
 pub use logging::LoggingDestination;
 pub use memory::MemoryDestination;
+#[cfg(feature = "nats")]
+pub use nats::{
+    EVENT_SCHEMA, EVENT_SCHEMA_VERSION, EventSchemaError, NatsAuth, NatsConfig, NatsDestination,
+    NatsStats, NatsStorage, NatsStreamConfig, NatsTls, decode_event, encode_event,
+};
 #[cfg(feature = "umami")]
 pub use umami::{DistinctId, Forward, UmamiConfig, UmamiDestination, UmamiMode, UmamiStats};
 

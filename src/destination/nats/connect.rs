@@ -1,0 +1,349 @@
+//! How to reach a NATS server: addresses, authentication, TLS. Shared by the `nats`
+//! destination and the relay.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_nats::{ConnectOptions, ServerAddr};
+
+use crate::config::{ConfigError, Settings, kind_of};
+
+/// The server used when none is configured.
+pub(crate) const DEFAULT_SERVER: &str = "nats://127.0.0.1:4222";
+/// How long connecting may take before it counts as a failure.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to authenticate to NATS (`token:`, `user:` + `password:`, or `credentials:`).
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NatsAuth {
+    /// No authentication. The default.
+    #[default]
+    None,
+    /// A token (`token:`).
+    Token(String),
+    /// A user name and password (`user:`, `password:`).
+    UserPassword(String, String),
+    /// A `.creds` file with a user JWT and NKey seed (`credentials:`), as `nsc` writes them.
+    CredentialsFile(PathBuf),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets stay out of logs and panics.
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::Token(_) => f.write_str("Token(<redacted>)"),
+            NatsAuth::UserPassword(user, _) => write!(f, "UserPassword({user:?}, <redacted>)"),
+            NatsAuth::CredentialsFile(p) => f.debug_tuple("CredentialsFile").field(p).finish(),
+        }
+    }
+}
+
+/// TLS to the NATS servers (`tls:`). Without it, TLS is used when a server asks for it or the
+/// address is `tls://`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    pub(crate) required: bool,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl NatsTls {
+    /// Refuse to connect without TLS (`required:`). Defaults to `false`.
+    pub fn required(mut self, on: bool) -> Self {
+        self.required = on;
+        self
+    }
+
+    /// Trust the CA certificates in this PEM file (`ca_file:`), besides the system's.
+    /// Defaults to none.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Present this client certificate and key (PEM files; `cert_file:`, `key_file:`) for
+    /// mutual TLS. Defaults to none.
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+}
+
+/// Connection settings common to the destination and the relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ConnectSettings {
+    pub(crate) servers: Vec<String>,
+    pub(crate) auth: NatsAuth,
+    pub(crate) tls: NatsTls,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) client_name: Option<String>,
+}
+
+impl Default for ConnectSettings {
+    fn default() -> Self {
+        ConnectSettings {
+            servers: vec![DEFAULT_SERVER.to_owned()],
+            auth: NatsAuth::None,
+            tls: NatsTls::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            client_name: None,
+        }
+    }
+}
+
+/// The keys [`connect_settings_from`] reads.
+pub(crate) const CONNECT_KEYS: &[&str] = &[
+    "servers",
+    "token",
+    "user",
+    "password",
+    "credentials",
+    "tls",
+    "connect_timeout",
+    "client_name",
+];
+
+const TLS_KEYS: &[&str] = &["required", "ca_file", "cert_file", "key_file"];
+
+impl ConnectSettings {
+    /// Checks what can be checked without connecting; `error(key, message)` builds an error.
+    pub(crate) fn validate(
+        &self,
+        error: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<Vec<ServerAddr>, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut addrs = Vec::new();
+        if self.servers.is_empty() {
+            errors.push(error(
+                "servers",
+                "is empty; give at least one server, e.g. nats://127.0.0.1:4222".into(),
+            ));
+        }
+        for (i, s) in self.servers.iter().enumerate() {
+            match ServerAddr::from_str(s.trim()) {
+                Ok(a) => addrs.push(a),
+                Err(e) => errors.push(error(
+                    "servers",
+                    format!("item {i} `{s}` is not a NATS server address: {e}"),
+                )),
+            }
+        }
+        match &self.auth {
+            NatsAuth::Token(t) if t.is_empty() => errors.push(error(
+                "token",
+                "is empty (is the environment variable set?)".into(),
+            )),
+            NatsAuth::UserPassword(u, _) if u.is_empty() => {
+                errors.push(error("user", "is empty".into()))
+            }
+            _ => {}
+        }
+        if self.connect_timeout.is_zero() {
+            errors.push(error("connect_timeout", "must be more than zero".into()));
+        }
+        if errors.is_empty() {
+            Ok(addrs)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Connects (the client then reconnects by itself for as long as it lives).
+    pub(crate) async fn connect(&self, addrs: &[ServerAddr]) -> Result<async_nats::Client, String> {
+        let mut options = match &self.auth {
+            NatsAuth::None => ConnectOptions::new(),
+            NatsAuth::Token(t) => ConnectOptions::with_token(t.clone()),
+            NatsAuth::UserPassword(u, p) => {
+                ConnectOptions::with_user_and_password(u.clone(), p.clone())
+            }
+            NatsAuth::CredentialsFile(path) => ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| format!("cannot read the credentials file {}: {e}", path.display()))?,
+        };
+        options = options
+            .connection_timeout(self.connect_timeout)
+            .require_tls(self.tls.required);
+        if let Some(ca) = &self.tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.tls.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some(name) = &self.client_name {
+            options = options.name(name);
+        }
+        options
+            .connect(addrs)
+            .await
+            .map_err(|e| format!("cannot connect to NATS ({}): {e}", self.servers.join(", ")))
+    }
+}
+
+/// Reads the connection keys of a `nats` destination or a relay, collecting errors.
+pub(crate) fn connect_settings_from(
+    settings: &Settings,
+    errors: &mut Vec<ConfigError>,
+) -> ConnectSettings {
+    let mut c = ConnectSettings::default();
+    match settings.get("servers") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(s)) => c.servers = vec![s.clone()],
+        Some(serde_json::Value::Array(items)) => {
+            c.servers.clear();
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(s) => c.servers.push(s.to_owned()),
+                    None => errors.push(settings.error(
+                        "servers",
+                        format!("item {i} is {}; expected a server address", kind_of(item)),
+                    )),
+                }
+            }
+        }
+        Some(other) => errors.push(settings.error(
+            "servers",
+            format!(
+                "expected a list of server addresses, found {}",
+                kind_of(other)
+            ),
+        )),
+    }
+    let mut string = |key: &str| match settings.str(key) {
+        Ok(v) => v.map(str::to_owned),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let token = string("token");
+    let user = string("user");
+    let password = string("password");
+    let credentials = string("credentials");
+    c.client_name = string("client_name");
+    let given = [token.is_some(), user.is_some(), credentials.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        errors.push(settings.error(
+            "",
+            "give only one of `token`, `user` + `password` and `credentials`",
+        ));
+    }
+    if password.is_some() && user.is_none() {
+        errors.push(settings.error("password", "is given without `user`"));
+    }
+    c.auth = match (token, user, credentials) {
+        (Some(t), _, _) => NatsAuth::Token(t),
+        (_, Some(u), _) => NatsAuth::UserPassword(u, password.unwrap_or_default()),
+        (_, _, Some(p)) => NatsAuth::CredentialsFile(PathBuf::from(p)),
+        _ => NatsAuth::None,
+    };
+    if let Some(d) = duration(settings, "connect_timeout", errors) {
+        c.connect_timeout = d;
+    }
+    match settings.section("tls") {
+        Ok(None) => {}
+        Ok(Some(tls)) => {
+            errors.extend(tls.unknown_keys(TLS_KEYS));
+            match tls.bool("required") {
+                Ok(v) => c.tls.required = v.unwrap_or(false),
+                Err(e) => errors.push(e),
+            }
+            let mut path = |key: &str| match tls.str(key) {
+                Ok(v) => v.map(PathBuf::from),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            };
+            c.tls.ca_file = path("ca_file");
+            let cert = path("cert_file");
+            let key = path("key_file");
+            match (cert, key) {
+                (Some(c2), Some(k)) => c.tls.client_cert = Some((c2, k)),
+                (None, None) => {}
+                (Some(_), None) => {
+                    errors.push(tls.error("key_file", "missing: `cert_file` needs it"))
+                }
+                (None, Some(_)) => {
+                    errors.push(tls.error("cert_file", "missing: `key_file` needs it"))
+                }
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    c
+}
+
+/// `key` as a duration (`"250ms"`, `"2m"`, a number of seconds), if present.
+pub(crate) fn duration(
+    settings: &Settings,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Duration> {
+    let bad = |found: &str| {
+        settings.error(
+            key,
+            format!("expected a duration such as 250ms, 5s, 2m or 7d, found {found}"),
+        )
+    };
+    match settings.get(key) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => {
+            match n.as_f64().and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+                Some(d) => Some(d),
+                None => {
+                    errors.push(bad(&n.to_string()));
+                    None
+                }
+            }
+        }
+        Some(serde_json::Value::String(s)) => {
+            let parsed = parse_duration(s);
+            if parsed.is_none() {
+                errors.push(bad(&format!("`{s}`")));
+            }
+            parsed
+        }
+        Some(other) => {
+            errors.push(bad(kind_of(other)));
+            None
+        }
+    }
+}
+
+/// `250ms`, `5s`, `1.5s`, `2m`, `1h`, `7d`, or a number of seconds (the core's forms, plus
+/// days, which retention settings need).
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (number, unit) = (s[..split].trim_end(), &s[split..]);
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let secs_per_unit = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return None,
+    };
+    let n: f64 = number.parse().ok()?;
+    Duration::try_from_secs_f64(n * secs_per_unit).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

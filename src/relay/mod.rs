@@ -1,0 +1,451 @@
+//! The relay: reads events from a JetStream stream and delivers them to the other
+//! destinations — Umami, logging, your own — with the normal routing and sampling.
+//!
+//! Apps publish with the [`nats`](crate::NatsDestination) destination; one or more relays,
+//! anywhere, read the stream through one durable pull consumer and share the work. A message
+//! is acknowledged only after every destination its event routes to has accepted it or
+//! rejected it for good; otherwise it is redelivered (to this relay or another) after a
+//! delay, at most `max_deliver` times. A redelivered message does not reach a destination that
+//! already has its event: delivered event ids are remembered per destination for
+//! `dedupe_window`, in the relay and (by default) in a JetStream key-value bucket that all
+//! relays of the consumer share.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tower_telemetry::relay::{Relay, RelayConfig};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (relay_config, telemetry_config) = RelayConfig::from_yaml_str(r#"
+//! relay:
+//!   servers: [nats://127.0.0.1:4222]
+//!   stream: TELEMETRY
+//!   durable: telemetry-relay
+//! telemetry:
+//!   destinations:
+//!     umami:
+//!       url: http://127.0.0.1:3000
+//!       website_id: 5a1d0c5e-8c6e-4a3b-9f0a-1b2c3d4e5f60
+//!       events: [user.*, generation.*, payment.*]
+//!     logging:
+//!       events: [error.*]
+//! "#)?;
+//! let relay = Relay::builder(relay_config).config(telemetry_config).build()?;
+//! let running = relay.start().await?;
+//! tokio::signal::ctrl_c().await?;
+//! let stats = running.shutdown(Duration::from_secs(10)).await;
+//! println!("{stats:?}");
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - No loss: a message is acknowledged only when every routed destination settled it, and
+//!   JetStream redelivers what a relay did not acknowledge (it crashed, or a destination kept
+//!   failing) after `ack_wait` or the retry delay.
+//! - No duplicates from redelivery, within `dedupe_window`. The one window left: a relay that
+//!   dies *while* a destination is accepting a batch (the request reached the destination,
+//!   the answer did not reach the relay) leaves that batch unrecorded, and it is delivered
+//!   again. No relay can close that window for a destination that does not deduplicate.
+//! - The relay never drops for lack of room: it reads only as fast as the destinations take.
+//!   (Per-destination `queue_capacity` does not apply here; `batch_size`, `timeout` and
+//!   `retry` do.)
+
+mod config;
+mod run;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+pub use config::RelayConfig;
+
+use crate::config::{Config, ConfigError, ConfigErrors, DeliveryConfig, DestinationConfig};
+use crate::destination::{Destination, MemoryDestination};
+use crate::routing::{Filter, Glob, MAX_DESTINATIONS, RouteTarget, Router, threshold};
+use crate::telemetry::{build_kind, effective_delivery};
+
+/// A relay, configured and not yet started. See the [module docs](self).
+pub struct Relay {
+    config: RelayConfig,
+    router: Router,
+    lanes: Vec<Lane>,
+    memories: HashMap<String, MemoryDestination>,
+}
+
+/// One destination as the relay sees it.
+pub(crate) struct Lane {
+    pub(crate) name: String,
+    pub(crate) destination: Arc<dyn Destination>,
+    pub(crate) delivery: DeliveryConfig,
+    pub(crate) counters: LaneCounters,
+}
+
+#[derive(Default)]
+pub(crate) struct LaneCounters {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) discarded: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) sampled_out: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+}
+
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .field(
+                "destinations",
+                &self.lanes.iter().map(|l| &l.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Relay`]: where to read, and the destinations to feed.
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct RelayBuilder {
+    relay: RelayConfig,
+    config: Config,
+    supplied: Vec<(String, Arc<dyn Destination>)>,
+}
+
+impl fmt::Debug for RelayBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayBuilder")
+            .field("relay", &self.relay)
+            .field("config", &self.config)
+            .field(
+                "supplied",
+                &self.supplied.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl RelayBuilder {
+    /// The destinations, routing and sampling, as for a [`Telemetry`](crate::Telemetry)
+    /// handle. Defaults to none.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Supplies the implementation of destination `name`, as
+    /// [`TelemetryBuilder::destination`](crate::TelemetryBuilder::destination) does.
+    pub fn destination(mut self, name: impl Into<String>, destination: impl Destination) -> Self {
+        let name = name.into();
+        self.supplied.retain(|(n, _)| *n != name);
+        self.supplied.push((name, Arc::new(destination)));
+        self
+    }
+
+    /// Checks everything that can be checked without the network and builds the relay.
+    pub fn build(self) -> Result<Relay, ConfigErrors> {
+        let RelayBuilder {
+            relay,
+            config,
+            mut supplied,
+        } = self;
+        let mut errors = relay.validate();
+        let mut configs = config.destinations.clone();
+        for (name, _) in &supplied {
+            if !configs.iter().any(|d| d.name == *name) {
+                configs.push(DestinationConfig::new(name.clone()));
+            }
+        }
+        let mut lanes = Vec::new();
+        let mut targets = Vec::new();
+        let mut memories = HashMap::new();
+        for dc in configs.into_iter().filter(|d| d.enabled) {
+            let given = supplied
+                .iter()
+                .position(|(n, _)| *n == dc.name)
+                .map(|i| supplied.swap_remove(i).1);
+            let destination = match given {
+                Some(d) => d,
+                None => match build_kind(&dc) {
+                    Ok(d) => d,
+                    Err(mut e) => {
+                        errors.append(&mut e);
+                        continue;
+                    }
+                },
+            };
+            let any: &dyn std::any::Any = &*destination;
+            if let Some(m) = any.downcast_ref::<MemoryDestination>() {
+                memories.insert(dc.name.clone(), m.clone());
+            }
+            match Filter::new(dc.events.as_deref()) {
+                Ok(filter) => targets.push(RouteTarget {
+                    name: dc.name.clone(),
+                    filter,
+                    threshold: threshold(dc.sample_rate),
+                    sample_rate: dc.sample_rate,
+                }),
+                Err((i, msg)) => errors.push(ConfigError::new(
+                    format!("{}.events[{i}]", dc.settings.path),
+                    None,
+                    msg,
+                )),
+            }
+            lanes.push(Lane {
+                name: dc.name.clone(),
+                delivery: effective_delivery(&dc, &*destination),
+                destination,
+                counters: LaneCounters::default(),
+            });
+        }
+        if lanes.is_empty() {
+            errors.push(ConfigError::new(
+                "telemetry.destinations",
+                None,
+                "the relay has no enabled destination to deliver to",
+            ));
+        }
+        if lanes.len() > MAX_DESTINATIONS {
+            errors.push(ConfigError::new(
+                "telemetry.destinations",
+                None,
+                format!("at most {MAX_DESTINATIONS} destinations are supported"),
+            ));
+        }
+        let mut always = Vec::new();
+        for (i, g) in config.sampling.always.iter().enumerate() {
+            match Glob::new(g) {
+                Ok(g) => always.push(g),
+                Err(msg) => errors.push(ConfigError::new(
+                    format!("telemetry.sampling.always[{i}]"),
+                    None,
+                    msg,
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.into());
+        }
+        let sampling = &config.sampling;
+        let router = Router::new(
+            targets,
+            always,
+            sampling.enabled.then_some(sampling.rate),
+            sampling.key,
+        );
+        Ok(Relay {
+            config: relay,
+            router,
+            lanes,
+            memories,
+        })
+    }
+}
+
+/// Why a relay could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The NATS servers could not be reached.
+    #[error("{0}")]
+    Connect(String),
+    /// The stream is missing or unreadable.
+    #[error("stream `{stream}`: {message}")]
+    Stream {
+        /// The stream's name.
+        stream: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The durable consumer could not be created or bound.
+    #[error("consumer `{durable}`: {message}")]
+    Consumer {
+        /// The consumer's name.
+        durable: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Relay {
+    /// A builder reading as `config` says.
+    pub fn builder(config: RelayConfig) -> RelayBuilder {
+        RelayBuilder {
+            relay: config,
+            config: Config::default(),
+            supplied: Vec::new(),
+        }
+    }
+
+    /// The [`MemoryDestination`] registered as `name`, if that destination is one.
+    pub fn memory(&self, name: &str) -> Option<MemoryDestination> {
+        self.memories.get(name).cloned()
+    }
+
+    /// Connects, binds the durable consumer (creating it if missing) and starts relaying on
+    /// the current tokio runtime.
+    pub async fn start(self) -> Result<RunningRelay, RelayError> {
+        let shared = Arc::new(Shared {
+            config: self.config,
+            router: self.router,
+            lanes: self.lanes,
+            counters: RelayCounters::default(),
+            stop: Notify::new(),
+        });
+        let bound = run::bind(&shared).await?;
+        let task = tokio::spawn(run::run(shared.clone(), bound));
+        Ok(RunningRelay {
+            shared,
+            task: Some(task),
+            memories: self.memories,
+        })
+    }
+}
+
+/// What the relay's task and its handle share.
+pub(crate) struct Shared {
+    pub(crate) config: RelayConfig,
+    pub(crate) router: Router,
+    pub(crate) lanes: Vec<Lane>,
+    pub(crate) counters: RelayCounters,
+    pub(crate) stop: Notify,
+}
+
+#[derive(Default)]
+pub(crate) struct RelayCounters {
+    pub(crate) received: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) nacked: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) redelivered: AtomicU64,
+}
+
+/// A started relay. Dropping it aborts the relay like [`abort`](Self::abort).
+pub struct RunningRelay {
+    shared: Arc<Shared>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    memories: HashMap<String, MemoryDestination>,
+}
+
+impl fmt::Debug for RunningRelay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningRelay")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningRelay {
+    /// Live counters.
+    pub fn stats(&self) -> RelayStats {
+        let s = &*self.shared;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RelayStats {
+            received: get(&s.counters.received),
+            acked: get(&s.counters.acked),
+            nacked: get(&s.counters.nacked),
+            rejected: get(&s.counters.rejected),
+            redelivered: get(&s.counters.redelivered),
+            destinations: s
+                .lanes
+                .iter()
+                .map(|l| RelayDestinationStats {
+                    name: l.name.clone(),
+                    delivered: get(&l.counters.delivered),
+                    failed: get(&l.counters.failed),
+                    discarded: get(&l.counters.discarded),
+                    retries: get(&l.counters.retries),
+                    sampled_out: get(&l.counters.sampled_out),
+                    skipped_duplicates: get(&l.counters.skipped),
+                })
+                .collect(),
+        }
+    }
+
+    /// The [`MemoryDestination`] registered as `name`, if that destination is one.
+    pub fn memory(&self, name: &str) -> Option<MemoryDestination> {
+        self.memories.get(name).cloned()
+    }
+
+    /// Stops reading, finishes (delivers and acknowledges) the batch in hand, and shuts the
+    /// destinations down — within `timeout`, after which the relay is aborted (its
+    /// unacknowledged messages are redelivered to other relays after `ack_wait`).
+    pub async fn shutdown(mut self, timeout: Duration) -> RelayStats {
+        self.shared.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(timeout, task).await.is_err() {
+                abort.abort();
+            }
+        }
+        for lane in &self.shared.lanes {
+            lane.destination.shutdown().await;
+        }
+        self.stats()
+    }
+
+    /// Stops at once, as a crash would: nothing more is delivered or acknowledged, and the
+    /// messages in hand are redelivered (to any relay of the consumer) after `ack_wait`.
+    pub fn abort(mut self) -> RelayStats {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.stats()
+    }
+}
+
+impl Drop for RunningRelay {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Counters of a [`RunningRelay`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayStats {
+    /// Messages received (redeliveries included).
+    pub received: u64,
+    /// Messages acknowledged: every routed destination settled their event.
+    pub acked: u64,
+    /// Messages handed back for redelivery later (a destination kept failing).
+    pub nacked: u64,
+    /// Messages that are not events of a known schema version; terminated, never redelivered.
+    pub rejected: u64,
+    /// Messages received that JetStream had delivered before.
+    pub redelivered: u64,
+    /// Per destination, in configuration order.
+    pub destinations: Vec<RelayDestinationStats>,
+}
+
+impl RelayStats {
+    /// The counters of destination `name`.
+    pub fn destination(&self, name: &str) -> Option<&RelayDestinationStats> {
+        self.destinations.iter().find(|d| d.name == name)
+    }
+}
+
+/// Counters of one destination of a relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayDestinationStats {
+    /// The destination's name.
+    pub name: String,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events rejected for good (permanent errors). Retries that ran out are not counted
+    /// here: their messages are redelivered.
+    pub failed: u64,
+    /// Events the receiver accepted and threw away.
+    pub discarded: u64,
+    /// Retried delivery attempts.
+    pub retries: u64,
+    /// Events not sent there because sampling dropped them.
+    pub sampled_out: u64,
+    /// Events not sent again because this destination already had them (redeliveries).
+    pub skipped_duplicates: u64,
+}

@@ -1,0 +1,542 @@
+//! The relay's loop: pull a batch, route it, deliver it, record it, acknowledge it.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures_core::Stream;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{Lane, RelayError, Shared};
+use crate::config::SampleKey;
+use crate::destination::nats::decode_event;
+use crate::destination::{DeliveryError, DeliveryErrorKind};
+use crate::dispatch::backoff;
+use crate::event::Event;
+use crate::routing::{ALWAYS_BIT, DEST_MASK, stable_hash};
+
+/// How long a batch waits to fill once its first message arrived.
+const LINGER: Duration = Duration::from_millis(20);
+
+pub(crate) struct Bound {
+    js: jetstream::Context,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    markers: Option<Markers>,
+}
+
+/// The shared record of delivered (destination, event id) pairs: a key-value bucket.
+struct Markers {
+    kv: jetstream::kv::Store,
+    prefix: String,
+}
+
+pub(crate) async fn bind(shared: &Shared) -> Result<Bound, RelayError> {
+    let c = &shared.config;
+    let addrs = c
+        .connect
+        .validate(&|k, m| crate::config::ConfigError::new(k, None, m))
+        .map_err(|e| RelayError::Connect(format!("{e:?}")))?;
+    let client = c
+        .connect
+        .connect(&addrs)
+        .await
+        .map_err(RelayError::Connect)?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .backpressure_on_inflight(true)
+        .build(client);
+    let stream_err = |message: String| RelayError::Stream {
+        stream: c.stream.clone(),
+        message,
+    };
+    let mut stream = js
+        .get_stream(&c.stream)
+        .await
+        .map_err(|e| stream_err(e.to_string()))?;
+    let replicas = stream
+        .info()
+        .await
+        .map_err(|e| stream_err(e.to_string()))?
+        .config
+        .num_replicas
+        .max(1);
+    let consumer_config = pull::Config {
+        durable_name: Some(c.durable.clone()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: c.ack_wait,
+        max_deliver: c.max_deliver,
+        max_ack_pending: c.ack_pending(),
+        filter_subject: c.filter_subject.clone().unwrap_or_default(),
+        description: Some("tower-telemetry relay".to_owned()),
+        ..Default::default()
+    };
+    let consumer = stream
+        .get_or_create_consumer(&c.durable, consumer_config)
+        .await
+        .map_err(|e| RelayError::Consumer {
+            durable: c.durable.clone(),
+            message: e.to_string(),
+        })?;
+    let markers = if c.shared_dedupe {
+        let bucket = format!("{}_{}_delivered", c.stream, c.durable).replace(['.', '>', '*'], "_");
+        let kv = match js.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(jetstream::kv::Config {
+                    bucket: bucket.clone(),
+                    history: 1,
+                    max_age: c.dedupe_window,
+                    num_replicas: replicas,
+                    description: "tower-telemetry relay: delivered (destination, event id)".into(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| RelayError::Consumer {
+                    durable: c.durable.clone(),
+                    message: format!("cannot create the dedupe bucket `{bucket}`: {e}"),
+                })?,
+        };
+        Some(Markers {
+            kv,
+            prefix: format!("$KV.{bucket}."),
+        })
+    } else {
+        None
+    };
+    Ok(Bound {
+        js,
+        consumer,
+        markers,
+    })
+}
+
+/// Remembers which (destination, event id) pairs were settled, for `window`.
+struct Dedupe {
+    window: Duration,
+    seen: HashSet<(usize, Uuid)>,
+    order: VecDeque<(Instant, usize, Uuid)>,
+}
+
+impl Dedupe {
+    fn contains(&self, lane: usize, id: Uuid) -> bool {
+        self.seen.contains(&(lane, id))
+    }
+
+    fn insert(&mut self, lane: usize, id: Uuid, now: Instant) {
+        if self.seen.insert((lane, id)) {
+            self.order.push_back((now, lane, id));
+        }
+        while let Some(&(t, l, i)) = self.order.front() {
+            if now.duration_since(t) < self.window {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&(l, i));
+        }
+    }
+}
+
+type Messages = pull::Stream;
+
+async fn open(bound: &Bound, batch: usize) -> Option<Messages> {
+    match bound
+        .consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .expires(Duration::from_secs(5))
+        .heartbeat(Duration::from_secs(2))
+        .messages()
+        .await
+    {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(target: "tower_telemetry", error = %e, "relay: cannot pull from the consumer; retrying");
+            None
+        }
+    }
+}
+
+async fn next(m: &mut Messages) -> Option<Result<jetstream::Message, String>> {
+    poll_fn(|cx| Pin::new(&mut *m).poll_next(cx))
+        .await
+        .map(|r| r.map_err(|e| e.to_string()))
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
+    let c = &shared.config;
+    let mut dedupe = Dedupe {
+        window: c.dedupe_window,
+        seen: HashSet::new(),
+        order: VecDeque::new(),
+    };
+    let mut messages: Option<Messages> = None;
+    let mut pause = Duration::from_millis(100);
+    'outer: loop {
+        let m = match &mut messages {
+            Some(m) => m,
+            None => {
+                messages = open(&bound, c.batch_size).await;
+                if messages.is_none() {
+                    tokio::select! {
+                        _ = shared.stop.notified() => break 'outer,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                continue;
+            }
+        };
+        let mut batch = Vec::with_capacity(c.batch_size);
+        tokio::select! {
+            biased;
+            _ = shared.stop.notified() => break 'outer,
+            first = next(m) => match first {
+                Some(Ok(msg)) => batch.push(msg),
+                Some(Err(e)) => {
+                    tracing::debug!(target: "tower_telemetry", error = %e, "relay: pull stream error");
+                    continue;
+                }
+                None => {
+                    messages = None;
+                    continue;
+                }
+            },
+        }
+        pause = Duration::from_millis(100);
+        let deadline = Instant::now() + LINGER;
+        while batch.len() < c.batch_size {
+            tokio::select! {
+                more = next(m) => match more {
+                    Some(Ok(msg)) => batch.push(msg),
+                    Some(Err(_)) => break,
+                    None => { messages = None; break }
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        process(&shared, &bound, &mut dedupe, batch).await;
+    }
+}
+
+struct Item {
+    msg: jetstream::Message,
+    event: Arc<Event>,
+    /// Destinations still to settle.
+    pending: u32,
+}
+
+async fn process(
+    shared: &Shared,
+    bound: &Bound,
+    dedupe: &mut Dedupe,
+    batch: Vec<jetstream::Message>,
+) {
+    let counters = &shared.counters;
+    counters
+        .received
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let mut items: Vec<Item> = Vec::with_capacity(batch.len());
+    for msg in batch {
+        let redelivered = msg.info().map(|i| i.delivered > 1).unwrap_or(false);
+        if redelivered {
+            counters.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        let event = match decode_event(&msg.payload) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "tower_telemetry", subject = %msg.subject, error = %e, "relay: not a telemetry event; terminated");
+                let _ = msg.ack_with(AckKind::Term).await;
+                continue;
+            }
+        };
+        let mut pending = route(shared, &event);
+        let mut bits = pending;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let mut seen = dedupe.contains(i, event.id());
+            if !seen && redelivered {
+                if let Some(m) = &bound.markers {
+                    seen = matches!(
+                        m.kv.get(marker_key(&shared.lanes[i], event.id())).await,
+                        Ok(Some(_))
+                    );
+                }
+            }
+            if seen {
+                pending &= !(1 << i);
+                shared.lanes[i]
+                    .counters
+                    .skipped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        items.push(Item {
+            msg,
+            event,
+            pending,
+        });
+    }
+
+    // Keep the messages ours while destinations retry (and stop when this batch is done or
+    // the relay is aborted: a crashed relay must not keep its messages).
+    let progress = {
+        let replies: Vec<_> = items.iter().map(|it| it.msg.reply.clone()).collect();
+        let client = bound.js.clone();
+        let every = shared.config.ack_wait / 3;
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                for r in replies.iter().flatten() {
+                    let _ = client.publish(r.clone(), "+WPI".into()).await;
+                }
+            }
+        }))
+    };
+
+    let mut work = JoinSet::new();
+    for (i, lane) in shared.lanes.iter().enumerate() {
+        let events: Vec<(usize, Arc<Event>)> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.pending & (1 << i) != 0)
+            .map(|(k, it)| (k, it.event.clone()))
+            .collect();
+        if events.is_empty() {
+            continue;
+        }
+        let destination = lane.destination.clone();
+        let delivery = lane.delivery;
+        let markers = bound
+            .markers
+            .as_ref()
+            .map(|m| (bound.js.clone(), m.prefix.clone(), token(&lane.name)));
+        work.spawn(async move {
+            let settled = deliver(&*destination, &events, &delivery).await;
+            if let Some((js, prefix, dest)) = markers {
+                record(&js, &prefix, &dest, &events, &settled).await;
+            }
+            (i, events, settled)
+        });
+    }
+    let now = Instant::now();
+    while let Some(done) = work.join_next().await {
+        let Ok((i, events, outcome)) = done else {
+            continue;
+        };
+        let lane = &shared.lanes[i];
+        lane.counters
+            .retries
+            .fetch_add(u64::from(outcome.retries), Ordering::Relaxed);
+        for (j, (k, event)) in events.iter().enumerate() {
+            let counter = match outcome.kinds[j] {
+                Settled::Delivered => &lane.counters.delivered,
+                Settled::Failed => &lane.counters.failed,
+                Settled::Discarded => &lane.counters.discarded,
+                Settled::Pending => continue,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            items[*k].pending &= !(1 << i);
+            dedupe.insert(i, event.id(), now);
+        }
+    }
+    drop(progress);
+
+    let retry_in =
+        backoff(2, &shared.lanes[0].delivery.retry, None).max(Duration::from_millis(500));
+    for it in items {
+        if it.pending == 0 {
+            if it.msg.ack().await.is_ok() {
+                counters.acked.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            counters.nacked.fetch_add(1, Ordering::Relaxed);
+            let _ = it.msg.ack_with(AckKind::Nak(Some(retry_in))).await;
+        }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The destinations that keep `event`, after routing and sampling.
+fn route(shared: &Shared, event: &Event) -> u32 {
+    let router = &shared.router;
+    let route = router.compute(event.name());
+    let dests = route & DEST_MASK;
+    if dests == 0 || !router.samples || route & ALWAYS_BIT != 0 {
+        return dests;
+    }
+    let ctx = event.context();
+    let h = |v: Option<&str>| v.map(|s| stable_hash(s).max(1));
+    let hash = match router.key {
+        SampleKey::Event => None,
+        SampleKey::Request => h(ctx.request_id()),
+        SampleKey::User => h(ctx.user_id()).or_else(|| h(ctx.request_id())),
+    }
+    // No key: the event id is as random as the core's choice, and stable across redeliveries.
+    .unwrap_or_else(|| stable_hash(&event.id().to_string()));
+    let keep = router.sample(route, hash);
+    let mut out = dests & !keep;
+    while out != 0 {
+        let i = out.trailing_zeros() as usize;
+        out &= out - 1;
+        shared.lanes[i]
+            .counters
+            .sampled_out
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    keep
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    Delivered,
+    Failed,
+    Discarded,
+    /// Retries ran out: the message goes back for redelivery.
+    Pending,
+}
+
+struct Outcome {
+    kinds: Vec<Settled>,
+    retries: u32,
+}
+
+/// Delivers `events` in batches with the destination's timeout and retry policy.
+async fn deliver(
+    destination: &dyn crate::destination::Destination,
+    events: &[(usize, Arc<Event>)],
+    delivery: &crate::config::DeliveryConfig,
+) -> Outcome {
+    let mut kinds = vec![Settled::Pending; events.len()];
+    let mut retries = 0;
+    let size = delivery.batch_size.max(1);
+    for (chunk_no, chunk) in events.chunks(size).enumerate() {
+        let base = chunk_no * size;
+        let mut pending: Vec<usize> = (0..chunk.len()).collect();
+        let mut attempt = 1u32;
+        loop {
+            let batch: Vec<Arc<Event>> = pending.iter().map(|&j| chunk[j].1.clone()).collect();
+            let result =
+                match tokio::time::timeout(delivery.timeout, destination.send(&batch)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(DeliveryError::retryable("timed out")),
+                };
+            let mut again = Vec::new();
+            let mut retry_after = None;
+            match result {
+                Ok(()) => pending
+                    .iter()
+                    .for_each(|&j| kinds[base + j] = Settled::Delivered),
+                Err(e) => match e.items() {
+                    None => match e.kind() {
+                        DeliveryErrorKind::Retryable => {
+                            retry_after = e.retry_after();
+                            again = pending.clone();
+                        }
+                        kind => {
+                            let s = settled_kind(kind);
+                            pending.iter().for_each(|&j| kinds[base + j] = s);
+                        }
+                    },
+                    Some(items) => {
+                        retry_after = e.retry_after();
+                        let mut listed = vec![false; pending.len()];
+                        for (idx, item) in items {
+                            let Some(&j) = pending.get(*idx) else {
+                                continue;
+                            };
+                            listed[*idx] = true;
+                            if item.is_retryable() {
+                                again.push(j);
+                            } else {
+                                kinds[base + j] = settled_kind(item.kind());
+                            }
+                        }
+                        for (p, &j) in pending.iter().enumerate() {
+                            if !listed[p] {
+                                kinds[base + j] = Settled::Delivered;
+                            }
+                        }
+                    }
+                },
+            }
+            if again.is_empty() || attempt >= delivery.retry.max_attempts {
+                break;
+            }
+            retries += 1;
+            tokio::time::sleep(backoff(attempt, &delivery.retry, retry_after)).await;
+            attempt += 1;
+            pending = again;
+        }
+    }
+    Outcome { kinds, retries }
+}
+
+fn settled_kind(kind: DeliveryErrorKind) -> Settled {
+    match kind {
+        DeliveryErrorKind::Discarded => Settled::Discarded,
+        _ => Settled::Failed,
+    }
+}
+
+/// Records the settled pairs in the shared bucket (pipelined, then awaited).
+async fn record(
+    js: &jetstream::Context,
+    prefix: &str,
+    dest: &str,
+    events: &[(usize, Arc<Event>)],
+    outcome: &Outcome,
+) {
+    let mut acks = Vec::new();
+    for (j, (_, e)) in events.iter().enumerate() {
+        if outcome.kinds[j] == Settled::Pending {
+            continue;
+        }
+        match js
+            .publish(format!("{prefix}{dest}.{}", e.id()), bytes::Bytes::new())
+            .await
+        {
+            Ok(ack) => acks.push(ack),
+            Err(err) => {
+                tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+            }
+        }
+    }
+    for ack in acks {
+        if let Err(err) = ack.await {
+            tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+        }
+    }
+}
+
+fn marker_key(lane: &Lane, id: Uuid) -> String {
+    format!("{}.{id}", token(&lane.name))
+}
+
+/// A destination name as one key token.
+fn token(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
