@@ -88,10 +88,7 @@ impl Text {
         }
         let cut = floor_char_boundary(self.as_str(), max_bytes);
         match &self.0 {
-            Repr::Static(s) => {
-                let s: &'static str = *s;
-                Text(Repr::Static(&s[..cut]))
-            }
+            &Repr::Static(s) => Text(Repr::Static(&s[..cut])),
             _ => Text::copy_from(&self.as_str()[..cut]),
         }
     }
@@ -100,10 +97,7 @@ impl Text {
     pub(crate) fn first_segment(&self) -> Text {
         let end = self.as_str().find('.').unwrap_or(self.len());
         match &self.0 {
-            Repr::Static(s) => {
-                let s: &'static str = *s;
-                Text(Repr::Static(&s[..end]))
-            }
+            &Repr::Static(s) => Text(Repr::Static(&s[..end])),
             _ if end == self.len() => self.clone(),
             _ => Text::copy_from(&self.as_str()[..end]),
         }

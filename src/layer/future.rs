@@ -9,7 +9,7 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response};
 use tokio::time::Instant;
 
-use super::layer::LayerConfig;
+use super::telemetry_layer::LayerConfig;
 use crate::context::{Scope, WithContext};
 use crate::event::EventKind;
 use crate::telemetry::Telemetry;

@@ -36,12 +36,12 @@
 //! `SetRequestIdLayer` keeps.
 
 mod future;
-mod layer;
+mod telemetry_layer;
 mod request;
 mod service;
 
 pub use future::ResponseFuture;
-pub use layer::{ClientIp, TelemetryLayer};
+pub use telemetry_layer::{ClientIp, TelemetryLayer};
 pub use service::TelemetryService;
 
 pub(crate) use request::RequestScope;

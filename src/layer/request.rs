@@ -7,7 +7,7 @@ use http::header::{ACCEPT_LANGUAGE, HOST, REFERER, USER_AGENT};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::layer::{ClientIp, LayerConfig};
+use super::telemetry_layer::{ClientIp, LayerConfig};
 use crate::context::{Context, Scope};
 use crate::text::Text;
 

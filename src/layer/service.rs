@@ -7,7 +7,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::{RequestEvent, ResponseFuture};
-use super::layer::LayerConfig;
+use super::telemetry_layer::LayerConfig;
 use super::request::{RequestScope, request_context, request_id};
 use crate::context::{self, Scope};
 use crate::telemetry::Telemetry;
