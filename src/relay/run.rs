@@ -55,10 +55,12 @@ pub(crate) async fn bind(shared: &Shared) -> Result<Bound, RelayError> {
         stream: c.stream.clone(),
         message,
     };
-    let mut stream = js
-        .get_stream(&c.stream)
-        .await
-        .map_err(|e| stream_err(e.to_string()))?;
+    let mut stream = js.get_stream(&c.stream).await.map_err(|e| {
+        stream_err(format!(
+            "{e} (the apps' `nats` destination creates it at its first delivery, or create it \
+             with `nats stream add`)"
+        ))
+    })?;
     let replicas = stream
         .info()
         .await
