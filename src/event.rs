@@ -418,7 +418,12 @@ impl Serialize for Event {
 /// contended lock when every worker thread tracks events. Ids are ordered by millisecond, not
 /// within one; with 74 random bits per millisecond a collision is out of reach.
 pub(crate) fn new_event_id() -> Uuid {
-    let ms = unix_millis(SystemTime::now());
+    new_event_id_at(SystemTime::now())
+}
+
+/// [`new_event_id`] for a time already read.
+pub(crate) fn new_event_id_at(now: SystemTime) -> Uuid {
+    let ms = unix_millis(now);
     let random: [u8; 10] = rand::random();
     uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
 }
@@ -516,7 +521,10 @@ mod tests {
     fn event_ids_are_v7_unique_and_time_ordered() {
         let ids: Vec<Uuid> = (0..10_000).map(|_| new_event_id()).collect();
         assert!(ids.iter().all(|id| id.get_version_num() == 7));
-        assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), ids.len());
+        assert_eq!(
+            ids.iter().collect::<std::collections::HashSet<_>>().len(),
+            ids.len()
+        );
         let ms = |id: &Uuid| id.get_timestamp().unwrap().to_unix();
         assert!(ms(&ids[0]) <= ms(&ids[ids.len() - 1]));
     }

@@ -20,7 +20,7 @@ use crate::dispatch::{
     self, Counters, DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DropReport, DropTracker, Lane,
     PropertyView, Push, RateLimitedWarning,
 };
-use crate::event::{Event, EventCategory, EventKind, Properties, new_event_id, validate_name};
+use crate::event::{Event, EventCategory, EventKind, Properties, new_event_id_at, validate_name};
 use crate::limits::{LimitsConfig, Outcome, Policy};
 use crate::redact::{RedactConfig, Redactor};
 use crate::routing::{
@@ -762,12 +762,13 @@ impl Telemetry {
         if outcome != Outcome::default() && !self.limited(&name, &outcome) {
             return;
         }
+        let now = SystemTime::now();
         let event = Arc::new(Event {
-            id: new_event_id(),
+            id: new_event_id_at(now),
             category: EventCategory::of_text(&name),
             kind,
             name,
-            timestamp: SystemTime::now(),
+            timestamp: now,
             properties,
             context,
         });

@@ -51,7 +51,9 @@ impl Text {
             Repr::Static(s) => s,
             Repr::Shared(s) => s,
             // Checked when built (`from_header`), so this never falls back.
-            Repr::Header(v) => v.to_str().unwrap_or_default(),
+            // std's UTF-8 check runs a word at a time on ASCII; `HeaderValue::to_str` goes
+            // byte by byte.
+            Repr::Header(v) => std::str::from_utf8(v.as_bytes()).unwrap_or_default(),
             Repr::Path(pq) => pq.path(),
             Repr::Query(pq) => pq.query().unwrap_or_default(),
             Repr::Route(m) => m.as_str(),
@@ -282,7 +284,9 @@ mod tests {
         assert!(Text::from_query(&"/x".parse().unwrap()).is_none());
         let ua = http::HeaderValue::from_static("Mozilla/5.0");
         assert_eq!(Text::from_header(&ua).unwrap(), "Mozilla/5.0");
-        assert!(Text::from_header(&http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()).is_none());
+        assert!(
+            Text::from_header(&http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()).is_none()
+        );
         assert_eq!(Text::from_header(&ua).unwrap().truncated(3), "Moz");
     }
 
