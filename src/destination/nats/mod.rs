@@ -361,8 +361,25 @@ async fn ensure_stream(
                     Err(e) => {
                         use async_nats::jetstream::context::CreateStreamErrorKind as K;
                         match e.kind() {
-                            K::JetStream(j) => Err(DeliveryError::permanent(format!(
-                                "cannot create stream `{}`: {j}",
+                            // The configuration itself is wrong: retrying cannot help.
+                            K::JetStream(j)
+                                if [
+                                    ErrorCode::STREAM_INVALID_CONFIG,
+                                    ErrorCode::STREAM_SUBJECT_OVERLAP,
+                                    ErrorCode::STREAM_NAME_EXIST,
+                                    ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED,
+                                ]
+                                .contains(&j.error_code()) =>
+                            {
+                                Err(DeliveryError::permanent(format!(
+                                    "cannot create stream `{}`: {j}",
+                                    s.name
+                                )))
+                            }
+                            // E.g. "no suitable peers for placement" while a new cluster's
+                            // servers are still joining, or too few servers for the replicas.
+                            K::JetStream(j) => Err(DeliveryError::retryable(format!(
+                                "cannot create stream `{}` yet: {j}",
                                 s.name
                             ))),
                             _ => Err(DeliveryError::retryable(format!(
