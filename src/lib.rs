@@ -61,9 +61,9 @@ mod extract;
 pub mod layer;
 mod limits;
 mod redact;
-mod routing;
 #[cfg(feature = "nats")]
 pub mod relay;
+mod routing;
 mod telemetry;
 mod text;
 pub mod timing;
@@ -85,17 +85,17 @@ pub use destination::{
     EVENT_SCHEMA, EVENT_SCHEMA_VERSION, EventSchemaError, NatsAuth, NatsConfig, NatsDestination,
     NatsStats, NatsStorage, NatsStreamConfig, NatsTls, decode_event, encode_event,
 };
+pub use dispatch::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DropReport};
 pub use event::{
     Event, EventCategory, EventKind, InvalidName, MAX_NAME_LEN, Properties, Rfc3339, validate_name,
 };
-pub use dispatch::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DropReport};
 pub use extract::Tracker;
+pub use layer::{ClientIp, TelemetryLayer, TelemetryService};
 pub use limits::{
     DEFAULT_MAX_DEPTH, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_PROPERTIES, DEFAULT_MAX_STRING_LENGTH,
     LimitsConfig, MAX_DEPTH_LIMIT,
 };
 pub use redact::{DEFAULT_REDACT_KEYS, DEFAULT_REDACTION, RedactConfig};
-pub use layer::{ClientIp, TelemetryLayer, TelemetryService};
 pub use routing::{Explanation, MAX_DESTINATIONS, RouteExplanation, validate_glob};
 pub use telemetry::{DestinationStats, ShutdownReport, Stats, Telemetry, TelemetryBuilder};
 pub use text::Text;

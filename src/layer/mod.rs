@@ -36,12 +36,12 @@
 //! `SetRequestIdLayer` keeps.
 
 mod future;
-mod telemetry_layer;
 mod request;
 mod service;
+mod telemetry_layer;
 
 pub use future::ResponseFuture;
-pub use telemetry_layer::{ClientIp, TelemetryLayer};
 pub use service::TelemetryService;
+pub use telemetry_layer::{ClientIp, TelemetryLayer};
 
 pub(crate) use request::RequestScope;

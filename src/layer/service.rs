@@ -7,8 +7,8 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::{RequestEvent, ResponseFuture};
-use super::telemetry_layer::LayerConfig;
 use super::request::{RequestScope, request_context, request_id};
+use super::telemetry_layer::LayerConfig;
 use crate::context::{self, Scope};
 use crate::telemetry::Telemetry;
 
