@@ -302,6 +302,7 @@ async fn two_relays_share_the_work_and_one_dies() {
         return;
     };
     const N: usize = 5000;
+    const BATCH: usize = 100;
     let node = NatsServer::start(&bin).await;
     let urls = vec![node.url()];
     let nats = NatsDestination::new(nats_config(urls.clone(), "SHARED", 1)).unwrap();
@@ -321,7 +322,7 @@ async fn two_relays_share_the_work_and_one_dies() {
                 .stream("SHARED")
                 .durable("relays")
                 .ack_wait(Duration::from_secs(2))
-                .batch_size(100),
+                .batch_size(BATCH),
         )
         .config(
             Config::default()
@@ -341,7 +342,8 @@ async fn two_relays_share_the_work_and_one_dies() {
     };
     let a = relay("a").start().await.unwrap();
     let b = relay("b").start().await.unwrap();
-    wait_for(BOUND, || memory.len() >= N / 3).await;
+    // Kill `a` at a moment unrelated to its own deliveries: when `b` has done a share.
+    wait_for(BOUND, || b.stats().acked >= (N / 5) as u64).await;
     let a_stats = a.abort();
     println!(
         "SHARED relay a killed after acking {} messages",
@@ -375,17 +377,22 @@ async fn two_relays_share_the_work_and_one_dies() {
     let in_memory: Vec<u64> = memory.events().iter().map(|e| seq_of(e)).collect();
     let unique: HashSet<u64> = in_memory.iter().copied().collect();
     assert_eq!(unique.len(), N, "lost events in memory");
-    assert_eq!(in_memory.len(), N, "duplicates in memory");
+    // Redeliveries never duplicate: only a batch `a` was in the middle of handing over when
+    // it died (delivered, not yet recorded) can arrive twice — no relay can know whether a
+    // destination took it. That is at most one batch per destination.
+    let memory_dups = in_memory.len() - N;
+    assert!(memory_dups <= BATCH, "{memory_dups} duplicates in memory");
     let stored = umami.events();
     let umami_seqs: HashSet<u64> = stored
         .iter()
         .filter_map(|e| e.datum("seq").and_then(|v| v.as_u64()))
         .collect();
     assert_eq!(umami_seqs.len(), N, "lost events in Umami");
-    assert_eq!(stored.len(), N, "duplicates in Umami");
+    let umami_dups = stored.len() - N;
+    assert!(umami_dups <= BATCH, "{umami_dups} duplicates in Umami");
     assert!(a_stats.acked > 0 && b_stats.acked > 0, "both relays worked");
     println!(
-        "SHARED relay a acked {}, relay b acked {} (redelivered to b: {}, skipped as already delivered: {:?})",
+        "SHARED relay a acked {}, relay b acked {}; duplicates from the kill: memory {memory_dups}, umami {umami_dups} (redelivered to b: {}, skipped as already delivered: {:?})",
         a_stats.acked,
         b_stats.acked,
         b_stats.redelivered,
