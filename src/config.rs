@@ -2352,7 +2352,6 @@ fn validate_path_glob(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `250ms`, `1s`, `1.5s`, `2m`, `1h`, or a number of seconds.
 /// `8192`, `8 KiB`, `64KB`, `1MiB` (KB and MB are powers of 10, KiB and MiB of 2).
 fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -2370,6 +2369,7 @@ fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(scale)
 }
 
+/// `250ms`, `1s`, `1.5s`, `2m`, `1h`, or a number of seconds.
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
