@@ -79,6 +79,39 @@ fn bench(c: &mut Criterion) {
         stats.dropped_queue_full()
     );
 
+    // The worker on the same thread as the tracking code, as in a server whose runtime has one
+    // worker per core: time a run of `track!` calls, then let the worker drain them untimed.
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t_local = handle(&local, None);
+    t_local.scope_sync(request(), || {
+        c.bench_function("track/routed_3_props_in_scope_same_thread_worker", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(10_000);
+                    let start = std::time::Instant::now();
+                    for _ in 0..n {
+                        track!(&t_local => "generation.started", model = "flux-dev", steps = 4, credits_cost = black_box(10));
+                    }
+                    total += start.elapsed();
+                    local.block_on(t_local.flush(Duration::from_secs(10)));
+                    left -= n;
+                }
+                total
+            })
+        });
+    });
+    let s = t_local.stats();
+    eprintln!(
+        "same-thread bench: delivered {} dropped {}",
+        s.delivered(),
+        s.dropped_queue_full()
+    );
+
     let sampled = handle(&rt, Some(SamplingConfig::rate(0.0).key(SampleKey::Request)));
     sampled.scope_sync(request(), || {
         c.bench_function("track/sampled_out", |b| {

@@ -60,18 +60,21 @@ macro_rules! context_fields {
         pub struct Context {
             $( $field: Option<Text>, )*
             extra: Properties,
+            checked: CheckCache,
         }
 
         impl Context {
             $(
                 #[doc = concat!("Sets ", $doc, ".")]
                 pub fn $with(mut self, value: impl Into<Text>) -> Self {
+                    self.checked.reset();
                     self.$field = Some(value.into());
                     self
                 }
 
                 #[doc = concat!("Sets or clears ", $doc, ".")]
                 pub fn $set(&mut self, value: Option<Text>) -> &mut Self {
+                    self.checked.reset();
                     self.$field = value;
                     self
                 }
@@ -84,6 +87,7 @@ macro_rules! context_fields {
 
             /// Copies every field that `other` sets over this one's, and merges the extra fields.
             pub fn merge(&mut self, other: &Context) {
+                self.checked.reset();
                 $( if other.$field.is_some() { self.$field.clone_from(&other.$field); } )*
                 for (k, v) in other.extra.iter() {
                     self.extra.insert_json(Text::copy_from(k), v.clone());
@@ -128,12 +132,14 @@ impl Context {
 
     /// Sets a free-form field (app version, environment, tenant...).
     pub fn with_field(mut self, key: impl Into<Text>, value: impl Serialize) -> Self {
+        self.checked.reset();
         self.extra.insert(key, value);
         self
     }
 
     /// Sets a free-form field in place.
     pub fn set_field(&mut self, key: impl Into<Text>, value: impl Serialize) -> &mut Self {
+        self.checked.reset();
         self.extra.insert(key, value);
         self
     }
@@ -150,6 +156,7 @@ impl Context {
 
     /// The free-form fields, to redact them in place.
     pub(crate) fn fields_mut(&mut self) -> &mut Properties {
+        self.checked.reset();
         &mut self.extra
     }
 }
@@ -183,6 +190,52 @@ impl Serialize for Context {
             }
         }
         map.end()
+    }
+}
+
+/// What the redaction and limits pass found about a context, cached in it: a context is shared
+/// by every event of a request, so it is examined once, not per event. Any change resets it;
+/// a clone starts empty. Packed: `[policy id: 16][needs redaction: 1][size bound: 47]`,
+/// 0 = not examined.
+#[derive(Default)]
+pub(crate) struct CheckCache(AtomicU64);
+
+impl CheckCache {
+    fn reset(&mut self) {
+        *self.0.get_mut() = 0;
+    }
+}
+
+impl Clone for CheckCache {
+    fn clone(&self) -> Self {
+        CheckCache::default()
+    }
+}
+
+impl PartialEq for CheckCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Context {
+    /// `(size bound, needs redaction)` for the policy `policy` (never 0), computed by `examine`
+    /// the first time and cached.
+    pub(crate) fn examined(
+        &self,
+        policy: u16,
+        examine: impl FnOnce(&Context) -> (usize, bool),
+    ) -> (usize, bool) {
+        const BOUND: u64 = (1 << 47) - 1;
+        let v = self.checked.0.load(Ordering::Relaxed);
+        if v != 0 && (v >> 48) as u16 == policy {
+            return ((v & BOUND) as usize, v & (1 << 47) != 0);
+        }
+        let (bound, redact) = examine(self);
+        let packed =
+            (u64::from(policy) << 48) | (u64::from(redact) << 47) | (bound as u64).min(BOUND);
+        self.checked.0.store(packed, Ordering::Relaxed);
+        (bound, redact)
     }
 }
 

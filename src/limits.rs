@@ -151,6 +151,24 @@ pub(crate) struct Outcome {
 pub(crate) struct Policy {
     pub(crate) redactor: Redactor,
     pub(crate) limits: LimitsConfig,
+    /// Tells this policy's cached context checks from another handle's (never 0).
+    pub(crate) id: u16,
+}
+
+static NEXT_POLICY: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+
+impl Policy {
+    pub(crate) fn new(redactor: Redactor, limits: LimitsConfig) -> Policy {
+        let mut id = NEXT_POLICY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if id == 0 {
+            id = NEXT_POLICY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Policy {
+            redactor,
+            limits,
+            id,
+        }
+    }
 }
 
 /// Bytes an event takes besides its name, properties and context (id, category, timestamp,
@@ -180,31 +198,36 @@ impl Policy {
             w.out.truncated = true;
         }
         props.retain(|k, v| w.entry(k, v, 0));
-        let mut ctx_size = 0;
-        for (_, v) in ctx.known_fields() {
-            ctx_size += bound_str(v) + 16;
-        }
-        if !ctx.fields().is_empty() {
-            let redact = !self.redactor.is_empty()
-                && ctx.fields().iter().any(|(k, v)| {
-                    self.redactor.matches(k) || self.redactor.finds_nested(v, MAX_DEPTH_LIMIT)
-                });
-            if redact {
-                let mut c = (**ctx).clone();
-                c.fields_mut().retain(|k, v| {
-                    if self.redactor.matches(k) {
-                        *v = self.redactor.replacement();
-                        w.out.redacted += 1;
-                    } else {
-                        w.out.redacted += self.redactor.redact_nested(v, MAX_DEPTH_LIMIT);
-                    }
-                    true
-                });
-                *ctx = Arc::new(c);
+        let redactor = &self.redactor;
+        let (mut ctx_size, redact) = ctx.examined(self.id, |ctx| {
+            let mut size = 0;
+            for (_, v) in ctx.known_fields() {
+                size += bound_str(v) + 16;
             }
             for (k, v) in ctx.fields().iter() {
-                ctx_size += bound_str(k) + 1 + bound_value(v);
+                size += bound_str(k) + 1 + bound_value(v);
             }
+            let redact = !redactor.is_empty()
+                && ctx
+                    .fields()
+                    .iter()
+                    .any(|(k, v)| redactor.matches(k) || redactor.finds_nested(v, MAX_DEPTH_LIMIT));
+            (size, redact)
+        });
+        if redact {
+            let mut c = (**ctx).clone();
+            c.fields_mut().retain(|k, v| {
+                if redactor.matches(k) {
+                    *v = redactor.replacement();
+                    w.out.redacted += 1;
+                } else {
+                    w.out.redacted += redactor.redact_nested(v, MAX_DEPTH_LIMIT);
+                }
+                true
+            });
+            // A replacement may be longer than the short secret it replaced.
+            ctx_size += c.fields().len() * bound_value(&redactor.replacement());
+            *ctx = Arc::new(c);
         }
         w.size += ctx_size;
         if w.size > limits.max_event_size {
@@ -256,7 +279,9 @@ impl Walk<'_> {
                 self.size += bound_str(s);
             }
             Value::Array(_) | Value::Object(_) if level >= limits.max_depth => {
-                *value = Value::String(TOO_DEEP.to_owned());
+                // The marker obeys the string limit too.
+                let marker = &TOO_DEEP[..floor_char_boundary(TOO_DEEP, limits.max_string_length)];
+                *value = Value::String(marker.to_owned());
                 self.out.truncated = true;
                 self.size += TOO_DEEP.len() + 2;
             }
@@ -339,10 +364,35 @@ mod tests {
     use serde_json::json;
 
     fn policy(limits: LimitsConfig) -> Policy {
-        Policy {
-            redactor: Redactor::new(&RedactConfig::default()),
-            limits,
-        }
+        Policy::new(Redactor::new(&RedactConfig::default()), limits)
+    }
+
+    #[test]
+    fn context_checks_are_cached_and_reset_by_any_change() {
+        let p = policy(LimitsConfig::default());
+        let mut ctx = Arc::new(Context::new().with_user_id("u").with_field("plan", "pro"));
+        let mut none = Properties::new();
+        assert_eq!(p.apply("x", &mut none, &mut ctx).redacted, 0);
+        // Changed in place (the Arc is unique, so no clone resets it): the change must count.
+        Arc::make_mut(&mut ctx).set_field("api_key", "s3cret");
+        let out = p.apply("x", &mut none, &mut ctx);
+        assert_eq!(out.redacted, 1);
+        assert_eq!(
+            ctx.field("api_key").unwrap(),
+            crate::redact::DEFAULT_REDACTION
+        );
+        let mut other = Arc::new(Context::new().with_field("token", "t"));
+        let _ = p.apply("x", &mut none, &mut other);
+        Arc::make_mut(&mut other).merge(&Context::new().with_field("password", "p"));
+        assert_eq!(p.apply("x", &mut none, &mut other).redacted, 2);
+        // Another policy (another handle) does not trust this one's cache.
+        let lax = Policy::new(
+            Redactor::new(&RedactConfig::default().enabled(false)),
+            LimitsConfig::default(),
+        );
+        let mut ctx2 = Arc::new(Context::new().with_field("token", "t"));
+        assert_eq!(lax.apply("x", &mut none, &mut ctx2).redacted, 0);
+        assert_eq!(p.apply("x", &mut none, &mut ctx2).redacted, 1);
     }
 
     fn props(v: Value) -> Properties {

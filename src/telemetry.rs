@@ -395,10 +395,7 @@ impl TelemetryBuilder {
             request_excludes,
             memories,
             shutdown_started: AtomicBool::new(false),
-            policy: Policy {
-                redactor: Redactor::new(&config.redact),
-                limits: config.limits,
-            },
+            policy: Policy::new(Redactor::new(&config.redact), config.limits),
             truncated: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
             redacted: AtomicU64::new(0),
@@ -575,10 +572,10 @@ impl Telemetry {
                 request_excludes: Vec::new(),
                 memories: HashMap::new(),
                 shutdown_started: AtomicBool::new(false),
-                policy: Policy {
-                    redactor: Redactor::new(&RedactConfig::default().enabled(false)),
-                    limits: LimitsConfig::default(),
-                },
+                policy: Policy::new(
+                    Redactor::new(&RedactConfig::default().enabled(false)),
+                    LimitsConfig::default(),
+                ),
                 truncated: AtomicU64::new(0),
                 oversized: AtomicU64::new(0),
                 redacted: AtomicU64::new(0),
