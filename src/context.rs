@@ -247,6 +247,8 @@ pub(crate) struct Scope {
     /// sampling never takes the lock.
     request_hash: AtomicU64,
     user_hash: AtomicU64,
+    /// Whether the handle samples by request or user at all (else the hashes are never read).
+    hashes: bool,
 }
 
 impl fmt::Debug for Scope {
@@ -260,14 +262,18 @@ impl fmt::Debug for Scope {
 impl Scope {
     /// A scope of `telemetry` whose context is its base merged with `request`.
     pub(crate) fn new(telemetry: Telemetry, request: Context) -> Arc<Scope> {
+        let base = telemetry.base_context();
         let ctx = if request.is_empty() {
-            telemetry.base_context()
+            base
+        } else if base.is_empty() {
+            Arc::new(request)
         } else {
-            let mut merged = (*telemetry.base_context()).clone();
+            let mut merged = (*base).clone();
             merged.merge(&request);
             Arc::new(merged)
         };
         let scope = Scope {
+            hashes: telemetry.samples_by_key(),
             telemetry,
             ctx: Mutex::new(ctx.clone()),
             request_hash: AtomicU64::new(0),
@@ -278,6 +284,9 @@ impl Scope {
     }
 
     fn rehash(&self, ctx: &Context) {
+        if !self.hashes {
+            return;
+        }
         let h = |v: Option<&str>| v.map_or(0, |s| stable_hash(s).max(1));
         self.request_hash
             .store(h(ctx.request_id()), Ordering::Relaxed);

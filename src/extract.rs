@@ -11,7 +11,6 @@ use serde::Serialize;
 use crate::__private::{Callsite, Emit};
 use crate::context::{self, Context, Scope, WithContext};
 use crate::event::Properties;
-use crate::layer::RequestScope;
 use crate::telemetry::{Telemetry, object_properties};
 use crate::text::Text;
 use crate::timing::{DurationNames, Outcome, TrackDuration, TrackDurationExt};
@@ -155,11 +154,10 @@ impl Emit for Tracker {
 impl<S: Send + Sync> FromRequestParts<S> for Tracker {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(match parts.extensions.get::<RequestScope>() {
-            Some(RequestScope(scope)) => Tracker {
-                scope: scope.clone(),
-            },
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // Handlers are extracted inside the layer's scope, so the task-local has it.
+        Ok(match context::current_scope() {
+            Some(scope) => Tracker { scope },
             None => Tracker::new(Telemetry::global().clone(), Context::new()),
         })
     }

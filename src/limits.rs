@@ -279,9 +279,7 @@ impl Walk<'_> {
                 self.size += bound_str(s);
             }
             Value::Array(_) | Value::Object(_) if level >= limits.max_depth => {
-                // The marker obeys the string limit too.
-                let marker = &TOO_DEEP[..floor_char_boundary(TOO_DEEP, limits.max_string_length)];
-                *value = Value::String(marker.to_owned());
+                *value = Value::String(TOO_DEEP.to_owned());
                 self.out.truncated = true;
                 self.size += TOO_DEEP.len() + 2;
             }

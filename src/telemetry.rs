@@ -782,6 +782,11 @@ impl Telemetry {
         }
     }
 
+    /// Whether sampling can drop anything and is keyed by request or user.
+    pub(crate) fn samples_by_key(&self) -> bool {
+        self.inner.router.samples && self.inner.router.key != crate::config::SampleKey::Event
+    }
+
     fn sample_hash(&self, scope: Option<&Scope>) -> u64 {
         use crate::config::SampleKey;
         let by_request = || scope.and_then(Scope::request_hash);

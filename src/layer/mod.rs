@@ -43,5 +43,3 @@ mod telemetry_layer;
 pub use future::ResponseFuture;
 pub use service::TelemetryService;
 pub use telemetry_layer::{ClientIp, TelemetryLayer};
-
-pub(crate) use request::RequestScope;

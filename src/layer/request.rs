@@ -1,24 +1,19 @@
 //! Reading a request's context from its parts.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use http::header::{ACCEPT_LANGUAGE, HOST, REFERER, USER_AGENT};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::telemetry_layer::{ClientIp, LayerConfig};
-use crate::context::{Context, Scope};
+use crate::context::Context;
 use crate::text::Text;
 
 /// The longest header value copied into a context; longer ones are dropped.
 pub(crate) const MAX_HEADER_LEN: usize = 512;
 /// The longest accepted inbound request id.
 pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
-
-/// The request's scope, in the request extensions for [`Tracker`](crate::Tracker).
-#[derive(Clone, Debug)]
-pub(crate) struct RequestScope(pub(crate) Arc<Scope>);
 
 /// Whether an inbound request id is sane: 1–128 visible ASCII characters, no spaces.
 pub(crate) fn valid_request_id(v: &HeaderValue) -> bool {

@@ -7,7 +7,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::{RequestEvent, ResponseFuture};
-use super::request::{RequestScope, request_context, request_id};
+use super::request::{request_context, request_id};
 use super::telemetry_layer::LayerConfig;
 use crate::context::{self, Scope};
 use crate::telemetry::Telemetry;
@@ -80,7 +80,6 @@ where
         let ctx = request_context(&parts, &self.config, id);
         let request_event = RequestEvent::start(&telemetry, &self.config, &parts);
         let scope = Scope::new(telemetry, ctx);
-        parts.extensions.insert(RequestScope(scope.clone()));
         let req = Request::from_parts(parts, body);
 
         // The inner service's `call` may do work (and track events) before returning its
