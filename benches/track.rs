@@ -120,9 +120,88 @@ fn bench(c: &mut Criterion) {
     });
 }
 
+/// The layer alone: one request through `TelemetryService` around a service that answers at
+/// once, next to the same service bare (the difference is the layer's cost per request).
+fn layer(c: &mut Criterion) {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context as TaskCx, Poll, Waker};
+    use tower::{Layer, Service};
+
+    fn run<S>(svc: &mut S, track: bool) -> http::Response<()>
+    where
+        S: Service<http::Request<()>, Response = http::Response<()>, Error = Infallible>,
+    {
+        let req = http::Request::get("/api/generate?model=flux")
+            .header("host", "api.example.com")
+            .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) bench")
+            .body(())
+            .unwrap();
+        let _ = track;
+        let mut fut = pin!(svc.call(req));
+        match fut.as_mut().poll(&mut TaskCx::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(res)) => res,
+            _ => unreachable!("the inner service answers at once"),
+        }
+    }
+    let ok = tower::service_fn(|_req: http::Request<()>| async {
+        Ok::<_, Infallible>(http::Response::new(()))
+    });
+    let tracked = tower::service_fn(|_req: http::Request<()>| async {
+        track!(
+            "generation.started",
+            model = "flux-dev",
+            steps = 4,
+            credits_cost = 10
+        );
+        Ok::<_, Infallible>(http::Response::new(()))
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = handle(&rt, None);
+    let _guard = rt.enter();
+    let mut bare = ok.clone();
+    c.bench_function("layer/bare_service", |b| {
+        b.iter(|| black_box(run(&mut bare, false)))
+    });
+    let mut layered = tower_telemetry::TelemetryLayer::new(t.clone()).layer(ok);
+    c.bench_function("layer/telemetry_layer", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            for _ in 0..iters {
+                black_box(run(&mut layered, false));
+            }
+            let took = start.elapsed();
+            rt.block_on(t.flush(Duration::from_secs(10)));
+            took
+        })
+    });
+    let mut layered_track = tower_telemetry::TelemetryLayer::new(t.clone()).layer(tracked);
+    c.bench_function("layer/telemetry_layer_plus_track", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(10_000);
+                let start = std::time::Instant::now();
+                for _ in 0..n {
+                    black_box(run(&mut layered_track, true));
+                }
+                total += start.elapsed();
+                rt.block_on(t.flush(Duration::from_secs(10)));
+                left -= n;
+            }
+            total
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench
+    targets = bench, layer
 }
 criterion_main!(benches);

@@ -59,7 +59,9 @@ macro_rules! context_fields {
         #[derive(Clone, Default, PartialEq)]
         pub struct Context {
             $( $field: Option<Text>, )*
-            extra: Properties,
+            // Boxed: most contexts have no extra fields, and a context is moved and cloned per
+            // request; inline properties would make it four times larger.
+            extra: Option<Box<Properties>>,
             checked: CheckCache,
         }
 
@@ -89,14 +91,14 @@ macro_rules! context_fields {
             pub fn merge(&mut self, other: &Context) {
                 self.checked.reset();
                 $( if other.$field.is_some() { self.$field.clone_from(&other.$field); } )*
-                for (k, v) in other.extra.iter() {
-                    self.extra.insert_json(Text::copy_from(k), v.clone());
+                for (k, v) in other.fields().iter() {
+                    self.extra_mut().insert_json(Text::copy_from(k), v.clone());
                 }
             }
 
             /// Whether no field is set.
             pub fn is_empty(&self) -> bool {
-                true $( && self.$field.is_none() )* && self.extra.is_empty()
+                true $( && self.$field.is_none() )* && self.fields().is_empty()
             }
 
             /// The well-known fields that are set, as `(name, value)` pairs.
@@ -133,31 +135,36 @@ impl Context {
     /// Sets a free-form field (app version, environment, tenant...).
     pub fn with_field(mut self, key: impl Into<Text>, value: impl Serialize) -> Self {
         self.checked.reset();
-        self.extra.insert(key, value);
+        self.extra_mut().insert(key, value);
         self
     }
 
     /// Sets a free-form field in place.
     pub fn set_field(&mut self, key: impl Into<Text>, value: impl Serialize) -> &mut Self {
         self.checked.reset();
-        self.extra.insert(key, value);
+        self.extra_mut().insert(key, value);
         self
     }
 
     /// A free-form field's value.
     pub fn field(&self, key: &str) -> Option<&serde_json::Value> {
-        self.extra.get(key)
+        self.fields().get(key)
+    }
+
+    fn extra_mut(&mut self) -> &mut Properties {
+        self.extra.get_or_insert_with(Box::default)
     }
 
     /// All free-form fields.
     pub fn fields(&self) -> &Properties {
-        &self.extra
+        static NONE: Properties = Properties::new();
+        self.extra.as_deref().unwrap_or(&NONE)
     }
 
     /// The free-form fields, to redact them in place.
     pub(crate) fn fields_mut(&mut self) -> &mut Properties {
         self.checked.reset();
-        &mut self.extra
+        self.extra_mut()
     }
 }
 
@@ -167,7 +174,7 @@ impl fmt::Debug for Context {
         for (k, v) in self.known_fields() {
             m.entry(&k, &v);
         }
-        for (k, v) in self.extra.iter() {
+        for (k, v) in self.fields().iter() {
             m.entry(&k, v);
         }
         m.finish()
@@ -184,7 +191,7 @@ impl Serialize for Context {
             map.serialize_entry(k, v)?;
             known[i] = k;
         }
-        for (k, v) in self.extra.iter() {
+        for (k, v) in self.fields().iter() {
             if !known.contains(&k) {
                 map.serialize_entry(k, v)?;
             }
