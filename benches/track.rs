@@ -129,7 +129,7 @@ fn layer(c: &mut Criterion) {
     use std::task::{Context as TaskCx, Poll, Waker};
     use tower::{Layer, Service};
 
-    fn run<S>(svc: &mut S, track: bool) -> http::Response<()>
+    fn run<S>(svc: &mut S) -> http::Response<()>
     where
         S: Service<http::Request<()>, Response = http::Response<()>, Error = Infallible>,
     {
@@ -138,7 +138,6 @@ fn layer(c: &mut Criterion) {
             .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) bench")
             .body(())
             .unwrap();
-        let _ = track;
         let mut fut = pin!(svc.call(req));
         match fut.as_mut().poll(&mut TaskCx::from_waker(Waker::noop())) {
             Poll::Ready(Ok(res)) => res,
@@ -163,16 +162,16 @@ fn layer(c: &mut Criterion) {
         .unwrap();
     let t = handle(&rt, None);
     let _guard = rt.enter();
-    let mut bare = ok.clone();
+    let mut bare = ok;
     c.bench_function("layer/bare_service", |b| {
-        b.iter(|| black_box(run(&mut bare, false)))
+        b.iter(|| black_box(run(&mut bare)))
     });
     let mut layered = tower_telemetry::TelemetryLayer::new(t.clone()).layer(ok);
     c.bench_function("layer/telemetry_layer", |b| {
         b.iter_custom(|iters| {
             let start = std::time::Instant::now();
             for _ in 0..iters {
-                black_box(run(&mut layered, false));
+                black_box(run(&mut layered));
             }
             let took = start.elapsed();
             rt.block_on(t.flush(Duration::from_secs(10)));
@@ -188,7 +187,7 @@ fn layer(c: &mut Criterion) {
                 let n = left.min(10_000);
                 let start = std::time::Instant::now();
                 for _ in 0..n {
-                    black_box(run(&mut layered_track, true));
+                    black_box(run(&mut layered_track));
                 }
                 total += start.elapsed();
                 rt.block_on(t.flush(Duration::from_secs(10)));
