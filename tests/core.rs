@@ -546,3 +546,37 @@ async fn disabled_tracks_nothing() {
     assert!(memory.is_empty());
     assert!(!t.is_enabled());
 }
+
+#[tokio::test]
+async fn building_checks_what_each_destination_needs() {
+    let err =
+        Telemetry::from_yaml_str("telemetry:\n  destinations:\n    kafka:\n      events: [x.*]\n")
+            .unwrap_err();
+    let e = &err.errors()[0];
+    assert_eq!(e.path(), "telemetry.destinations.kafka");
+    assert!(e.message().contains("unknown destination `kafka`"), "{e}");
+    let err =
+        Telemetry::from_yaml_str("telemetry:\n  destinations:\n    audit:\n      type: nope\n")
+            .unwrap_err();
+    assert_eq!(err.errors()[0].path(), "telemetry.destinations.audit.type");
+    // Umami without its website id.
+    let err = Telemetry::from_yaml_str(
+        "telemetry:\n  destinations:\n    umami:\n      url: http://127.0.0.1:3000\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.errors()
+            .iter()
+            .any(|e| e.path() == "telemetry.destinations.umami.website_id"),
+        "{err}"
+    );
+    // Supplying the implementation in code skips the kind's own checks.
+    let config = Config::from_yaml_str("telemetry:\n  destinations:\n    kafka: {}\n").unwrap();
+    assert!(
+        Telemetry::builder()
+            .config(config)
+            .destination("kafka", MemoryDestination::new())
+            .build()
+            .is_ok()
+    );
+}

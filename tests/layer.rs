@@ -18,7 +18,7 @@ use http_body_util::Empty;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_telemetry::{
     Config, DestinationConfig, EventKind, MemoryDestination, RequestsConfig, Telemetry,
-    TelemetryLayer, Tracker, WithContextExt, props, track,
+    TelemetryLayer, TrackDurationExt, Tracker, WithContextExt, props, track,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -201,7 +201,14 @@ async fn a_thousand_concurrent_requests_have_no_cross_talk() {
 
 async fn boom() -> &'static str {
     track!("user.before_panic");
-    panic!("handler panicked");
+    async {
+        if std::hint::black_box(true) {
+            panic!("handler panicked");
+        }
+    }
+    .track_duration("api.boom")
+    .await;
+    "unreachable"
 }
 
 async fn who() -> String {
@@ -244,6 +251,10 @@ async fn a_panicking_handler_leaves_no_context_behind() {
         memory.named("user.before_panic")[0].context().user_id(),
         Some("alice")
     );
+    let failed = memory.named("api.boom.failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].properties().get("panic").unwrap(), true);
+    assert_eq!(failed[0].context().user_id(), Some("alice"));
     assert_eq!(memory.named("user.who")[0].context().user_id(), None);
     server.stop().await;
 }

@@ -1,0 +1,143 @@
+//! A long-running axum service with telemetry: the quick start's app as a server you can poke.
+//!
+//! ```sh
+//! cargo run --example axum_app -- --listen 127.0.0.1:8080
+//! curl -H 'authorization: Bearer user_123' 'http://127.0.0.1:8080/api/generate?model=flux-dev'
+//! curl -H 'authorization: Bearer user_123' http://127.0.0.1:8080/api/checkout
+//! ```
+//!
+//! Configuration comes from `TELEMETRY_CONFIG` (else `./config.yaml`), with
+//! `TELEMETRY_ENABLED` / `TELEMETRY_DEBUG` overrides. Ctrl-C stops accepting requests, waits for
+//! the ones in flight, then delivers every queued event before exiting (at most 10 s). Set
+//! `telemetry.requests.enabled: true` in the config for one page-view event per request.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{Query, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tower_telemetry::{
+    Telemetry, TelemetryLayer, TrackDurationExt, TrackDurationLayer, Tracker, props, track,
+};
+
+#[derive(Clone)]
+struct UserId(String);
+
+/// Stand-in authentication: `authorization: Bearer <user>`.
+async fn auth(mut req: Request, next: Next) -> Response {
+    let user = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|u| UserId(u.to_owned()));
+    if let Some(user) = user {
+        req.extensions_mut().insert(user);
+    }
+    next.run(req).await
+}
+
+/// The handler's error: a message for the events, a 400 for the client.
+#[derive(Debug)]
+struct BadRequest(&'static str);
+
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl axum::response::IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, self.0).into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct Params {
+    model: Option<String>,
+}
+
+async fn generate(
+    tracker: Tracker,
+    Query(p): Query<Params>,
+) -> Result<Json<serde_json::Value>, BadRequest> {
+    let model = p.model.unwrap_or_else(|| "flux-dev".into());
+    tracker.track("generation.params", props! { "model" => &model });
+    async {
+        if model.is_empty() {
+            return Err(BadRequest("empty model"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(Json(
+            serde_json::json!({ "image": format!("https://cdn.example.com/{model}.png") }),
+        ))
+    }
+    .track_duration("generation")
+    .await
+}
+
+async fn checkout() -> &'static str {
+    track!(
+        "payment.checkout_completed",
+        package_id = "creator",
+        amount = 9.99
+    );
+    "thanks"
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".parse().expect("a valid filter")),
+        )
+        .init();
+    let args: Vec<String> = std::env::args().collect();
+    let listen: SocketAddr = args
+        .iter()
+        .position(|a| a == "--listen")
+        .and_then(|i| args.get(i + 1))
+        .map_or("127.0.0.1:8080", String::as_str)
+        .parse()?;
+
+    let telemetry = Telemetry::from_env()?;
+    telemetry.install_global();
+    track!("system.boot", listen = listen.to_string());
+
+    let app = Router::new()
+        .route(
+            "/api/generate",
+            get(generate).layer(TrackDurationLayer::new("api.generate")),
+        )
+        .route("/api/checkout", get(checkout))
+        .route("/health", get(|| async { "ok" }))
+        .layer(
+            TelemetryLayer::new(telemetry.clone()).user_id(|parts: &http::request::Parts| {
+                parts.extensions.get::<UserId>().map(|u| u.0.clone())
+            }),
+        )
+        .layer(middleware::from_fn(auth));
+
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+
+    track!("system.shutdown");
+    let report = telemetry.shutdown(Duration::from_secs(10)).await;
+    tracing::info!("{report}");
+    Ok(())
+}
