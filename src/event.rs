@@ -108,7 +108,7 @@ pub enum EventKind {
 /// An event's properties: string keys to JSON values, in insertion order.
 ///
 /// Inserting a key that is already present replaces its value in place. Keys given as literals
-/// are not copied. Build them with [`props!`](crate::props) or [`track!`](crate::track).
+/// are not copied. Build them with [`props!`](crate::props) or [`track!`](macro@crate::track).
 ///
 /// ```
 /// use tower_telemetry::{props, Properties};
@@ -292,7 +292,7 @@ pub fn validate_name(name: &str) -> Result<(), InvalidName> {
 
 /// One tracked event: what happened, when, with which properties, in which context.
 ///
-/// Events are built by the pipeline ([`track!`](crate::track), [`Telemetry::track`](crate::Telemetry::track), ...)
+/// Events are built by the pipeline ([`track!`](macro@crate::track), [`Telemetry::track`](crate::Telemetry::track), ...)
 /// and shared with every destination they are routed to as an `Arc<Event>`. Destinations read
 /// them through the accessors; [`Event::new`] builds one directly, for testing a destination.
 ///

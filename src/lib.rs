@@ -52,14 +52,14 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod config;
+pub mod config;
 mod context;
-mod destination;
+pub mod destination;
 mod dispatch;
 mod event;
 mod extract;
 pub mod layer;
-mod limits;
+pub mod limits;
 mod redact;
 #[cfg(feature = "nats")]
 pub mod relay;

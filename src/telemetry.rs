@@ -33,7 +33,7 @@ use crate::text::Text;
 ///
 /// Build one from a YAML file ([`from_yaml_file`](Self::from_yaml_file)), a string, the
 /// environment ([`from_env`](Self::from_env)) or in code ([`builder`](Self::builder)); track
-/// events with [`track!`](crate::track), [`Telemetry::track`] or the free functions; shut it
+/// events with [`track!`](macro@crate::track), [`Telemetry::track`] or the free functions; shut it
 /// down with [`shutdown`](Self::shutdown) so queued events are delivered.
 ///
 /// Tracking never blocks, never awaits and never panics: an event is routed and sampled by name
@@ -588,7 +588,7 @@ impl Telemetry {
         }
     }
 
-    /// Makes this handle the process-wide default used by [`track!`](crate::track), the free
+    /// Makes this handle the process-wide default used by [`track!`](macro@crate::track), the free
     /// functions and [`Tracker`](crate::Tracker) outside a request. The first call wins: it
     /// returns `false` (and logs a warning) if a handle was already installed.
     pub fn install_global(&self) -> bool {
@@ -622,7 +622,7 @@ impl Telemetry {
 
     /// Tracks `name` with `properties`, in the current context.
     ///
-    /// Prefer [`track!`](crate::track) on hot paths: it decides routing and sampling before
+    /// Prefer [`track!`](macro@crate::track) on hot paths: it decides routing and sampling before
     /// evaluating the properties.
     pub fn track(&self, name: impl Into<Text>, properties: Properties) {
         let scope = context::current_scope();
@@ -913,7 +913,7 @@ impl Telemetry {
     }
 
     /// Runs `future` in a new request scope: events tracked inside carry this handle's base
-    /// context merged with `context`, and [`track!`](crate::track) inside uses this handle.
+    /// context merged with `context`, and [`track!`](macro@crate::track) inside uses this handle.
     pub fn scope<F: Future>(&self, context: Context, future: F) -> WithContext<F> {
         context::enter(Scope::new(self.clone(), context), future)
     }

@@ -41,9 +41,9 @@ use crate::event::Event;
 mod logging;
 mod memory;
 #[cfg(feature = "nats")]
-pub(crate) mod nats;
+pub mod nats;
 #[cfg(feature = "umami")]
-mod umami;
+pub mod umami;
 
 pub(crate) use logging::Escaped;
 pub use logging::LoggingDestination;

@@ -62,7 +62,7 @@
 
 mod config;
 mod connect;
-mod schema;
+pub mod schema;
 
 use std::fmt;
 use std::sync::Arc;

@@ -91,7 +91,7 @@ fn kind_name(kind: EventKind) -> &'static str {
     }
 }
 
-/// The event as a version 1 JSON payload (see the [module docs](self)).
+/// The event as a version 1 JSON payload (see the [`schema` module docs](crate::destination::nats::schema)).
 ///
 /// ```
 /// use tower_telemetry::{Event, decode_event, encode_event, props};
