@@ -198,6 +198,61 @@ fn layer(c: &mut Criterion) {
     });
 }
 
+/// Routing decisions for names built at run time (the thread-local cache), and extracting a
+/// `Tracker` in a handler.
+fn routing(c: &mut Criterion) {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context as TaskCx, Poll, Waker};
+    use tower_telemetry::{Text, Tracker};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = handle(&rt, None);
+    // Not routed anywhere: these benches time the routing decision alone.
+    let hot: Vec<Text> = (0..64)
+        .map(|i| Text::from(format!("system.hot{i}")))
+        .collect();
+    let mut i = 0;
+    c.bench_function("route/cache_hit", |b| {
+        b.iter(|| {
+            i = (i + 1) % hot.len();
+            track!(&t => hot[i].clone(), n = 1)
+        })
+    });
+    // More distinct names than the cache holds: every lookup misses and computes the route.
+    let cold: Vec<Text> = (0..50_000)
+        .map(|i| Text::from(format!("system.cold{i}")))
+        .collect();
+    let mut j = 0;
+    c.bench_function("route/cache_miss", |b| {
+        b.iter(|| {
+            j = (j + 1) % cold.len();
+            track!(&t => cold[j].clone(), n = 1)
+        })
+    });
+
+    let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+    t.scope_sync(request(), || {
+        c.bench_function("extract/tracker", |b| {
+            b.iter(|| {
+                let mut fut = pin!(
+                    <Tracker as axum::extract::FromRequestParts<()>>::from_request_parts(
+                        &mut parts,
+                        &()
+                    )
+                );
+                match fut.as_mut().poll(&mut TaskCx::from_waker(Waker::noop())) {
+                    Poll::Ready(Ok(tracker)) => black_box(tracker),
+                    _ => unreachable!("extraction is immediate"),
+                }
+            })
+        });
+    });
+}
+
 /// The dispatcher's sustained rate: one producer, the worker on another thread, a counting
 /// destination; each iteration tracks 100 000 events and waits until all are delivered.
 fn dispatch(c: &mut Criterion) {
@@ -236,6 +291,6 @@ fn dispatch(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench, layer, dispatch
+    targets = bench, routing, layer, dispatch
 }
 criterion_main!(benches);
