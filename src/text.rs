@@ -29,7 +29,7 @@ enum Repr {
     Shared(Arc<str>),
     // The parts of a request are kept as the request's own reference-counted buffers: copying
     // them into a context costs a reference count bump, not an allocation.
-    /// A header value known to be visible ASCII.
+    /// A header value known to be UTF-8.
     Header(http::HeaderValue),
     /// The path of a request target.
     Path(http::uri::PathAndQuery),
@@ -60,9 +60,9 @@ impl Text {
         }
     }
 
-    /// A header value's text without copying it; `None` if it is not visible ASCII.
+    /// A header value's text without copying it; `None` if it is not UTF-8.
     pub(crate) fn from_header(value: &http::HeaderValue) -> Option<Text> {
-        value.to_str().ok()?;
+        std::str::from_utf8(value.as_bytes()).ok()?;
         Some(Text(Repr::Header(value.clone())))
     }
 
@@ -284,8 +284,10 @@ mod tests {
         assert!(Text::from_query(&"/x".parse().unwrap()).is_none());
         let ua = http::HeaderValue::from_static("Mozilla/5.0");
         assert_eq!(Text::from_header(&ua).unwrap(), "Mozilla/5.0");
-        assert!(
-            Text::from_header(&http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()).is_none()
+        assert!(Text::from_header(&http::HeaderValue::from_bytes(b"caf\xe9").unwrap()).is_none());
+        assert_eq!(
+            Text::from_header(&http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()).unwrap(),
+            "café"
         );
         assert_eq!(Text::from_header(&ua).unwrap().truncated(3), "Moz");
     }

@@ -24,11 +24,15 @@ pub(crate) fn valid_request_id(v: &HeaderValue) -> bool {
 /// A fresh UUIDv7 request id, as a header value and as text sharing its bytes.
 pub(crate) fn new_request_id() -> (Text, HeaderValue) {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s: &str = crate::event::new_event_id()
+    crate::event::new_event_id()
         .hyphenated()
         .encode_lower(&mut buf);
+    // One shared allocation, reference-counted from the start: the id is cloned into the
+    // request headers, the extensions, the context and the response.
+    let bytes = bytes::Bytes::from_owner(buf);
     // A hyphenated UUID is always a valid header value.
-    let value = HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let value = HeaderValue::from_maybe_shared(bytes)
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let text = Text::from_header(&value).unwrap_or_default();
     (text, value)
 }
