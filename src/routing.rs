@@ -254,6 +254,32 @@ impl Router {
         }
     }
 
+    /// A router for `targets` with the configuration's global sampling; a bad `always` glob is
+    /// added to `errors` (and left out).
+    pub(crate) fn configured(
+        targets: Vec<RouteTarget>,
+        sampling: &crate::config::SamplingConfig,
+        errors: &mut Vec<crate::config::ConfigError>,
+    ) -> Router {
+        let mut always = Vec::new();
+        for (i, g) in sampling.always.iter().enumerate() {
+            match Glob::new(g) {
+                Ok(g) => always.push(g),
+                Err(msg) => errors.push(crate::config::ConfigError::new(
+                    format!("telemetry.sampling.always[{i}]"),
+                    None,
+                    msg,
+                )),
+            }
+        }
+        Router::new(
+            targets,
+            always,
+            sampling.enabled.then_some(sampling.rate),
+            sampling.key,
+        )
+    }
+
     /// The packed route of a name (not cached).
     pub(crate) fn compute(&self, name: &str) -> u32 {
         if validate_name(name).is_err() {

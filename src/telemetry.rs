@@ -330,28 +330,11 @@ impl TelemetryBuilder {
                 )),
             }
         }
-        let mut always = Vec::new();
-        for (i, g) in config.sampling.always.iter().enumerate() {
-            match Glob::new(g) {
-                Ok(g) => always.push(g),
-                Err(msg) => errors.push(ConfigError::new(
-                    format!("telemetry.sampling.always[{i}]"),
-                    None,
-                    msg,
-                )),
-            }
-        }
+        let router = Router::configured(targets, &config.sampling, &mut errors);
         if !errors.is_empty() {
             return Err(errors.into());
         }
 
-        let sampling = &config.sampling;
-        let router = Router::new(
-            targets,
-            always,
-            sampling.enabled.then_some(sampling.rate),
-            sampling.key,
-        );
         let progress = Arc::new(Notify::new());
         let mut lanes = Vec::with_capacity(entries.len());
         let mut workers = Vec::with_capacity(entries.len());

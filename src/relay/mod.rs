@@ -65,7 +65,7 @@ pub use config::RelayConfig;
 
 use crate::config::{Config, ConfigError, ConfigErrors, DeliveryConfig, DestinationConfig};
 use crate::destination::{Destination, MemoryDestination};
-use crate::routing::{Filter, Glob, MAX_DESTINATIONS, RouteTarget, Router, threshold};
+use crate::routing::{Filter, MAX_DESTINATIONS, RouteTarget, Router, threshold};
 use crate::telemetry::{build_kind, effective_delivery};
 
 /// A relay, configured and not yet started. See the [module docs](self).
@@ -214,27 +214,10 @@ impl RelayBuilder {
                 format!("at most {MAX_DESTINATIONS} destinations are supported"),
             ));
         }
-        let mut always = Vec::new();
-        for (i, g) in config.sampling.always.iter().enumerate() {
-            match Glob::new(g) {
-                Ok(g) => always.push(g),
-                Err(msg) => errors.push(ConfigError::new(
-                    format!("telemetry.sampling.always[{i}]"),
-                    None,
-                    msg,
-                )),
-            }
-        }
+        let router = Router::configured(targets, &config.sampling, &mut errors);
         if !errors.is_empty() {
             return Err(errors.into());
         }
-        let sampling = &config.sampling;
-        let router = Router::new(
-            targets,
-            always,
-            sampling.enabled.then_some(sampling.rate),
-            sampling.key,
-        );
         Ok(Relay {
             config: relay,
             router,
