@@ -80,6 +80,8 @@ struct Inner {
     request_excludes: Vec<Glob>,
     memories: HashMap<String, MemoryDestination>,
     shutdown_started: AtomicBool,
+    /// A shutdown hit its deadline and abandoned what was left.
+    aborted: AtomicBool,
     policy: Policy,
     truncated: AtomicU64,
     oversized: AtomicU64,
@@ -378,6 +380,7 @@ impl TelemetryBuilder {
             request_excludes,
             memories,
             shutdown_started: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
             policy: Policy::new(Redactor::new(&config.redact), config.limits),
             truncated: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
@@ -555,6 +558,7 @@ impl Telemetry {
                 request_excludes: Vec::new(),
                 memories: HashMap::new(),
                 shutdown_started: AtomicBool::new(false),
+                aborted: AtomicBool::new(false),
                 policy: Policy::new(
                     Redactor::new(&RedactConfig::default().enabled(false)),
                     LimitsConfig::default(),
@@ -972,6 +976,9 @@ impl Telemetry {
         };
         let finished = self.wait_until(timeout, all_finished).await;
         if !finished {
+            // Set before aborting: a concurrent shutdown that sees the workers end because of
+            // this abort must report the timeout too.
+            inner.aborted.store(true, Ordering::SeqCst);
             for lane in inner.lanes.iter() {
                 if let Some(abort) = lane
                     .shared
@@ -995,7 +1002,8 @@ impl Telemetry {
         inner.report_drops(true, false);
         ShutdownReport {
             stats: self.stats(),
-            timed_out: !finished,
+            // Whichever call hit the deadline, every call reports the same end state.
+            timed_out: !finished || inner.aborted.load(Ordering::SeqCst),
         }
     }
 
