@@ -351,6 +351,7 @@ impl Event {
 
     /// The same event with the id it was first given (rebuilding an event that crossed a
     /// process boundary, so deduplication by id keeps working).
+    #[cfg(feature = "nats")]
     pub(crate) fn with_id(mut self, id: Uuid) -> Self {
         self.id = id;
         self
