@@ -30,22 +30,8 @@ fn errors_of(yaml: &str) -> Vec<(String, Option<usize>, String)> {
     }
 }
 
-const SEED: &str = "\
-telemetry:
-  enabled: true
-  debug: false
-  destinations:
-    umami:
-      enabled: true
-      events: [user.*, generation.*, payment.*]
-    logging:
-      enabled: true
-      level: INFO
-      events: [error.*, system.*]
-  sampling:
-    enabled: false
-    rate: 1.0
-";
+/// The seed module's `config.yaml`, exactly.
+const SEED: &str = include_str!("fixtures/seed.yaml");
 
 #[test]
 fn the_seed_config_parses() {

@@ -11,22 +11,8 @@ use tower_telemetry::{
     RetryConfig, SampleKey, SamplingConfig, Telemetry, props, track,
 };
 
-const SEED: &str = r#"
-telemetry:
-  enabled: true
-  debug: false
-  destinations:
-    umami:
-      enabled: true
-      events: [user.*, generation.*, payment.*]
-    logging:
-      enabled: true
-      level: INFO
-      events: [error.*, system.*]
-  sampling:
-    enabled: false
-    rate: 1.0
-"#;
+/// The seed module's `config.yaml`, exactly.
+const SEED: &str = include_str!("fixtures/seed.yaml");
 
 const SECOND: Duration = Duration::from_secs(1);
 
