@@ -8,7 +8,6 @@ mod common;
 mod support;
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -18,6 +17,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use common::Scripted;
 use common::http::{Server, client, get as req, send};
+use common::logs::Logs;
 use http::{HeaderValue, StatusCode};
 use http_body_util::Empty;
 use serde_json::{Value, json};
@@ -30,36 +30,6 @@ use tower_telemetry::{
 const SECOND: Duration = Duration::from_secs(1);
 
 // ----- helpers -----------------------------------------------------------------------------
-
-/// Log output captured from a `tracing` subscriber scoped to the test.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// A subscriber writing plain lines (no ANSI) at `level` and above into these logs.
-    fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber + Send + Sync {
-        let writer = self.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(level)
-            .with_ansi(false)
-            .finish()
-    }
-}
 
 fn fast() -> DeliveryConfig {
     DeliveryConfig::default().flush_interval(Duration::ZERO)

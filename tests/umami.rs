@@ -2,11 +2,13 @@
 //! HTTP on 127.0.0.1.
 #![cfg(feature = "umami")]
 
+mod common;
 mod support;
 
+use common::logs::Logs;
+
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -183,36 +185,11 @@ async fn page_views_have_no_name() {
     }
 }
 
-/// Captures what is logged on this thread (the tests run the worker on the same thread).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn a_bot_like_user_agent_is_counted_as_discarded_and_warned_once() {
+    // Captures what is logged on this thread (the worker runs on the same thread).
     let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
 
     let server = UmamiServer::start().await;
     let (telemetry, umami) = handle(config(&server).user_agent("curl/8.5.0"), fast());
