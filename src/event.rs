@@ -419,20 +419,84 @@ impl Serialize for Event {
     }
 }
 
-/// A fresh UUIDv7: the current millisecond and 74 random bits from the thread-local generator.
+/// A fresh UUIDv7: the current millisecond and 74 bits that are random at each new millisecond
+/// and then count up by a random step (RFC 9562, §6.2 method 2, "monotonic random").
 ///
-/// Not `Uuid::now_v7()`: that keeps its monotonic counter behind one process-wide mutex, a
-/// contended lock when every worker thread tracks events. Ids are ordered by millisecond, not
-/// within one; with 74 random bits per millisecond a collision is out of reach.
+/// Not `Uuid::now_v7()`: that keeps its counter behind one process-wide mutex, a contended lock
+/// when every worker thread tracks events. Here each thread keeps its own: at the first id of a
+/// millisecond it draws 73 bits from the thread-local CSPRNG (the top bit of the 74 stays clear,
+/// room to count), and each further id in that millisecond adds a step of 1 to 2^24 from a
+/// splitmix64 sequence seeded from the same draw. Ids from one thread are strictly increasing;
+/// ids from different threads in one millisecond start 73 random bits apart, so they collide
+/// with negligible probability. One CSPRNG draw per thread and millisecond instead of one per id.
 pub(crate) fn new_event_id() -> Uuid {
     new_event_id_at(SystemTime::now())
 }
 
+/// The 74 bits below the timestamp and version that a UUIDv7 leaves to the generator.
+const COUNTER_BITS: u32 = 74;
+
+/// Per-thread state of [`new_event_id_at`]: the millisecond of the last id, its 74-bit
+/// counter and the step generator's state.
+#[derive(Clone, Copy)]
+struct IdState {
+    ms: u64,
+    counter: u128,
+    step: u64,
+}
+
+thread_local! {
+    static IDS: std::cell::Cell<IdState> = const {
+        std::cell::Cell::new(IdState { ms: u64::MAX, counter: 0, step: 0 })
+    };
+}
+
 /// [`new_event_id`] for a time already read.
 pub(crate) fn new_event_id_at(now: SystemTime) -> Uuid {
-    let ms = unix_millis(now);
-    let random: [u8; 10] = rand::random();
-    uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
+    let ms = unix_millis(now) & ((1 << 48) - 1);
+    let counter = IDS
+        .try_with(|cell| {
+            let mut s = cell.get();
+            s.counter = if s.ms == ms {
+                next_counter(s.counter, &mut s.step)
+            } else {
+                None
+            }
+            .unwrap_or_else(|| fresh_counter(&mut s.step));
+            s.ms = ms;
+            cell.set(s);
+            s.counter
+        })
+        // The thread is exiting (thread-locals torn down): a one-off random id.
+        .unwrap_or_else(|_| fresh_counter(&mut 0));
+    Uuid::from_u128(compose_v7(ms, counter))
+}
+
+/// A counter for a new millisecond: 73 random bits (the top one of 74 clear), and a new seed.
+fn fresh_counter(step: &mut u64) -> u128 {
+    let r: u128 = rand::random();
+    *step = (r >> COUNTER_BITS) as u64;
+    r & ((1 << (COUNTER_BITS - 1)) - 1)
+}
+
+/// The next counter in the same millisecond, or `None` if it would overflow its 74 bits.
+fn next_counter(counter: u128, step: &mut u64) -> Option<u128> {
+    *step = step.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *step;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let next = counter + u128::from(z >> 40) + 1;
+    (next >> COUNTER_BITS == 0).then_some(next)
+}
+
+/// A UUIDv7 from a 48-bit millisecond and a 74-bit counter: `ms | 7 | 12 bits | 0b10 | 62 bits`.
+fn compose_v7(ms: u64, counter: u128) -> u128 {
+    (u128::from(ms) << 80)
+        | (0x7 << 76)
+        | ((counter >> 62) << 64)
+        | (0b10 << 62)
+        | (counter & ((1 << 62) - 1))
 }
 
 pub(crate) fn unix_millis(t: SystemTime) -> u64 {
@@ -534,6 +598,54 @@ mod tests {
         );
         let ms = |id: &Uuid| id.get_timestamp().unwrap().to_unix();
         assert!(ms(&ids[0]) <= ms(&ids[ids.len() - 1]));
+    }
+
+    #[test]
+    fn ids_of_one_millisecond_count_up_by_random_steps() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_764_075_035_123);
+        let ids: Vec<Uuid> = (0..10_000).map(|_| new_event_id_at(now)).collect();
+        for id in &ids {
+            assert_eq!(id.get_version_num(), 7);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+            assert_eq!((secs, nanos), (1_764_075_035, 123_000_000));
+        }
+        // Strictly increasing within the millisecond (method 2), by steps that vary.
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let steps: std::collections::HashSet<u128> = ids
+            .windows(2)
+            .map(|w| w[1].as_u128() - w[0].as_u128())
+            .collect();
+        assert!(steps.len() > 9_000, "steps repeat: {}", steps.len());
+        // A new millisecond starts from fresh random bits, not from the old counter.
+        let later = new_event_id_at(now + Duration::from_millis(1));
+        let again = new_event_id_at(now + Duration::from_millis(2));
+        let low = |id: Uuid| id.as_u128() & ((1 << 76) - 1);
+        assert_ne!(low(later), low(again));
+        assert!(later > ids[ids.len() - 1] && again > later);
+    }
+
+    #[test]
+    fn a_counter_about_to_overflow_starts_afresh() {
+        let mut step = 1;
+        let top = (1u128 << COUNTER_BITS) - 1;
+        assert_eq!(next_counter(top, &mut step), None);
+        assert!(next_counter(0, &mut step).is_some_and(|c| (1..=1 << 24).contains(&c)));
+        let fresh = fresh_counter(&mut step);
+        assert_eq!(fresh >> (COUNTER_BITS - 1), 0, "room left to count");
+    }
+
+    #[test]
+    fn ids_from_many_threads_never_collide() {
+        let now = SystemTime::now();
+        let per_thread: Vec<Vec<Uuid>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..20_000).map(|_| new_event_id_at(now)).collect()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let all: std::collections::HashSet<Uuid> = per_thread.iter().flatten().copied().collect();
+        assert_eq!(all.len(), 80_000);
     }
 
     #[test]
