@@ -1,6 +1,7 @@
 //! Reading a request's context from its parts.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::header::{ACCEPT_LANGUAGE, HOST, REFERER, USER_AGENT};
 use http::request::Parts;
@@ -104,8 +105,17 @@ fn client_ip(parts: &Parts, how: &ClientIp) -> Option<Text> {
 }
 
 /// The context of a request, as the layer is configured to read it.
-pub(crate) fn request_context(parts: &Parts, config: &LayerConfig, request_id: Text) -> Context {
-    let mut ctx = Context::new().with_request_id(request_id);
+///
+/// Built in place in its `Arc`: a context is ~600 bytes, and moving it into the `Arc` afterwards
+/// was a visible share of the layer's cost.
+pub(crate) fn request_context(
+    parts: &Parts,
+    config: &LayerConfig,
+    request_id: Text,
+) -> Arc<Context> {
+    let mut arc = Arc::new(Context::new());
+    let ctx = Arc::make_mut(&mut arc); // fresh: never shared, never cloned
+    ctx.set_request_id(Some(request_id));
     match parts.uri.path_and_query() {
         Some(pq) => {
             ctx.set_path(Some(Text::from_path(pq)));
@@ -140,7 +150,7 @@ pub(crate) fn request_context(parts: &Parts, config: &LayerConfig, request_id: T
     if let Some(resolve) = &config.session_id {
         ctx.set_session_id(resolve(parts));
     }
-    ctx
+    arc
 }
 
 #[cfg(test)]
