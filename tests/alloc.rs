@@ -94,3 +94,108 @@ fn not_routed_sampled_out_and_disabled_do_not_allocate() {
     });
     assert_eq!(n, 0, "disabled");
 }
+
+/// What one request costs in allocations: through `TelemetryLayer`, with and without one routed
+/// `track!` with 3 properties, next to the same service bare. Allocation counts are exact, so
+/// this pins the per-request budget: a change that adds an allocation to the request path
+/// fails here and has to justify itself.
+#[test]
+fn a_request_through_the_layer_allocates_within_its_budget() {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context as TaskCx, Poll, Waker};
+    use tower::{Layer, Service};
+
+    /// A request as hyper hands it over: the URI and header values share the connection's
+    /// read buffer, so cloning them copies nothing (static bytes stand in for that buffer).
+    fn request() -> http::Request<()> {
+        let shared = |s: &'static str| {
+            http::HeaderValue::from_maybe_shared(bytes::Bytes::from_static(s.as_bytes())).unwrap()
+        };
+        let uri =
+            http::Uri::from_maybe_shared(bytes::Bytes::from_static(b"/api/generate?model=flux"))
+                .unwrap();
+        http::Request::get(uri)
+            .header("host", shared("api.example.com"))
+            .header(
+                "user-agent",
+                shared("Mozilla/5.0 (X11; Linux x86_64) bench"),
+            )
+            .body(())
+            .unwrap()
+    }
+    /// A response as a handler returning text makes it: with a `content-type` header.
+    fn response() -> http::Response<()> {
+        let mut res = http::Response::new(());
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        res
+    }
+    /// Allocations made while one request is handled (building the request not counted).
+    fn per_request<S>(svc: &mut S) -> usize
+    where
+        S: Service<http::Request<()>, Response = http::Response<()>, Error = Infallible>,
+    {
+        let req = request();
+        allocations(|| {
+            let mut fut = pin!(svc.call(req));
+            match fut.as_mut().poll(&mut TaskCx::from_waker(Waker::noop())) {
+                Poll::Ready(Ok(res)) => drop(res),
+                _ => unreachable!("the inner service answers at once"),
+            }
+        })
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let telemetry = Telemetry::builder()
+        .config(
+            Config::default().destination(
+                DestinationConfig::new("m")
+                    .kind("memory")
+                    .events(["generation.*"]),
+            ),
+        )
+        .build()
+        .unwrap();
+    let ok = tower::service_fn(|_req: http::Request<()>| async { Ok::<_, Infallible>(response()) });
+    let tracked = tower::service_fn(|_req: http::Request<()>| async {
+        track!(
+            "generation.started",
+            model = "flux-dev",
+            steps = 4,
+            credits_cost = 10
+        );
+        Ok::<_, Infallible>(response())
+    });
+    let mut bare = ok;
+    let mut layered = tower_telemetry::TelemetryLayer::new(telemetry.clone()).layer(ok);
+    let mut layered_track = tower_telemetry::TelemetryLayer::new(telemetry.clone()).layer(tracked);
+    // Warm-up: call-site route caches, thread-local generators.
+    for _ in 0..2 {
+        per_request(&mut bare);
+        per_request(&mut layered);
+        per_request(&mut layered_track);
+    }
+    let bare = per_request(&mut bare);
+    let layer = per_request(&mut layered) - bare;
+    let with_track = per_request(&mut layered_track) - bare;
+    println!(
+        "allocations per request: bare {bare}, layer +{layer}, layer and track! +{with_track}"
+    );
+    // The layer: the generated request id (one buffer shared by the request and response
+    // headers and the context), the context, the scope.
+    assert!(layer <= 3, "the layer allocates {layer} times per request");
+    // track!: the event, and the one string property's value.
+    assert!(
+        with_track - layer <= 2,
+        "track! allocates {} times",
+        with_track - layer
+    );
+}

@@ -370,6 +370,31 @@ async fn works_with_tower_http_request_id_layers_in_either_order() {
 }
 
 #[tokio::test]
+async fn the_request_id_extension_is_inserted_only_when_asked() {
+    let (t, _memory) = telemetry();
+    for (on, expect_extension) in [(false, false), (true, true)] {
+        let app = Router::new()
+            .route("/", get(ids))
+            .layer(TelemetryLayer::new(t.clone()).request_id_extension(on));
+        let server = Server::start(app).await;
+        let (res, body) = send(
+            &client(),
+            req(&server.url("/")).body(Empty::<Bytes>::new()).unwrap(),
+        )
+        .await;
+        let echoed = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let (ours, theirs) = body.split_once('|').unwrap();
+        assert_eq!(ours, echoed);
+        if expect_extension {
+            assert_eq!(theirs, echoed, "the extension carries the same id");
+        } else {
+            assert_eq!(theirs, "", "no extension unless asked for");
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn automatic_request_events() {
     let t = Telemetry::builder()
         .config(

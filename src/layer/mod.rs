@@ -32,8 +32,9 @@
 //!
 //! Both orders work and agree on the id: outside `TelemetryLayer`, `SetRequestIdLayer` sets the
 //! `x-request-id` header that this layer then keeps; inside it, this layer has already set the
-//! header (and tower-http's [`RequestId`](tower_http::request_id::RequestId) extension), which
-//! `SetRequestIdLayer` keeps.
+//! header, which `SetRequestIdLayer` keeps (and turns into tower-http's
+//! [`RequestId`](tower_http::request_id::RequestId) extension). Without tower-http, ask for
+//! the extension with [`TelemetryLayer::request_id_extension`].
 
 mod future;
 mod request;

@@ -68,10 +68,11 @@ where
         if generated || !parts.headers.contains_key(header) {
             parts.headers.insert(header.clone(), id_value.clone());
         }
-        if parts
-            .extensions
-            .get::<tower_http::request_id::RequestId>()
-            .is_none()
+        if self.config.request_id_extension
+            && parts
+                .extensions
+                .get::<tower_http::request_id::RequestId>()
+                .is_none()
         {
             parts
                 .extensions

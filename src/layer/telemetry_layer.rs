@@ -32,6 +32,7 @@ pub enum ClientIp {
 #[derive(Clone)]
 pub(crate) struct LayerConfig {
     pub(crate) request_id_header: HeaderName,
+    pub(crate) request_id_extension: bool,
     pub(crate) hostname: Option<Text>,
     pub(crate) client_ip: ClientIp,
     pub(crate) capture_headers: bool,
@@ -46,6 +47,7 @@ impl fmt::Debug for LayerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LayerConfig")
             .field("request_id_header", &self.request_id_header)
+            .field("request_id_extension", &self.request_id_extension)
             .field("hostname", &self.hostname)
             .field("client_ip", &self.client_ip)
             .field("capture_headers", &self.capture_headers)
@@ -99,6 +101,7 @@ impl TelemetryLayer {
             telemetry,
             config: Arc::new(LayerConfig {
                 request_id_header: HeaderName::from_static("x-request-id"),
+                request_id_extension: false,
                 hostname: None,
                 client_ip: ClientIp::Off,
                 capture_headers: true,
@@ -154,6 +157,18 @@ impl TelemetryLayer {
     /// The header the request id is read from and echoed in. Defaults to `x-request-id`.
     pub fn request_id_header(mut self, name: HeaderName) -> Self {
         self.config_mut().request_id_header = name;
+        self
+    }
+
+    /// Whether the layer also inserts tower-http's
+    /// [`RequestId`](tower_http::request_id::RequestId) extension into requests that have none,
+    /// for handlers that extract `Extension<RequestId>` without tower-http's
+    /// `SetRequestIdLayer`. Defaults to `false`: the id is already in the request header, in
+    /// the context ([`Tracker::context`](crate::Tracker::context)) and echoed on the response,
+    /// and the extension costs up to three allocations per request. With `SetRequestIdLayer`
+    /// on either side the extension is there anyway (it reads the header this layer sets).
+    pub fn request_id_extension(mut self, on: bool) -> Self {
+        self.config_mut().request_id_extension = on;
         self
     }
 
