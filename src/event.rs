@@ -151,6 +151,24 @@ impl Properties {
         self
     }
 
+    /// `track!`'s insert: with `fresh` (its keys are distinct literals and these properties
+    /// were empty) the key cannot be present yet, so it is appended without a search.
+    #[doc(hidden)]
+    #[inline]
+    pub fn __insert_fresh(
+        &mut self,
+        fresh: bool,
+        key: impl Into<Text>,
+        value: impl Serialize,
+    ) -> &mut Self {
+        if fresh {
+            self.entries.push((key.into(), to_json(&value)));
+            self
+        } else {
+            self.insert(key, value)
+        }
+    }
+
     /// Sets `key` to an already built JSON value.
     pub fn insert_json(&mut self, key: impl Into<Text>, value: serde_json::Value) -> &mut Self {
         let key = key.into();

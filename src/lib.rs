@@ -231,7 +231,13 @@ macro_rules! track {
 macro_rules! __track_props {
     ($p:ident;) => {};
     ($p:ident; $($key:tt = $value:expr),+ $(,)?) => {
-        $( $p.insert($crate::__key!($key), &$value); )+
+        // Keys that are distinct literals (checked at compile time) going into empty
+        // properties need no search for an earlier value of the same key.
+        let __fresh = {
+            const DISTINCT: bool = $crate::__private::distinct_keys(&[$($crate::__key!($key)),+]);
+            DISTINCT
+        } && $p.is_empty();
+        $( $p.__insert_fresh(__fresh, $crate::__key!($key), &$value); )+
     };
 }
 
@@ -268,6 +274,36 @@ pub mod __private {
     pub use serde_json;
 
     use crate::{Properties, Telemetry, Text, telemetry};
+
+    /// Whether no two of `keys` are equal (evaluated at compile time by `track!`).
+    pub const fn distinct_keys(keys: &[&str]) -> bool {
+        let mut i = 0;
+        while i < keys.len() {
+            let mut j = i + 1;
+            while j < keys.len() {
+                if same(keys[i].as_bytes(), keys[j].as_bytes()) {
+                    return false;
+                }
+                j += 1;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    const fn same(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
 
     /// Something `track!(target => ...)` can emit through.
     pub trait Emit {

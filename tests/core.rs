@@ -282,6 +282,24 @@ async fn properties_and_categories() {
     assert_eq!(checkout.category().as_str(), "checkout");
     assert_eq!(checkout.properties().get("amount").unwrap(), 9.99);
     tower_telemetry::assert_tracked!(m, "checkout.completed", package_id = "creator");
+
+    // A key given twice keeps its place and the last value, like `Properties::insert`
+    // (`track!` skips that search only when its keys are distinct).
+    track!(&telemetry => "user.twice", plan = "free", seats = 1, "plan" = "pro");
+    assert!(telemetry.flush(SECOND).await);
+    let twice = m.named("user.twice").pop().unwrap();
+    let entries: Vec<_> = twice
+        .properties()
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("plan".to_owned(), serde_json::json!("pro")),
+            ("seats".to_owned(), serde_json::json!(1))
+        ]
+    );
 }
 
 #[tokio::test]
