@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 use uuid::Uuid;
 
 use crate::context::Context;
-use crate::text::Text;
+use crate::text::{Key, Text};
 
 /// Properties stored in the event itself before they spill to the heap.
 const INLINE_PROPERTIES: usize = 4;
@@ -123,7 +123,7 @@ pub enum EventKind {
 pub struct Properties {
     // Inline room for the few properties a typical event has: one allocation fewer per event
     // (and one cross-thread free fewer when a worker on another thread drops it).
-    entries: SmallVec<[(Text, serde_json::Value); INLINE_PROPERTIES]>,
+    entries: SmallVec<[(Key, serde_json::Value); INLINE_PROPERTIES]>,
 }
 
 impl Properties {
@@ -135,6 +135,7 @@ impl Properties {
     }
 
     /// No properties, with room for `n` without reallocating.
+    #[inline]
     pub fn with_capacity(n: usize) -> Self {
         Properties {
             entries: SmallVec::with_capacity(n),
@@ -162,7 +163,7 @@ impl Properties {
         value: impl Serialize,
     ) -> &mut Self {
         if fresh {
-            self.entries.push((key.into(), to_json(&value)));
+            self.entries.push((Key::from(key.into()), to_json(&value)));
             self
         } else {
             self.insert(key, value)
@@ -172,9 +173,13 @@ impl Properties {
     /// Sets `key` to an already built JSON value.
     pub fn insert_json(&mut self, key: impl Into<Text>, value: serde_json::Value) -> &mut Self {
         let key = key.into();
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+        match self
+            .entries
+            .iter_mut()
+            .find(|(k, _)| k.as_str() == key.as_str())
+        {
             Some(slot) => slot.1 = value,
-            None => self.entries.push((key, value)),
+            None => self.entries.push((Key::from(key), value)),
         }
         self
     }
@@ -220,7 +225,7 @@ impl Properties {
 
     /// Keeps only the properties for which `f` returns true.
     pub fn retain(&mut self, mut f: impl FnMut(&str, &mut serde_json::Value) -> bool) {
-        self.entries.retain(|(k, v)| f(k, v))
+        self.entries.retain(|(k, v)| f(k.as_str(), v))
     }
 
     /// The properties as a JSON object (a copy).
@@ -233,7 +238,7 @@ impl Properties {
     /// Builds properties from a JSON object's entries, in order.
     pub fn from_json_map(map: serde_json::Map<String, serde_json::Value>) -> Self {
         Properties {
-            entries: map.into_iter().map(|(k, v)| (Text::from(k), v)).collect(),
+            entries: map.into_iter().map(|(k, v)| (Key::from(k), v)).collect(),
         }
     }
 }

@@ -143,6 +143,48 @@ impl Borrow<str> for Text {
     }
 }
 
+/// A property key: a literal or a shared string, 24 bytes where a [`Text`] takes 48 (a key is
+/// never a request's header or path, and an event keeps its first properties inline, so this
+/// halves what is moved per property).
+#[derive(Clone)]
+pub(crate) enum Key {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Key {
+    #[inline]
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Key::Static(s) => s,
+            Key::Shared(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl From<Text> for Key {
+    #[inline]
+    fn from(t: Text) -> Key {
+        match t.0 {
+            Repr::Static(s) => Key::Static(s),
+            Repr::Shared(s) => Key::Shared(s),
+            _ => Key::Shared(Arc::from(t.as_str())),
+        }
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Key {
+        Key::Shared(Arc::from(s))
+    }
+}
+
 impl From<&'static str> for Text {
     fn from(s: &'static str) -> Self {
         Text(Repr::Static(s))
