@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::text::{Key, Text};
 
 /// Properties stored in the event itself before they spill to the heap.
-const INLINE_PROPERTIES: usize = 4;
+pub(crate) const INLINE_PROPERTIES: usize = 4;
 
 /// The longest event name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 200;
@@ -201,6 +201,16 @@ impl Properties {
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
+    }
+
+    /// Removes every property (keeping the room they took).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// How many properties fit before reallocating.
+    pub(crate) fn capacity(&self) -> usize {
+        self.entries.capacity()
     }
 
     /// The number of properties.

@@ -154,11 +154,12 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
         .build()
         .unwrap();
     let _guard = rt.enter();
+    // A destination that keeps nothing (the memory destination keeps every event).
     let telemetry = Telemetry::builder()
         .config(
             Config::default().destination(
                 DestinationConfig::new("m")
-                    .kind("memory")
+                    .kind("logging")
                     .events(["generation.*"]),
             ),
         )
@@ -183,6 +184,9 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
         per_request(&mut layered);
         per_request(&mut layered_track);
     }
+    // Delivered events come back to this thread's free list (the worker runs on this thread,
+    // as with one runtime worker per core), so the next `track!` reuses one.
+    assert!(rt.block_on(telemetry.flush(std::time::Duration::from_secs(5))));
     let bare = per_request(&mut bare);
     let layer = per_request(&mut layered) - bare;
     let with_track = per_request(&mut layered_track) - bare;
@@ -192,9 +196,9 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
     // The layer: the generated request id (one buffer shared by the request and response
     // headers and the context), the context, the scope.
     assert!(layer <= 3, "the layer allocates {layer} times per request");
-    // track!: the event, and the one string property's value.
+    // track!: only the one string property's value; the event is a recycled one.
     assert!(
-        with_track - layer <= 2,
+        with_track - layer <= 1,
         "track! allocates {} times",
         with_track - layer
     );

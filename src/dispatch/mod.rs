@@ -1,6 +1,7 @@
 //! The per-destination lane: a bounded queue, its counters, and the worker that drains it.
 
 mod drops;
+pub(crate) mod recycle;
 mod retry;
 mod view;
 mod worker;

@@ -198,6 +198,7 @@ async fn deliver(
             Ok(()) => {
                 shared.failing.store(false, Ordering::Relaxed);
                 Counters::add(&c.delivered, pending.len());
+                super::recycle::give(pending);
                 return;
             }
             Err(e) => match e.items() {
