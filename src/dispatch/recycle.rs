@@ -9,6 +9,10 @@
 //! (properties, name, context: nothing of the request is kept alive) and parked in a small
 //! thread-local free list; `track!` on that thread takes it back and fills it in place.
 //!
+//! A request's context (~600 bytes) goes the same way: when the last event of a request is
+//! recycled after its request ended, the context is emptied and parked for the layer to fill
+//! for a later request.
+//!
 //! Thread-local, so no lock and no shared cache line: with one runtime worker per core (the
 //! telemetry worker runs on the same threads as the handlers) every event is recycled; on a
 //! thread that only delivers, the list fills up to its cap and the rest are freed as before.
@@ -25,6 +29,7 @@ const CAP: usize = 256;
 
 thread_local! {
     static FREE: RefCell<Vec<Arc<Event>>> = const { RefCell::new(Vec::new()) };
+    static FREE_CONTEXTS: RefCell<Vec<Arc<Context>>> = const { RefCell::new(Vec::new()) };
     /// The context parked events hold, so they keep no request's context alive.
     static EMPTY: Arc<Context> = Arc::default();
 }
@@ -36,6 +41,16 @@ pub(crate) fn take() -> Arc<Event> {
         .ok()
         .flatten()
         .unwrap_or_else(|| Arc::new(empty(Arc::default())))
+}
+
+/// An empty context to fill, never shared: one from this thread's free list, else a new one.
+#[inline]
+pub(crate) fn take_context() -> Arc<Context> {
+    FREE_CONTEXTS
+        .try_with(|free| free.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 fn empty(context: Arc<Context>) -> Event {
@@ -50,32 +65,42 @@ fn empty(context: Arc<Context>) -> Event {
     }
 }
 
-/// Parks the events of a delivered batch that nobody else holds; drops the others.
+/// Parks the events of a delivered batch that nobody else holds (and their contexts, when no
+/// request holds them any more); drops the others.
 pub(crate) fn give(events: Vec<Arc<Event>>) {
     let _ = FREE.try_with(|free| {
-        let Ok(mut free) = free.try_borrow_mut() else {
-            return;
-        };
-        let Ok(empty_context) = EMPTY.try_with(Arc::clone) else {
-            return;
-        };
-        for mut event in events {
-            if free.len() >= CAP {
-                break;
-            }
-            let Some(e) = Arc::get_mut(&mut event) else {
-                continue; // a destination kept it (the memory destination, a retry...)
-            };
-            if e.properties.capacity() > INLINE_PROPERTIES {
-                e.properties = Properties::new(); // give its heap storage back
-            } else {
-                e.properties.clear();
-            }
-            e.name = Text::from_static("");
-            e.category = EventCategory::System;
-            e.context = empty_context.clone();
-            free.push(event);
-        }
+        let _ = FREE_CONTEXTS.try_with(|contexts| {
+            let _ = EMPTY.try_with(|empty_context| {
+                let (Ok(mut free), Ok(mut contexts)) =
+                    (free.try_borrow_mut(), contexts.try_borrow_mut())
+                else {
+                    return;
+                };
+                for mut event in events {
+                    if free.len() >= CAP {
+                        break; // the rest are dropped
+                    }
+                    let Some(e) = Arc::get_mut(&mut event) else {
+                        continue; // a destination kept it (the memory destination, a retry...)
+                    };
+                    if e.properties.capacity() > INLINE_PROPERTIES {
+                        e.properties = Properties::new(); // give its heap storage back
+                    } else {
+                        e.properties.clear();
+                    }
+                    e.name = Text::from_static("");
+                    e.category = EventCategory::System;
+                    let mut ctx = std::mem::replace(&mut e.context, empty_context.clone());
+                    if contexts.len() < CAP {
+                        if let Some(c) = Arc::get_mut(&mut ctx) {
+                            *c = Context::default();
+                            contexts.push(ctx);
+                        }
+                    }
+                    free.push(event);
+                }
+            });
+        });
     });
 }
 
@@ -105,6 +130,21 @@ mod tests {
         assert!(again.properties().is_empty());
         assert_eq!(again.name(), "");
         assert!(again.context().user_id().is_none());
+    }
+
+    #[test]
+    fn a_context_no_request_holds_any_more_is_emptied_and_reused() {
+        let e = event(&Arc::new(Context::new().with_user_id("u2")));
+        let ctx_addr = Arc::as_ptr(&e.context);
+        give(vec![e]);
+        let ctx = take_context();
+        assert_eq!(Arc::as_ptr(&ctx), ctx_addr, "the same allocation");
+        assert!(ctx.is_empty());
+        // A context the request still holds stays with it.
+        let held = Arc::new(Context::new().with_user_id("u3"));
+        give(vec![event(&held)]);
+        assert_eq!(held.user_id(), Some("u3"));
+        assert_ne!(Arc::as_ptr(&take_context()), Arc::as_ptr(&held));
     }
 
     #[test]

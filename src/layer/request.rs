@@ -113,8 +113,9 @@ pub(crate) fn request_context(
     config: &LayerConfig,
     request_id: Text,
 ) -> Arc<Context> {
-    let mut arc = Arc::new(Context::new());
-    let ctx = Arc::make_mut(&mut arc); // fresh: never shared, never cloned
+    // An emptied context of an earlier request, or a new one (see `dispatch::recycle`).
+    let mut arc = crate::dispatch::recycle::take_context();
+    let ctx = Arc::make_mut(&mut arc); // never shared: never cloned here
     ctx.set_request_id(Some(request_id));
     match parts.uri.path_and_query() {
         Some(pq) => {
