@@ -272,15 +272,14 @@ impl Scope {
     /// The layer passes a context it built in its `Arc` (a context is ~600 bytes: no moves).
     pub(crate) fn new(telemetry: Telemetry, request: impl Into<Arc<Context>>) -> Arc<Scope> {
         let request = request.into();
-        let base = telemetry.base_context();
-        let ctx = if request.is_empty() {
-            base
-        } else if base.is_empty() {
-            request
-        } else {
-            let mut merged = (*base).clone();
-            merged.merge(&request);
-            Arc::new(merged)
+        let ctx = match telemetry.base_context_if_set() {
+            None => request,
+            Some(base) if request.is_empty() => base,
+            Some(base) => {
+                let mut merged = (*base).clone();
+                merged.merge(&request);
+                Arc::new(merged)
+            }
         };
         let scope = Scope {
             hashes: telemetry.samples_by_key(),

@@ -71,6 +71,9 @@ struct Inner {
     enabled: bool,
     debug: bool,
     base: RwLock<Arc<Context>>,
+    /// Whether `base` has any field: requests and events read the lock only then (the lock
+    /// and the base's reference count are shared by every thread).
+    base_set: AtomicBool,
     router: Router,
     lanes: Box<[Lane]>,
     progress: Arc<Notify>,
@@ -370,6 +373,7 @@ impl TelemetryBuilder {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             enabled: config.enabled,
             debug: config.debug,
+            base_set: AtomicBool::new(!base.is_empty()),
             base: RwLock::new(Arc::new(base)),
             router,
             lanes: lanes.into_boxed_slice(),
@@ -549,6 +553,7 @@ impl Telemetry {
                 enabled: false,
                 debug: false,
                 base: RwLock::default(),
+                base_set: AtomicBool::new(false),
                 router: Router::new(Vec::new(), Vec::new(), None, config.sampling.key),
                 lanes: Box::new([]),
                 progress: Arc::new(Notify::new()),
@@ -735,7 +740,9 @@ impl Telemetry {
         }
         let context = match scope {
             Some(s) => s.snapshot(),
-            None => self.base_context(),
+            None => self
+                .base_context_if_set()
+                .unwrap_or_else(recycle::empty_context),
         };
         // Filled in place in an event this thread's worker delivered earlier (or a new one):
         // no allocation and no ~400-byte move per event (see `dispatch::recycle`). The id and
@@ -872,6 +879,14 @@ impl Telemetry {
 
     // ----- context --------------------------------------------------------------------------
 
+    /// The base context if it has any field, without touching its lock otherwise.
+    pub(crate) fn base_context_if_set(&self) -> Option<Arc<Context>> {
+        self.inner
+            .base_set
+            .load(Ordering::Acquire)
+            .then(|| self.base_context())
+    }
+
     pub(crate) fn base_context(&self) -> Arc<Context> {
         self.inner
             .base
@@ -889,6 +904,9 @@ impl Telemetry {
             None => {
                 let mut base = self.inner.base.write().unwrap_or_else(|e| e.into_inner());
                 Arc::make_mut(&mut base).merge(&context);
+                self.inner
+                    .base_set
+                    .store(!base.is_empty(), Ordering::Release);
             }
         }
     }
@@ -898,7 +916,10 @@ impl Telemetry {
     pub fn clear_context(&self) {
         match context::current_scope() {
             Some(scope) => scope.replace((*self.base_context()).clone()),
-            None => *self.inner.base.write().unwrap_or_else(|e| e.into_inner()) = Arc::default(),
+            None => {
+                *self.inner.base.write().unwrap_or_else(|e| e.into_inner()) = Arc::default();
+                self.inner.base_set.store(false, Ordering::Release);
+            }
         }
     }
 

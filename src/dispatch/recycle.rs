@@ -53,6 +53,11 @@ pub(crate) fn take_context() -> Arc<Context> {
         .unwrap_or_default()
 }
 
+/// This thread's shared empty context (no allocation, no shared reference count).
+pub(crate) fn empty_context() -> Arc<Context> {
+    EMPTY.try_with(Arc::clone).unwrap_or_default()
+}
+
 fn empty(context: Arc<Context>) -> Event {
     Event {
         id: uuid::Uuid::nil(),
