@@ -370,6 +370,26 @@ async fn works_with_tower_http_request_id_layers_in_either_order() {
 }
 
 #[tokio::test]
+async fn a_request_id_the_handler_set_on_its_response_is_kept() {
+    let (t, _memory) = telemetry();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async { ([("x-request-id", "from-the-handler")], "ok") }),
+        )
+        .layer(layer(&t));
+    let server = Server::start(app).await;
+    let (res, _) = send(
+        &client(),
+        req(&server.url("/")).body(Empty::<Bytes>::new()).unwrap(),
+    )
+    .await;
+    let ids: Vec<_> = res.headers().get_all("x-request-id").iter().collect();
+    assert_eq!(ids, ["from-the-handler"]);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_request_id_extension_is_inserted_only_when_asked() {
     let (t, _memory) = telemetry();
     for (on, expect_extension) in [(false, false), (true, true)] {

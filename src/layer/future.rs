@@ -92,8 +92,11 @@ where
         };
         let mut result = result;
         if let (Ok(res), Some(id)) = (&mut result, this.request_id.take()) {
-            if !res.headers().contains_key(&*this.header) {
-                res.headers_mut().insert(this.header.clone(), id);
+            // One lookup: a handler's own id wins.
+            if let Ok(http::header::Entry::Vacant(slot)) =
+                res.headers_mut().try_entry(this.header.clone())
+            {
+                slot.insert(id);
             }
         }
         if let Some(ev) = this.request_event.take() {
