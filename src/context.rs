@@ -101,6 +101,11 @@ macro_rules! context_fields {
                 true $( && self.$field.is_none() )* && self.fields().is_empty()
             }
 
+            /// The sum over the well-known fields that are set of `f(value's length in bytes)`.
+            pub(crate) fn known_lengths(&self, f: impl Fn(usize) -> usize) -> usize {
+                0 $( + self.$field.as_ref().map_or(0, |t| f(t.byte_len())) )*
+            }
+
             /// The well-known fields that are set, as `(name, value)` pairs.
             pub fn known_fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
                 [$( (stringify!($field), self.$field.as_deref()), )*]

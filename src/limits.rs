@@ -200,10 +200,7 @@ impl Policy {
         props.retain(|k, v| w.entry(k, v, 0));
         let redactor = &self.redactor;
         let (mut ctx_size, redact) = ctx.examined(self.id, |ctx| {
-            let mut size = 0;
-            for (_, v) in ctx.known_fields() {
-                size += bound_str(v) + 16;
-            }
+            let mut size = ctx.known_lengths(|len| bound_len(len) + 16);
             for (k, v) in ctx.fields().iter() {
                 size += bound_str(k) + 1 + bound_value(v);
             }
@@ -318,7 +315,13 @@ impl Walk<'_> {
 /// An upper bound of a string's JSON length: every byte escaped as `\u00XX`, plus quotes.
 #[inline]
 fn bound_str(s: &str) -> usize {
-    s.len().saturating_mul(6).saturating_add(2)
+    bound_len(s.len())
+}
+
+/// [`bound_str`] of a string of `len` bytes.
+#[inline]
+fn bound_len(len: usize) -> usize {
+    len.saturating_mul(6).saturating_add(2)
 }
 
 /// An upper bound of a value's JSON length (not limited: context fields).

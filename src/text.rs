@@ -60,6 +60,20 @@ impl Text {
         }
     }
 
+    /// The length in bytes, without re-checking a header value's UTF-8 (as `len()` through
+    /// `as_str` does).
+    #[inline]
+    pub(crate) fn byte_len(&self) -> usize {
+        match &self.0 {
+            Repr::Static(s) => s.len(),
+            Repr::Shared(s) => s.len(),
+            Repr::Header(v) => v.len(),
+            Repr::Path(pq) => pq.path().len(),
+            Repr::Query(pq) => pq.query().map_or(0, str::len),
+            Repr::Route(m) => m.as_str().len(),
+        }
+    }
+
     /// A header value's text without copying it; `None` if it is not UTF-8.
     pub(crate) fn from_header(value: &http::HeaderValue) -> Option<Text> {
         std::str::from_utf8(value.as_bytes()).ok()?;
