@@ -197,7 +197,17 @@ impl Policy {
             });
             w.out.truncated = true;
         }
-        props.retain(|k, v| w.entry(k, v, 0));
+        // `entry` drops only entries whose key is too long: without one, no `retain` shuffle.
+        if props
+            .iter()
+            .any(|(k, _)| k.len() > limits.max_string_length)
+        {
+            props.retain(|k, v| w.entry(k, v, 0));
+        } else {
+            for (k, v) in props.iter_mut() {
+                w.entry(k, v, 0);
+            }
+        }
         let redactor = &self.redactor;
         let (mut ctx_size, redact) = ctx.examined(self.id, |ctx| {
             let mut size = ctx.known_lengths(|len| bound_len(len) + 16);
