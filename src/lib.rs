@@ -327,6 +327,11 @@ pub mod __private {
             capacity: usize,
             fill: impl FnOnce(&mut Properties),
         ) {
+            // Not routed anywhere: done before looking up (and counting a reference to) the
+            // request's scope.
+            if !self.may_emit_static(callsite, name) {
+                return;
+            }
             let scope = crate::context::current_scope();
             self.emit_static(scope.as_deref(), callsite, name, capacity, |p| {
                 fill(p);

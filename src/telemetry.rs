@@ -664,6 +664,25 @@ impl Telemetry {
         self.emit_routed(scope, name, route, kind, 4, fill);
     }
 
+    /// Whether a `track!` at `callsite` can produce anything (cheap: the call-site cache), so
+    /// the request scope is looked up only then.
+    #[inline]
+    pub(crate) fn may_emit_static(&self, callsite: &Callsite, name: &'static str) -> bool {
+        let inner = &*self.inner;
+        if !inner.enabled {
+            return false;
+        }
+        let route = match callsite.get(inner.id) {
+            Some(route) => route,
+            None => {
+                let route = inner.router.compute(name);
+                callsite.set(inner.id, route);
+                route
+            }
+        };
+        route & (DEST_MASK | INVALID_BIT) != 0 || inner.debug
+    }
+
     pub(crate) fn emit_static(
         &self,
         scope: Option<&Scope>,
