@@ -177,52 +177,122 @@ pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
         seen: HashSet::new(),
         order: VecDeque::new(),
     };
-    let mut messages: Option<Messages> = None;
-    let mut pause = Duration::from_millis(100);
-    'outer: loop {
-        let m = match &mut messages {
-            Some(m) => m,
-            None => {
-                messages = open(&bound, c.batch_size).await;
-                if messages.is_none() {
-                    tokio::select! {
-                        _ = shared.stop.notified() => break 'outer,
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                continue;
+    let mut pull = Pull {
+        messages: None,
+        pause: Duration::from_millis(100),
+    };
+    // The batch being delivered. The next one is collected and prepared meanwhile, and started
+    // once this one is settled: a destination is handed one batch at a time, in order.
+    let mut in_flight: Option<InFlight> = None;
+    loop {
+        let (batch, stop) =
+            match collect(&shared, &bound, &mut pull, &mut in_flight, &mut dedupe).await {
+                Ok(batch) => (batch, false),
+                Err(batch) => (batch, true),
+            };
+        if !batch.is_empty() {
+            let prepared = prepare(&shared, &bound, &dedupe, batch).await;
+            let mut settled = Vec::new();
+            if let Some(mut done) = in_flight.take() {
+                done.settle().await;
+                settled = account(&shared, &mut dedupe, done);
             }
+            // The destinations go on with the next batch while this one is acknowledged.
+            in_flight = Some(start(&shared, &bound, &mut dedupe, prepared));
+            acknowledge(&shared, settled).await;
+        }
+        if stop {
+            break;
+        }
+    }
+    if let Some(mut done) = in_flight.take() {
+        done.settle().await;
+        finish(&shared, &mut dedupe, done).await;
+    }
+}
+
+/// The pull subscription, reopened after errors with a growing pause.
+struct Pull {
+    messages: Option<Messages>,
+    pause: Duration,
+}
+
+/// Waits until the batch in flight, if any, is settled (cancel-safe); never returns without one.
+async fn settled(in_flight: &mut Option<InFlight>) {
+    match in_flight {
+        Some(f) => f.settle().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes the next batch: up to `batch_size` messages, waiting at most [`LINGER`] once the
+/// first one arrived. Meanwhile finishes the batch in flight as soon as it is settled. `Err`
+/// with the messages taken so far (the last batch) when the relay is told to stop.
+async fn collect(
+    shared: &Shared,
+    bound: &Bound,
+    pull: &mut Pull,
+    in_flight: &mut Option<InFlight>,
+    dedupe: &mut Dedupe,
+) -> Result<Vec<jetstream::Message>, Vec<jetstream::Message>> {
+    let size = shared.config.batch_size;
+    let mut batch = Vec::with_capacity(size);
+    let mut linger: Option<Instant> = None;
+    loop {
+        if batch.len() >= size {
+            return Ok(batch);
+        }
+        let Some(m) = &mut pull.messages else {
+            pull.messages = open(bound, size).await;
+            if pull.messages.is_none() {
+                let until = Instant::now() + pull.pause;
+                pull.pause = (pull.pause * 2).min(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = shared.stop.notified() => return Err(batch),
+                        _ = settled(in_flight) => {
+                            let done = in_flight.take().expect("a batch in flight");
+                            finish(shared, dedupe, done).await;
+                        }
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                }
+            }
+            continue;
         };
-        let mut batch = Vec::with_capacity(c.batch_size);
         tokio::select! {
             biased;
-            _ = shared.stop.notified() => break 'outer,
-            first = next(m) => match first {
-                Some(Ok(msg)) => batch.push(msg),
+            _ = shared.stop.notified() => return Err(batch),
+            _ = settled(in_flight) => {
+                let done = in_flight.take().expect("a batch in flight");
+                finish(shared, dedupe, done).await;
+            }
+            more = next(m) => match more {
+                Some(Ok(msg)) => {
+                    if batch.is_empty() {
+                        linger = Some(Instant::now() + LINGER);
+                        pull.pause = Duration::from_millis(100);
+                    }
+                    batch.push(msg);
+                }
                 Some(Err(e)) => {
                     tracing::debug!(target: "tower_telemetry", error = %e, "relay: pull stream error");
-                    continue;
+                    if !batch.is_empty() {
+                        return Ok(batch);
+                    }
                 }
                 None => {
-                    messages = None;
-                    continue;
+                    pull.messages = None;
+                    if !batch.is_empty() {
+                        return Ok(batch);
+                    }
                 }
             },
-        }
-        pause = Duration::from_millis(100);
-        let deadline = Instant::now() + LINGER;
-        while batch.len() < c.batch_size {
-            tokio::select! {
-                more = next(m) => match more {
-                    Some(Ok(msg)) => batch.push(msg),
-                    Some(Err(_)) => break,
-                    None => { messages = None; break }
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+            _ = tokio::time::sleep_until(linger.unwrap_or_else(Instant::now)), if linger.is_some() => {
+                return Ok(batch);
             }
         }
-        process(&shared, &bound, &mut dedupe, batch).await;
     }
 }
 
@@ -233,12 +303,40 @@ struct Item {
     pending: u32,
 }
 
-async fn process(
+/// A batch decoded and routed, its redeliveries checked against the shared record.
+struct Prepared {
+    items: Vec<Item>,
+    progress: AbortOnDrop,
+}
+
+/// A batch whose destinations are being delivered to, each by its own task.
+struct InFlight {
+    items: Vec<Item>,
+    work: JoinSet<LaneDone>,
+    done: Vec<LaneDone>,
+    _progress: AbortOnDrop,
+}
+
+/// One destination's part of a batch and how it settled.
+type LaneDone = (usize, Vec<(usize, Arc<Event>)>, Outcome);
+
+impl InFlight {
+    /// Waits until every destination settled its part. Cancel-safe.
+    async fn settle(&mut self) {
+        while let Some(done) = self.work.join_next().await {
+            if let Ok(done) = done {
+                self.done.push(done);
+            }
+        }
+    }
+}
+
+async fn prepare(
     shared: &Shared,
     bound: &Bound,
-    dedupe: &mut Dedupe,
+    dedupe: &Dedupe,
     batch: Vec<jetstream::Message>,
-) {
+) -> Prepared {
     let counters = &shared.counters;
     counters
         .received
@@ -287,8 +385,8 @@ async fn process(
         });
     }
 
-    // Keep the messages ours while destinations retry (and stop when this batch is done or
-    // the relay is aborted: a crashed relay must not keep its messages).
+    // Keep the messages ours while they wait and while destinations retry (and stop when
+    // this batch is done or the relay is aborted: a crashed relay must not keep its messages).
     let progress = {
         let replies: Vec<_> = items.iter().map(|it| it.msg.reply.clone()).collect();
         let client = bound.js.clone();
@@ -302,7 +400,30 @@ async fn process(
             }
         }))
     };
+    Prepared { items, progress }
+}
 
+/// Hands each destination its part of the batch.
+fn start(shared: &Shared, bound: &Bound, dedupe: &mut Dedupe, prepared: Prepared) -> InFlight {
+    let Prepared {
+        mut items,
+        progress,
+    } = prepared;
+    // The batch before this one settled after this one was prepared.
+    for it in &mut items {
+        let mut bits = it.pending;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if dedupe.contains(i, it.event.id()) {
+                it.pending &= !(1 << i);
+                shared.lanes[i]
+                    .counters
+                    .skipped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
     let mut work = JoinSet::new();
     for (i, lane) in shared.lanes.iter().enumerate() {
         let events: Vec<(usize, Arc<Event>)> = items
@@ -316,23 +437,40 @@ async fn process(
         }
         let destination = lane.destination.clone();
         let delivery = lane.delivery;
-        let markers = bound
-            .markers
-            .as_ref()
-            .map(|m| (bound.js.clone(), m.prefix.clone(), token(&lane.name)));
+        let recorder = bound.markers.as_ref().map(|m| Recorder {
+            js: bound.js.clone(),
+            prefix: format!("{}{}.", m.prefix, token(&lane.name)),
+        });
         work.spawn(async move {
-            let settled = deliver(&*destination, &events, &delivery).await;
-            if let Some((js, prefix, dest)) = markers {
-                record(&js, &prefix, &dest, &events, &settled).await;
-            }
+            let settled = deliver(&*destination, &events, &delivery, recorder.as_ref()).await;
             (i, events, settled)
         });
     }
+    InFlight {
+        items,
+        work,
+        done: Vec::new(),
+        _progress: progress,
+    }
+}
+
+/// Counts a settled batch, remembers what was delivered, and acknowledges it.
+async fn finish(shared: &Shared, dedupe: &mut Dedupe, in_flight: InFlight) {
+    let items = account(shared, dedupe, in_flight);
+    acknowledge(shared, items).await;
+}
+
+/// Counts a settled batch and remembers what was delivered; its messages, to acknowledge.
+fn account(shared: &Shared, dedupe: &mut Dedupe, in_flight: InFlight) -> Vec<Item> {
+    let InFlight {
+        mut items,
+        done,
+        _progress,
+        ..
+    } = in_flight;
+    drop(_progress);
     let now = Instant::now();
-    while let Some(done) = work.join_next().await {
-        let Ok((i, events, outcome)) = done else {
-            continue;
-        };
+    for (i, events, outcome) in done {
         let lane = &shared.lanes[i];
         lane.counters
             .retries
@@ -349,8 +487,13 @@ async fn process(
             dedupe.insert(i, event.id(), now);
         }
     }
-    drop(progress);
+    items
+}
 
+/// Acknowledges the messages whose every destination settled; hands the others back for a
+/// later retry.
+async fn acknowledge(shared: &Shared, items: Vec<Item>) {
+    let counters = &shared.counters;
     let retry_in =
         backoff(2, &shared.lanes[0].delivery.retry, None).max(Duration::from_millis(500));
     for it in items {
@@ -418,11 +561,14 @@ struct Outcome {
     retries: u32,
 }
 
-/// Delivers `events` in batches with the destination's timeout and retry policy.
+/// Delivers `events` in batches with the destination's timeout and retry policy, and records
+/// each batch's settled events in the shared bucket before the next batch is sent: a relay
+/// that dies leaves at most the batch in flight unrecorded.
 async fn deliver(
     destination: &dyn crate::destination::Destination,
     events: &[(usize, Arc<Event>)],
     delivery: &crate::config::DeliveryConfig,
+    recorder: Option<&Recorder>,
 ) -> Outcome {
     let mut kinds = vec![Settled::Pending; events.len()];
     let mut retries = 0;
@@ -485,6 +631,9 @@ async fn deliver(
             attempt += 1;
             pending = again;
         }
+        if let Some(r) = recorder {
+            r.record(chunk, &kinds[base..base + chunk.len()]).await;
+        }
     }
     Outcome { kinds, retries }
 }
@@ -496,32 +645,36 @@ fn settled_kind(kind: DeliveryErrorKind) -> Settled {
     }
 }
 
-/// Records the settled pairs in the shared bucket (pipelined, then awaited).
-async fn record(
-    js: &jetstream::Context,
-    prefix: &str,
-    dest: &str,
-    events: &[(usize, Arc<Event>)],
-    outcome: &Outcome,
-) {
-    let mut acks = Vec::new();
-    for (j, (_, e)) in events.iter().enumerate() {
-        if outcome.kinds[j] == Settled::Pending {
-            continue;
-        }
-        match js
-            .publish(format!("{prefix}{dest}.{}", e.id()), bytes::Bytes::new())
-            .await
-        {
-            Ok(ack) => acks.push(ack),
-            Err(err) => {
-                tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+/// Where one destination's delivered event ids are recorded: the subject prefix of its keys
+/// in the shared bucket.
+struct Recorder {
+    js: jetstream::Context,
+    prefix: String,
+}
+
+impl Recorder {
+    /// Records the settled events of one batch (publishes pipelined, then awaited).
+    async fn record(&self, events: &[(usize, Arc<Event>)], kinds: &[Settled]) {
+        let mut acks = Vec::with_capacity(events.len());
+        for ((_, e), kind) in events.iter().zip(kinds) {
+            if *kind == Settled::Pending {
+                continue;
+            }
+            match self
+                .js
+                .publish(format!("{}{}", self.prefix, e.id()), bytes::Bytes::new())
+                .await
+            {
+                Ok(ack) => acks.push(ack),
+                Err(err) => {
+                    tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+                }
             }
         }
-    }
-    for ack in acks {
-        if let Err(err) = ack.await {
-            tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+        for ack in acks {
+            if let Err(err) = ack.await {
+                tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+            }
         }
     }
 }
