@@ -1,6 +1,7 @@
 //! The `nats` destination and the relay against real `nats-server` processes (tests/support):
 //! exactly-once publishing by event id, a leader killed while publishing, two relays sharing a
-//! durable consumer with one killed mid-way, and a quorum lost then restored.
+//! durable consumer with one killed mid-way, each destination's property filters applied by the
+//! relay, and a quorum lost then restored.
 //!
 //! Each test starts its own servers on free loopback ports and finishes within 30 s. The
 //! measured rates are printed (`cargo test --all-features --test nats -- --nocapture`).
@@ -463,6 +464,87 @@ async fn two_relays_share_the_work_and_one_dies() {
         b_stats.redelivered,
         skipped(&b_stats)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_gives_each_destination_its_own_view_of_the_properties() {
+    // A bad glob is a configuration error with its path, as it is for a `Telemetry` handle.
+    let err = Relay::builder(RelayConfig::new(["nats://127.0.0.1:4222"]))
+        .config(
+            Config::default().destination(
+                DestinationConfig::new("trimmed")
+                    .kind("memory")
+                    .drop_properties(["email", "a b"]),
+            ),
+        )
+        .build()
+        .unwrap_err();
+    assert!(
+        err.errors()
+            .iter()
+            .any(|e| e.path() == "telemetry.destinations.trimmed.drop_properties[1]"),
+        "{err:?}"
+    );
+
+    let Some(bin) = nats_server::binary() else {
+        return;
+    };
+    let node = NatsServer::start(&bin).await;
+    let urls = vec![node.url()];
+    let nats = NatsDestination::new(nats_config(urls.clone(), "VIEW", 1)).unwrap();
+    setup(&nats).await;
+    const N: usize = 20;
+    let sent: Vec<Arc<Event>> = (0..N)
+        .map(|i| {
+            Arc::new(Event::new(
+                "user.signup",
+                props! { "seq" => i, "email" => "ada@example.com", "plan" => "pro" },
+            ))
+        })
+        .collect();
+    nats.send(&sent).await.unwrap();
+
+    let relay = Relay::builder(RelayConfig::new(urls).stream("VIEW").durable("view"))
+        .config(
+            Config::default()
+                .destination(DestinationConfig::new("everything").kind("memory"))
+                .destination(
+                    DestinationConfig::new("trimmed")
+                        .kind("memory")
+                        .drop_properties(["email"]),
+                )
+                .destination(
+                    DestinationConfig::new("narrow")
+                        .kind("memory")
+                        .allow_properties(["pl*"]),
+                ),
+        )
+        .build()
+        .unwrap();
+    let memory = |name: &str| relay.memory(name).unwrap();
+    let (everything, trimmed, narrow) = (memory("everything"), memory("trimmed"), memory("narrow"));
+    let running = relay.start().await.unwrap();
+    wait_for(BOUND, || {
+        everything.len() >= N && trimmed.len() >= N && narrow.len() >= N
+    })
+    .await;
+    running.shutdown(Duration::from_secs(5)).await;
+
+    let ids: HashSet<String> = sent.iter().map(|e| e.id().to_string()).collect();
+    let check = |m: &MemoryDestination, expected: &[&str]| {
+        let events = m.events();
+        assert_eq!(events.len(), N);
+        for e in &events {
+            let mut keys: Vec<String> = e.properties().iter().map(|(k, _)| k.to_string()).collect();
+            keys.sort();
+            assert_eq!(keys, expected, "{e:?}");
+        }
+        let got: HashSet<String> = events.iter().map(|e| e.id().to_string()).collect();
+        assert_eq!(got, ids, "the same events, by id");
+    };
+    check(&everything, &["email", "plan", "seq"]);
+    check(&trimmed, &["plan", "seq"]);
+    check(&narrow, &["plan"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

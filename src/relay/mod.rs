@@ -47,8 +47,8 @@
 //!   the answer did not reach the relay) leaves that batch unrecorded, and it is delivered
 //!   again. No relay can close that window for a destination that does not deduplicate.
 //! - The relay never drops for lack of room: it reads only as fast as the destinations take.
-//!   (Per-destination `queue_capacity` does not apply here; `batch_size`, `timeout` and
-//!   `retry` do.)
+//!   (Per-destination `queue_capacity` does not apply here; `batch_size`, `timeout`, `retry`,
+//!   `allow_properties` and `drop_properties` do.)
 
 mod config;
 mod run;
@@ -65,6 +65,7 @@ pub use config::RelayConfig;
 
 use crate::config::{Config, ConfigError, ConfigErrors, DeliveryConfig, DestinationConfig};
 use crate::destination::{Destination, MemoryDestination};
+use crate::dispatch::PropertyView;
 use crate::routing::{Filter, MAX_DESTINATIONS, RouteTarget, Router, threshold};
 use crate::telemetry::{build_kind, effective_delivery};
 
@@ -81,6 +82,8 @@ pub(crate) struct Lane {
     pub(crate) name: String,
     pub(crate) destination: Arc<dyn Destination>,
     pub(crate) delivery: DeliveryConfig,
+    /// Its `allow_properties` / `drop_properties`, if it has any.
+    pub(crate) view: Option<Arc<PropertyView>>,
     pub(crate) counters: LaneCounters,
 }
 
@@ -176,6 +179,18 @@ impl RelayBuilder {
                     }
                 },
             };
+            let view = match PropertyView::new(dc.allow_properties.as_deref(), &dc.drop_properties)
+            {
+                Ok(v) => v.map(Arc::new),
+                Err((list, i, msg)) => {
+                    errors.push(ConfigError::new(
+                        format!("{}.{list}[{i}]", dc.settings.path),
+                        None,
+                        msg,
+                    ));
+                    None
+                }
+            };
             let any: &dyn std::any::Any = &*destination;
             if let Some(m) = any.downcast_ref::<MemoryDestination>() {
                 memories.insert(dc.name.clone(), m.clone());
@@ -197,6 +212,7 @@ impl RelayBuilder {
                 name: dc.name.clone(),
                 delivery: effective_delivery(&dc, &*destination),
                 destination,
+                view,
                 counters: LaneCounters::default(),
             });
         }

@@ -17,7 +17,7 @@ use super::{Lane, RelayError, Shared};
 use crate::config::SampleKey;
 use crate::destination::nats::decode_event;
 use crate::destination::{DeliveryError, DeliveryErrorKind};
-use crate::dispatch::backoff;
+use crate::dispatch::{PropertyView, backoff};
 use crate::event::Event;
 use crate::routing::{ALWAYS_BIT, DEST_MASK, stable_hash};
 
@@ -437,12 +437,20 @@ fn start(shared: &Shared, bound: &Bound, dedupe: &mut Dedupe, prepared: Prepared
         }
         let destination = lane.destination.clone();
         let delivery = lane.delivery;
+        let view = lane.view.clone();
         let recorder = bound.markers.as_ref().map(|m| Recorder {
             js: bound.js.clone(),
             prefix: format!("{}{}.", m.prefix, token(&lane.name)),
         });
         work.spawn(async move {
-            let settled = deliver(&*destination, &events, &delivery, recorder.as_ref()).await;
+            let settled = deliver(
+                &*destination,
+                &events,
+                &delivery,
+                view.as_deref(),
+                recorder.as_ref(),
+            )
+            .await;
             (i, events, settled)
         });
     }
@@ -561,13 +569,15 @@ struct Outcome {
     retries: u32,
 }
 
-/// Delivers `events` in batches with the destination's timeout and retry policy, and records
-/// each batch's settled events in the shared bucket before the next batch is sent: a relay
-/// that dies leaves at most the batch in flight unrecorded.
+/// Delivers `events` in batches with the destination's timeout and retry policy, each event
+/// as the destination's property view shows it, and records each batch's settled events in
+/// the shared bucket before the next batch is sent: a relay that dies leaves at most the batch
+/// in flight unrecorded.
 async fn deliver(
     destination: &dyn crate::destination::Destination,
     events: &[(usize, Arc<Event>)],
     delivery: &crate::config::DeliveryConfig,
+    view: Option<&PropertyView>,
     recorder: Option<&Recorder>,
 ) -> Outcome {
     let mut kinds = vec![Settled::Pending; events.len()];
@@ -575,10 +585,17 @@ async fn deliver(
     let size = delivery.batch_size.max(1);
     for (chunk_no, chunk) in events.chunks(size).enumerate() {
         let base = chunk_no * size;
+        // The chunk as the destination sees it (no copy without a view).
+        let viewed: Option<Vec<Arc<Event>>> =
+            view.map(|v| v.apply(chunk.iter().map(|(_, e)| e.clone()).collect()));
+        let event = |j: usize| match &viewed {
+            Some(v) => v[j].clone(),
+            None => chunk[j].1.clone(),
+        };
         let mut pending: Vec<usize> = (0..chunk.len()).collect();
         let mut attempt = 1u32;
         loop {
-            let batch: Vec<Arc<Event>> = pending.iter().map(|&j| chunk[j].1.clone()).collect();
+            let batch: Vec<Arc<Event>> = pending.iter().map(|&j| event(j)).collect();
             let result =
                 match tokio::time::timeout(delivery.timeout, destination.send(&batch)).await {
                     Ok(r) => r,
