@@ -1,7 +1,7 @@
 //! The `nats` destination and the relay against real `nats-server` processes (tests/support):
 //! exactly-once publishing by event id, a leader killed while publishing, two relays sharing a
-//! durable consumer with one killed mid-way, each destination's property filters applied by the
-//! relay, and a quorum lost then restored.
+//! durable consumer with one killed mid-way or stopped gracefully mid-way, each destination's
+//! property filters applied by the relay, and a quorum lost then restored.
 //!
 //! Each test starts its own servers on free loopback ports and finishes within 30 s. The
 //! measured rates are printed (`cargo test --all-features --test nats -- --nocapture`).
@@ -463,6 +463,76 @@ async fn two_relays_share_the_work_and_one_dies() {
         b_stats.acked,
         b_stats.redelivered,
         skipped(&b_stats)
+    );
+}
+
+#[cfg(feature = "umami")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_share_the_work_and_one_stops_gracefully() {
+    let Some(bin) = nats_server::binary() else {
+        return;
+    };
+    const N: usize = 4000;
+    let started = Instant::now();
+    let work = SharedWork::start(&bin, "HANDOVER", N).await;
+    let a = work.relay().await;
+    let b = work.relay().await;
+    // Stop `a` in the middle of the work: when `b` has done a share.
+    wait_for(BOUND, || b.stats().acked >= (N / 5) as u64).await;
+    let in_hand = a.stats();
+    let stopping = Instant::now();
+    let a_stats = a.shutdown(Duration::from_secs(10)).await;
+    let stop_took = stopping.elapsed();
+    assert!(
+        stop_took < Duration::from_secs(10),
+        "relay a did not stop within its timeout: it was aborted, not stopped"
+    );
+    work.all_acknowledged(&b).await;
+    let b_stats = b.shutdown(Duration::from_secs(5)).await;
+
+    // A graceful stop finishes what it started and hands back the rest: every event reaches
+    // every destination exactly once.
+    let (memory, umami) = work.received(N);
+    let once = vec![1; N];
+    let wrong = |counts: &[usize]| {
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != 1)
+            .map(|(seq, c)| (seq, *c))
+            .take(10)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        memory == once,
+        "memory: (seq, times) not exactly once: {:?}",
+        wrong(&memory)
+    );
+    assert!(
+        umami == once,
+        "Umami: (seq, times) not exactly once: {:?}",
+        wrong(&umami)
+    );
+    // And without the shared record's help: every message `a` finished was acknowledged
+    // (none came back to `b` as already delivered).
+    assert!(
+        b_stats
+            .destinations
+            .iter()
+            .all(|d| d.skipped_duplicates == 0),
+        "relay a's acknowledgements were lost: {:?}",
+        skipped(&b_stats)
+    );
+    assert!(a_stats.acked > 0 && b_stats.acked > 0, "both relays worked");
+    println!(
+        "HANDOVER relay a stopped in {stop_took:?} after acking {} messages ({} when told to stop), handing back {}; relay b acked {} (redelivered to b: {}, skipped as already delivered: {:?}); {:?} in all",
+        a_stats.acked,
+        in_hand.acked,
+        a_stats.nacked,
+        b_stats.acked,
+        b_stats.redelivered,
+        skipped(&b_stats),
+        started.elapsed()
     );
 }
 

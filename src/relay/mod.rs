@@ -56,7 +56,7 @@ mod run;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -291,6 +291,7 @@ impl Relay {
             router: self.router,
             lanes: self.lanes,
             counters: RelayCounters::default(),
+            stopping: AtomicBool::new(false),
             stop: Notify::new(),
         });
         let bound = run::bind(&shared).await?;
@@ -309,6 +310,8 @@ pub(crate) struct Shared {
     pub(crate) router: Router,
     pub(crate) lanes: Vec<Lane>,
     pub(crate) counters: RelayCounters,
+    /// Set by a graceful shutdown, before `stop` is notified.
+    pub(crate) stopping: AtomicBool,
     pub(crate) stop: Notify,
 }
 
@@ -368,10 +371,13 @@ impl RunningRelay {
         self.memories.get(name).cloned()
     }
 
-    /// Stops reading, finishes (delivers and acknowledges) the batch in hand, and shuts the
-    /// destinations down — within `timeout`, after which the relay is aborted (its
-    /// unacknowledged messages are redelivered to other relays after `ack_wait`).
+    /// Stops reading, finishes (delivers, records and acknowledges) the batch its destinations
+    /// were given, hands the messages it took and did not start back to the stream (other
+    /// relays get them at once), and shuts the destinations down — within `timeout`, after
+    /// which the relay is aborted (its unacknowledged messages are redelivered to other relays
+    /// after `ack_wait`).
     pub async fn shutdown(mut self, timeout: Duration) -> RelayStats {
+        self.shared.stopping.store(true, Ordering::Release);
         self.shared.stop.notify_one();
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
@@ -411,7 +417,8 @@ pub struct RelayStats {
     pub received: u64,
     /// Messages acknowledged: every routed destination settled their event.
     pub acked: u64,
-    /// Messages handed back for redelivery later (a destination kept failing).
+    /// Messages handed back for redelivery: later when a destination kept failing, at once
+    /// when the relay stopped before starting them.
     pub nacked: u64,
     /// Messages that are not events of a known schema version; terminated, never redelivered.
     pub rejected: u64,

@@ -185,29 +185,44 @@ pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
     // once this one is settled: a destination is handed one batch at a time, in order.
     let mut in_flight: Option<InFlight> = None;
     loop {
-        let (batch, stop) =
-            match collect(&shared, &bound, &mut pull, &mut in_flight, &mut dedupe).await {
-                Ok(batch) => (batch, false),
-                Err(batch) => (batch, true),
-            };
-        if !batch.is_empty() {
-            let prepared = prepare(&shared, &bound, &dedupe, batch).await;
-            let mut settled = Vec::new();
-            if let Some(mut done) = in_flight.take() {
-                done.settle().await;
-                settled = account(&shared, &mut dedupe, done);
+        let batch = match collect(&shared, &bound, &mut pull, &mut in_flight, &mut dedupe).await {
+            Ok(batch) => batch,
+            Err(taken) => {
+                // Stopping: no more pulls; what was taken and not started goes back at once
+                // (for any relay), what was started is finished, recorded and acknowledged.
+                pull.messages = None;
+                shared
+                    .counters
+                    .received
+                    .fetch_add(taken.len() as u64, Ordering::Relaxed);
+                hand_back(&shared, taken).await;
+                break;
             }
-            // The destinations go on with the next batch while this one is acknowledged.
-            in_flight = Some(start(&shared, &bound, &mut dedupe, prepared));
-            acknowledge(&shared, settled).await;
+        };
+        let prepared = prepare(&shared, &bound, &dedupe, batch).await;
+        let mut settled = Vec::new();
+        if let Some(mut done) = in_flight.take() {
+            done.settle().await;
+            settled = account(&shared, &mut dedupe, done);
         }
-        if stop {
+        if shared.stopping.load(Ordering::Acquire) {
+            pull.messages = None;
+            acknowledge(&shared, settled).await;
+            hand_back(&shared, prepared.items.into_iter().map(|it| it.msg)).await;
             break;
         }
+        // The destinations go on with the next batch while this one is acknowledged.
+        in_flight = Some(start(&shared, &bound, &mut dedupe, prepared));
+        acknowledge(&shared, settled).await;
     }
     if let Some(mut done) = in_flight.take() {
         done.settle().await;
         finish(&shared, &mut dedupe, done).await;
+    }
+    // Acknowledgements are only queued to the connection: see them written before it is
+    // dropped, or they are lost and the messages redelivered after `ack_wait`.
+    if let Err(e) = bound.js.client().flush().await {
+        tracing::debug!(target: "tower_telemetry", error = %e, "relay: cannot flush the acknowledgements");
     }
 }
 
@@ -227,7 +242,7 @@ async fn settled(in_flight: &mut Option<InFlight>) {
 
 /// Takes the next batch: up to `batch_size` messages, waiting at most [`LINGER`] once the
 /// first one arrived. Meanwhile finishes the batch in flight as soon as it is settled. `Err`
-/// with the messages taken so far (the last batch) when the relay is told to stop.
+/// with the messages taken so far when the relay is stopping.
 async fn collect(
     shared: &Shared,
     bound: &Bound,
@@ -239,6 +254,9 @@ async fn collect(
     let mut batch = Vec::with_capacity(size);
     let mut linger: Option<Instant> = None;
     loop {
+        if shared.stopping.load(Ordering::Acquire) {
+            return Err(batch);
+        }
         if batch.len() >= size {
             return Ok(batch);
         }
@@ -293,6 +311,14 @@ async fn collect(
                 return Ok(batch);
             }
         }
+    }
+}
+
+/// Hands messages taken and not started back to the stream, to be redelivered at once.
+async fn hand_back(shared: &Shared, messages: impl IntoIterator<Item = jetstream::Message>) {
+    for msg in messages {
+        shared.counters.nacked.fetch_add(1, Ordering::Relaxed);
+        let _ = msg.ack_with(AckKind::Nak(None)).await;
     }
 }
 
