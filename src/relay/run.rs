@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use async_nats::StatusCode;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures_core::Stream;
 use tokio::task::JoinSet;
@@ -144,30 +145,98 @@ impl Dedupe {
     }
 }
 
-type Messages = pull::Stream;
+/// How long a pull request waits on the server for messages before it expires.
+const EXPIRES: Duration = Duration::from_secs(5);
+/// How often the server tells that a waiting pull request is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// When stopping, a pull request whose messages stopped coming for this long is taken as
+/// having brought all it will before it is cancelled.
+const QUIET: Duration = Duration::from_millis(50);
 
-async fn open(bound: &Bound, batch: usize) -> Option<Messages> {
-    match bound
-        .consumer
-        .stream()
-        .max_messages_per_batch(batch)
-        .expires(Duration::from_secs(5))
-        .heartbeat(Duration::from_secs(2))
-        .messages()
-        .await
-    {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::warn!(target: "tower_telemetry", error = %e, "relay: cannot pull from the consumer; retrying");
-            None
+/// The relay's pull requests, each on its own inbox, read in order: about one batch is asked
+/// for ahead of the one being collected, and a relay that stops takes in what its requests
+/// brought and hands it back.
+struct Pull {
+    requests: VecDeque<Request>,
+    /// Before asking again after a failure.
+    pause: Duration,
+    failed: bool,
+}
+
+/// A pull request and the inbox its messages come to.
+struct Request {
+    sub: async_nats::Subscriber,
+    /// Messages the server may still send for it.
+    left: usize,
+    /// Nothing came by then, not even a heartbeat: the request is presumed lost (the server
+    /// restarted, the connection was re-established...).
+    alive_until: Instant,
+}
+
+impl Request {
+    async fn send(bound: &Bound, n: usize) -> Result<Request, String> {
+        let client = bound.js.client();
+        let inbox = client.new_inbox();
+        let sub = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let config = pull::BatchConfig {
+            batch: n,
+            expires: Some(EXPIRES),
+            idle_heartbeat: HEARTBEAT,
+            ..Default::default()
+        };
+        bound
+            .consumer
+            .request_batch(config, inbox.into())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Request {
+            sub,
+            left: n,
+            alive_until: Instant::now() + 3 * HEARTBEAT,
+        })
+    }
+
+    /// The next message, or `Err` when the request is over: everything sent or expired
+    /// (`None`), or ended for the reason given. Cancel-safe.
+    async fn next(&mut self, bound: &Bound) -> Result<jetstream::Message, Option<String>> {
+        loop {
+            let got = tokio::select! {
+                biased;
+                got = recv(&mut self.sub) => got,
+                _ = tokio::time::sleep_until(self.alive_until) => {
+                    return Err(Some("the pull request went silent".into()));
+                }
+            };
+            let Some(message) = got else {
+                return Err(Some("the subscription closed".into()));
+            };
+            self.alive_until = Instant::now() + 3 * HEARTBEAT;
+            match message.status {
+                None | Some(StatusCode::OK) => {
+                    self.left = self.left.saturating_sub(1);
+                    return Ok(jetstream::Message {
+                        message,
+                        context: bound.js.clone(),
+                    });
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => continue,
+                Some(StatusCode::TIMEOUT) => return Err(None),
+                Some(status) => {
+                    return Err(Some(format!(
+                        "{status} {}",
+                        message.description.as_deref().unwrap_or_default()
+                    )));
+                }
+            }
         }
     }
 }
 
-async fn next(m: &mut Messages) -> Option<Result<jetstream::Message, String>> {
-    poll_fn(|cx| Pin::new(&mut *m).poll_next(cx))
-        .await
-        .map(|r| r.map_err(|e| e.to_string()))
+async fn recv(sub: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
+    poll_fn(|cx| Pin::new(&mut *sub).poll_next(cx)).await
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
@@ -178,8 +247,9 @@ pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
         order: VecDeque::new(),
     };
     let mut pull = Pull {
-        messages: None,
+        requests: VecDeque::new(),
         pause: Duration::from_millis(100),
+        failed: false,
     };
     // The batch being delivered. The next one is collected and prepared meanwhile, and started
     // once this one is settled: a destination is handed one batch at a time, in order.
@@ -187,10 +257,10 @@ pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
     loop {
         let batch = match collect(&shared, &bound, &mut pull, &mut in_flight, &mut dedupe).await {
             Ok(batch) => batch,
-            Err(taken) => {
+            Err(mut taken) => {
                 // Stopping: no more pulls; what was taken and not started goes back at once
                 // (for any relay), what was started is finished, recorded and acknowledged.
-                pull.messages = None;
+                taken.extend(pull.close(&bound).await);
                 shared
                     .counters
                     .received
@@ -206,9 +276,14 @@ pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
             settled = account(&shared, &mut dedupe, done);
         }
         if shared.stopping.load(Ordering::Acquire) {
-            pull.messages = None;
             acknowledge(&shared, settled).await;
-            hand_back(&shared, prepared.items.into_iter().map(|it| it.msg)).await;
+            let ready = pull.close(&bound).await;
+            shared
+                .counters
+                .received
+                .fetch_add(ready.len() as u64, Ordering::Relaxed);
+            let taken = prepared.items.into_iter().map(|it| it.msg);
+            hand_back(&shared, taken.chain(ready)).await;
             break;
         }
         // The destinations go on with the next batch while this one is acknowledged.
@@ -226,10 +301,27 @@ pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
     }
 }
 
-/// The pull subscription, reopened after errors with a growing pause.
-struct Pull {
-    messages: Option<Messages>,
-    pause: Duration,
+impl Pull {
+    /// Messages asked for and not read yet.
+    fn outstanding(&self) -> usize {
+        self.requests.iter().map(|r| r.left).sum()
+    }
+
+    /// Ends the pull requests: no more messages come; those they brought, to hand back. What
+    /// is on its way (the server sends a backlog at once) is waited for while it keeps coming.
+    async fn close(&mut self, bound: &Bound) -> Vec<jetstream::Message> {
+        let mut taken = Vec::new();
+        while let Some(mut r) = self.requests.pop_front() {
+            while r.left > 0 {
+                match tokio::time::timeout(QUIET, r.next(bound)).await {
+                    Ok(Ok(msg)) => taken.push(msg),
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
+            let _ = r.sub.unsubscribe().await;
+        }
+        taken
+    }
 }
 
 /// Waits until the batch in flight, if any, is settled (cancel-safe); never returns without one.
@@ -260,25 +352,35 @@ async fn collect(
         if batch.len() >= size {
             return Ok(batch);
         }
-        let Some(m) = &mut pull.messages else {
-            pull.messages = open(bound, size).await;
-            if pull.messages.is_none() {
-                let until = Instant::now() + pull.pause;
-                pull.pause = (pull.pause * 2).min(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = shared.stop.notified() => return Err(batch),
-                        _ = settled(in_flight) => {
-                            let done = in_flight.take().expect("a batch in flight");
-                            finish(shared, dedupe, done).await;
-                        }
-                        _ = tokio::time::sleep_until(until) => break,
+        if pull.failed {
+            // Wait a little before asking again, still finishing the batch in flight.
+            let until = Instant::now() + pull.pause;
+            pull.pause = (pull.pause * 2).min(Duration::from_secs(5));
+            pull.failed = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shared.stop.notified() => return Err(batch),
+                    _ = settled(in_flight) => {
+                        let done = in_flight.take().expect("a batch in flight");
+                        finish(shared, dedupe, done).await;
                     }
+                    _ = tokio::time::sleep_until(until) => break,
                 }
             }
-            continue;
-        };
+        }
+        // About one batch asked for ahead of what is read.
+        if pull.outstanding() <= size / 2 {
+            match Request::send(bound, size).await {
+                Ok(r) => pull.requests.push_back(r),
+                Err(e) => {
+                    tracing::warn!(target: "tower_telemetry", error = %e, "relay: cannot pull from the consumer; retrying");
+                    pull.failed = true;
+                    continue;
+                }
+            }
+        }
+        let request = pull.requests.front_mut().expect("a pull request");
         tokio::select! {
             biased;
             _ = shared.stop.notified() => return Err(batch),
@@ -286,24 +388,22 @@ async fn collect(
                 let done = in_flight.take().expect("a batch in flight");
                 finish(shared, dedupe, done).await;
             }
-            more = next(m) => match more {
-                Some(Ok(msg)) => {
+            pulled = request.next(bound) => match pulled {
+                Ok(msg) => {
+                    if request.left == 0 {
+                        pull.requests.pop_front();
+                    }
                     if batch.is_empty() {
                         linger = Some(Instant::now() + LINGER);
-                        pull.pause = Duration::from_millis(100);
                     }
+                    pull.pause = Duration::from_millis(100);
                     batch.push(msg);
                 }
-                Some(Err(e)) => {
-                    tracing::debug!(target: "tower_telemetry", error = %e, "relay: pull stream error");
-                    if !batch.is_empty() {
-                        return Ok(batch);
-                    }
-                }
-                None => {
-                    pull.messages = None;
-                    if !batch.is_empty() {
-                        return Ok(batch);
+                Err(why) => {
+                    pull.requests.pop_front();
+                    if let Some(why) = why {
+                        tracing::debug!(target: "tower_telemetry", reason = %why, "relay: pull request ended");
+                        pull.failed = true;
                     }
                 }
             },
