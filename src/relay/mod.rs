@@ -39,16 +39,27 @@
 //!
 //! # Guarantees
 //!
-//! - No loss: a message is acknowledged only when every routed destination settled it, and
-//!   JetStream redelivers what a relay did not acknowledge (it crashed, or a destination kept
-//!   failing) after `ack_wait` or the retry delay.
-//! - No duplicates from redelivery, within `dedupe_window`. The one window left: a relay that
-//!   dies *while* a destination is accepting a batch (the request reached the destination,
-//!   the answer did not reach the relay) leaves that batch unrecorded, and it is delivered
-//!   again. No relay can close that window for a destination that does not deduplicate.
+//! - No loss: a message is acknowledged only when every routed destination settled it
+//!   (accepted it, or rejected it for good), and JetStream redelivers what a relay did not
+//!   acknowledge (it crashed, or a destination kept failing) after `ack_wait` or the retry
+//!   delay, at most `max_deliver` times.
+//! - A graceful stop ([`RunningRelay::shutdown`] within its timeout) is exactly once: the relay
+//!   stops pulling, finishes the batch its destinations were given (delivers, records and
+//!   acknowledges it), and hands every message it fetched and did not start back to the
+//!   stream, where the other relays get it at once.
+//! - A crash ([`RunningRelay::abort`], a killed process, a `shutdown` past its timeout) loses
+//!   nothing, and at most the batch in flight to each destination — that destination's
+//!   `batch_size` events — may be delivered twice. Each destination batch is recorded as
+//!   delivered (per destination and event id, in a JetStream key-value bucket shared by the
+//!   relays, for `dedupe_window`) before the next one is sent, and redeliveries skip what is
+//!   recorded. The batch in flight may have reached the destination without the answer
+//!   reaching the relay; no relay can tell, and Umami has no idempotency key to close that
+//!   window. (With `shared_dedupe: false`, another relay does not see the record and delivers
+//!   again everything the crashed relay had not acknowledged.)
 //! - The relay never drops for lack of room: it reads only as fast as the destinations take.
 //!   (Per-destination `queue_capacity` does not apply here; `batch_size`, `timeout`, `retry`,
-//!   `allow_properties` and `drop_properties` do.)
+//!   `allow_properties` and `drop_properties` do. The `redact` and `limits` sections do not:
+//!   the apps applied them before publishing.)
 
 mod config;
 mod run;
