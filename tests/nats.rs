@@ -23,8 +23,9 @@ use async_nats::jetstream;
 use nats_server::{NatsCluster, NatsServer};
 use tower_telemetry::relay::{Relay, RelayConfig};
 use tower_telemetry::{
-    Config, DeliveryConfig, Destination, DestinationConfig, Event, MemoryDestination, NatsConfig,
-    NatsDestination, NatsStreamConfig, RetryConfig, Telemetry, props,
+    BoxFuture, Config, DeliveryConfig, DeliveryError, Destination, DestinationConfig, Event,
+    MemoryDestination, NatsConfig, NatsDestination, NatsStreamConfig, RetryConfig, Telemetry,
+    props,
 };
 
 /// The longest any single wait in these tests may take.
@@ -296,6 +297,36 @@ async fn three_nodes_leader_killed_while_publishing() {
     );
 }
 
+/// Waits until the consumer `durable` has nothing pending or unacknowledged.
+async fn all_acknowledged(
+    urls: &[String],
+    stream: &str,
+    durable: &str,
+    relays: &[&tower_telemetry::relay::RunningRelay],
+) {
+    let js = js(urls).await;
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let mut c: jetstream::consumer::PullConsumer = js
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .get_consumer(durable)
+            .await
+            .unwrap();
+        let info = c.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not everything was acknowledged: {info:?}\nrelays: {:?}",
+            relays.iter().map(|r| r.stats()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Two relays on one durable consumer, fed from one stream of numbered events, delivering to
 /// one memory destination and one Umami server.
 #[cfg(feature = "umami")]
@@ -372,27 +403,7 @@ impl SharedWork {
 
     /// Waits until the consumer has nothing pending or unacknowledged.
     async fn all_acknowledged(&self, survivor: &tower_telemetry::relay::RunningRelay) {
-        let js = js(&self.urls).await;
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let mut c: jetstream::consumer::PullConsumer = js
-                .get_stream(self.stream)
-                .await
-                .unwrap()
-                .get_consumer("relays")
-                .await
-                .unwrap();
-            let info = c.info().await.unwrap();
-            if info.num_pending == 0 && info.num_ack_pending == 0 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not everything was acknowledged: {info:?}\nsurviving relay: {:?}",
-                survivor.stats()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        all_acknowledged(&self.urls, self.stream, "relays", &[survivor]).await;
     }
 
     /// How many times each `seq` reached the memory destination and the Umami server.
@@ -540,6 +551,95 @@ async fn two_relays_share_the_work_and_one_stops_gracefully() {
         b_stats.redelivered,
         skipped(&b_stats),
         started.elapsed()
+    );
+}
+
+/// A memory destination that takes `delay` to accept each batch.
+struct Slow {
+    memory: MemoryDestination,
+    delay: Duration,
+}
+
+impl Destination for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.memory.send(batch).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_slower_than_ack_wait_are_not_redelivered_meanwhile() {
+    let Some(bin) = nats_server::binary() else {
+        return;
+    };
+    // Each relay batch takes 5 destination batches of 500 ms: longer than `ack_wait`. What
+    // a relay has fetched and not started yet waits that long too, and must not be
+    // redelivered to the other relay meanwhile.
+    const N: usize = 2000;
+    let node = NatsServer::start(&bin).await;
+    let urls = vec![node.url()];
+    let nats = NatsDestination::new(nats_config(urls.clone(), "SLOW", 1)).unwrap();
+    setup(&nats).await;
+    let sent = events(N, "user.action");
+    for chunk in sent.chunks(500) {
+        nats.send(chunk).await.unwrap();
+    }
+    let memory = MemoryDestination::new();
+    let relay = || {
+        Relay::builder(
+            RelayConfig::new(urls.clone())
+                .stream("SLOW")
+                .durable("slow")
+                .ack_wait(Duration::from_secs(2))
+                .batch_size(500),
+        )
+        .config(Config::default().destination(
+            DestinationConfig::new("slow").delivery(DeliveryConfig::default().batch_size(100)),
+        ))
+        .destination(
+            "slow",
+            Slow {
+                memory: memory.clone(),
+                delay: Duration::from_millis(500),
+            },
+        )
+        .build()
+        .unwrap()
+        .start()
+    };
+    let a = relay().await.unwrap();
+    let b = relay().await.unwrap();
+    all_acknowledged(&urls, "SLOW", "slow", &[&a, &b]).await;
+    let (a, b) = (
+        a.shutdown(Duration::from_secs(5)).await,
+        b.shutdown(Duration::from_secs(5)).await,
+    );
+    let mut times = vec![0; N];
+    for e in memory.events() {
+        times[seq_of(&e) as usize] += 1;
+    }
+    let wrong: Vec<(usize, usize)> = times
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t != 1)
+        .map(|(seq, t)| (seq, *t))
+        .take(10)
+        .collect();
+    assert!(wrong.is_empty(), "(seq, times) not exactly once: {wrong:?}");
+    assert_eq!(
+        (a.redelivered, b.redelivered),
+        (0, 0),
+        "messages redelivered while a relay held them"
+    );
+    println!(
+        "SLOW relay a acked {}, relay b acked {}, none redelivered",
+        a.acked, b.acked
     );
 }
 
