@@ -218,6 +218,27 @@ impl NatsServer {
         self.wait_ready(READY_TIMEOUT).await;
     }
 
+    /// Stops the process as an operator would (SIGTERM: it writes its state out first),
+    /// reaps it, and starts it again like [`restart`](Self::restart).
+    pub async fn restart_gracefully(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + READY_TIMEOUT;
+            while !matches!(c.try_wait(), Ok(Some(_))) {
+                if Instant::now() >= deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("nats-server {} did not stop after SIGTERM", self.name);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.launch();
+        self.wait_ready(READY_TIMEOUT).await;
+    }
+
     /// Waits until `/healthz?js-enabled-only=true` answers 200.
     pub async fn wait_ready(&mut self, timeout: Duration) {
         if let Err(e) = self.ready(timeout).await {
