@@ -39,16 +39,27 @@
 //!
 //! # Guarantees
 //!
-//! - No loss: a message is acknowledged only when every routed destination settled it, and
-//!   JetStream redelivers what a relay did not acknowledge (it crashed, or a destination kept
-//!   failing) after `ack_wait` or the retry delay.
-//! - No duplicates from redelivery, within `dedupe_window`. The one window left: a relay that
-//!   dies *while* a destination is accepting a batch (the request reached the destination,
-//!   the answer did not reach the relay) leaves that batch unrecorded, and it is delivered
-//!   again. No relay can close that window for a destination that does not deduplicate.
+//! - No loss: a message is acknowledged only when every routed destination settled it
+//!   (accepted it, or rejected it for good), and JetStream redelivers what a relay did not
+//!   acknowledge (it crashed, or a destination kept failing) after `ack_wait` or the retry
+//!   delay, at most `max_deliver` times.
+//! - A graceful stop ([`RunningRelay::shutdown`] within its timeout) is exactly once: the relay
+//!   stops pulling, finishes the batch its destinations were given (delivers, records and
+//!   acknowledges it), and hands every message it fetched and did not start back to the
+//!   stream, where the other relays get it at once.
+//! - A crash ([`RunningRelay::abort`], a killed process, a `shutdown` past its timeout) loses
+//!   nothing, and at most the batch in flight to each destination — that destination's
+//!   `batch_size` events — may be delivered twice. Each destination batch is recorded as
+//!   delivered (per destination and event id, in a JetStream key-value bucket shared by the
+//!   relays, for `dedupe_window`) before the next one is sent, and redeliveries skip what is
+//!   recorded. The batch in flight may have reached the destination without the answer
+//!   reaching the relay; no relay can tell, and Umami has no idempotency key to close that
+//!   window. (With `shared_dedupe: false`, another relay does not see the record and delivers
+//!   again everything the crashed relay had not acknowledged.)
 //! - The relay never drops for lack of room: it reads only as fast as the destinations take.
-//!   (Per-destination `queue_capacity` does not apply here; `batch_size`, `timeout` and
-//!   `retry` do.)
+//!   (Per-destination `queue_capacity` does not apply here; `batch_size`, `timeout`, `retry`,
+//!   `allow_properties` and `drop_properties` do. The `redact` and `limits` sections do not:
+//!   the apps applied them before publishing.)
 
 mod config;
 mod run;
@@ -56,7 +67,7 @@ mod run;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -65,6 +76,7 @@ pub use config::RelayConfig;
 
 use crate::config::{Config, ConfigError, ConfigErrors, DeliveryConfig, DestinationConfig};
 use crate::destination::{Destination, MemoryDestination};
+use crate::dispatch::PropertyView;
 use crate::routing::{Filter, MAX_DESTINATIONS, RouteTarget, Router, threshold};
 use crate::telemetry::{build_kind, effective_delivery};
 
@@ -81,6 +93,8 @@ pub(crate) struct Lane {
     pub(crate) name: String,
     pub(crate) destination: Arc<dyn Destination>,
     pub(crate) delivery: DeliveryConfig,
+    /// Its `allow_properties` / `drop_properties`, if it has any.
+    pub(crate) view: Option<Arc<PropertyView>>,
     pub(crate) counters: LaneCounters,
 }
 
@@ -176,6 +190,18 @@ impl RelayBuilder {
                     }
                 },
             };
+            let view = match PropertyView::new(dc.allow_properties.as_deref(), &dc.drop_properties)
+            {
+                Ok(v) => v.map(Arc::new),
+                Err((list, i, msg)) => {
+                    errors.push(ConfigError::new(
+                        format!("{}.{list}[{i}]", dc.settings.path),
+                        None,
+                        msg,
+                    ));
+                    None
+                }
+            };
             let any: &dyn std::any::Any = &*destination;
             if let Some(m) = any.downcast_ref::<MemoryDestination>() {
                 memories.insert(dc.name.clone(), m.clone());
@@ -197,6 +223,7 @@ impl RelayBuilder {
                 name: dc.name.clone(),
                 delivery: effective_delivery(&dc, &*destination),
                 destination,
+                view,
                 counters: LaneCounters::default(),
             });
         }
@@ -275,6 +302,7 @@ impl Relay {
             router: self.router,
             lanes: self.lanes,
             counters: RelayCounters::default(),
+            stopping: AtomicBool::new(false),
             stop: Notify::new(),
         });
         let bound = run::bind(&shared).await?;
@@ -293,6 +321,8 @@ pub(crate) struct Shared {
     pub(crate) router: Router,
     pub(crate) lanes: Vec<Lane>,
     pub(crate) counters: RelayCounters,
+    /// Set by a graceful shutdown, before `stop` is notified.
+    pub(crate) stopping: AtomicBool,
     pub(crate) stop: Notify,
 }
 
@@ -352,10 +382,13 @@ impl RunningRelay {
         self.memories.get(name).cloned()
     }
 
-    /// Stops reading, finishes (delivers and acknowledges) the batch in hand, and shuts the
-    /// destinations down — within `timeout`, after which the relay is aborted (its
-    /// unacknowledged messages are redelivered to other relays after `ack_wait`).
+    /// Stops reading, finishes (delivers, records and acknowledges) the batch its destinations
+    /// were given, hands the messages it took and did not start back to the stream (other
+    /// relays get them at once), and shuts the destinations down — within `timeout`, after
+    /// which the relay is aborted (its unacknowledged messages are redelivered to other relays
+    /// after `ack_wait`).
     pub async fn shutdown(mut self, timeout: Duration) -> RelayStats {
+        self.shared.stopping.store(true, Ordering::Release);
         self.shared.stop.notify_one();
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
@@ -395,7 +428,8 @@ pub struct RelayStats {
     pub received: u64,
     /// Messages acknowledged: every routed destination settled their event.
     pub acked: u64,
-    /// Messages handed back for redelivery later (a destination kept failing).
+    /// Messages handed back for redelivery: later when a destination kept failing, at once
+    /// when the relay stopped before starting them.
     pub nacked: u64,
     /// Messages that are not events of a known schema version; terminated, never redelivered.
     pub rejected: u64,

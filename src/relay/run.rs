@@ -1,14 +1,19 @@
 //! The relay's loop: pull a batch, route it, deliver it, record it, acknowledge it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
+use async_nats::StatusCode;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures_core::Stream;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -17,7 +22,7 @@ use super::{Lane, RelayError, Shared};
 use crate::config::SampleKey;
 use crate::destination::nats::decode_event;
 use crate::destination::{DeliveryError, DeliveryErrorKind};
-use crate::dispatch::backoff;
+use crate::dispatch::{PropertyView, backoff};
 use crate::event::Event;
 use crate::routing::{ALWAYS_BIT, DEST_MASK, stable_hash};
 
@@ -144,30 +149,312 @@ impl Dedupe {
     }
 }
 
-type Messages = pull::Stream;
+/// How long a pull request waits on the server for messages before it expires.
+const EXPIRES: Duration = Duration::from_secs(5);
+/// How often the server tells that a waiting pull request is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// When stopping, a pull request whose messages stopped coming for this long is taken as
+/// having brought all it will before it is cancelled.
+const QUIET: Duration = Duration::from_millis(50);
 
-async fn open(bound: &Bound, batch: usize) -> Option<Messages> {
-    match bound
-        .consumer
-        .stream()
-        .max_messages_per_batch(batch)
-        .expires(Duration::from_secs(5))
-        .heartbeat(Duration::from_secs(2))
-        .messages()
-        .await
-    {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::warn!(target: "tower_telemetry", error = %e, "relay: cannot pull from the consumer; retrying");
-            None
+/// The messages the relay holds, from fetched to acknowledged, by stream sequence, with the
+/// subject that tells JetStream one is still being worked on. One task tells it for all of
+/// them every third of `ack_wait` ([`keep`]), so none is redelivered while the relay has it;
+/// a copy JetStream redelivers anyway (the relay stalled that long) is recognised and
+/// dropped: the message in hand is acknowledged for both.
+#[derive(Default)]
+struct Held(Mutex<HashMap<u64, async_nats::Subject>>);
+
+impl Held {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, async_nats::Subject>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds `msg`; `false` if a message with its stream sequence is held already.
+    fn hold(&self, msg: &jetstream::Message) -> bool {
+        let (Some(seq), Some(reply)) = (seq_of(msg), msg.reply.clone()) else {
+            return true;
+        };
+        match self.map().entry(seq) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) => {
+                v.insert(reply);
+                true
+            }
+        }
+    }
+
+    fn release(&self, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            self.map().remove(&seq);
         }
     }
 }
 
-async fn next(m: &mut Messages) -> Option<Result<jetstream::Message, String>> {
-    poll_fn(|cx| Pin::new(&mut *m).poll_next(cx))
-        .await
-        .map(|r| r.map_err(|e| e.to_string()))
+/// A message's stream sequence.
+fn seq_of(msg: &jetstream::Message) -> Option<u64> {
+    msg.info().ok().map(|i| i.stream_sequence)
+}
+
+/// Tells JetStream, every `every`, that the messages held are being worked on.
+async fn keep(js: jetstream::Context, held: Arc<Held>, every: Duration) {
+    let client = js.client();
+    loop {
+        tokio::time::sleep(every).await;
+        let replies: Vec<_> = held.map().values().cloned().collect();
+        for reply in replies {
+            // A plain publish: a JetStream publish would wait for an acknowledgement that
+            // never comes, holding one of the context's in-flight permits meanwhile.
+            let _ = client.publish(reply, "+WPI".into()).await;
+        }
+    }
+}
+
+/// Messages fetched ahead of the relay's batches, between the fetcher task and the relay.
+#[derive(Default)]
+struct Fetched {
+    queue: Mutex<VecDeque<jetstream::Message>>,
+    /// Messages were added.
+    added: Notify,
+    /// Messages were taken.
+    taken: Notify,
+    /// The fetcher is to stop.
+    closing: Notify,
+}
+
+impl Fetched {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<jetstream::Message>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, msg: jetstream::Message) {
+        self.queue().push_back(msg);
+        self.added.notify_one();
+    }
+
+    /// Moves up to `n` messages into `into`; how many.
+    fn take(&self, into: &mut Vec<jetstream::Message>, n: usize) -> usize {
+        let mut queue = self.queue();
+        let n = n.min(queue.len());
+        into.extend(queue.drain(..n));
+        drop(queue);
+        if n > 0 {
+            self.taken.notify_one();
+        }
+        n
+    }
+}
+
+/// The relay's fetcher: a task that pulls about one batch and a half ahead of the relay, each
+/// pull request on its own inbox, all read as soon as messages arrive, each message [`Held`]
+/// from then on.
+struct Fetcher {
+    fetched: Arc<Fetched>,
+    task: Option<AbortOnDrop>,
+}
+
+impl Fetcher {
+    fn start(shared: Arc<Shared>, bound: &Bound, held: Arc<Held>) -> Fetcher {
+        let fetched = Arc::new(Fetched::default());
+        let task = tokio::spawn(fetch(
+            shared,
+            bound.js.clone(),
+            bound.consumer.clone(),
+            held,
+            fetched.clone(),
+        ));
+        Fetcher {
+            fetched,
+            task: Some(AbortOnDrop(task)),
+        }
+    }
+
+    /// Stops fetching; every message fetched and not taken, to hand back.
+    async fn close(&mut self) -> Vec<jetstream::Message> {
+        if let Some(mut task) = self.task.take() {
+            self.fetched.closing.notify_one();
+            let _ = (&mut task.0).await;
+        }
+        self.fetched.queue().drain(..).collect()
+    }
+}
+
+async fn fetch(
+    shared: Arc<Shared>,
+    js: jetstream::Context,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    held: Arc<Held>,
+    fetched: Arc<Fetched>,
+) {
+    let size = shared.config.batch_size;
+    let take = |msg: jetstream::Message| {
+        if held.hold(&msg) {
+            fetched.push(msg);
+        } else {
+            shared.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "tower_telemetry", seq = seq_of(&msg), "relay: a copy of a message in hand; dropped");
+        }
+    };
+    // Every request is read as soon as its messages come: JetStream may send to any of them
+    // (a redelivery to a later one, say), and a message not read is not held.
+    let mut requests: Vec<Request> = Vec::new();
+    let mut pause = Duration::from_millis(100);
+    'fetch: loop {
+        let queued = fetched.queue().len();
+        let asked: usize = requests.iter().map(|r| r.left).sum();
+        if queued + asked <= size / 2 {
+            match Request::send(&js, &consumer, size).await {
+                Ok(r) => requests.push(r),
+                Err(e) => {
+                    tracing::warn!(target: "tower_telemetry", error = %e, "relay: cannot pull from the consumer; retrying");
+                    tokio::select! {
+                        biased;
+                        _ = fetched.closing.notified() => break 'fetch,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = fetched.closing.notified() => break 'fetch,
+            (i, got) = poll_fn(|cx| poll_any(&mut requests, cx, &js)) => match got {
+                Ok(msg) => {
+                    if requests[i].left == 0 {
+                        requests.swap_remove(i);
+                    }
+                    pause = Duration::from_millis(100);
+                    take(msg);
+                }
+                Err(why) => {
+                    requests.swap_remove(i);
+                    if let Some(why) = why {
+                        tracing::debug!(target: "tower_telemetry", reason = %why, "relay: pull request ended");
+                        tokio::select! {
+                            biased;
+                            _ = fetched.closing.notified() => break 'fetch,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+            },
+            _ = fetched.taken.notified() => {}
+        }
+    }
+    // What the requests bring (the server sends a backlog at once) is taken in while it keeps
+    // coming; then they are cancelled.
+    while !requests.is_empty() {
+        let got = poll_fn(|cx| poll_any(&mut requests, cx, &js));
+        match tokio::time::timeout(QUIET, got).await {
+            Ok((i, Ok(msg))) => {
+                if requests[i].left == 0 {
+                    requests.swap_remove(i);
+                }
+                take(msg);
+            }
+            Ok((i, Err(_))) => {
+                requests.swap_remove(i);
+            }
+            Err(_) => break,
+        }
+    }
+    for mut r in requests {
+        let _ = r.sub.unsubscribe().await;
+    }
+}
+
+/// The next message of any request, with the request's index, or the end of one. Pending
+/// forever without requests.
+fn poll_any(
+    requests: &mut [Request],
+    cx: &mut std::task::Context<'_>,
+    js: &jetstream::Context,
+) -> Poll<(usize, Result<jetstream::Message, Option<String>>)> {
+    for (i, r) in requests.iter_mut().enumerate() {
+        if let Poll::Ready(got) = r.poll_next(cx, js) {
+            return Poll::Ready((i, got));
+        }
+    }
+    Poll::Pending
+}
+
+/// A pull request and the inbox its messages come to.
+struct Request {
+    sub: async_nats::Subscriber,
+    /// Messages the server may still send for it.
+    left: usize,
+    /// Nothing came by then, not even a heartbeat: the request is presumed lost (the server
+    /// restarted, the connection was re-established...).
+    silence: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Request {
+    async fn send(
+        js: &jetstream::Context,
+        consumer: &jetstream::consumer::Consumer<pull::Config>,
+        n: usize,
+    ) -> Result<Request, String> {
+        let client = js.client();
+        let inbox = client.new_inbox();
+        let sub = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let config = pull::BatchConfig {
+            batch: n,
+            expires: Some(EXPIRES),
+            idle_heartbeat: HEARTBEAT,
+            ..Default::default()
+        };
+        consumer
+            .request_batch(config, inbox.into())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Request {
+            sub,
+            left: n,
+            silence: Box::pin(tokio::time::sleep(3 * HEARTBEAT)),
+        })
+    }
+
+    /// The next message, or `Err` when the request is over: everything sent or expired
+    /// (`None`), or ended for the reason given.
+    fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        js: &jetstream::Context,
+    ) -> Poll<Result<jetstream::Message, Option<String>>> {
+        while let Poll::Ready(got) = Pin::new(&mut self.sub).poll_next(cx) {
+            let Some(message) = got else {
+                return Poll::Ready(Err(Some("the subscription closed".into())));
+            };
+            self.silence.as_mut().reset(Instant::now() + 3 * HEARTBEAT);
+            match message.status {
+                None | Some(StatusCode::OK) => {
+                    self.left = self.left.saturating_sub(1);
+                    return Poll::Ready(Ok(jetstream::Message {
+                        message,
+                        context: js.clone(),
+                    }));
+                }
+                Some(StatusCode::IDLE_HEARTBEAT) => continue,
+                Some(StatusCode::TIMEOUT) => return Poll::Ready(Err(None)),
+                Some(status) => {
+                    return Poll::Ready(Err(Some(format!(
+                        "{status} {}",
+                        message.description.as_deref().unwrap_or_default()
+                    ))));
+                }
+            }
+        }
+        match self.silence.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Some("the pull request went silent".into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
@@ -177,84 +464,191 @@ pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
         seen: HashSet::new(),
         order: VecDeque::new(),
     };
-    let mut messages: Option<Messages> = None;
-    let mut pause = Duration::from_millis(100);
-    'outer: loop {
-        let m = match &mut messages {
-            Some(m) => m,
-            None => {
-                messages = open(&bound, c.batch_size).await;
-                if messages.is_none() {
-                    tokio::select! {
-                        _ = shared.stop.notified() => break 'outer,
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                continue;
+    let held = Arc::new(Held::default());
+    let _keeper = AbortOnDrop(tokio::spawn(keep(
+        bound.js.clone(),
+        held.clone(),
+        c.ack_wait / 3,
+    )));
+    let mut fetcher = Fetcher::start(shared.clone(), &bound, held.clone());
+    // The batch being delivered. The next one is collected and prepared meanwhile, and started
+    // once this one is settled: a destination is handed one batch at a time, in order.
+    let mut in_flight: Option<InFlight> = None;
+    loop {
+        let collected = collect(
+            &shared,
+            &fetcher.fetched,
+            &mut in_flight,
+            &mut dedupe,
+            &held,
+        );
+        let batch = match collected.await {
+            Ok(batch) => batch,
+            Err(mut taken) => {
+                // Stopping: no more pulls; what was taken and not started goes back at once
+                // (for any relay), what was started is finished, recorded and acknowledged.
+                taken.extend(fetcher.close().await);
+                shared
+                    .counters
+                    .received
+                    .fetch_add(taken.len() as u64, Ordering::Relaxed);
+                hand_back(&shared, &held, taken).await;
+                break;
             }
         };
-        let mut batch = Vec::with_capacity(c.batch_size);
+        let prepared = prepare(&shared, &bound, &dedupe, &held, batch).await;
+        let mut settled = Vec::new();
+        if let Some(mut done) = in_flight.take() {
+            done.settle().await;
+            settled = account(&shared, &mut dedupe, done);
+        }
+        if shared.stopping.load(Ordering::Acquire) {
+            acknowledge(&shared, &held, settled).await;
+            let ready = fetcher.close().await;
+            shared
+                .counters
+                .received
+                .fetch_add(ready.len() as u64, Ordering::Relaxed);
+            let taken = prepared.items.into_iter().map(|it| it.msg);
+            hand_back(&shared, &held, taken.chain(ready)).await;
+            break;
+        }
+        // The destinations go on with the next batch while this one is acknowledged.
+        in_flight = Some(start(&shared, &bound, &mut dedupe, prepared));
+        acknowledge(&shared, &held, settled).await;
+    }
+    if let Some(mut done) = in_flight.take() {
+        done.settle().await;
+        finish(&shared, &mut dedupe, &held, done).await;
+    }
+    // Acknowledgements are only queued to the connection: see them written before it is
+    // dropped, or they are lost and the messages redelivered after `ack_wait`.
+    if let Err(e) = bound.js.client().flush().await {
+        tracing::debug!(target: "tower_telemetry", error = %e, "relay: cannot flush the acknowledgements");
+    }
+}
+
+/// Waits until the batch in flight, if any, is settled (cancel-safe); never returns without one.
+async fn settled(in_flight: &mut Option<InFlight>) {
+    match in_flight {
+        Some(f) => f.settle().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes the next batch: up to `batch_size` messages, waiting at most [`LINGER`] once the
+/// first one arrived. Meanwhile finishes the batch in flight as soon as it is settled. `Err`
+/// with the messages taken so far when the relay is stopping.
+async fn collect(
+    shared: &Shared,
+    fetched: &Fetched,
+    in_flight: &mut Option<InFlight>,
+    dedupe: &mut Dedupe,
+    held: &Held,
+) -> Result<Vec<jetstream::Message>, Vec<jetstream::Message>> {
+    let size = shared.config.batch_size;
+    let mut batch = Vec::with_capacity(size);
+    let mut linger: Option<Instant> = None;
+    loop {
+        if shared.stopping.load(Ordering::Acquire) {
+            return Err(batch);
+        }
+        let lacking = size - batch.len();
+        if fetched.take(&mut batch, lacking) > 0 && linger.is_none() {
+            linger = Some(Instant::now() + LINGER);
+        }
+        if batch.len() >= size {
+            return Ok(batch);
+        }
         tokio::select! {
             biased;
-            _ = shared.stop.notified() => break 'outer,
-            first = next(m) => match first {
-                Some(Ok(msg)) => batch.push(msg),
-                Some(Err(e)) => {
-                    tracing::debug!(target: "tower_telemetry", error = %e, "relay: pull stream error");
-                    continue;
-                }
-                None => {
-                    messages = None;
-                    continue;
-                }
-            },
-        }
-        pause = Duration::from_millis(100);
-        let deadline = Instant::now() + LINGER;
-        while batch.len() < c.batch_size {
-            tokio::select! {
-                more = next(m) => match more {
-                    Some(Ok(msg)) => batch.push(msg),
-                    Some(Err(_)) => break,
-                    None => { messages = None; break }
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+            _ = shared.stop.notified() => return Err(batch),
+            _ = settled(in_flight) => {
+                let done = in_flight.take().expect("a batch in flight");
+                finish(shared, dedupe, held, done).await;
+            }
+            _ = fetched.added.notified() => {}
+            _ = tokio::time::sleep_until(linger.unwrap_or_else(Instant::now)), if linger.is_some() => {
+                return Ok(batch);
             }
         }
-        process(&shared, &bound, &mut dedupe, batch).await;
+    }
+}
+
+/// Hands messages taken and not started back to the stream, to be redelivered at once.
+async fn hand_back(
+    shared: &Shared,
+    held: &Held,
+    messages: impl IntoIterator<Item = jetstream::Message>,
+) {
+    for msg in messages {
+        held.release(seq_of(&msg));
+        shared.counters.nacked.fetch_add(1, Ordering::Relaxed);
+        let _ = msg.ack_with(AckKind::Nak(None)).await;
     }
 }
 
 struct Item {
     msg: jetstream::Message,
+    /// Its stream sequence.
+    seq: Option<u64>,
     event: Arc<Event>,
     /// Destinations still to settle.
     pending: u32,
 }
 
-async fn process(
+/// A batch decoded and routed, its redeliveries checked against the shared record.
+struct Prepared {
+    items: Vec<Item>,
+}
+
+/// A batch whose destinations are being delivered to, each by its own task.
+struct InFlight {
+    items: Vec<Item>,
+    work: JoinSet<LaneDone>,
+    done: Vec<LaneDone>,
+}
+
+/// One destination's part of a batch and how it settled.
+type LaneDone = (usize, Vec<(usize, Arc<Event>)>, Outcome);
+
+impl InFlight {
+    /// Waits until every destination settled its part. Cancel-safe.
+    async fn settle(&mut self) {
+        while let Some(done) = self.work.join_next().await {
+            if let Ok(done) = done {
+                self.done.push(done);
+            }
+        }
+    }
+}
+
+async fn prepare(
     shared: &Shared,
     bound: &Bound,
-    dedupe: &mut Dedupe,
+    dedupe: &Dedupe,
+    held: &Held,
     batch: Vec<jetstream::Message>,
-) {
+) -> Prepared {
     let counters = &shared.counters;
     counters
         .received
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     let mut items: Vec<Item> = Vec::with_capacity(batch.len());
     for msg in batch {
-        let redelivered = msg.info().map(|i| i.delivered > 1).unwrap_or(false);
+        let info = msg.info().ok().map(|i| (i.delivered, i.stream_sequence));
+        let redelivered = info.is_some_and(|(delivered, _)| delivered > 1);
         if redelivered {
             counters.redelivered.fetch_add(1, Ordering::Relaxed);
         }
+        let seq = info.map(|(_, seq)| seq);
         let event = match decode_event(&msg.payload) {
             Ok(e) => Arc::new(e),
             Err(e) => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "tower_telemetry", subject = %msg.subject, error = %e, "relay: not a telemetry event; terminated");
                 let _ = msg.ack_with(AckKind::Term).await;
+                held.release(seq);
                 continue;
             }
         };
@@ -282,27 +676,32 @@ async fn process(
         }
         items.push(Item {
             msg,
+            seq,
             event,
             pending,
         });
     }
+    Prepared { items }
+}
 
-    // Keep the messages ours while destinations retry (and stop when this batch is done or
-    // the relay is aborted: a crashed relay must not keep its messages).
-    let progress = {
-        let replies: Vec<_> = items.iter().map(|it| it.msg.reply.clone()).collect();
-        let client = bound.js.clone();
-        let every = shared.config.ack_wait / 3;
-        AbortOnDrop(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                for r in replies.iter().flatten() {
-                    let _ = client.publish(r.clone(), "+WPI".into()).await;
-                }
+/// Hands each destination its part of the batch.
+fn start(shared: &Shared, bound: &Bound, dedupe: &mut Dedupe, prepared: Prepared) -> InFlight {
+    let Prepared { mut items } = prepared;
+    // The batch before this one settled after this one was prepared.
+    for it in &mut items {
+        let mut bits = it.pending;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if dedupe.contains(i, it.event.id()) {
+                it.pending &= !(1 << i);
+                shared.lanes[i]
+                    .counters
+                    .skipped
+                    .fetch_add(1, Ordering::Relaxed);
             }
-        }))
-    };
-
+        }
+    }
     let mut work = JoinSet::new();
     for (i, lane) in shared.lanes.iter().enumerate() {
         let events: Vec<(usize, Arc<Event>)> = items
@@ -316,23 +715,43 @@ async fn process(
         }
         let destination = lane.destination.clone();
         let delivery = lane.delivery;
-        let markers = bound
-            .markers
-            .as_ref()
-            .map(|m| (bound.js.clone(), m.prefix.clone(), token(&lane.name)));
+        let view = lane.view.clone();
+        let recorder = bound.markers.as_ref().map(|m| Recorder {
+            js: bound.js.clone(),
+            prefix: format!("{}{}.", m.prefix, token(&lane.name)),
+        });
         work.spawn(async move {
-            let settled = deliver(&*destination, &events, &delivery).await;
-            if let Some((js, prefix, dest)) = markers {
-                record(&js, &prefix, &dest, &events, &settled).await;
-            }
+            let settled = deliver(
+                &*destination,
+                &events,
+                &delivery,
+                view.as_deref(),
+                recorder.as_ref(),
+            )
+            .await;
             (i, events, settled)
         });
     }
+    InFlight {
+        items,
+        work,
+        done: Vec::new(),
+    }
+}
+
+/// Counts a settled batch, remembers what was delivered, and acknowledges it.
+async fn finish(shared: &Shared, dedupe: &mut Dedupe, held: &Held, in_flight: InFlight) {
+    let items = account(shared, dedupe, in_flight);
+    acknowledge(shared, held, items).await;
+}
+
+/// Counts a settled batch and remembers what was delivered; its messages, to acknowledge.
+fn account(shared: &Shared, dedupe: &mut Dedupe, in_flight: InFlight) -> Vec<Item> {
+    let InFlight {
+        mut items, done, ..
+    } = in_flight;
     let now = Instant::now();
-    while let Some(done) = work.join_next().await {
-        let Ok((i, events, outcome)) = done else {
-            continue;
-        };
+    for (i, events, outcome) in done {
         let lane = &shared.lanes[i];
         lane.counters
             .retries
@@ -349,11 +768,17 @@ async fn process(
             dedupe.insert(i, event.id(), now);
         }
     }
-    drop(progress);
+    items
+}
 
+/// Acknowledges the messages whose every destination settled; hands the others back for a
+/// later retry.
+async fn acknowledge(shared: &Shared, held: &Held, items: Vec<Item>) {
+    let counters = &shared.counters;
     let retry_in =
         backoff(2, &shared.lanes[0].delivery.retry, None).max(Duration::from_millis(500));
     for it in items {
+        held.release(it.seq);
         if it.pending == 0 {
             if it.msg.ack().await.is_ok() {
                 counters.acked.fetch_add(1, Ordering::Relaxed);
@@ -418,21 +843,33 @@ struct Outcome {
     retries: u32,
 }
 
-/// Delivers `events` in batches with the destination's timeout and retry policy.
+/// Delivers `events` in batches with the destination's timeout and retry policy, each event
+/// as the destination's property view shows it, and records each batch's settled events in
+/// the shared bucket before the next batch is sent: a relay that dies leaves at most the batch
+/// in flight unrecorded.
 async fn deliver(
     destination: &dyn crate::destination::Destination,
     events: &[(usize, Arc<Event>)],
     delivery: &crate::config::DeliveryConfig,
+    view: Option<&PropertyView>,
+    recorder: Option<&Recorder>,
 ) -> Outcome {
     let mut kinds = vec![Settled::Pending; events.len()];
     let mut retries = 0;
     let size = delivery.batch_size.max(1);
     for (chunk_no, chunk) in events.chunks(size).enumerate() {
         let base = chunk_no * size;
+        // The chunk as the destination sees it (no copy without a view).
+        let viewed: Option<Vec<Arc<Event>>> =
+            view.map(|v| v.apply(chunk.iter().map(|(_, e)| e.clone()).collect()));
+        let event = |j: usize| match &viewed {
+            Some(v) => v[j].clone(),
+            None => chunk[j].1.clone(),
+        };
         let mut pending: Vec<usize> = (0..chunk.len()).collect();
         let mut attempt = 1u32;
         loop {
-            let batch: Vec<Arc<Event>> = pending.iter().map(|&j| chunk[j].1.clone()).collect();
+            let batch: Vec<Arc<Event>> = pending.iter().map(|&j| event(j)).collect();
             let result =
                 match tokio::time::timeout(delivery.timeout, destination.send(&batch)).await {
                     Ok(r) => r,
@@ -485,6 +922,9 @@ async fn deliver(
             attempt += 1;
             pending = again;
         }
+        if let Some(r) = recorder {
+            r.record(chunk, &kinds[base..base + chunk.len()]).await;
+        }
     }
     Outcome { kinds, retries }
 }
@@ -496,32 +936,36 @@ fn settled_kind(kind: DeliveryErrorKind) -> Settled {
     }
 }
 
-/// Records the settled pairs in the shared bucket (pipelined, then awaited).
-async fn record(
-    js: &jetstream::Context,
-    prefix: &str,
-    dest: &str,
-    events: &[(usize, Arc<Event>)],
-    outcome: &Outcome,
-) {
-    let mut acks = Vec::new();
-    for (j, (_, e)) in events.iter().enumerate() {
-        if outcome.kinds[j] == Settled::Pending {
-            continue;
-        }
-        match js
-            .publish(format!("{prefix}{dest}.{}", e.id()), bytes::Bytes::new())
-            .await
-        {
-            Ok(ack) => acks.push(ack),
-            Err(err) => {
-                tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+/// Where one destination's delivered event ids are recorded: the subject prefix of its keys
+/// in the shared bucket.
+struct Recorder {
+    js: jetstream::Context,
+    prefix: String,
+}
+
+impl Recorder {
+    /// Records the settled events of one batch (publishes pipelined, then awaited).
+    async fn record(&self, events: &[(usize, Arc<Event>)], kinds: &[Settled]) {
+        let mut acks = Vec::with_capacity(events.len());
+        for ((_, e), kind) in events.iter().zip(kinds) {
+            if *kind == Settled::Pending {
+                continue;
+            }
+            match self
+                .js
+                .publish(format!("{}{}", self.prefix, e.id()), bytes::Bytes::new())
+                .await
+            {
+                Ok(ack) => acks.push(ack),
+                Err(err) => {
+                    tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+                }
             }
         }
-    }
-    for ack in acks {
-        if let Err(err) = ack.await {
-            tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+        for ack in acks {
+            if let Err(err) = ack.await {
+                tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+            }
         }
     }
 }

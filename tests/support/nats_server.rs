@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 /// The longest wait for a server to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Starts tried with fresh ports: a port chosen free can be taken (by another test's server
+/// or connection) before the server binds it, and the server then exits at once.
+const START_ATTEMPTS: u32 = 3;
+
 /// The `nats-server` binary; `None` (after printing why) when it is missing outside CI.
 ///
 /// # Panics
@@ -112,9 +116,18 @@ pub struct NatsServer {
 impl NatsServer {
     /// A single node, ready.
     pub async fn start(bin: &Path) -> NatsServer {
-        let mut s = Self::spawn(bin, "n1", free_port(), free_port(), None);
-        s.wait_ready(READY_TIMEOUT).await;
-        s
+        let mut attempt = 1;
+        loop {
+            let mut s = Self::spawn(bin, "n1", free_port(), free_port(), None);
+            match s.ready(READY_TIMEOUT).await {
+                Ok(()) => return s,
+                Err(e) if attempt < START_ATTEMPTS => {
+                    eprintln!("{e}; starting it again on other ports");
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     fn spawn(
@@ -205,16 +218,50 @@ impl NatsServer {
         self.wait_ready(READY_TIMEOUT).await;
     }
 
+    /// Stops the process as an operator would (SIGTERM: it writes its state out first),
+    /// reaps it, and starts it again like [`restart`](Self::restart).
+    pub async fn restart_gracefully(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + READY_TIMEOUT;
+            while !matches!(c.try_wait(), Ok(Some(_))) {
+                if Instant::now() >= deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("nats-server {} did not stop after SIGTERM", self.name);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.launch();
+        self.wait_ready(READY_TIMEOUT).await;
+    }
+
     /// Waits until `/healthz?js-enabled-only=true` answers 200.
     pub async fn wait_ready(&mut self, timeout: Duration) {
+        if let Err(e) = self.ready(timeout).await {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until `/healthz?js-enabled-only=true` answers 200; `Err` if the process exited
+    /// first (as it does when one of its ports was taken since it was chosen).
+    ///
+    /// # Panics
+    ///
+    /// When it is still not ready after `timeout`.
+    async fn ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             if healthz(self.monitor_port) {
-                return;
+                return Ok(());
             }
             if let Some(c) = &mut self.child {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("nats-server {} exited: {status}", self.name);
+                    self.child = None;
+                    return Err(format!("nats-server {} exited: {status}", self.name));
                 }
             }
             assert!(
@@ -260,14 +307,25 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// `size` nodes, each ready.
     pub async fn start(bin: &Path, size: usize) -> NatsCluster {
-        let cports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let mut nodes: Vec<NatsServer> = (0..size)
-            .map(|i| Self::node(bin, i, free_port(), free_port(), &cports))
-            .collect();
-        for n in &mut nodes {
-            n.wait_ready(READY_TIMEOUT).await;
+        let mut attempt = 1;
+        'again: loop {
+            let cports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+            let mut nodes: Vec<NatsServer> = (0..size)
+                .map(|i| Self::node(bin, i, free_port(), free_port(), &cports))
+                .collect();
+            for n in &mut nodes {
+                match n.ready(READY_TIMEOUT).await {
+                    Ok(()) => {}
+                    Err(e) if attempt < START_ATTEMPTS => {
+                        eprintln!("{e}; starting the cluster again on other ports");
+                        attempt += 1;
+                        continue 'again;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            return NatsCluster { nodes };
         }
-        NatsCluster { nodes }
     }
 
     fn node(bin: &Path, i: usize, port: u16, monitor: u16, cports: &[u16]) -> NatsServer {
