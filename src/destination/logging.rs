@@ -101,14 +101,25 @@ impl fmt::Display for Escaped<'_> {
         // Runs of safe text in one write (a write per character cost more than the rest of
         // a log record); printable ASCII, nearly all of it, is decided without decoding.
         let s = self.0;
-        let mut start = 0;
-        for (i, c) in s.char_indices() {
-            if (' '..='~').contains(&c) || !needs_escape(c) {
+        let bytes = s.as_bytes();
+        let (mut start, mut i) = (0, 0);
+        while i < bytes.len() {
+            let b = bytes[i];
+            if (0x20..0x7f).contains(&b) {
+                i += 1;
                 continue;
             }
-            f.write_str(&s[start..i])?;
-            write!(f, "{}", c.escape_default())?;
-            start = i + c.len_utf8();
+            // A control byte, or the first byte of a multi-byte character: decode it.
+            let Some(c) = s[i..].chars().next() else {
+                break;
+            };
+            let next = i + c.len_utf8();
+            if needs_escape(c) {
+                f.write_str(&s[start..i])?;
+                write!(f, "{}", c.escape_default())?;
+                start = next;
+            }
+            i = next;
         }
         f.write_str(&s[start..])
     }
@@ -189,6 +200,33 @@ mod tests {
             Escaped("a\u{9b}31m\u{7f}\u{2028}\u{202e}").to_string(),
             "a\\u{9b}31m\\u{7f}\\u{2028}\\u{202e}"
         );
+    }
+
+    #[test]
+    fn escaping_in_runs_matches_escaping_each_character() {
+        let naive = |s: &str| {
+            s.chars()
+                .map(|c| {
+                    if needs_escape(c) {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect::<String>()
+        };
+        let pieces = [
+            "a", "é", "\n", "\u{7f}", "\u{9b}", "\u{2028}", "日本", "\u{202e}", " ", "~",
+        ];
+        // Every string of up to three pieces.
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let s = format!("{a}{b}{c}");
+                    assert_eq!(Escaped(&s).to_string(), naive(&s), "{s:?}");
+                }
+            }
+        }
     }
 
     #[test]
