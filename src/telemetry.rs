@@ -669,18 +669,22 @@ impl Telemetry {
     #[inline]
     pub(crate) fn may_emit_static(&self, callsite: &Callsite, name: &'static str) -> bool {
         let inner = &*self.inner;
-        if !inner.enabled {
-            return false;
-        }
-        let route = match callsite.get(inner.id) {
+        inner.enabled
+            && (self.static_route(callsite, name) & (DEST_MASK | INVALID_BIT) != 0 || inner.debug)
+    }
+
+    /// The route of a literal name, from the call-site cache (computed on first use).
+    #[inline]
+    fn static_route(&self, callsite: &Callsite, name: &'static str) -> u32 {
+        let inner = &*self.inner;
+        match callsite.get(inner.id) {
             Some(route) => route,
             None => {
                 let route = inner.router.compute(name);
                 callsite.set(inner.id, route);
                 route
             }
-        };
-        route & (DEST_MASK | INVALID_BIT) != 0 || inner.debug
+        }
     }
 
     pub(crate) fn emit_static(
@@ -691,18 +695,10 @@ impl Telemetry {
         capacity: usize,
         fill: impl FnOnce(&mut Properties) -> Result<(), String>,
     ) {
-        let inner = &*self.inner;
-        if !inner.enabled {
+        if !self.inner.enabled {
             return;
         }
-        let route = match callsite.get(inner.id) {
-            Some(route) => route,
-            None => {
-                let route = inner.router.compute(name);
-                callsite.set(inner.id, route);
-                route
-            }
-        };
+        let route = self.static_route(callsite, name);
         self.emit_routed(
             scope,
             Text::from_static(name),
