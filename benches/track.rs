@@ -49,6 +49,25 @@ fn handle(rt: &tokio::runtime::Runtime, sampling: Option<SamplingConfig>) -> Tel
         .unwrap()
 }
 
+/// Times `iters` calls of `f` in runs of one batch (100, the default batch size), letting the
+/// worker drain each run untimed with `drain`: under load the worker delivers a batch as soon
+/// as it is full, and the delivered events come back to this thread for reuse.
+fn in_batches(iters: u64, mut f: impl FnMut(), mut drain: impl FnMut()) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(100);
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        total += start.elapsed();
+        drain();
+        left -= n;
+    }
+    total
+}
+
 fn request() -> Context {
     Context::new()
         .with_user_id("user_123")
@@ -80,9 +99,7 @@ fn bench(c: &mut Criterion) {
     );
 
     // The worker on the same thread as the tracking code, as in a server whose runtime has one
-    // worker per core: time a run of `track!` calls, then let the worker drain them untimed.
-    // A run is one batch (100, the default batch size): under load the worker delivers a batch
-    // as soon as it is full, and the delivered events come back to this thread for reuse.
+    // worker per core (see `in_batches`).
     let local = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,19 +108,11 @@ fn bench(c: &mut Criterion) {
     t_local.scope_sync(request(), || {
         c.bench_function("track/routed_3_props_in_scope_same_thread_worker", |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(100);
-                    let start = std::time::Instant::now();
-                    for _ in 0..n {
-                        track!(&t_local => "generation.started", model = "flux-dev", steps = 4, credits_cost = black_box(10));
-                    }
-                    total += start.elapsed();
-                    local.block_on(t_local.flush(Duration::from_secs(10)));
-                    left -= n;
-                }
-                total
+                in_batches(
+                    iters,
+                    || track!(&t_local => "generation.started", model = "flux-dev", steps = 4, credits_cost = black_box(10)),
+                    || assert!(local.block_on(t_local.flush(Duration::from_secs(10)))),
+                )
             })
         });
     });
@@ -183,19 +192,11 @@ fn layer(c: &mut Criterion) {
     let mut layered_track = tower_telemetry::TelemetryLayer::new(t.clone()).layer(tracked);
     c.bench_function("layer/telemetry_layer_plus_track", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(100);
-                let start = std::time::Instant::now();
-                for _ in 0..n {
-                    black_box(run(&mut layered_track));
-                }
-                total += start.elapsed();
-                rt.block_on(t.flush(Duration::from_secs(10)));
-                left -= n;
-            }
-            total
+            in_batches(
+                iters,
+                || drop(black_box(run(&mut layered_track))),
+                || assert!(rt.block_on(t.flush(Duration::from_secs(10)))),
+            )
         })
     });
 }
