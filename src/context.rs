@@ -92,7 +92,7 @@ macro_rules! context_fields {
                 self.checked.reset();
                 $( if other.$field.is_some() { self.$field.clone_from(&other.$field); } )*
                 for (k, v) in other.fields().iter() {
-                    self.extra_mut().insert_json(Text::copy_from(k), v.clone());
+                    self.extra_mut().insert_value(Text::copy_from(k), v.clone());
                 }
             }
 
@@ -152,7 +152,7 @@ impl Context {
     }
 
     /// A free-form field's value.
-    pub fn field(&self, key: &str) -> Option<&serde_json::Value> {
+    pub fn field(&self, key: &str) -> Option<&crate::PropertyValue> {
         self.fields().get(key)
     }
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::context::Context;
 use crate::text::{Key, Text};
+use crate::value::PropertyValue;
 
 /// Properties stored in the event itself before they spill to the heap.
 pub(crate) const INLINE_PROPERTIES: usize = 4;
@@ -107,7 +108,8 @@ pub enum EventKind {
     PageView,
 }
 
-/// An event's properties: string keys to JSON values, in insertion order.
+/// An event's properties: string keys to [`PropertyValue`]s (numbers, booleans and strings as
+/// they are, arrays and objects as JSON), in insertion order.
 ///
 /// Inserting a key that is already present replaces its value in place. Keys given as literals
 /// are not copied. Build them with [`props!`](crate::props) or [`track!`](macro@crate::track).
@@ -125,7 +127,7 @@ pub enum EventKind {
 pub struct Properties {
     // Inline room for the few properties a typical event has: one allocation fewer per event
     // (and one cross-thread free fewer when a worker on another thread drops it).
-    entries: SmallVec<[(Key, serde_json::Value); INLINE_PROPERTIES]>,
+    entries: SmallVec<[(Key, PropertyValue); INLINE_PROPERTIES]>,
 }
 
 impl Properties {
@@ -149,32 +151,25 @@ impl Properties {
     /// A value whose `Serialize` implementation fails (a map with non-string keys, say) is
     /// stored as a string describing the error, so the event is never lost for one property.
     pub fn insert(&mut self, key: impl Into<Text>, value: impl Serialize) -> &mut Self {
-        let value = to_json(&value);
-        self.insert_json(key.into(), value);
-        self
+        self.insert_value(key, PropertyValue::from_serialize(&value))
     }
 
-    /// `track!`'s insert: with `fresh` (its keys are distinct literals and these properties
-    /// were empty) the key cannot be present yet, so it is appended without a search.
-    #[doc(hidden)]
-    #[inline]
-    pub fn __insert_fresh(
+    /// Sets `key` to `value` (a string literal, number or boolean converts without `serde`),
+    /// replacing an earlier value of that key.
+    ///
+    /// ```
+    /// use tower_telemetry::Properties;
+    ///
+    /// let mut p = Properties::new();
+    /// p.insert_value("model", "flux-dev").insert_value("steps", 4);
+    /// assert_eq!(p.get("steps").unwrap(), 4);
+    /// ```
+    pub fn insert_value(
         &mut self,
-        fresh: bool,
         key: impl Into<Text>,
-        value: impl Serialize,
+        value: impl Into<PropertyValue>,
     ) -> &mut Self {
-        if fresh {
-            self.entries.push((Key::from(key.into()), to_json(&value)));
-            self
-        } else {
-            self.insert(key, value)
-        }
-    }
-
-    /// Sets `key` to an already built JSON value.
-    pub fn insert_json(&mut self, key: impl Into<Text>, value: serde_json::Value) -> &mut Self {
-        let key = key.into();
+        let (key, value) = (key.into(), value.into());
         match self
             .entries
             .iter_mut()
@@ -186,8 +181,43 @@ impl Properties {
         self
     }
 
+    /// `track!`'s insert: with `fresh` (its keys are distinct literals and these properties
+    /// were empty) the key cannot be present yet, so it is appended without a search.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn __insert_fresh(
+        &mut self,
+        fresh: bool,
+        key: &'static str,
+        value: &impl Serialize,
+    ) -> &mut Self {
+        self.__insert_value(fresh, key, PropertyValue::from_serialize(value))
+    }
+
+    /// `track!`'s insert of an already converted value (a literal).
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn __insert_value(
+        &mut self,
+        fresh: bool,
+        key: &'static str,
+        value: PropertyValue,
+    ) -> &mut Self {
+        if fresh {
+            self.entries.push((Key::Static(key), value));
+            self
+        } else {
+            self.insert_value(key, value)
+        }
+    }
+
+    /// Sets `key` to an already built JSON value.
+    pub fn insert_json(&mut self, key: impl Into<Text>, value: serde_json::Value) -> &mut Self {
+        self.insert_value(key, value)
+    }
+
     /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+    pub fn get(&self, key: &str) -> Option<&PropertyValue> {
         self.entries
             .iter()
             .find(|(k, _)| k.as_str() == key)
@@ -195,7 +225,7 @@ impl Properties {
     }
 
     /// Removes `key`, returning its value.
-    pub fn remove(&mut self, key: &str) -> Option<serde_json::Value> {
+    pub fn remove(&mut self, key: &str) -> Option<PropertyValue> {
         let i = self.entries.iter().position(|(k, _)| k.as_str() == key)?;
         Some(self.entries.remove(i).1)
     }
@@ -226,39 +256,35 @@ impl Properties {
     }
 
     /// The properties in insertion order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &serde_json::Value)> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &PropertyValue)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Mutable access to the values, in insertion order.
-    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&str, &mut serde_json::Value)> {
+    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&str, &mut PropertyValue)> {
         self.entries.iter_mut().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Keeps only the properties for which `f` returns true.
-    pub fn retain(&mut self, mut f: impl FnMut(&str, &mut serde_json::Value) -> bool) {
+    pub fn retain(&mut self, mut f: impl FnMut(&str, &mut PropertyValue) -> bool) {
         self.entries.retain(|(k, v)| f(k.as_str(), v))
     }
 
     /// The properties as a JSON object (a copy).
     pub fn to_json_map(&self) -> serde_json::Map<String, serde_json::Value> {
         self.iter()
-            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .map(|(k, v)| (k.to_owned(), v.to_json()))
             .collect()
     }
 
     /// Builds properties from a JSON object's entries, in order.
     pub fn from_json_map(map: serde_json::Map<String, serde_json::Value>) -> Self {
         Properties {
-            entries: map.into_iter().map(|(k, v)| (Key::from(k), v)).collect(),
+            entries: map
+                .into_iter()
+                .map(|(k, v)| (Key::from(k), PropertyValue::from(v)))
+                .collect(),
         }
-    }
-}
-
-pub(crate) fn to_json(value: &impl Serialize) -> serde_json::Value {
-    match serde_json::to_value(value) {
-        Ok(v) => v,
-        Err(e) => serde_json::Value::String(format!("<unserializable: {e}>")),
     }
 }
 

@@ -67,6 +67,7 @@ mod routing;
 mod telemetry;
 mod text;
 pub mod timing;
+mod value;
 
 pub use config::{
     Config, ConfigError, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY,
@@ -106,6 +107,7 @@ pub use timing::{
 };
 #[cfg(feature = "macros")]
 pub use tower_telemetry_macros::{track_duration, track_error, track_function};
+pub use value::PropertyValue;
 
 use serde::Serialize;
 
@@ -230,14 +232,44 @@ macro_rules! track {
 #[macro_export]
 macro_rules! __track_props {
     ($p:ident;) => {};
-    ($p:ident; $($key:tt = $value:expr),+ $(,)?) => {
+    ($p:ident; $($rest:tt)+) => {
         // Keys that are distinct literals (checked at compile time) going into empty
         // properties need no search for an earlier value of the same key.
         let __fresh = {
-            const DISTINCT: bool = $crate::__private::distinct_keys(&[$($crate::__key!($key)),+]);
+            const DISTINCT: bool = $crate::__private::distinct_keys(&$crate::__track_keys!([] $($rest)+));
             DISTINCT
         } && $p.is_empty();
-        $( $p.__insert_fresh(__fresh, $crate::__key!($key), &$value); )+
+        $crate::__track_insert!($p, __fresh; $($rest)+);
+    };
+}
+
+/// The keys of `key = value, ...` as an array of string literals.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __track_keys {
+    ([$($k:expr),*]) => { [$($k),*] };
+    ([$($k:expr),*] $key:tt = $value:expr $(, $($rest:tt)*)?) => {
+        $crate::__track_keys!([$($k,)* $crate::__key!($key)] $($($rest)*)?)
+    };
+}
+
+/// One insert per `key = value`: a literal value is converted without `serde` (a string
+/// literal is not even copied); anything else goes through its `Serialize`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __track_insert {
+    ($p:ident, $fresh:ident;) => {};
+    ($p:ident, $fresh:ident; $key:tt = $value:literal $(, $($rest:tt)*)?) => {
+        {
+            #[allow(unused_imports)]
+            use $crate::__private::{ViaInto as _, ViaSerialize as _};
+            $p.__insert_value($fresh, $crate::__key!($key), (&$crate::__private::Literal($value)).__value());
+        }
+        $crate::__track_insert!($p, $fresh; $($($rest)*)?);
+    };
+    ($p:ident, $fresh:ident; $key:tt = $value:expr $(, $($rest:tt)*)?) => {
+        $p.__insert_fresh($fresh, $crate::__key!($key), &$value);
+        $crate::__track_insert!($p, $fresh; $($($rest)*)?);
     };
 }
 
@@ -270,6 +302,45 @@ macro_rules! __count {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::routing::Callsite;
+    pub use literal::{Literal, ViaInto, ViaSerialize};
+
+    mod literal {
+        use crate::PropertyValue;
+
+        /// A literal value in `track!`. `(&Literal(v)).__value()` converts a string literal
+        /// (stored, not copied: a literal is `'static`), number or boolean directly, and any
+        /// other literal (a byte string, a `char`, a `u128`) through its `Serialize`: the first
+        /// trait applies by value, the second only after an autoref, so the first wins.
+        #[derive(Debug)]
+        pub struct Literal<T>(pub T);
+
+        /// The direct conversion.
+        pub trait ViaInto {
+            /// The literal's value.
+            fn __value(&self) -> PropertyValue;
+        }
+
+        impl<T: Copy + Into<PropertyValue>> ViaInto for Literal<T> {
+            #[inline(always)]
+            fn __value(&self) -> PropertyValue {
+                self.0.into()
+            }
+        }
+
+        /// The fallback, through `Serialize`.
+        pub trait ViaSerialize {
+            /// The literal's value.
+            fn __value(&self) -> PropertyValue;
+        }
+
+        impl<T: serde::Serialize> ViaSerialize for &Literal<T> {
+            #[inline]
+            fn __value(&self) -> PropertyValue {
+                PropertyValue::from_serialize(&self.0)
+            }
+        }
+    }
+
     pub use crate::timing::macro_support as timing;
     pub use serde_json;
 

@@ -44,6 +44,7 @@ use crate::context::Context;
 use crate::event::Properties;
 use crate::redact::Redactor;
 use crate::text::floor_char_boundary;
+use crate::value::PropertyValue;
 
 /// Default most properties per event (and entries per nested object or array).
 pub const DEFAULT_MAX_PROPERTIES: usize = 64;
@@ -202,33 +203,33 @@ impl Policy {
             .iter()
             .any(|(k, _)| k.len() > limits.max_string_length)
         {
-            props.retain(|k, v| w.entry(k, v, 0));
+            props.retain(|k, v| w.property(k, v));
         } else {
             for (k, v) in props.iter_mut() {
-                w.entry(k, v, 0);
+                w.property(k, v);
             }
         }
         let redactor = &self.redactor;
         let (mut ctx_size, redact) = ctx.examined(self.id, |ctx| {
             let mut size = ctx.known_lengths(|len| bound_len(len) + 16);
             for (k, v) in ctx.fields().iter() {
-                size += bound_str(k) + 1 + bound_value(v);
+                size += bound_str(k) + 1 + bound_property(v);
             }
             let redact = !redactor.is_empty()
                 && ctx
                     .fields()
                     .iter()
-                    .any(|(k, v)| redactor.matches(k) || redactor.finds_nested(v, MAX_DEPTH_LIMIT));
+                    .any(|(k, v)| redactor.matches(k) || redactor.finds_value(v, MAX_DEPTH_LIMIT));
             (size, redact)
         });
         if redact {
             let mut c = (**ctx).clone();
             c.fields_mut().retain(|k, v| {
                 if redactor.matches(k) {
-                    *v = redactor.replacement();
+                    *v = redactor.replacement_value();
                     w.out.redacted += 1;
                 } else {
-                    w.out.redacted += redactor.redact_nested(v, MAX_DEPTH_LIMIT);
+                    w.out.redacted += redactor.redact_value(v, MAX_DEPTH_LIMIT);
                 }
                 true
             });
@@ -256,13 +257,43 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// One object entry: whether to keep it (redacting or limiting its value).
-    fn entry(&mut self, key: &str, value: &mut Value, level: usize) -> bool {
+    /// Whether to keep an entry with this key (a longer key than a string may be is left
+    /// out); counts the key's size.
+    fn key(&mut self, key: &str) -> bool {
         if key.len() > self.policy.limits.max_string_length {
             self.out.truncated = true;
             return false;
         }
         self.size += bound_str(key) + 1;
+        true
+    }
+
+    /// One property: whether to keep it (redacting or limiting its value).
+    fn property(&mut self, key: &str, value: &mut PropertyValue) -> bool {
+        if !self.key(key) {
+            return false;
+        }
+        if self.policy.redactor.matches(key) {
+            *value = self.policy.redactor.replacement_value();
+            self.out.redacted += 1;
+            self.size += bound_property(value);
+            return true;
+        }
+        if value.truncate_str(self.policy.limits.max_string_length) {
+            self.out.truncated = true;
+        }
+        match value.json_mut() {
+            Some(json) => self.value(json, 0),
+            None => self.size += bound_property(value),
+        }
+        true
+    }
+
+    /// One entry of a nested object: whether to keep it (redacting or limiting its value).
+    fn entry(&mut self, key: &str, value: &mut Value, level: usize) -> bool {
+        if !self.key(key) {
+            return false;
+        }
         if self.policy.redactor.matches(key) {
             *value = self.policy.redactor.replacement();
             self.out.redacted += 1;
@@ -332,6 +363,19 @@ fn bound_str(s: &str) -> usize {
 #[inline]
 fn bound_len(len: usize) -> usize {
     len.saturating_mul(6).saturating_add(2)
+}
+
+/// An upper bound of a property's JSON length.
+fn bound_property(v: &PropertyValue) -> usize {
+    if let Some(s) = v.as_str() {
+        bound_str(s)
+    } else if let Some(json) = v.as_json() {
+        bound_value(json)
+    } else if v.as_f64().is_some() {
+        24
+    } else {
+        5
+    }
 }
 
 /// An upper bound of a value's JSON length (not limited: context fields).

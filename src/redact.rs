@@ -37,6 +37,8 @@
 //!     replacement: "[REDACTED]"
 //! ```
 
+use crate::value::PropertyValue;
+
 /// The keys redacted by default.
 pub const DEFAULT_REDACT_KEYS: &[&str] = &[
     "password",
@@ -151,6 +153,7 @@ pub(crate) struct Redactor {
     /// Bit `n` is set when some key is `n` bytes long (`n` < 64); longer keys set bit 63.
     lengths: u64,
     replacement: serde_json::Value,
+    replacement_value: PropertyValue,
 }
 
 impl Redactor {
@@ -169,6 +172,7 @@ impl Redactor {
             keys,
             lengths,
             replacement: serde_json::Value::String(config.replacement.clone()),
+            replacement_value: PropertyValue::from(config.replacement.clone()),
         }
     }
 
@@ -192,6 +196,26 @@ impl Redactor {
     /// The replacement value.
     pub(crate) fn replacement(&self) -> serde_json::Value {
         self.replacement.clone()
+    }
+
+    /// The replacement value, as a property.
+    pub(crate) fn replacement_value(&self) -> PropertyValue {
+        self.replacement_value.clone()
+    }
+
+    /// [`redact_nested`](Self::redact_nested) of a property (only arrays and objects can hold
+    /// keys).
+    pub(crate) fn redact_value(&self, value: &mut PropertyValue, max_depth: usize) -> usize {
+        value
+            .json_mut()
+            .map_or(0, |v| self.redact_nested(v, max_depth))
+    }
+
+    /// [`finds_nested`](Self::finds_nested) of a property.
+    pub(crate) fn finds_value(&self, value: &PropertyValue, max_depth: usize) -> bool {
+        value
+            .as_json()
+            .is_some_and(|v| self.finds_nested(v, max_depth))
     }
 
     /// Replaces sensitive values at any depth of `value` (keys of nested objects), visiting at

@@ -291,7 +291,7 @@ async fn properties_and_categories() {
     let entries: Vec<_> = twice
         .properties()
         .iter()
-        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .map(|(k, v)| (k.to_owned(), v.to_json()))
         .collect();
     assert_eq!(
         entries,
@@ -583,4 +583,47 @@ async fn building_checks_what_each_destination_needs() {
             .build()
             .is_ok()
     );
+}
+
+/// Literal values take `track!`'s conversion without `serde` (a string literal is not copied);
+/// a literal that starts a longer expression is still the expression's value, and every kind
+/// of literal serializes as `serde_json` would serialize it.
+#[tokio::test]
+async fn literal_values_and_expressions_starting_with_a_literal() {
+    let telemetry = Telemetry::builder()
+        .memory_destination("m")
+        .build()
+        .unwrap();
+    let n = 3;
+    track!(&telemetry => "user.literals",
+        s = "flux-dev",
+        len = "abc".len(),
+        neg = -1,
+        sum = 1 + n,
+        big = 18_446_744_073_709_551_615u64,
+        f = 0.5,
+        t = true,
+        c = 'x',
+        bytes = b"ab",
+        raw = r#"q"uote"#,
+        last = "end".to_uppercase()
+    );
+    assert!(telemetry.flush(SECOND).await);
+    let e = telemetry
+        .memory("m")
+        .unwrap()
+        .named("user.literals")
+        .pop()
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(e.properties()).unwrap(),
+        serde_json::json!({
+            "s": "flux-dev", "len": 3, "neg": -1, "sum": 4, "big": u64::MAX, "f": 0.5,
+            "t": true, "c": "x", "bytes": [97, 98], "raw": "q\"uote", "last": "END"
+        })
+    );
+    let p = e.properties();
+    assert_eq!(p.get("s").unwrap().as_str(), Some("flux-dev"));
+    assert_eq!(p.get("big").unwrap().as_u64(), Some(u64::MAX));
+    assert_eq!(p.get("neg").unwrap().as_i64(), Some(-1));
 }

@@ -182,7 +182,8 @@ proptest! {
             let v = serde_json::to_value(e.properties()).unwrap();
             prop_assert!(serde_json::to_string(&**e).unwrap().len() <= max_event_size);
             for (_, pv) in e.properties().iter() {
-                prop_assert!(depth(pv) <= max_depth, "depth {} > {max_depth}", depth(pv));
+                let pv = pv.to_json();
+                prop_assert!(depth(&pv) <= max_depth, "depth {} > {max_depth}", depth(&pv));
             }
             if let Err(why) = check(&v, &limits, &sensitive) {
                 prop_assert!(false, "{why}");

@@ -123,7 +123,10 @@ impl MemoryDestination {
     /// `subset` was received. Used by [`assert_tracked!`](crate::assert_tracked).
     pub fn contains(&self, name: &str, subset: &[(&str, serde_json::Value)]) -> bool {
         self.lock().iter().any(|e| {
-            e.name() == name && subset.iter().all(|(k, v)| e.properties().get(k) == Some(v))
+            e.name() == name
+                && subset
+                    .iter()
+                    .all(|(k, v)| e.properties().get(k).is_some_and(|p| p == v))
         })
     }
 }

@@ -149,7 +149,7 @@ impl ExtraProperties for Properties {
             return;
         }
         for (k, v) in self.iter() {
-            properties.insert_json(Text::copy_from(k), v.clone());
+            properties.insert_value(Text::copy_from(k), v.clone());
         }
     }
 }

@@ -66,7 +66,7 @@ pub fn prop(event: &Event, key: &str) -> serde_json::Value {
     event
         .properties()
         .get(key)
-        .cloned()
+        .map(tower_telemetry::PropertyValue::to_json)
         .unwrap_or(serde_json::Value::Null)
 }
 

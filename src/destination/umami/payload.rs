@@ -83,7 +83,7 @@ impl Mapping {
             p.insert("name".into(), Value::String(name.to_owned()));
             let mut data = Map::with_capacity(event.properties().len() + self.context_data.len());
             for (k, v) in event.properties().iter() {
-                data.insert(k.to_owned(), fit_value(v.clone(), &mut changes));
+                data.insert(k.to_owned(), fit_value(v.to_json(), &mut changes));
             }
             for field in &self.context_data {
                 if data.contains_key(field) {
@@ -94,7 +94,7 @@ impl Mapping {
                         .find(|(k, _)| k == field)
                         .map(|(_, v)| Value::String(v.to_owned()))
                 } else {
-                    ctx.field(field).cloned()
+                    ctx.field(field).map(crate::PropertyValue::to_json)
                 };
                 if let Some(v) = value {
                     data.insert(field.clone(), fit_value(v, &mut changes));
