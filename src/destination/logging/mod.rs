@@ -1,6 +1,28 @@
-//! The `logging` destination: one `tracing` event per telemetry event.
+//! The `logging` destination: each event as a `tracing` record, or as a JSON line written
+//! straight to stdout, stderr or a writer of your own.
+//!
+//! ```
+//! use tower_telemetry::{LoggingDestination, Telemetry};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Runtime::new()?;
+//! # let _guard = rt.enter();
+//! // `tracing` records at WARN, for a subscriber to format:
+//! let to_tracing = LoggingDestination::new(tracing::Level::WARN);
+//! // one JSON object per line on stdout, for a log shipper:
+//! let to_stdout = LoggingDestination::default().with_writer(std::io::stdout());
+//!
+//! let telemetry = Telemetry::builder()
+//!     .destination("logging", to_tracing)
+//!     .destination("events", to_stdout)
+//!     .build()?;
+//! # drop(telemetry);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,45 +30,165 @@ use super::{BoxFuture, DeliveryError, Destination};
 use crate::config::{ConfigError, DeliveryConfig, Settings};
 use crate::event::Event;
 
-/// Writes each event to the `tracing` log, target `tower_telemetry`, at a configured level.
+mod lines;
+
+use lines::JsonLines;
+
+/// Writes each event to the `tracing` log (the default) or as a JSON line to stdout, stderr or
+/// any [`Write`]r.
 ///
-/// Each log record has the fields `event` (name), `category`, `event_id`, `properties` (JSON),
-/// and `user_id`, `session_id`, `request_id`, `path` when the context has them. Control
-/// characters in names and values are escaped, so an event cannot forge log lines.
+/// # `tracing` output
+///
+/// One record per event, target `tower_telemetry`, at the configured level, with the fields
+/// `event` (name), `category`, `event_id`, `properties` (JSON), and `user_id`, `session_id`,
+/// `request_id`, `path` when the context has them. A subscriber (e.g. `tracing-subscriber`'s
+/// fmt layer) decides whether and how it is written.
+///
+/// # JSON-lines output
+///
+/// One JSON object per line, written directly (no subscriber, no level filter), for log
+/// shippers that read JSON lines from a container's stdout or stderr:
+///
+/// ```json
+/// {"timestamp":"2026-11-25T12:50:35.123Z","level":"INFO","target":"tower_telemetry","event":"user.signup","category":"user","event_id":"0199…","properties":{"plan":"pro"},"user_id":"u1","request_id":"…","path":"/signup"}
+/// ```
+///
+/// The keys come in that order: `timestamp` (RFC 3339, UTC, milliseconds), `level` (the
+/// configured level, so a line says what it is without a subscriber), `target`, `event`,
+/// `category`, `event_id`, `properties`, then `user_id`, `session_id`, `request_id` and `path`
+/// when the context has them. A batch is formatted into one reused buffer and written with one
+/// `write_all` and one `flush`.
+///
+/// The writes are blocking I/O on the destination's delivery worker (a tokio task), as with
+/// `tracing-subscriber`'s fmt writer; a slow pipe or disk holds that worker thread. For
+/// non-blocking writes pass a writer that hands the bytes to a thread of its own, such as
+/// `tracing_appender::non_blocking`'s.
+///
+/// A failed write is a delivery failure: events whose lines were written in full are
+/// delivered, the others fail. A closed reader (`BrokenPipe`, a reset connection) or a writer
+/// that takes no more bytes fails them for good, counted in
+/// [`DestinationStats::failed`](crate::DestinationStats::failed), instead of being retried;
+/// other errors (a full disk) are retried. A line cut short by an error is ended before the
+/// next batch, so the fragment is one unparsable line rather than a spoiled one; after a failed
+/// `flush` the batch is retried whole, so a buffering writer may repeat lines (at least once).
+///
+/// # Escaping
+///
+/// Either way an event cannot forge log lines or drive a terminal: control characters (C0,
+/// DEL, C1 such as the one-byte CSI), Unicode line separators and bidirectional overrides in
+/// names and values are escaped (`\u2028` in JSON lines).
+///
+/// # Configuration
 ///
 /// ```yaml
 /// logging:
 ///   enabled: true
 ///   level: INFO        # TRACE, DEBUG, INFO, WARN or ERROR
+///   output: stdout     # tracing (default), stdout or stderr; case-insensitive
 ///   events: [error.*, system.*]
 /// ```
+///
+/// Clones share the writer.
 #[derive(Clone, Debug)]
 pub struct LoggingDestination {
     level: tracing::Level,
+    lines: Option<Arc<JsonLines>>,
 }
 
 impl Default for LoggingDestination {
     fn default() -> Self {
-        LoggingDestination {
-            level: tracing::Level::INFO,
-        }
+        LoggingDestination::new(tracing::Level::INFO)
+    }
+}
+
+/// Where a configured logging destination writes (`output:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Output {
+    Tracing,
+    Stdout,
+    Stderr,
+}
+
+/// An `output:` value, case-insensitive.
+pub(crate) fn parse_output(s: &str) -> Option<Output> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "tracing" => Some(Output::Tracing),
+        "stdout" => Some(Output::Stdout),
+        "stderr" => Some(Output::Stderr),
+        _ => None,
     }
 }
 
 impl LoggingDestination {
-    /// Logs at `level`.
+    /// `tracing` records at `level`. (`Default` is `INFO`.)
     pub fn new(level: tracing::Level) -> Self {
-        LoggingDestination { level }
+        LoggingDestination { level, lines: None }
     }
 
-    /// The level it logs at.
+    /// Writes JSON lines to `writer` instead of `tracing` records, one `write_all` and one
+    /// `flush` per batch. Defaults to `tracing` records. Pass `std::io::stdout()` or
+    /// `std::io::stderr()` for the process's streams.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use tower_telemetry::{LoggingDestination, Telemetry, track};
+    ///
+    /// /// Collects what is written, to look at it below.
+    /// #[derive(Clone, Default)]
+    /// struct Captured(Arc<Mutex<Vec<u8>>>);
+    ///
+    /// impl Write for Captured {
+    ///     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+    ///         self.0.lock().unwrap().extend_from_slice(buf);
+    ///         Ok(buf.len())
+    ///     }
+    ///     fn flush(&mut self) -> std::io::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let captured = Captured::default();
+    /// let telemetry = Telemetry::builder()
+    ///     .destination("logging", LoggingDestination::default().with_writer(captured.clone()))
+    ///     .build()
+    ///     .unwrap();
+    /// track!(&telemetry => "user.signup", plan = "pro");
+    /// telemetry.flush(Duration::from_secs(5)).await;
+    ///
+    /// let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    /// let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    /// assert_eq!(line["event"], "user.signup");
+    /// assert_eq!(line["level"], "INFO");
+    /// assert_eq!(line["properties"]["plan"], "pro");
+    /// # }
+    /// ```
+    pub fn with_writer(self, writer: impl Write + Send + 'static) -> Self {
+        self.lines_to("writer", Box::new(writer))
+    }
+
+    fn lines_to(mut self, label: &'static str, writer: Box<dyn Write + Send>) -> Self {
+        self.lines = Some(JsonLines::new(label, writer));
+        self
+    }
+
+    /// The level it logs at (and names in JSON lines).
     pub fn level(&self) -> tracing::Level {
         self.level
     }
 
-    /// Builds one from its configuration (`level`, default `INFO`).
+    /// Whether it writes JSON lines (to a writer) rather than `tracing` records.
+    pub fn writes_json_lines(&self) -> bool {
+        self.lines.is_some()
+    }
+
+    /// Builds one from its configuration: `level` (default `INFO`) and `output` (`tracing`,
+    /// `stdout` or `stderr`, default `tracing`).
     pub fn from_settings(settings: &Settings) -> Result<Self, Vec<ConfigError>> {
-        let mut errors = settings.unknown_keys(&["level"]);
+        let mut errors = settings.unknown_keys(&["level", "output"]);
         let level = match settings.str("level") {
             Ok(None) => tracing::Level::INFO,
             Ok(Some(s)) => {
@@ -66,11 +208,29 @@ impl LoggingDestination {
                 tracing::Level::INFO
             }
         };
-        if errors.is_empty() {
-            Ok(LoggingDestination { level })
-        } else {
-            Err(errors)
+        let output = match settings.str("output") {
+            Ok(None) => Output::Tracing,
+            Ok(Some(s)) => parse_output(s).unwrap_or_else(|| {
+                errors.push(settings.error(
+                    "output",
+                    format!("unknown output `{s}`; expected one of tracing, stdout, stderr"),
+                ));
+                Output::Tracing
+            }),
+            Err(e) => {
+                errors.push(e);
+                Output::Tracing
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        let d = LoggingDestination::new(level);
+        Ok(match output {
+            Output::Tracing => d,
+            Output::Stdout => d.lines_to("stdout", Box::new(std::io::stdout())),
+            Output::Stderr => d.lines_to("stderr", Box::new(std::io::stderr())),
+        })
     }
 }
 
@@ -174,12 +334,18 @@ impl Destination for LoggingDestination {
     }
 
     fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        // One buffer for the batch's property JSON.
-        let mut json = Vec::with_capacity(256);
-        for e in batch {
-            self.log(e, &mut json);
-        }
-        Box::pin(async { Ok(()) })
+        let result = match &self.lines {
+            Some(lines) => lines.write_batch(self.level, batch),
+            None => {
+                // One buffer for the batch's property JSON.
+                let mut json = Vec::with_capacity(256);
+                for e in batch {
+                    self.log(e, &mut json);
+                }
+                Ok(())
+            }
+        };
+        Box::pin(std::future::ready(result))
     }
 
     fn delivery_defaults(&self) -> DeliveryConfig {
@@ -227,6 +393,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn outputs() {
+        assert_eq!(parse_output("STDOUT"), Some(Output::Stdout));
+        assert_eq!(parse_output(" stderr "), Some(Output::Stderr));
+        assert_eq!(parse_output("Tracing"), Some(Output::Tracing));
+        assert_eq!(parse_output("file"), None);
     }
 
     #[test]
