@@ -2,7 +2,7 @@
 //! tower-http's layers, in one run.
 //!
 //! ```sh
-//! cargo run --release --example loadbench                      # 6 variants x 3 rounds x 10 s
+//! cargo run --release --example loadbench                      # 7 variants x 3 rounds x 10 s
 //! cargo run --release --example loadbench -- --duration 3 --rounds 3 --variants a,d
 //! ```
 //!
@@ -13,14 +13,17 @@
 //! report gives medians: requests/s, p50 and p99 latency, the ratio to bare axum and the
 //! server's CPU time per request (from `/proc/<pid>/stat`). It writes
 //! `target/bench-report/loadbench.md` and `target/bench-report/loadbench.svg`, and checks that
-//! no event was lost in d–f (delivered + counted drops + undelivered at shutdown = emitted).
+//! no event was lost in d–g (delivered + counted drops + undelivered at shutdown = emitted).
 //!
 //! Variants: a) bare axum; b) + tower-http `TraceLayer` (span and response at INFO into a
 //! `tracing-subscriber` fmt layer writing to a sink); c) + tower-http `SetRequestId` +
 //! `PropagateRequestId`; d) + `TelemetryLayer` and one `track!` with 3 properties per request,
-//! routed to a counting destination; e) as d, routed to the `logging` destination writing to a
-//! sink; f) as d, routed to the `umami` destination pointed at the Umami contract test server
-//! (which runs in this process, sharing core 1 with the load generator: reported, not judged).
+//! routed to a counting destination; e) as d, routed to the `logging` destination writing JSON
+//! lines straight to a sink; f) as d, routed to the `umami` destination pointed at the Umami
+//! contract test server (which runs in this process, sharing core 1 with the load generator:
+//! reported, not judged); g) as d, routed to the `logging` destination's `tracing` output,
+//! formatted by a `tracing-subscriber` fmt layer writing to a sink (what e was before JSON
+//! lines).
 
 #[allow(unreachable_pub)]
 #[path = "../tests/support/umami_server.rs"]
@@ -37,8 +40,8 @@ use axum::Router;
 use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_telemetry::{
-    BoxFuture, Config, DeliveryError, Destination, DestinationConfig, Event, Telemetry,
-    TelemetryLayer, track,
+    BoxFuture, Config, DeliveryError, Destination, DestinationConfig, Event, LoggingDestination,
+    Telemetry, TelemetryLayer, track,
 };
 
 const VARIANTS: &[(&str, &str)] = &[
@@ -46,10 +49,17 @@ const VARIANTS: &[(&str, &str)] = &[
     ("b", "tower-http TraceLayer (INFO, fmt to sink)"),
     ("c", "tower-http SetRequestId + PropagateRequestId"),
     ("d", "TelemetryLayer + track! -> counting destination"),
-    ("e", "TelemetryLayer + track! -> logging destination (sink)"),
+    (
+        "e",
+        "TelemetryLayer + track! -> logging destination, JSON lines (sink)",
+    ),
     (
         "f",
         "TelemetryLayer + track! -> umami (contract test server)",
+    ),
+    (
+        "g",
+        "TelemetryLayer + track! -> logging destination via tracing fmt (sink)",
     ),
 ];
 
@@ -72,7 +82,7 @@ fn main() {
     );
     let rounds: usize = opt("--rounds", "3").parse().expect("--rounds");
     let connections: usize = opt("--connections", "64").parse().expect("--connections");
-    let wanted = opt("--variants", "a,b,c,d,e,f");
+    let wanted = opt("--variants", "a,b,c,d,e,f,g");
     let variants: Vec<&str> = wanted.split(',').map(str::trim).collect();
     orchestrate(duration, rounds, connections, &variants);
 }
@@ -138,11 +148,15 @@ fn serve(variant: &str, umami_url: Option<String>) {
                 .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
                     tower_http::request_id::MakeRequestUuid,
                 )),
-            "d" | "e" | "f" => {
+            "d" | "e" | "f" | "g" => {
                 let builder = Telemetry::builder();
                 let builder = match variant {
                     "d" => builder.destination("sink", Count::default()),
-                    "e" => {
+                    "e" => builder.destination(
+                        "logging",
+                        LoggingDestination::default().with_writer(std::io::sink()),
+                    ),
+                    "g" => {
                         let subscriber = tracing_subscriber::fmt()
                             .with_writer(std::io::sink)
                             .with_max_level(tracing::Level::INFO)
@@ -530,7 +544,7 @@ fn report(
     }
     let _ = writeln!(
         md,
-        "\nNo event lost in d–f (delivered + dropped + failed + discarded + undelivered = emitted): {}",
+        "\nNo event lost in d–g (delivered + dropped + failed + discarded + undelivered = emitted): {}",
         if all_kept { "yes" } else { "NO" }
     );
     let dir = std::path::Path::new("target/bench-report");
@@ -546,7 +560,7 @@ fn report(
 
 /// A horizontal bar chart of the ratios to bare axum.
 fn svg(bars: &[(String, f64)]) -> String {
-    let (w, row, left, top) = (900.0, 34.0, 430.0, 40.0);
+    let (w, row, left, top) = (1000.0, 34.0, 530.0, 40.0);
     let h = top + row * bars.len() as f64 + 40.0;
     let scale = (w - left - 60.0) / bars.iter().map(|b| b.1).fold(1.0, f64::max);
     let mut s = format!(
@@ -554,7 +568,7 @@ fn svg(bars: &[(String, f64)]) -> String {
     );
     for (i, (label, ratio)) in bars.iter().enumerate() {
         let y = top + row * i as f64;
-        let color = if label.starts_with('d') || label.starts_with('e') || label.starts_with('f') {
+        let color = if label.starts_with(['d', 'e', 'f', 'g']) {
             "#2b7bb9"
         } else {
             "#9aa5b1"

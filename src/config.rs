@@ -2172,6 +2172,9 @@ impl Check {
                     if is_logging && key == "level" {
                         self.level(e, path);
                     }
+                    if is_logging && key == "output" {
+                        self.log_output(e, path);
+                    }
                     d.settings.lines.insert(key.to_owned(), e.line);
                     let value = to_json(&e.value, key, &mut d.settings.lines);
                     d.settings.values.insert(key.to_owned(), value);
@@ -2305,6 +2308,15 @@ impl Check {
         const EXPECTED: &str = "a log level (one of TRACE, DEBUG, INFO, WARN, WARNING, ERROR)";
         if let Some(level) = self.string(e, path, EXPECTED)
             && !LEVELS.contains(&level.trim().to_ascii_uppercase().as_str())
+        {
+            self.mismatch(&e.value, path, e.line, EXPECTED);
+        }
+    }
+
+    fn log_output(&mut self, e: &Entry, path: &str) {
+        const EXPECTED: &str = "a log output (one of tracing, stdout, stderr)";
+        if let Some(output) = self.string(e, path, EXPECTED)
+            && crate::destination::parse_output(output).is_none()
         {
             self.mismatch(&e.value, path, e.line, EXPECTED);
         }

@@ -206,3 +206,40 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
         with_track - layer
     );
 }
+
+/// The logging destination's JSON lines go into one buffer reused from batch to batch: once
+/// it has grown, formatting and writing a batch allocates nothing per event (the one
+/// allocation is the boxed future `send` returns), escaped text included.
+#[test]
+fn json_lines_allocate_nothing_per_event() {
+    use std::sync::Arc;
+    use tower_telemetry::{Destination, Event, LoggingDestination, props};
+
+    let d = LoggingDestination::default().with_writer(std::io::sink());
+    let batch: Vec<Arc<Event>> = (0..100)
+        .map(|i| {
+            let e = Event::new(
+                "generation.started",
+                props! { "model" => "flux-dev", "steps" => i, "note" => "bidi \u{202e} and \u{2028}" },
+            )
+            .with_context(
+                Context::new()
+                    .with_user_id("user-1")
+                    .with_request_id("0199a7c2-5b1e-7d3f-9a40-1c2d3e4f5a6b")
+                    .with_path("/api/generate"),
+            );
+            Arc::new(e)
+        })
+        .collect();
+    let send = || {
+        let mut fut = d.send(&batch);
+        let cx = &mut std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            fut.as_mut().poll(cx),
+            std::task::Poll::Ready(Ok(()))
+        ));
+    };
+    send();
+    let n = allocations(send);
+    assert!(n <= 1, "a batch of 100 allocates {n} times");
+}

@@ -649,6 +649,20 @@ fn malformed_configs_name_the_key_path_and_line() {
             4,
             "a list of property name globs",
         ),
+        // 53. an unknown logging output
+        (
+            "telemetry:\n  destinations:\n    logging:\n      level: INFO\n      output: file\n",
+            "telemetry.destinations.logging.output",
+            5,
+            "expected a log output (one of tracing, stdout, stderr), found the string `file`",
+        ),
+        // 54. output checked by the kind, not the name
+        (
+            "telemetry:\n  destinations:\n    events:\n      type: logging\n      output: 1\n",
+            "telemetry.destinations.events.output",
+            5,
+            "a log output",
+        ),
         // 37. a tab-indented line (invalid YAML)
         (
             "telemetry:\n\tenabled: true\n",

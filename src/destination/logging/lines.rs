@@ -1,0 +1,331 @@
+//! JSON-lines output of the logging destination: one JSON object per event, a batch written
+//! with one `write` (as far as the writer accepts it) and one `flush`.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::needs_escape;
+use crate::destination::DeliveryError;
+use crate::event::{Event, Rfc3339};
+
+/// Buffers above this are given back after a batch, so one huge batch does not pin its memory.
+const KEPT_CAPACITY: usize = 1 << 20;
+
+/// A writer and the buffers reused for every batch. One worker per destination, so the lock is
+/// uncontended (with `concurrency` above 1, batches take turns).
+pub(super) struct JsonLines {
+    label: &'static str,
+    state: Mutex<State>,
+}
+
+struct State {
+    writer: Box<dyn Write + Send>,
+    /// The batch's lines.
+    buf: Vec<u8>,
+    /// A line being escaped (only lines with non-ASCII text or DEL).
+    scratch: Vec<u8>,
+    /// (index in the batch, end of its line in `buf`), for the events that have a line.
+    ends: Vec<(usize, usize)>,
+    /// The last write stopped inside a line: the next batch starts with a newline, so the
+    /// fragment stays a line of its own instead of spoiling the next one.
+    torn: bool,
+}
+
+impl fmt::Debug for JsonLines {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label)
+    }
+}
+
+impl JsonLines {
+    /// `label` names the writer in errors and `Debug` (`stdout`, `stderr`, `writer`).
+    pub(super) fn new(label: &'static str, writer: Box<dyn Write + Send>) -> Arc<Self> {
+        Arc::new(JsonLines {
+            label,
+            state: Mutex::new(State {
+                writer,
+                buf: Vec::new(),
+                scratch: Vec::new(),
+                ends: Vec::new(),
+                torn: false,
+            }),
+        })
+    }
+
+    /// Formats `batch` into one buffer and writes it. Events whose lines were written in full
+    /// are delivered; the others fail with the write's error (see [`classify`]).
+    pub(super) fn write_batch(
+        &self,
+        level: tracing::Level,
+        batch: &[Arc<Event>],
+    ) -> Result<(), DeliveryError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // A writer that panicked left nothing here that the next batch relies on.
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let State {
+            writer,
+            buf,
+            scratch,
+            ends,
+            torn,
+        } = &mut *state;
+        buf.clear();
+        ends.clear();
+        if *torn {
+            buf.push(b'\n');
+        }
+        let prefix = buf.len();
+        let mut failed = Vec::new();
+        for (i, e) in batch.iter().enumerate() {
+            let start = buf.len();
+            match line(buf, scratch, level, e) {
+                Ok(()) => ends.push((i, buf.len())),
+                Err(why) => {
+                    buf.truncate(start);
+                    failed.push((i, DeliveryError::permanent(why)));
+                }
+            }
+        }
+        let (written, result) = write_all(&mut **writer, buf);
+        let result = result.and_then(|()| writer.flush());
+        if written >= prefix {
+            let boundary = ends
+                .iter()
+                .rev()
+                .map(|&(_, end)| end)
+                .find(|&end| end <= written)
+                .unwrap_or(prefix);
+            *torn = written > boundary;
+        }
+        let outcome = match result {
+            Ok(()) => {
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(DeliveryError::partial(failed))
+                }
+            }
+            Err(e) => {
+                // After a complete write only the flush failed: the lines are in the writer's
+                // hands, but not known to be out, so they count as not delivered.
+                let unwritten: Vec<usize> = ends
+                    .iter()
+                    .filter(|&&(_, end)| end > written || written == buf.len())
+                    .map(|&(i, _)| i)
+                    .collect();
+                if failed.is_empty() && unwritten.len() == batch.len() {
+                    Err(classify(&e, self.label))
+                } else {
+                    failed.extend(unwritten.into_iter().map(|i| (i, classify(&e, self.label))));
+                    failed.sort_unstable_by_key(|&(i, _)| i);
+                    Err(DeliveryError::partial(failed))
+                }
+            }
+        };
+        buf.shrink_to(KEPT_CAPACITY);
+        scratch.shrink_to(KEPT_CAPACITY);
+        outcome
+    }
+}
+
+/// Appends one event's line to `buf`.
+fn line(
+    buf: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    level: tracing::Level,
+    e: &Event,
+) -> Result<(), String> {
+    let start = buf.len();
+    object(buf, level, e).map_err(|err| format!("cannot format the event as JSON: {err}"))?;
+    // serde_json escapes quotes, backslashes and C0 controls; DEL, C1 controls, line
+    // separators and bidi overrides it leaves raw. All are DEL or non-ASCII and, in JSON, can
+    // only be inside strings, where `\uXXXX` means the same character.
+    if buf[start..].iter().any(|&b| b >= 0x7f) {
+        let text = std::str::from_utf8(&buf[start..])
+            .map_err(|_| "the event's JSON is not valid UTF-8".to_owned())?;
+        scratch.clear();
+        escape(text, scratch);
+        buf.truncate(start);
+        buf.extend_from_slice(scratch);
+    }
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// The JSON object, keys in a fixed order, written straight into `buf`.
+fn object(buf: &mut Vec<u8>, level: tracing::Level, e: &Event) -> serde_json::Result<()> {
+    // Writes into a Vec cannot fail; serde_json's errors come from `Serialize` impls.
+    let _ = write!(
+        buf,
+        r#"{{"timestamp":"{}","level":"{}","target":"tower_telemetry","event":"#,
+        Rfc3339(e.timestamp()),
+        level.as_str(),
+    );
+    serde_json::to_writer(&mut *buf, e.name())?;
+    buf.extend_from_slice(br#","category":"#);
+    serde_json::to_writer(&mut *buf, e.category().as_str())?;
+    let _ = write!(buf, r#","event_id":"{}","properties":"#, e.id());
+    serde_json::to_writer(&mut *buf, e.properties())?;
+    let ctx = e.context();
+    for (key, value) in [
+        ("user_id", ctx.user_id()),
+        ("session_id", ctx.session_id()),
+        ("request_id", ctx.request_id()),
+        ("path", ctx.path()),
+    ] {
+        if let Some(value) = value {
+            let _ = write!(buf, r#","{key}":"#);
+            serde_json::to_writer(&mut *buf, value)?;
+        }
+    }
+    buf.push(b'}');
+    Ok(())
+}
+
+/// Copies `text` to `out` with every character [`needs_escape`] accepts written as `\uXXXX`
+/// (all of them are in the Basic Multilingual Plane, so one escape each).
+fn escape(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] < 0x7f {
+            i += 1;
+            continue;
+        }
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
+        let next = i + c.len_utf8();
+        if needs_escape(c) {
+            out.extend_from_slice(&bytes[start..i]);
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+            start = next;
+        }
+        i = next;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// `Write::write_all`, also telling how many bytes were written before an error.
+fn write_all(writer: &mut dyn Write, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut written = 0;
+    while written < buf.len() {
+        match writer.write(&buf[written..]) {
+            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    (written, Ok(()))
+}
+
+/// A write error as a delivery error. The reader being gone (a closed pipe: `app | head`, a
+/// log shipper that exited) or a writer that cannot take bytes will not get better, so those
+/// are permanent: the events are counted as failed at once instead of being retried with
+/// backoff while the queue fills. Anything else (a full disk, a would-block writer) is
+/// retryable, within the destination's `retry.max_attempts`.
+fn classify(e: &io::Error, label: &str) -> DeliveryError {
+    use io::ErrorKind::*;
+    let message = format!("writing JSON lines to {label} failed: {e}");
+    match e.kind() {
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected | WriteZero
+        | PermissionDenied | Unsupported => DeliveryError::permanent(message),
+        _ => DeliveryError::retryable(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_what_serde_json_leaves_raw_and_nothing_else() {
+        let mut out = Vec::new();
+        escape(
+            "a\u{7f}é\u{9b}日\u{2028}\u{2029}\u{202a}\u{202e}\u{2066}\u{2069}\u{a0}",
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\u007fé\\u009b日\\u2028\\u2029\\u202a\\u202e\\u2066\\u2069\u{a0}"
+        );
+    }
+
+    #[test]
+    fn write_errors_are_classified() {
+        let broken = io::Error::from(io::ErrorKind::BrokenPipe);
+        assert!(!classify(&broken, "stdout").is_retryable());
+        assert!(classify(&broken, "stdout").message().contains("stdout"));
+        let full = io::Error::other("no space left on device");
+        assert!(classify(&full, "writer").is_retryable());
+    }
+
+    /// Takes `room` bytes, then fails until given more room.
+    #[derive(Clone, Default)]
+    struct Cramped(Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Cramped {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut inner = self.0.lock().unwrap();
+            let (out, room) = &mut *inner;
+            if *room == 0 {
+                return Err(io::Error::other("full"));
+            }
+            let n = buf.len().min(*room);
+            out.extend_from_slice(&buf[..n]);
+            *room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_short_write_delivers_the_whole_lines_and_isolates_the_fragment() {
+        let events: Vec<Arc<Event>> = (0..3)
+            .map(|i| Arc::new(Event::new(format!("user.e{i}"), Default::default())))
+            .collect();
+        // Measure one line, then leave room for one and a half.
+        let mut one = Vec::new();
+        line(&mut one, &mut Vec::new(), tracing::Level::INFO, &events[0]).unwrap();
+        let cramped = Cramped::default();
+        cramped.0.lock().unwrap().1 = one.len() + one.len() / 2;
+        let lines = JsonLines::new("writer", Box::new(cramped.clone()));
+        let err = lines
+            .write_batch(tracing::Level::INFO, &events)
+            .unwrap_err();
+        let items: Vec<usize> = err.items().unwrap().iter().map(|(i, _)| *i).collect();
+        assert_eq!(items, [1, 2]);
+        assert!(err.is_retryable());
+
+        // The retry of the two unwritten events starts on a fresh line.
+        cramped.0.lock().unwrap().1 = usize::MAX;
+        lines
+            .write_batch(tracing::Level::INFO, &events[1..])
+            .unwrap();
+        let out = String::from_utf8(cramped.0.lock().unwrap().0.clone()).unwrap();
+        let parsed: Vec<Option<String>> = out
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .map(|v| v["event"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        assert_eq!(
+            parsed,
+            [
+                Some("user.e0".to_owned()),
+                None,
+                Some("user.e1".to_owned()),
+                Some("user.e2".to_owned())
+            ],
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,412 @@
+//! The `logging` destination: each event as a `tracing` record, or as a JSON line written
+//! straight to stdout, stderr or a writer of your own.
+//!
+//! ```
+//! use tower_telemetry::{LoggingDestination, Telemetry};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Runtime::new()?;
+//! # let _guard = rt.enter();
+//! // `tracing` records at WARN, for a subscriber to format:
+//! let to_tracing = LoggingDestination::new(tracing::Level::WARN);
+//! // one JSON object per line on stdout, for a log shipper:
+//! let to_stdout = LoggingDestination::default().with_writer(std::io::stdout());
+//!
+//! let telemetry = Telemetry::builder()
+//!     .destination("logging", to_tracing)
+//!     .destination("events", to_stdout)
+//!     .build()?;
+//! # drop(telemetry);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{BoxFuture, DeliveryError, Destination};
+use crate::config::{ConfigError, DeliveryConfig, Settings};
+use crate::event::Event;
+
+mod lines;
+
+use lines::JsonLines;
+
+/// Writes each event to the `tracing` log (the default) or as a JSON line to stdout, stderr or
+/// any [`Write`]r.
+///
+/// # `tracing` output
+///
+/// One record per event, target `tower_telemetry`, at the configured level, with the fields
+/// `event` (name), `category`, `event_id`, `properties` (JSON), and `user_id`, `session_id`,
+/// `request_id`, `path` when the context has them. A subscriber (e.g. `tracing-subscriber`'s
+/// fmt layer) decides whether and how it is written.
+///
+/// # JSON-lines output
+///
+/// One JSON object per line, written directly (no subscriber, no level filter), for log
+/// shippers that read JSON lines from a container's stdout or stderr:
+///
+/// ```json
+/// {"timestamp":"2026-11-25T12:50:35.123Z","level":"INFO","target":"tower_telemetry","event":"user.signup","category":"user","event_id":"0199…","properties":{"plan":"pro"},"user_id":"u1","request_id":"…","path":"/signup"}
+/// ```
+///
+/// The keys come in that order: `timestamp` (RFC 3339, UTC, milliseconds), `level` (the
+/// configured level, so a line says what it is without a subscriber), `target`, `event`,
+/// `category`, `event_id`, `properties`, then `user_id`, `session_id`, `request_id` and `path`
+/// when the context has them. A batch is formatted into one reused buffer and written with one
+/// `write_all` and one `flush`.
+///
+/// The writes are blocking I/O on the destination's delivery worker (a tokio task), as with
+/// `tracing-subscriber`'s fmt writer; a slow pipe or disk holds that worker thread. For
+/// non-blocking writes pass a writer that hands the bytes to a thread of its own, such as
+/// `tracing_appender::non_blocking`'s.
+///
+/// A failed write is a delivery failure: events whose lines were written in full are
+/// delivered, the others fail. A closed reader (`BrokenPipe`, a reset connection) or a writer
+/// that takes no more bytes fails them for good, counted in
+/// [`DestinationStats::failed`](crate::DestinationStats::failed), instead of being retried;
+/// other errors (a full disk) are retried. A line cut short by an error is ended before the
+/// next batch, so the fragment is one unparsable line rather than a spoiled one; after a failed
+/// `flush` the batch is retried whole, so a buffering writer may repeat lines (at least once).
+///
+/// # Escaping
+///
+/// Either way an event cannot forge log lines or drive a terminal: control characters (C0,
+/// DEL, C1 such as the one-byte CSI), Unicode line separators and bidirectional overrides in
+/// names and values are escaped (`\u2028` in JSON lines).
+///
+/// # Configuration
+///
+/// ```yaml
+/// logging:
+///   enabled: true
+///   level: INFO        # TRACE, DEBUG, INFO, WARN or ERROR
+///   output: stdout     # tracing (default), stdout or stderr; case-insensitive
+///   events: [error.*, system.*]
+/// ```
+///
+/// Clones share the writer.
+#[derive(Clone, Debug)]
+pub struct LoggingDestination {
+    level: tracing::Level,
+    lines: Option<Arc<JsonLines>>,
+}
+
+impl Default for LoggingDestination {
+    fn default() -> Self {
+        LoggingDestination::new(tracing::Level::INFO)
+    }
+}
+
+/// Where a configured logging destination writes (`output:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Output {
+    Tracing,
+    Stdout,
+    Stderr,
+}
+
+/// An `output:` value, case-insensitive.
+pub(crate) fn parse_output(s: &str) -> Option<Output> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "tracing" => Some(Output::Tracing),
+        "stdout" => Some(Output::Stdout),
+        "stderr" => Some(Output::Stderr),
+        _ => None,
+    }
+}
+
+impl LoggingDestination {
+    /// `tracing` records at `level`. (`Default` is `INFO`.)
+    pub fn new(level: tracing::Level) -> Self {
+        LoggingDestination { level, lines: None }
+    }
+
+    /// Writes JSON lines to `writer` instead of `tracing` records, one `write_all` and one
+    /// `flush` per batch. Defaults to `tracing` records. Pass `std::io::stdout()` or
+    /// `std::io::stderr()` for the process's streams.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use tower_telemetry::{LoggingDestination, Telemetry, track};
+    ///
+    /// /// Collects what is written, to look at it below.
+    /// #[derive(Clone, Default)]
+    /// struct Captured(Arc<Mutex<Vec<u8>>>);
+    ///
+    /// impl Write for Captured {
+    ///     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+    ///         self.0.lock().unwrap().extend_from_slice(buf);
+    ///         Ok(buf.len())
+    ///     }
+    ///     fn flush(&mut self) -> std::io::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let captured = Captured::default();
+    /// let telemetry = Telemetry::builder()
+    ///     .destination("logging", LoggingDestination::default().with_writer(captured.clone()))
+    ///     .build()
+    ///     .unwrap();
+    /// track!(&telemetry => "user.signup", plan = "pro");
+    /// telemetry.flush(Duration::from_secs(5)).await;
+    ///
+    /// let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    /// let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    /// assert_eq!(line["event"], "user.signup");
+    /// assert_eq!(line["level"], "INFO");
+    /// assert_eq!(line["properties"]["plan"], "pro");
+    /// # }
+    /// ```
+    pub fn with_writer(self, writer: impl Write + Send + 'static) -> Self {
+        self.lines_to("writer", Box::new(writer))
+    }
+
+    fn lines_to(mut self, label: &'static str, writer: Box<dyn Write + Send>) -> Self {
+        self.lines = Some(JsonLines::new(label, writer));
+        self
+    }
+
+    /// The level it logs at (and names in JSON lines).
+    pub fn level(&self) -> tracing::Level {
+        self.level
+    }
+
+    /// Whether it writes JSON lines (to a writer) rather than `tracing` records.
+    pub fn writes_json_lines(&self) -> bool {
+        self.lines.is_some()
+    }
+
+    /// Builds one from its configuration: `level` (default `INFO`) and `output` (`tracing`,
+    /// `stdout` or `stderr`, default `tracing`).
+    pub fn from_settings(settings: &Settings) -> Result<Self, Vec<ConfigError>> {
+        let mut errors = settings.unknown_keys(&["level", "output"]);
+        let level = match settings.str("level") {
+            Ok(None) => tracing::Level::INFO,
+            Ok(Some(s)) => {
+                match parse_level(s) {
+                    Some(l) => l,
+                    None => {
+                        errors.push(settings.error(
+                        "level",
+                        format!("unknown level `{s}`; expected one of TRACE, DEBUG, INFO, WARN, ERROR"),
+                    ));
+                        tracing::Level::INFO
+                    }
+                }
+            }
+            Err(e) => {
+                errors.push(e);
+                tracing::Level::INFO
+            }
+        };
+        let output = match settings.str("output") {
+            Ok(None) => Output::Tracing,
+            Ok(Some(s)) => parse_output(s).unwrap_or_else(|| {
+                errors.push(settings.error(
+                    "output",
+                    format!("unknown output `{s}`; expected one of tracing, stdout, stderr"),
+                ));
+                Output::Tracing
+            }),
+            Err(e) => {
+                errors.push(e);
+                Output::Tracing
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let d = LoggingDestination::new(level);
+        Ok(match output {
+            Output::Tracing => d,
+            Output::Stdout => d.lines_to("stdout", Box::new(std::io::stdout())),
+            Output::Stderr => d.lines_to("stderr", Box::new(std::io::stderr())),
+        })
+    }
+}
+
+/// A log level name, case-insensitive (`WARNING` is `WARN`).
+pub(crate) fn parse_level(s: &str) -> Option<tracing::Level> {
+    match s.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => Some(tracing::Level::TRACE),
+        "DEBUG" => Some(tracing::Level::DEBUG),
+        "INFO" => Some(tracing::Level::INFO),
+        "WARN" | "WARNING" => Some(tracing::Level::WARN),
+        "ERROR" => Some(tracing::Level::ERROR),
+        _ => None,
+    }
+}
+
+/// Displays a string with control characters (newlines, ANSI escapes, C1 controls such as the
+/// one-character CSI), Unicode line separators and bidirectional overrides escaped, so it can
+/// neither forge a log line nor drive a terminal.
+pub(crate) struct Escaped<'a>(pub(crate) &'a str);
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Runs of safe text in one write (a write per character cost more than the rest of
+        // a log record); printable ASCII, nearly all of it, is decided without decoding.
+        let s = self.0;
+        let bytes = s.as_bytes();
+        let (mut start, mut i) = (0, 0);
+        while i < bytes.len() {
+            let b = bytes[i];
+            if (0x20..0x7f).contains(&b) {
+                i += 1;
+                continue;
+            }
+            // A control byte, or the first byte of a multi-byte character: decode it.
+            let Some(c) = s[i..].chars().next() else {
+                break;
+            };
+            let next = i + c.len_utf8();
+            if needs_escape(c) {
+                f.write_str(&s[start..i])?;
+                write!(f, "{}", c.escape_default())?;
+                start = next;
+            }
+            i = next;
+        }
+        f.write_str(&s[start..])
+    }
+}
+
+/// An optional context field: absent fields are left out of the log record.
+fn opt(s: Option<&str>) -> Option<tracing::field::DisplayValue<Escaped<'_>>> {
+    s.map(|s| tracing::field::display(Escaped(s)))
+}
+
+macro_rules! log_at {
+    ($level:expr, $($rest:tt)*) => {
+        match $level {
+            tracing::Level::TRACE => tracing::trace!($($rest)*),
+            tracing::Level::DEBUG => tracing::debug!($($rest)*),
+            tracing::Level::INFO => tracing::info!($($rest)*),
+            tracing::Level::WARN => tracing::warn!($($rest)*),
+            tracing::Level::ERROR => tracing::error!($($rest)*),
+        }
+    };
+}
+
+impl LoggingDestination {
+    fn log(&self, e: &Event, json: &mut Vec<u8>) {
+        // serde_json escapes C0 controls inside strings; DEL, C1 controls (a one-byte CSI) and
+        // line separators it leaves as they are, so the JSON goes through `Escaped` too.
+        json.clear();
+        if serde_json::to_writer(&mut *json, e.properties()).is_err() {
+            json.clear();
+        }
+        let properties = Escaped(std::str::from_utf8(json).unwrap_or_default());
+        let ctx = e.context();
+        log_at!(
+            self.level,
+            target: "tower_telemetry",
+            event = %Escaped(e.name()),
+            category = %Escaped(e.category().as_str()),
+            event_id = %e.id(),
+            properties = %properties,
+            user_id = opt(ctx.user_id()),
+            session_id = opt(ctx.session_id()),
+            request_id = opt(ctx.request_id()),
+            path = opt(ctx.path()),
+            "telemetry event"
+        );
+    }
+}
+
+impl Destination for LoggingDestination {
+    fn name(&self) -> &str {
+        "logging"
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        let result = match &self.lines {
+            Some(lines) => lines.write_batch(self.level, batch),
+            None => {
+                // One buffer for the batch's property JSON.
+                let mut json = Vec::with_capacity(256);
+                for e in batch {
+                    self.log(e, &mut json);
+                }
+                Ok(())
+            }
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn delivery_defaults(&self) -> DeliveryConfig {
+        // Logging is cheap; a short linger only to keep wake-ups rare under load.
+        DeliveryConfig::default().flush_interval(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_characters() {
+        assert_eq!(Escaped("a\nb\u{1b}[31m").to_string(), "a\\nb\\u{1b}[31m");
+        assert_eq!(Escaped("plain é").to_string(), "plain é");
+        assert_eq!(
+            Escaped("a\u{9b}31m\u{7f}\u{2028}\u{202e}").to_string(),
+            "a\\u{9b}31m\\u{7f}\\u{2028}\\u{202e}"
+        );
+    }
+
+    #[test]
+    fn escaping_in_runs_matches_escaping_each_character() {
+        let naive = |s: &str| {
+            s.chars()
+                .map(|c| {
+                    if needs_escape(c) {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect::<String>()
+        };
+        let pieces = [
+            "a", "é", "\n", "\u{7f}", "\u{9b}", "\u{2028}", "日本", "\u{202e}", " ", "~",
+        ];
+        // Every string of up to three pieces.
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let s = format!("{a}{b}{c}");
+                    assert_eq!(Escaped(&s).to_string(), naive(&s), "{s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn outputs() {
+        assert_eq!(parse_output("STDOUT"), Some(Output::Stdout));
+        assert_eq!(parse_output(" stderr "), Some(Output::Stderr));
+        assert_eq!(parse_output("Tracing"), Some(Output::Tracing));
+        assert_eq!(parse_output("file"), None);
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(parse_level("info"), Some(tracing::Level::INFO));
+        assert_eq!(parse_level("WARNING"), Some(tracing::Level::WARN));
+        assert_eq!(parse_level("LOUD"), None);
+    }
+}
