@@ -2,16 +2,21 @@
 //! tower-http's layers, in one run.
 //!
 //! ```sh
-//! cargo run --release --example loadbench                      # 7 variants x 3 rounds x 10 s
+//! cargo run --release --example loadbench                      # 4 rounds, 6 pairs each, 5 s per run
 //! cargo run --release --example loadbench -- --duration 3 --rounds 3 --variants a,d
 //! ```
 //!
 //! Each variant runs in a child process of this binary pinned to core 0 (`taskset`), a tokio
 //! multi-thread runtime with one worker; the load generator (a built-in HTTP/1.1 keep-alive
 //! client, `--connections` connections, each sending its next request when the previous
-//! answer is read) runs here, pinned to core 1. Variants are interleaved across rounds; the
-//! report gives medians: requests/s, p50 and p99 latency, the ratio to bare axum and the
-//! server's CPU time per request (from `/proc/<pid>/stat`). It writes
+//! answer is read) runs here, pinned to core 1.
+//!
+//! The machine this was written on drifts by ±20 % between minutes, so every variant's run is
+//! paired with a run of bare axum (a) just before it, and its ratio is taken within the pair:
+//! drift slower than a pair's ~11 s cancels out. Each round runs every pair once, in a rotated
+//! order. The report gives medians over rounds: requests/s, p50 and p99 latency, the ratio to
+//! bare axum (with its range over rounds) and the server's CPU time per request (from
+//! `/proc/<pid>/stat`). It writes
 //! `target/bench-report/loadbench.md` and `target/bench-report/loadbench.svg`, and checks that
 //! no event was lost in d–g (delivered + counted drops + undelivered at shutdown = emitted).
 //!
@@ -76,11 +81,11 @@ fn main() {
             .unwrap_or_else(|| default.to_owned())
     };
     let duration = Duration::from_secs_f64(
-        opt("--duration", "10")
+        opt("--duration", "5")
             .parse()
             .expect("--duration in seconds"),
     );
-    let rounds: usize = opt("--rounds", "3").parse().expect("--rounds");
+    let rounds: usize = opt("--rounds", "4").parse().expect("--rounds");
     let connections: usize = opt("--connections", "64").parse().expect("--connections");
     let wanted = opt("--variants", "a,b,c,d,e,f,g");
     let variants: Vec<&str> = wanted.split(',').map(str::trim).collect();
@@ -219,6 +224,8 @@ fn serve(variant: &str, umami_url: Option<String>) {
 
 struct Round {
     variant: String,
+    /// The requests/s of the run of bare axum just before this one (pairs), if any.
+    base_rps: Option<f64>,
     requests: u64,
     errors: u64,
     secs: f64,
@@ -279,11 +286,30 @@ fn orchestrate(duration: Duration, rounds: usize, connections: usize, variants: 
         .contains(&"f")
         .then(|| rt.block_on(umami_server::UmamiServer::start()));
     let exe = std::env::current_exe().expect("current exe");
+    // Each variant other than bare axum is run right after a run of bare axum (when `a` is
+    // among the variants), in an order rotated each round.
+    let others: Vec<&str> = variants.iter().copied().filter(|v| *v != "a").collect();
+    let paired = variants.contains(&"a");
+    let schedule = |round: usize| -> Vec<&str> {
+        let mut order = others.clone();
+        if !order.is_empty() {
+            let n = order.len();
+            order.rotate_left(round % n);
+        }
+        if !paired {
+            return order;
+        }
+        if order.is_empty() {
+            return vec!["a"];
+        }
+        order.into_iter().flat_map(|v| ["a", v]).collect()
+    };
     println!(
-        "loadbench: {} round(s) x {} variant(s) x {:?}, {connections} connections, server on core 0 / load on core 1 ({})",
+        "loadbench: {} round(s) x {} run(s) x {:?}{}, {connections} connections, server on core 0 / load on core 1 ({})",
         rounds,
-        variants.len(),
+        schedule(0).len(),
         duration,
+        if paired { " (each variant paired with a run of bare axum just before it)" } else { "" },
         if pinned {
             "pinned with taskset"
         } else {
@@ -292,7 +318,9 @@ fn orchestrate(duration: Duration, rounds: usize, connections: usize, variants: 
     );
     let mut results: Vec<Round> = Vec::new();
     for round in 0..rounds {
-        for v in variants {
+        let mut base_rps = None;
+        for v in schedule(round) {
+            let v = &v;
             let mut child = spawn_server(&exe, v, umami.as_ref().map(|u| u.url()));
             let port = read_port(&mut child);
             let pid = child.id();
@@ -309,8 +337,10 @@ fn orchestrate(duration: Duration, rounds: usize, connections: usize, variants: 
                     .copied()
                     .unwrap_or(0) as f64
             };
+            let rps = requests as f64 / secs;
             let r = Round {
                 variant: v.to_string(),
+                base_rps: if *v == "a" { None } else { base_rps },
                 requests,
                 errors,
                 secs,
@@ -331,6 +361,9 @@ fn orchestrate(duration: Duration, rounds: usize, connections: usize, variants: 
                     .map(|e| format!("  events {e:?}"))
                     .unwrap_or_default(),
             );
+            if *v == "a" {
+                base_rps = Some(rps);
+            }
             results.push(r);
         }
     }
@@ -472,9 +505,14 @@ async fn read_response(stream: &mut tokio::net::TcpStream, buf: &mut [u8]) -> bo
     }
 }
 
+/// The median (the mean of the middle two of an even count).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn report(
@@ -486,23 +524,46 @@ fn report(
     let by = |v: &str, f: &dyn Fn(&Round) -> f64| {
         median(results.iter().filter(|r| r.variant == v).map(f).collect())
     };
-    let base = by("a", &|r| r.requests as f64 / r.secs);
+    // The ratio of each run to the run of bare axum paired with it; bare axum's own is 1.
+    let ratios = |v: &str| -> Vec<f64> {
+        results
+            .iter()
+            .filter(|r| r.variant == v)
+            .filter_map(|r| {
+                if v == "a" {
+                    return Some(1.0);
+                }
+                r.base_rps
+                    .filter(|b| *b > 0.0)
+                    .map(|b| r.requests as f64 / r.secs / b)
+            })
+            .collect()
+    };
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Machine: {} cores; server pinned to core 0, load generator to core 1 ({}); tokio multi-thread runtime with 1 worker on each side; {rounds} interleaved rounds of {:?}; {connections} keep-alive connections; built-in HTTP/1.1 load generator. Medians over rounds.\n",
+        "Machine: {} cores; server pinned to core 0, load generator to core 1 ({}); tokio multi-thread runtime with 1 worker on each side; {rounds} interleaved rounds of {:?}; {connections} keep-alive connections; built-in HTTP/1.1 load generator. Each variant's run follows a run of bare axum (a), and its ratio is taken within that pair. Medians over rounds; the ratio's range over rounds in brackets.\n",
         cores,
         if pinned { "taskset" } else { "not pinned" },
         duration,
     );
-    md.push_str("| variant | req/s | ratio to (a) | p50 µs | p99 µs | server CPU µs/req | events: emitted / delivered / dropped / undelivered / lost |\n");
+    md.push_str("| variant | req/s | ratio to (a) [range] | p50 µs | p99 µs | server CPU µs/req | events: emitted / delivered / dropped / undelivered / lost |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---|\n");
     let mut bars = Vec::new();
     let mut all_kept = true;
     for v in variants {
         let label = VARIANTS.iter().find(|(k, _)| k == v).map_or(*v, |(_, l)| l);
         let rps = by(v, &|r| r.requests as f64 / r.secs);
-        let ratio = if base > 0.0 { rps / base } else { 0.0 };
+        let rs = ratios(v);
+        let ratio = median(rs.clone());
+        let (lo, hi) = rs
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        let range = if rs.len() > 1 {
+            format!(" [{lo:.2}–{hi:.2}]")
+        } else {
+            String::new()
+        };
         let events: Vec<EventCounts> = results
             .iter()
             .filter(|r| r.variant == *v)
@@ -535,7 +596,7 @@ fn report(
         };
         let _ = writeln!(
             md,
-            "| {v}) {label} | {rps:.0} | {ratio:.3} | {:.0} | {:.0} | {:.2} | {ev} |",
+            "| {v}) {label} | {rps:.0} | {ratio:.3}{range} | {:.0} | {:.0} | {:.2} | {ev} |",
             by(v, &|r| r.p50_us),
             by(v, &|r| r.p99_us),
             by(v, &|r| r.cpu_us_per_req),
