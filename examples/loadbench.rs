@@ -309,7 +309,11 @@ fn orchestrate(duration: Duration, rounds: usize, connections: usize, variants: 
         rounds,
         schedule(0).len(),
         duration,
-        if paired { " (each variant paired with a run of bare axum just before it)" } else { "" },
+        if paired {
+            " (each variant paired with a run of bare axum just before it)"
+        } else {
+            ""
+        },
         if pinned {
             "pinned with taskset"
         } else {
@@ -556,9 +560,9 @@ fn report(
         let rps = by(v, &|r| r.requests as f64 / r.secs);
         let rs = ratios(v);
         let ratio = median(rs.clone());
-        let (lo, hi) = rs
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        let (lo, hi) = rs.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+            (lo.min(*r), hi.max(*r))
+        });
         let range = if rs.len() > 1 {
             format!(" [{lo:.2}–{hi:.2}]")
         } else {

@@ -44,7 +44,7 @@ use crate::context::Context;
 use crate::event::Properties;
 use crate::redact::Redactor;
 use crate::text::floor_char_boundary;
-use crate::value::PropertyValue;
+use crate::value::{Limit, PropertyValue};
 
 /// Default most properties per event (and entries per nested object or array).
 pub const DEFAULT_MAX_PROPERTIES: usize = 64;
@@ -279,12 +279,14 @@ impl Walk<'_> {
             self.size += bound_property(value);
             return true;
         }
-        if value.truncate_str(self.policy.limits.max_string_length) {
-            self.out.truncated = true;
-        }
-        match value.json_mut() {
-            Some(json) => self.value(json, 0),
-            None => self.size += bound_property(value),
+        match value.limit(self.policy.limits.max_string_length) {
+            Limit::Str { len, cut } => {
+                self.out.truncated |= cut;
+                self.size += bound_len(len);
+            }
+            Limit::Json(json) => self.value(json, 0),
+            Limit::Number => self.size += 24,
+            Limit::Other => self.size += 5,
         }
         true
     }

@@ -159,19 +159,35 @@ impl PropertyValue {
         }
     }
 
-    /// Cuts a string value to `max` bytes (at a character boundary). Whether it was cut.
-    pub(crate) fn truncate_str(&mut self, max: usize) -> bool {
+    /// For the limits pass, in one look at the value: a string is cut to `max` bytes (at a
+    /// character boundary); a container's JSON is handed over to be walked.
+    #[inline]
+    pub(crate) fn limit(&mut self, max: usize) -> Limit<'_> {
+        let cut = |s: &str| crate::text::floor_char_boundary(s, max);
         match &mut self.0 {
-            Repr::Static(s) if s.len() > max => {
-                *s = &s[..crate::text::floor_char_boundary(s, max)];
-                true
+            Repr::Static(s) => {
+                let long = s.len() > max;
+                if long {
+                    *s = &s[..cut(s)];
+                }
+                Limit::Str {
+                    len: s.len(),
+                    cut: long,
+                }
             }
-            Repr::Owned(s) if s.len() > max => {
-                let cut = crate::text::floor_char_boundary(s, max);
-                *s = Box::from(&s[..cut]);
-                true
+            Repr::Owned(s) => {
+                let long = s.len() > max;
+                if long {
+                    *s = Box::from(&s[..cut(s)]);
+                }
+                Limit::Str {
+                    len: s.len(),
+                    cut: long,
+                }
             }
-            _ => false,
+            Repr::Json(v) => Limit::Json(v),
+            Repr::I64(_) | Repr::U64(_) | Repr::F64(_) => Limit::Number,
+            Repr::Bool(_) | Repr::Null => Limit::Other,
         }
     }
 }
@@ -188,6 +204,18 @@ impl<I: serde_json::value::Index> std::ops::Index<I> for PropertyValue {
             _ => &NULL,
         }
     }
+}
+
+/// What [`PropertyValue::limit`] found.
+pub(crate) enum Limit<'a> {
+    /// A string of `len` bytes (after the cut), and whether it was cut.
+    Str { len: usize, cut: bool },
+    /// An array or object.
+    Json(&'a mut Json),
+    /// A number.
+    Number,
+    /// A boolean or `null`.
+    Other,
 }
 
 impl Serialize for PropertyValue {
@@ -507,15 +535,20 @@ mod tests {
 
     #[test]
     fn strings_are_cut_at_character_boundaries() {
+        let cut = |v: &mut PropertyValue, max| match v.limit(max) {
+            Limit::Str { len, cut } => Some((len, cut)),
+            _ => None,
+        };
         let mut s = PropertyValue::from("ééé");
-        assert!(s.truncate_str(3));
+        assert_eq!(cut(&mut s, 3), Some((2, true)));
         assert_eq!(s, "é");
         let mut o = PropertyValue::from(String::from("ééé"));
-        assert!(o.truncate_str(5));
+        assert_eq!(cut(&mut o, 5), Some((4, true)));
         assert_eq!(o, "éé");
-        assert!(!o.truncate_str(100));
+        assert_eq!(cut(&mut o, 100), Some((4, false)));
         let mut n = PropertyValue::from(12345);
-        assert!(!n.truncate_str(1), "only strings are cut");
+        assert_eq!(cut(&mut n, 1), None, "only strings are cut");
+        assert_eq!(n, 12345);
     }
 
     #[test]
