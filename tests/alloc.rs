@@ -243,3 +243,42 @@ fn json_lines_allocate_nothing_per_event() {
     let n = allocations(send);
     assert!(n <= 1, "a batch of 100 allocates {n} times");
 }
+
+/// With the telemetry worker on another thread (a multi-thread runtime), delivered events come
+/// back to the tracking thread in whole batches, so after a warm-up `track!` allocates no event
+/// there (without that, every event is allocated here and freed on the worker's thread).
+#[test]
+fn events_delivered_on_another_thread_come_back_to_the_tracking_thread() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let telemetry = {
+        let _guard = rt.enter(); // the worker runs on the runtime's thread, not this one
+        Telemetry::builder()
+            .config(
+                Config::default().destination(
+                    DestinationConfig::new("log")
+                        .kind("logging")
+                        .events(["generation.*"]),
+                ),
+            )
+            .build()
+            .unwrap()
+    };
+    let track_100 = || {
+        telemetry.scope_sync(Context::new().with_request_id("r1"), || {
+            for _ in 0..100 {
+                track!(&telemetry => "generation.started", model = "flux-dev", steps = 4);
+            }
+        })
+    };
+    for _ in 0..3 {
+        track_100();
+        assert!(rt.block_on(telemetry.flush(std::time::Duration::from_secs(5))));
+    }
+    let n = allocations(track_100);
+    println!("allocations on the tracking thread for 100 routed events: {n}");
+    assert!(n < 10, "{n} allocations for 100 events");
+}

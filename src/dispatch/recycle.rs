@@ -14,11 +14,17 @@
 //! for a later request.
 //!
 //! Thread-local, so no lock and no shared cache line: with one runtime worker per core (the
-//! telemetry worker runs on the same threads as the handlers) every event is recycled; on a
-//! thread that only delivers, the list fills up to its cap and the rest are freed as before.
+//! telemetry worker runs on the same threads as the handlers) every event is recycled.
+//!
+//! A thread that delivers but does not track (the telemetry worker on a runtime thread other
+//! than the handlers') hands its emptied events over in whole batches through a small shared
+//! pool, and a tracking thread whose free list is empty takes a whole batch. Otherwise every
+//! event would be allocated on one thread and freed on another, and glibc makes such a free
+//! wait for the allocating thread's arena lock (futex wake-ups in profiles). The pool's lock is
+//! only ever tried, never waited for, and is touched once per batch, not per event.
 
-use std::cell::RefCell;
-use std::sync::Arc;
+use std::cell::{Cell, RefCell};
+use std::sync::{Arc, Mutex};
 
 use crate::context::Context;
 use crate::event::{Event, EventCategory, EventKind, INLINE_PROPERTIES, Properties};
@@ -27,20 +33,52 @@ use crate::text::Text;
 /// Events kept per thread: ~100 KB at most.
 const CAP: usize = 256;
 
+/// Batches in the shared pool: with batches of 100, ~600 KB at most.
+const POOL_BATCHES: usize = 16;
+
+/// Batches of emptied events from threads that deliver without tracking.
+static POOL: Mutex<Vec<Vec<Arc<Event>>>> = Mutex::new(Vec::new());
+
 thread_local! {
     static FREE: RefCell<Vec<Arc<Event>>> = const { RefCell::new(Vec::new()) };
+    /// Whether this thread tracks (has taken events): only then are delivered events parked in
+    /// its own free list rather than handed to the pool.
+    static TRACKS: Cell<bool> = const { Cell::new(false) };
     static FREE_CONTEXTS: RefCell<Vec<Arc<Context>>> = const { RefCell::new(Vec::new()) };
     /// The context parked events hold, so they keep no request's context alive.
     static EMPTY: Arc<Context> = Arc::default();
 }
 
-/// An empty event to fill: one from this thread's free list, else a new one.
+/// An empty event to fill: one from this thread's free list, else from a batch in the shared
+/// pool, else a new one.
 #[inline]
 pub(crate) fn take() -> Arc<Event> {
-    FREE.try_with(|free| free.try_borrow_mut().ok()?.pop())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| Arc::new(empty(Arc::default())))
+    FREE.try_with(|free| {
+        let mut free = free.try_borrow_mut().ok()?;
+        free.pop().or_else(|| refill(&mut free))
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| Arc::new(empty(empty_context())))
+}
+
+/// This thread's free list is empty: it tracks, so from now on it keeps what its own worker
+/// delivers; and it takes a batch from the pool if one is there and the lock is free.
+#[cold]
+fn refill(free: &mut Vec<Arc<Event>>) -> Option<Arc<Event>> {
+    let _ = TRACKS.try_with(|t| t.set(true));
+    refill_from(&POOL, free)
+}
+
+fn refill_from(
+    pool: &Mutex<Vec<Vec<Arc<Event>>>>,
+    free: &mut Vec<Arc<Event>>,
+) -> Option<Arc<Event>> {
+    let mut batch = pool.try_lock().ok()?.pop()?;
+    let event = batch.pop();
+    batch.truncate(CAP);
+    free.append(&mut batch);
+    event
 }
 
 /// An empty context to fill, never shared: one from this thread's free list, else a new one.
@@ -71,8 +109,13 @@ fn empty(context: Arc<Context>) -> Event {
 }
 
 /// Parks the events of a delivered batch that nobody else holds (and their contexts, when no
-/// request holds them any more); drops the others.
+/// request holds them any more); drops the others. On a thread that does not track, the
+/// emptied events go to the shared pool as one batch.
 pub(crate) fn give(events: Vec<Arc<Event>>) {
+    if !TRACKS.try_with(Cell::get).unwrap_or(false) {
+        return give_to_pool(&POOL, events);
+    }
+    let mut events = events.into_iter();
     let _ = FREE.try_with(|free| {
         let _ = FREE_CONTEXTS.try_with(|contexts| {
             let _ = EMPTY.try_with(|empty_context| {
@@ -81,37 +124,85 @@ pub(crate) fn give(events: Vec<Arc<Event>>) {
                 else {
                     return;
                 };
-                for mut event in events {
-                    if free.len() >= CAP {
-                        break; // the rest are dropped
-                    }
+                while free.len() < CAP {
+                    let Some(mut event) = events.next() else {
+                        break;
+                    };
                     let Some(e) = Arc::get_mut(&mut event) else {
                         continue; // a destination kept it (the memory destination, a retry...)
                     };
-                    if e.properties.capacity() > INLINE_PROPERTIES {
-                        e.properties = Properties::new(); // give its heap storage back
-                    } else {
-                        e.properties.clear();
-                    }
-                    e.name = Text::from_static("");
-                    e.category = EventCategory::System;
-                    let mut ctx = std::mem::replace(&mut e.context, empty_context.clone());
-                    if contexts.len() < CAP {
-                        if let Some(c) = Arc::get_mut(&mut ctx) {
-                            *c = Context::default();
-                            contexts.push(ctx);
-                        }
-                    }
+                    let ctx = clear(e, empty_context.clone());
+                    park_context(&mut contexts, ctx);
                     free.push(event);
                 }
             });
         });
     });
+    // What this thread's list has no room for.
+    let rest: Vec<Arc<Event>> = events.collect();
+    if !rest.is_empty() {
+        give_to_pool(&POOL, rest);
+    }
+}
+
+/// Empties an event nobody else holds, giving it `context`; returns its old context.
+fn clear(e: &mut Event, context: Arc<Context>) -> Arc<Context> {
+    if e.properties.capacity() > INLINE_PROPERTIES {
+        e.properties = Properties::new(); // give its heap storage back
+    } else {
+        e.properties.clear();
+    }
+    e.name = Text::from_static("");
+    e.category = EventCategory::System;
+    std::mem::replace(&mut e.context, context)
+}
+
+/// Parks a context no request holds any more, if there is room.
+fn park_context(contexts: &mut Vec<Arc<Context>>, mut ctx: Arc<Context>) {
+    if contexts.len() < CAP {
+        if let Some(c) = Arc::get_mut(&mut ctx) {
+            *c = Context::default();
+            contexts.push(ctx);
+        }
+    }
+}
+
+/// [`give`] on a thread that does not track: the emptied events, as one batch, to the pool.
+/// They share one empty context made for the batch, so the thread that takes them touches no
+/// reference count of this one's.
+fn give_to_pool(pool: &Mutex<Vec<Vec<Arc<Event>>>>, mut events: Vec<Arc<Event>>) {
+    let shared: Arc<Context> = Arc::default();
+    let _ = FREE_CONTEXTS.try_with(|contexts| {
+        let mut contexts = contexts.try_borrow_mut().ok();
+        events.retain_mut(|event| {
+            let Some(e) = Arc::get_mut(event) else {
+                return false; // a destination kept it: dropped here
+            };
+            let ctx = clear(e, shared.clone());
+            if let Some(contexts) = contexts.as_mut() {
+                park_context(contexts, ctx);
+            }
+            true
+        });
+    });
+    if events.is_empty() {
+        return;
+    }
+    if let Ok(mut pool) = pool.try_lock() {
+        if pool.len() < POOL_BATCHES {
+            pool.push(events);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This test's thread tracks, so delivered events stay in its own list.
+    fn tracking() {
+        TRACKS.with(|t| t.set(true));
+    }
 
     fn event(ctx: &Arc<Context>) -> Arc<Event> {
         let mut p = Properties::new();
@@ -123,6 +214,7 @@ mod tests {
 
     #[test]
     fn a_delivered_event_is_emptied_and_reused_on_the_same_thread() {
+        tracking();
         let ctx = Arc::new(Context::new().with_user_id("u1"));
         let e = event(&ctx);
         let addr = Arc::as_ptr(&e);
@@ -139,6 +231,7 @@ mod tests {
 
     #[test]
     fn a_context_no_request_holds_any_more_is_emptied_and_reused() {
+        tracking();
         let e = event(&Arc::new(Context::new().with_user_id("u2")));
         let ctx_addr = Arc::as_ptr(&e.context);
         give(vec![e]);
@@ -154,6 +247,7 @@ mod tests {
 
     #[test]
     fn events_still_held_elsewhere_are_not_reused() {
+        tracking();
         let ctx = Arc::new(Context::new());
         let e = event(&ctx);
         let kept = e.clone();
@@ -164,12 +258,61 @@ mod tests {
     }
 
     #[test]
-    fn the_free_list_is_bounded() {
+    fn the_free_list_and_the_pool_are_bounded() {
+        tracking();
         let ctx = Arc::new(Context::new());
         give((0..CAP + 50).map(|_| event(&ctx)).collect());
         let n = FREE.with(|f| f.borrow().len());
         assert!(n <= CAP, "{n} parked");
         assert_eq!(Arc::strong_count(&ctx), 1, "no context kept alive");
         FREE.with(|f| f.borrow_mut().clear());
+
+        let pool = Mutex::new(Vec::new());
+        for _ in 0..POOL_BATCHES + 3 {
+            give_to_pool(&pool, (0..10).map(|_| event(&ctx)).collect());
+        }
+        assert_eq!(pool.lock().unwrap().len(), POOL_BATCHES);
+        assert_eq!(Arc::strong_count(&ctx), 1, "no context kept alive");
+    }
+
+    #[test]
+    fn a_thread_that_does_not_track_hands_whole_batches_to_one_that_does() {
+        let pool = Mutex::new(Vec::new());
+        let ctx = Arc::new(Context::new().with_user_id("u9"));
+        let events: Vec<Arc<Event>> = (0..10).map(|_| event(&ctx)).collect();
+        let kept = events[3].clone(); // a destination still holds this one
+        let addrs: Vec<*const Event> = events.iter().map(Arc::as_ptr).collect();
+        // Delivered on another thread, which never tracked.
+        std::thread::scope(|s| {
+            s.spawn(|| give_to_pool(&pool, events));
+        });
+        assert_eq!(
+            Arc::strong_count(&ctx),
+            2,
+            "only the held event keeps the context"
+        );
+        assert_eq!(
+            kept.context().user_id(),
+            Some("u9"),
+            "a held event is untouched"
+        );
+        let mut taken = Vec::new();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut free = Vec::new();
+                let first = refill_from(&pool, &mut free).expect("a batch from the pool");
+                taken.push(first);
+                taken.append(&mut free);
+            });
+        });
+        assert!(pool.lock().unwrap().is_empty(), "one batch, taken whole");
+        assert_eq!(taken.len(), 9);
+        for e in &taken {
+            assert!(addrs.contains(&Arc::as_ptr(e)), "the same allocations");
+            assert!(e.properties().is_empty());
+            assert_eq!(e.name(), "");
+            assert!(e.context().is_empty());
+        }
+        assert_eq!(refill_from(&pool, &mut Vec::new()).map(|_| ()), None);
     }
 }
