@@ -185,18 +185,6 @@ impl Properties {
     /// were empty) the key cannot be present yet, so it is appended without a search.
     #[doc(hidden)]
     #[inline(always)]
-    pub fn __insert_fresh(
-        &mut self,
-        fresh: bool,
-        key: &'static str,
-        value: &impl Serialize,
-    ) -> &mut Self {
-        self.__insert_value(fresh, key, PropertyValue::from_serialize(value))
-    }
-
-    /// `track!`'s insert of an already converted value (a literal).
-    #[doc(hidden)]
-    #[inline(always)]
     pub fn __insert_value(
         &mut self,
         fresh: bool,

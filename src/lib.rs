@@ -268,7 +268,11 @@ macro_rules! __track_insert {
         $crate::__track_insert!($p, $fresh; $($($rest)*)?);
     };
     ($p:ident, $fresh:ident; $key:tt = $value:expr $(, $($rest:tt)*)?) => {
-        $p.__insert_fresh($fresh, $crate::__key!($key), &$value);
+        {
+            #[allow(unused_imports)]
+            use $crate::__private::{ViaScalar as _, ViaSerializeRef as _};
+            $p.__insert_value($fresh, $crate::__key!($key), (&$crate::__private::Expr(&$value)).__value());
+        }
         $crate::__track_insert!($p, $fresh; $($($rest)*)?);
     };
 }
@@ -302,7 +306,7 @@ macro_rules! __count {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::routing::Callsite;
-    pub use literal::{Literal, ViaInto, ViaSerialize};
+    pub use literal::{Expr, Literal, Scalar, ViaInto, ViaScalar, ViaSerialize, ViaSerializeRef};
 
     mod literal {
         use crate::PropertyValue;
@@ -337,6 +341,80 @@ pub mod __private {
             #[inline]
             fn __value(&self) -> PropertyValue {
                 PropertyValue::from_serialize(&self.0)
+            }
+        }
+
+        /// Any other value in `track!`, by reference. `(&Expr(&v)).__value()` converts numbers,
+        /// booleans and strings directly (a string is copied once, into the value), and
+        /// anything else through its `Serialize`, with the same autoref precedence as
+        /// [`Literal`]. No lifetime decides which applies, so a borrowed string is fine.
+        #[derive(Debug)]
+        pub struct Expr<'a, T: ?Sized>(pub &'a T);
+
+        /// Types converted without `serde`.
+        pub trait Scalar {
+            /// The value.
+            fn to_property_value(&self) -> PropertyValue;
+        }
+
+        macro_rules! scalar {
+            ($($t:ty),*) => {$(
+                impl Scalar for $t {
+                    #[inline(always)]
+                    fn to_property_value(&self) -> PropertyValue {
+                        PropertyValue::from(*self)
+                    }
+                }
+            )*};
+        }
+        scalar!(
+            i8, i16, i32, i64, isize, u8, u16, u32, u64, usize, f32, f64, bool
+        );
+
+        impl Scalar for str {
+            #[inline]
+            fn to_property_value(&self) -> PropertyValue {
+                PropertyValue::from(Box::<str>::from(self))
+            }
+        }
+
+        impl Scalar for String {
+            #[inline]
+            fn to_property_value(&self) -> PropertyValue {
+                self.as_str().to_property_value()
+            }
+        }
+
+        impl<T: Scalar + ?Sized> Scalar for &T {
+            #[inline(always)]
+            fn to_property_value(&self) -> PropertyValue {
+                (**self).to_property_value()
+            }
+        }
+
+        /// The direct conversion.
+        pub trait ViaScalar {
+            /// The value.
+            fn __value(&self) -> PropertyValue;
+        }
+
+        impl<T: Scalar + ?Sized> ViaScalar for Expr<'_, T> {
+            #[inline(always)]
+            fn __value(&self) -> PropertyValue {
+                self.0.to_property_value()
+            }
+        }
+
+        /// The fallback, through `Serialize`.
+        pub trait ViaSerializeRef {
+            /// The value.
+            fn __value(&self) -> PropertyValue;
+        }
+
+        impl<T: serde::Serialize + ?Sized> ViaSerializeRef for &Expr<'_, T> {
+            #[inline]
+            fn __value(&self) -> PropertyValue {
+                PropertyValue::from_serialize(self.0)
             }
         }
     }

@@ -608,6 +608,26 @@ async fn literal_values_and_expressions_starting_with_a_literal() {
         raw = r#"q"uote"#,
         last = "end".to_uppercase()
     );
+    // Values that are not literals: borrowed and owned strings, numbers, options, structs.
+    #[derive(serde::Serialize)]
+    struct Plan {
+        seats: u8,
+    }
+    let owned = String::from("owned");
+    let borrowed: &str = &owned[1..3];
+    let (small, big, ratio) = (7u8, u64::MAX, 0.25f32);
+    track!(&telemetry => "user.values",
+        owned = owned,
+        by_ref = &owned,
+        borrowed = borrowed,
+        small = small,
+        big = big,
+        ratio = ratio,
+        some = Some(3),
+        none = None::<i32>,
+        plan = Plan { seats: 2 },
+        list = vec![1, 2]
+    );
     assert!(telemetry.flush(SECOND).await);
     let e = telemetry
         .memory("m")
@@ -620,6 +640,19 @@ async fn literal_values_and_expressions_starting_with_a_literal() {
         serde_json::json!({
             "s": "flux-dev", "len": 3, "neg": -1, "sum": 4, "big": u64::MAX, "f": 0.5,
             "t": true, "c": "x", "bytes": [97, 98], "raw": "q\"uote", "last": "END"
+        })
+    );
+    let values = telemetry
+        .memory("m")
+        .unwrap()
+        .named("user.values")
+        .pop()
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(values.properties()).unwrap(),
+        serde_json::json!({
+            "owned": "owned", "by_ref": "owned", "borrowed": "wn", "small": 7, "big": u64::MAX,
+            "ratio": 0.25, "some": 3, "none": null, "plan": {"seats": 2}, "list": [1, 2]
         })
     );
     let p = e.properties();
