@@ -20,6 +20,13 @@ pub(crate) struct RequestEvent {
     start: Instant,
 }
 
+/// What the automatic request event needs once the response is ready.
+#[derive(Debug)]
+pub(crate) struct PendingEvent {
+    event: RequestEvent,
+    scope: Arc<Scope>,
+}
+
 impl RequestEvent {
     pub(crate) fn start(
         telemetry: &Telemetry,
@@ -44,10 +51,11 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: WithContext<F>,
-        scope: Arc<Scope>,
         header: HeaderName,
         request_id: Option<HeaderValue>,
-        request_event: Option<RequestEvent>,
+        // Only with a request event: otherwise the inner future's scope is the only one kept,
+        // and a request costs one reference count fewer.
+        request_event: Option<PendingEvent>,
     }
 }
 
@@ -62,17 +70,18 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(
         inner: WithContext<F>,
-        scope: Arc<Scope>,
+        scope: Option<Arc<Scope>>,
         header: HeaderName,
         request_id: HeaderValue,
         request_event: Option<RequestEvent>,
     ) -> Self {
         ResponseFuture {
             inner,
-            scope,
             header,
             request_id: Some(request_id),
-            request_event,
+            request_event: request_event
+                .zip(scope)
+                .map(|(event, scope)| PendingEvent { event, scope }),
         }
     }
 }
@@ -99,8 +108,8 @@ where
                 slot.insert(id);
             }
         }
-        if let Some(ev) = this.request_event.take() {
-            emit_request_event(this.scope, ev, status);
+        if let Some(pending) = this.request_event.take() {
+            emit_request_event(&pending.scope, pending.event, status);
         }
         Poll::Ready(result)
     }

@@ -87,9 +87,10 @@ where
         // future, so it runs in the scope too.
         let inner = &mut self.inner;
         let future = context::enter_sync(scope.clone(), || inner.call(req));
+        let for_event = request_event.is_some().then(|| scope.clone());
         ResponseFuture::new(
-            context::enter(scope.clone(), future),
-            scope,
+            context::enter(scope, future),
+            for_event,
             header.clone(),
             id_value,
             request_event,
