@@ -6,19 +6,22 @@ use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
 
-/// An immutable string that is free to clone.
+/// An immutable string that is cheap to clone.
 ///
-/// Literals are stored as `&'static str` (no allocation at all); owned strings are moved into
-/// one shared allocation, so copying a [`Text`] into every event of a request is a reference
-/// count bump. It dereferences to `str` and compares equal to `str` and `String`.
+/// Literals are stored as `&'static str` (no allocation at all), short strings (up to 38
+/// bytes: ids, hosts, most paths) in place, and longer ones in one shared allocation, so
+/// copying a [`Text`] into every event of a request never copies a long string. It
+/// dereferences to `str` and compares equal to `str` and `String`.
 ///
 /// ```
 /// use tower_telemetry::Text;
 ///
-/// let a = Text::from("generation.started");          // no allocation
-/// let b = Text::from(format!("user_{}", 42));         // one allocation, shared by clones
+/// let a = Text::from("generation.started");               // a literal: not copied
+/// let b = Text::from(format!("user_{}", 42));              // short: stored in place
+/// let c = Text::from("Mozilla/5.0 (X11; Linux x86_64) ".repeat(3)); // long: shared by clones
 /// assert_eq!(a, "generation.started");
 /// assert_eq!(b.clone().len(), 7);
+/// assert_eq!(c.clone(), c);
 /// ```
 #[derive(Clone)]
 pub struct Text(Repr);
@@ -27,16 +30,43 @@ pub struct Text(Repr);
 enum Repr {
     Static(&'static str),
     Shared(Arc<str>),
-    // The parts of a request are kept as the request's own reference-counted buffers: copying
-    // them into a context costs a reference count bump, not an allocation.
-    /// A header value known to be UTF-8.
-    Header(http::HeaderValue),
-    /// The path of a request target.
-    Path(http::uri::PathAndQuery),
-    /// The query of a request target (known to have one).
-    Query(http::uri::PathAndQuery),
-    /// axum's matched route template.
+    /// A short string stored in place: no allocation. Request ids, hosts, most paths and
+    /// short header values fit.
+    Inline(Inline),
+    /// axum's matched route template (its own `Arc<str>`, not the request's buffer).
     Route(axum::extract::MatchedPath),
+}
+
+/// The longest string stored in place (a hyphenated UUID is 36 bytes); it keeps a [`Text`] at
+/// 40 bytes.
+pub(crate) const INLINE_CAP: usize = 38;
+
+/// Up to [`INLINE_CAP`] bytes of UTF-8, checked when built.
+#[derive(Clone, Copy)]
+struct Inline {
+    len: u8,
+    bytes: [u8; INLINE_CAP],
+}
+
+impl Inline {
+    fn new(s: &str) -> Option<Inline> {
+        if s.len() > INLINE_CAP {
+            return None;
+        }
+        let mut bytes = [0; INLINE_CAP];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(Inline {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    #[inline]
+    fn as_str(&self) -> &str {
+        // Copied from a `str` (`new`), so this never falls back; std checks ASCII a word at a
+        // time, a few nanoseconds for a string this short.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
 }
 
 impl Text {
@@ -50,45 +80,42 @@ impl Text {
         match &self.0 {
             Repr::Static(s) => s,
             Repr::Shared(s) => s,
-            // Checked when built (`from_header`), so this never falls back.
-            // std's UTF-8 check runs a word at a time on ASCII; `HeaderValue::to_str` goes
-            // byte by byte.
-            Repr::Header(v) => std::str::from_utf8(v.as_bytes()).unwrap_or_default(),
-            Repr::Path(pq) => pq.path(),
-            Repr::Query(pq) => pq.query().unwrap_or_default(),
+            Repr::Inline(s) => s.as_str(),
             Repr::Route(m) => m.as_str(),
         }
     }
 
-    /// The length in bytes, without re-checking a header value's UTF-8 (as `len()` through
+    /// The length in bytes, without re-checking an inline string's UTF-8 (as `len()` through
     /// `as_str` does).
     #[inline]
     pub(crate) fn byte_len(&self) -> usize {
         match &self.0 {
             Repr::Static(s) => s.len(),
             Repr::Shared(s) => s.len(),
-            Repr::Header(v) => v.len(),
-            Repr::Path(pq) => pq.path().len(),
-            Repr::Query(pq) => pq.query().map_or(0, str::len),
+            Repr::Inline(s) => s.len as usize,
             Repr::Route(m) => m.as_str().len(),
         }
     }
 
-    /// A header value's text without copying it; `None` if it is not UTF-8.
+    // The parts of a request are copied, never shared: hyper parses a request's URI and
+    // header values as slices of the connection's read buffer, so a context holding one of
+    // them (for as long as its events wait in a queue) keeps that whole buffer (8 KB or more)
+    // alive, and hyper allocates a new one for the connection's next request.
+
+    /// A header value's text, copied (see [`request_str`]); `None` if it is not UTF-8.
     pub(crate) fn from_header(value: &http::HeaderValue) -> Option<Text> {
-        std::str::from_utf8(value.as_bytes()).ok()?;
-        Some(Text(Repr::Header(value.clone())))
+        let s = std::str::from_utf8(value.as_bytes()).ok()?;
+        Some(request_str(s))
     }
 
-    /// The path of a request target, without copying it.
+    /// The path of a request target, copied (see [`request_str`]).
     pub(crate) fn from_path(pq: &http::uri::PathAndQuery) -> Text {
-        Text(Repr::Path(pq.clone()))
+        request_str(pq.path())
     }
 
-    /// The query of a request target, without copying it; `None` if it has none.
+    /// The query of a request target, copied (see [`request_str`]); `None` if it has none.
     pub(crate) fn from_query(pq: &http::uri::PathAndQuery) -> Option<Text> {
-        pq.query()?;
-        Some(Text(Repr::Query(pq.clone())))
+        pq.query().map(request_str)
     }
 
     /// axum's matched route, without copying it.
@@ -118,6 +145,46 @@ impl Text {
             _ => Text::copy_from(&self.as_str()[..end]),
         }
     }
+}
+
+/// The longest request string [`request_str`] remembers.
+const RECENT_MAX_LEN: usize = 512;
+
+/// How many request strings [`request_str`] remembers per thread.
+const RECENT_SLOTS: usize = 8;
+
+thread_local! {
+    /// The last few long request strings copied on this thread, with a cursor for the next
+    /// slot to replace: user agents, hosts and paths repeat from request to request.
+    static RECENT: std::cell::RefCell<([Option<Arc<str>>; RECENT_SLOTS], usize)> =
+        const { std::cell::RefCell::new(([const { None }; RECENT_SLOTS], 0)) };
+}
+
+/// A string read from a request, copied: in place when short, else shared with the same string
+/// copied recently on this thread (a reference count bump), else into a new allocation that
+/// later requests can share. At most [`RECENT_SLOTS`] strings of up to [`RECENT_MAX_LEN`]
+/// bytes are remembered per thread, replaced in turn.
+pub(crate) fn request_str(s: &str) -> Text {
+    if let Some(inline) = Inline::new(s) {
+        return Text(Repr::Inline(inline));
+    }
+    if s.len() > RECENT_MAX_LEN {
+        return Text(Repr::Shared(Arc::from(s)));
+    }
+    let remembered = RECENT.try_with(|recent| {
+        let mut recent = recent.try_borrow_mut().ok()?;
+        let (slots, next) = &mut *recent;
+        if let Some(hit) = slots.iter().flatten().find(|r| ***r == *s) {
+            return Some(hit.clone());
+        }
+        let copy: Arc<str> = Arc::from(s);
+        slots[*next] = Some(copy.clone());
+        *next = (*next + 1) % RECENT_SLOTS;
+        Some(copy)
+    });
+    Text(Repr::Shared(
+        remembered.ok().flatten().unwrap_or_else(|| Arc::from(s)),
+    ))
 }
 
 /// The largest index `<= max` that is a char boundary of `s`.
@@ -157,9 +224,8 @@ impl Borrow<str> for Text {
     }
 }
 
-/// A property key: a literal or a shared string, 24 bytes where a [`Text`] takes 48 (a key is
-/// never a request's header or path, and an event keeps its first properties inline, so this
-/// halves what is moved per property).
+/// A property key: a literal or a shared string, 24 bytes where a [`Text`] takes 40 (an event
+/// keeps its first properties inline, so this shrinks what is moved per property).
 #[derive(Clone)]
 pub(crate) enum Key {
     Static(&'static str),
@@ -207,13 +273,13 @@ impl From<&'static str> for Text {
 
 impl From<String> for Text {
     fn from(s: String) -> Self {
-        Text(Repr::Shared(Arc::from(s)))
+        Text::copy_from(&s)
     }
 }
 
 impl From<&String> for Text {
     fn from(s: &String) -> Self {
-        Text(Repr::Shared(Arc::from(s.as_str())))
+        Text::copy_from(s)
     }
 }
 
@@ -245,9 +311,13 @@ impl From<&Text> for Text {
 }
 
 impl Text {
-    /// Copies a borrowed string of any lifetime into a shared allocation.
+    /// Copies a borrowed string of any lifetime: in place when it is short (up to 38 bytes,
+    /// no allocation), else into one shared allocation.
     pub fn copy_from(s: &str) -> Self {
-        Text(Repr::Shared(Arc::from(s)))
+        match Inline::new(s) {
+            Some(inline) => Text(Repr::Inline(inline)),
+            None => Text(Repr::Shared(Arc::from(s))),
+        }
     }
 }
 
@@ -332,20 +402,80 @@ mod tests {
     }
 
     #[test]
-    fn request_parts_are_shared_not_copied() {
-        let uri: http::Uri = "/users/42?tab=1".parse().unwrap();
-        let pq = uri.path_and_query().unwrap();
-        assert_eq!(Text::from_path(pq), "/users/42");
-        assert_eq!(Text::from_query(pq).unwrap(), "tab=1");
+    fn request_parts_are_copied_so_no_read_buffer_is_kept_alive() {
+        // As hyper parses a request: the URI and header values are slices of the connection's
+        // read buffer.
+        let buffer = bytes::Bytes::from(
+            b"/users/42?tab=1 Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101".to_vec(),
+        );
+        let pq = http::uri::PathAndQuery::from_maybe_shared(buffer.slice(0..15)).unwrap();
+        let ua = http::HeaderValue::from_maybe_shared(buffer.slice(16..)).unwrap();
+        let texts = [
+            Text::from_path(&pq),
+            Text::from_query(&pq).unwrap(),
+            Text::from_header(&ua).unwrap(),
+        ];
+        assert!(!buffer.is_unique());
+        drop((pq, ua));
+        assert!(
+            buffer.is_unique(),
+            "a context would keep the read buffer alive"
+        );
+        assert_eq!(texts[0], "/users/42");
+        assert_eq!(texts[1], "tab=1");
+        assert_eq!(
+            texts[2],
+            "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101"
+        );
+    }
+
+    #[test]
+    fn request_strings_are_checked_and_long_ones_shared_when_repeated() {
         assert!(Text::from_query(&"/x".parse().unwrap()).is_none());
-        let ua = http::HeaderValue::from_static("Mozilla/5.0");
-        assert_eq!(Text::from_header(&ua).unwrap(), "Mozilla/5.0");
         assert!(Text::from_header(&http::HeaderValue::from_bytes(b"caf\xe9").unwrap()).is_none());
         assert_eq!(
             Text::from_header(&http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()).unwrap(),
-            "café"
+            "caf\u{e9}"
         );
-        assert_eq!(Text::from_header(&ua).unwrap().truncated(3), "Moz");
+        let ua = http::HeaderValue::from_static(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0",
+        );
+        let (first, second) = (
+            Text::from_header(&ua).unwrap(),
+            Text::from_header(&ua).unwrap(),
+        );
+        assert_eq!(first, second);
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "a repeated user agent is shared"
+        );
+        assert_eq!(first.truncated(7), "Mozilla");
+        // Enough other strings push it out; it is copied again, equal all the same.
+        for i in 0..RECENT_SLOTS {
+            let _ = request_str(&format!("{}{i}", "x".repeat(INLINE_CAP)));
+        }
+        let third = Text::from_header(&ua).unwrap();
+        assert_eq!(third, first);
+        assert_ne!(third.as_ptr(), first.as_ptr());
+        // Over the size remembered: copied every time.
+        let long = "y".repeat(RECENT_MAX_LEN + 1);
+        assert_ne!(request_str(&long).as_ptr(), request_str(&long).as_ptr());
+    }
+
+    #[test]
+    fn short_strings_are_stored_in_place_and_long_ones_shared() {
+        assert!(std::mem::size_of::<Text>() <= 40);
+        let short = "a".repeat(INLINE_CAP);
+        let t = Text::copy_from(&short);
+        assert_eq!(t, short.as_str());
+        assert_eq!(t.byte_len(), INLINE_CAP);
+        // In place: a clone has its own bytes.
+        assert_ne!(t.clone().as_ptr(), t.as_ptr());
+        let long = Text::from("b".repeat(INLINE_CAP + 1));
+        assert_eq!(long.byte_len(), INLINE_CAP + 1);
+        assert_eq!(long.clone().as_ptr(), long.as_ptr());
+        assert_eq!(Text::from("h\u{e9}llo".to_string()).truncated(2), "h");
     }
 
     #[test]

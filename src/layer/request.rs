@@ -28,13 +28,14 @@ pub(crate) fn new_request_id() -> (Text, HeaderValue) {
     crate::event::new_event_id()
         .hyphenated()
         .encode_lower(&mut buf);
-    // One shared allocation, reference-counted from the start: the id is cloned into the
-    // request headers, the extensions, the context and the response.
+    // The header value is one shared allocation, reference-counted from the start: it is
+    // cloned into the request headers, the extensions and the response. The context's copy is
+    // stored in place (a UUID fits), so it allocates nothing.
+    let text = std::str::from_utf8(&buf).map_or_else(|_| Text::default(), Text::copy_from);
     let bytes = bytes::Bytes::from_owner(buf);
     // A hyphenated UUID is always a valid header value.
     let value = HeaderValue::from_maybe_shared(bytes)
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    let text = Text::from_header(&value).unwrap_or_default();
     (text, value)
 }
 
