@@ -149,9 +149,12 @@ impl RedactConfig {
 /// by one test.
 #[derive(Debug)]
 pub(crate) struct Redactor {
+    /// Folded keys, ordered by length.
     keys: Vec<Box<[u8]>>,
-    /// Bit `n` is set when some key is `n` bytes long (`n` < 64); longer keys set bit 63.
-    lengths: u64,
+    /// The keys of length bucket `b` (`n` bytes for `n` < 63; 63 and longer in bucket 63) are
+    /// `keys[starts[b]..starts[b + 1]]`: a property's key is compared only with the keys of its
+    /// own length, usually none or one.
+    starts: [u32; BUCKETS + 1],
     replacement: serde_json::Value,
     replacement_value: PropertyValue,
 }
@@ -167,10 +170,17 @@ impl Redactor {
                 }
             }
         }
-        let lengths = keys.iter().fold(0u64, |m, k| m | length_bit(k.len()));
+        keys.sort_by_key(|k| k.len());
+        let mut starts = [0u32; BUCKETS + 1];
+        for k in &keys {
+            starts[bucket(k.len()) + 1] += 1;
+        }
+        for b in 0..BUCKETS {
+            starts[b + 1] += starts[b];
+        }
         Redactor {
             keys,
-            lengths,
+            starts,
             replacement: serde_json::Value::String(config.replacement.clone()),
             replacement_value: PropertyValue::from(config.replacement.clone()),
         }
@@ -184,11 +194,12 @@ impl Redactor {
     /// Whether `key` is sensitive.
     #[inline]
     pub(crate) fn matches(&self, key: &str) -> bool {
-        if self.lengths & length_bit(key.len()) == 0 {
-            return false;
-        }
+        let b = bucket(key.len());
+        let (start, end) = (self.starts[b] as usize, self.starts[b + 1] as usize);
         let key = key.as_bytes();
         self.keys
+            .get(start..end)
+            .unwrap_or_default()
             .iter()
             .any(|k| k.len() == key.len() && k.iter().zip(key).all(|(a, b)| *a == fold(*b)))
     }
@@ -271,9 +282,12 @@ fn fold(b: u8) -> u8 {
     }
 }
 
+/// Length buckets of [`Redactor`]'s keys.
+const BUCKETS: usize = 64;
+
 #[inline]
-fn length_bit(len: usize) -> u64 {
-    1u64 << len.min(63)
+fn bucket(len: usize) -> usize {
+    len.min(BUCKETS - 1)
 }
 
 #[cfg(test)]
@@ -297,6 +311,34 @@ mod tests {
         for k in ["max_tokens", "tokens", "passwords", "", "pässword", "key"] {
             assert!(!r.matches(k), "{k}");
         }
+    }
+
+    #[test]
+    fn every_key_matches_whatever_its_length_and_only_keys_do() {
+        let long = "k".repeat(63);
+        let longer = "q".repeat(90);
+        let keys = ["a", "bb", "cc", "dd", "eee", long.as_str(), longer.as_str()];
+        let r = Redactor::new(&RedactConfig::default().without_defaults().keys(keys));
+        for k in keys {
+            assert!(r.matches(k), "{k}");
+            assert!(r.matches(&k.to_uppercase()), "{k}");
+        }
+        let misses = [
+            String::new(),
+            "b".into(),
+            "bc".into(),
+            "ee".into(),
+            "eeee".into(),
+            "k".repeat(62),
+            "k".repeat(64),
+            "q".repeat(89),
+            "q".repeat(91),
+            "k".repeat(90),
+        ];
+        for k in &misses {
+            assert!(!r.matches(k), "{k}");
+        }
+        assert!(!Redactor::new(&RedactConfig::default().enabled(false)).matches("password"));
     }
 
     #[test]
