@@ -558,8 +558,41 @@ pub(crate) fn unix_millis(t: SystemTime) -> u64 {
 #[derive(Clone, Copy)]
 pub struct Rfc3339(pub SystemTime);
 
+impl Rfc3339 {
+    /// The text as 24 ASCII bytes, for the years 0 to 9999 (else `None`): digits written
+    /// straight into an array, without `fmt`, for the destinations that format every event.
+    pub(crate) fn ascii(&self) -> Option<[u8; 24]> {
+        let ms = unix_millis(self.0);
+        let secs = ms / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        let y = u64::try_from(y).ok().filter(|y| *y <= 9999)?;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        for (at, width, value) in [
+            (0, 4, y),
+            (5, 2, u64::from(m)),
+            (8, 2, u64::from(d)),
+            (11, 2, rem / 3600),
+            (14, 2, rem % 3600 / 60),
+            (17, 2, rem % 60),
+            (20, 3, ms % 1000),
+        ] {
+            let mut v = value;
+            for digit in out[at..at + width].iter_mut().rev() {
+                *digit = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
+        Some(out)
+    }
+}
+
 impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(text) = self.ascii() {
+            // Digits and separators: always UTF-8.
+            return f.write_str(std::str::from_utf8(&text).unwrap_or_default());
+        }
         let ms = unix_millis(self.0);
         let secs = ms / 1000;
         let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -704,6 +737,36 @@ mod tests {
         assert_eq!(Rfc3339(UNIX_EPOCH).to_string(), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(Rfc3339(leap).to_string(), "2000-02-29T00:00:00.000Z");
+        // Past the year 9999 there is no 24-byte form; `Display` still writes the time.
+        let far = UNIX_EPOCH + Duration::from_secs(253_402_300_800); // 10000-01-01
+        assert_eq!(Rfc3339(far).ascii(), None);
+        assert_eq!(Rfc3339(far).to_string(), "10000-01-01T00:00:00.000Z");
+        let last = far - Duration::from_millis(1);
+        assert_eq!(Rfc3339(last).to_string(), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn rfc3339_digits_agree_with_formatting() {
+        let formatted = |t: SystemTime| {
+            let ms = unix_millis(t);
+            let (days, rem) = (ms / 1000 / 86_400, ms / 1000 % 86_400);
+            let (y, m, d) = civil_from_days(days as i64);
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                ms % 1000
+            )
+        };
+        // Every 37 hours, 7 minutes, 13.579 s from 1970 into the year 2400.
+        let step = Duration::from_millis(((37 * 60 + 7) * 60 + 13) * 1000 + 579);
+        let mut t = UNIX_EPOCH;
+        while t < UNIX_EPOCH + Duration::from_secs(13_569_465_600) {
+            let ascii = Rfc3339(t).ascii().unwrap();
+            assert_eq!(std::str::from_utf8(&ascii).unwrap(), formatted(t));
+            t += step;
+        }
     }
 
     #[test]

@@ -155,29 +155,39 @@ fn line(
     Ok(())
 }
 
-/// The JSON object, keys in a fixed order, written straight into `buf`.
+/// The JSON object, keys in a fixed order, written straight into `buf` (the fixed parts, the
+/// time and the id as bytes, without `fmt`).
 fn object(buf: &mut Vec<u8>, level: tracing::Level, e: &Event) -> serde_json::Result<()> {
-    // Writes into a Vec cannot fail; serde_json's errors come from `Serialize` impls.
-    let _ = write!(
-        buf,
-        r#"{{"timestamp":"{}","level":"{}","target":"tower_telemetry","event":"#,
-        Rfc3339(e.timestamp()),
-        level.as_str(),
-    );
+    buf.extend_from_slice(br#"{"timestamp":"#);
+    match Rfc3339(e.timestamp()).ascii() {
+        Some(time) => {
+            buf.push(b'"');
+            buf.extend_from_slice(&time);
+            buf.push(b'"');
+        }
+        None => serde_json::to_writer(&mut *buf, &Rfc3339(e.timestamp()))?,
+    }
+    buf.extend_from_slice(br#","level":""#);
+    buf.extend_from_slice(level.as_str().as_bytes());
+    buf.extend_from_slice(br#"","target":"tower_telemetry","event":"#);
     serde_json::to_writer(&mut *buf, e.name())?;
     buf.extend_from_slice(br#","category":"#);
     serde_json::to_writer(&mut *buf, e.category().as_str())?;
-    let _ = write!(buf, r#","event_id":"{}","properties":"#, e.id());
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    e.id().hyphenated().encode_lower(&mut id);
+    buf.extend_from_slice(br#","event_id":""#);
+    buf.extend_from_slice(&id);
+    buf.extend_from_slice(br#"","properties":"#);
     serde_json::to_writer(&mut *buf, e.properties())?;
     let ctx = e.context();
     for (key, value) in [
-        ("user_id", ctx.user_id()),
-        ("session_id", ctx.session_id()),
-        ("request_id", ctx.request_id()),
-        ("path", ctx.path()),
+        (&br#","user_id":"#[..], ctx.user_id()),
+        (br#","session_id":"#, ctx.session_id()),
+        (br#","request_id":"#, ctx.request_id()),
+        (br#","path":"#, ctx.path()),
     ] {
         if let Some(value) = value {
-            let _ = write!(buf, r#","{key}":"#);
+            buf.extend_from_slice(key);
             serde_json::to_writer(&mut *buf, value)?;
         }
     }
@@ -253,6 +263,39 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "a\\u007fé\\u009b日\\u2028\\u2029\\u202a\\u202e\\u2066\\u2069\u{a0}"
         );
+    }
+
+    #[test]
+    fn a_line_is_exactly_the_event() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let id = uuid::Uuid::parse_str("0199a7c2-5b1e-7d3f-9a40-1c2d3e4f5a6b").unwrap();
+        let event = |at: Duration| {
+            Event::new(
+                "user.signup",
+                crate::props! { "plan" => "pro", "note" => "a \"quote\"" },
+            )
+            .with_context(
+                crate::Context::new()
+                    .with_user_id("u1")
+                    .with_request_id("r1"),
+            )
+            .with_timestamp(UNIX_EPOCH + at)
+            .with_id(id)
+        };
+        let mut buf = Vec::new();
+        let at = Duration::from_millis(1_764_075_035_123);
+        object(&mut buf, tracing::Level::INFO, &event(at)).unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            r#"{"timestamp":"2025-11-25T12:50:35.123Z","level":"INFO","target":"tower_telemetry","event":"user.signup","category":"user","event_id":"0199a7c2-5b1e-7d3f-9a40-1c2d3e4f5a6b","properties":{"plan":"pro","note":"a \"quote\""},"user_id":"u1","request_id":"r1"}"#
+        );
+        // A time past the year 9999 is written all the same.
+        let mut buf = Vec::new();
+        let far = Duration::from_secs(253_402_300_800);
+        object(&mut buf, tracing::Level::WARN, &event(far)).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(line["timestamp"], "10000-01-01T00:00:00.000Z");
+        assert_eq!(line["level"], "WARN");
     }
 
     #[test]
