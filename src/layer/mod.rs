@@ -8,6 +8,12 @@
 //! cancelled), so nothing leaks into the next request on the same task or thread. The request
 //! id is echoed on the response.
 //!
+//! What the context takes from the request is copied, not shared: hyper's header values and
+//! URI are slices of the connection's read buffer, and an event waiting in a queue must not
+//! keep that buffer alive. Strings up to 38 bytes (ids, hosts, most paths) are stored in place;
+//! longer ones (user agents) are shared with the same string taken from a recent request on
+//! the same thread, so a request usually allocates nothing for them.
+//!
 //! ```
 //! use axum::{Router, routing::get};
 //! use http::request::Parts;
