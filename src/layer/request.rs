@@ -31,7 +31,7 @@ pub(crate) fn new_request_id() -> (Text, HeaderValue) {
     // The header value is one shared allocation, reference-counted from the start: it is
     // cloned into the request headers, the extensions and the response. The context's copy is
     // stored in place (a UUID fits), so it allocates nothing.
-    let text = std::str::from_utf8(&buf).map_or_else(|_| Text::default(), Text::copy_from);
+    let text = std::str::from_utf8(&buf).map_or_else(|_| Text::default(), crate::text::request_str);
     let bytes = bytes::Bytes::from_owner(buf);
     // A hyphenated UUID is always a valid header value.
     let value = HeaderValue::from_maybe_shared(bytes)
