@@ -562,20 +562,17 @@ impl Rfc3339 {
     /// The text as 24 ASCII bytes, for the years 0 to 9999 (else `None`): digits written
     /// straight into an array, without `fmt`, for the destinations that format every event.
     pub(crate) fn ascii(&self) -> Option<[u8; 24]> {
-        let ms = unix_millis(self.0);
-        let secs = ms / 1000;
-        let (days, rem) = (secs / 86_400, secs % 86_400);
-        let (y, m, d) = civil_from_days(days as i64);
+        let [y, mo, d, h, mi, s, ms] = self.fields();
         let y = u64::try_from(y).ok().filter(|y| *y <= 9999)?;
         let mut out = *b"0000-00-00T00:00:00.000Z";
         for (at, width, value) in [
             (0, 4, y),
-            (5, 2, u64::from(m)),
-            (8, 2, u64::from(d)),
-            (11, 2, rem / 3600),
-            (14, 2, rem % 3600 / 60),
-            (17, 2, rem % 60),
-            (20, 3, ms % 1000),
+            (5, 2, mo as u64),
+            (8, 2, d as u64),
+            (11, 2, h as u64),
+            (14, 2, mi as u64),
+            (17, 2, s as u64),
+            (20, 3, ms as u64),
         ] {
             let mut v = value;
             for digit in out[at..at + width].iter_mut().rev() {
@@ -589,22 +586,37 @@ impl Rfc3339 {
 
 impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(text) = self.ascii() {
+        match self.ascii() {
             // Digits and separators: always UTF-8.
-            return f.write_str(std::str::from_utf8(&text).unwrap_or_default());
+            Some(text) => f.write_str(std::str::from_utf8(&text).unwrap_or_default()),
+            None => self.write_fields(f),
         }
+    }
+}
+
+impl Rfc3339 {
+    /// Year, month, day, hour, minute, second and millisecond, in UTC.
+    fn fields(&self) -> [i64; 7] {
         let ms = unix_millis(self.0);
         let secs = ms / 1000;
         let (days, rem) = (secs / 86_400, secs % 86_400);
         let (y, m, d) = civil_from_days(days as i64);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        let rem = rem as i64;
+        [
+            y,
+            m.into(),
+            d.into(),
             rem / 3600,
             rem % 3600 / 60,
             rem % 60,
-            ms % 1000
-        )
+            (ms % 1000) as i64,
+        ]
+    }
+
+    /// The text through `fmt`, for any year.
+    fn write_fields(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [y, mo, d, h, mi, s, ms] = self.fields();
+        write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
     }
 }
 
@@ -747,18 +759,14 @@ mod tests {
 
     #[test]
     fn rfc3339_digits_agree_with_formatting() {
-        let formatted = |t: SystemTime| {
-            let ms = unix_millis(t);
-            let (days, rem) = (ms / 1000 / 86_400, ms / 1000 % 86_400);
-            let (y, m, d) = civil_from_days(days as i64);
-            format!(
-                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-                rem / 3600,
-                rem % 3600 / 60,
-                rem % 60,
-                ms % 1000
-            )
-        };
+        // The same time through `fmt`, as years past 9999 are written.
+        struct ThroughFmt(Rfc3339);
+        impl fmt::Display for ThroughFmt {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write_fields(f)
+            }
+        }
+        let formatted = |t: SystemTime| ThroughFmt(Rfc3339(t)).to_string();
         // Every 37 hours, 7 minutes, 13.579 s from 1970 into the year 2400.
         let step = Duration::from_millis(((37 * 60 + 7) * 60 + 13) * 1000 + 579);
         let mut t = UNIX_EPOCH;

@@ -171,13 +171,10 @@ impl Redactor {
             }
         }
         keys.sort_by_key(|k| k.len());
-        let mut starts = [0u32; BUCKETS + 1];
-        for k in &keys {
-            starts[bucket(k.len()) + 1] += 1;
-        }
-        for b in 0..BUCKETS {
-            starts[b + 1] += starts[b];
-        }
+        // Sorted by length, so a bucket starts where the shorter keys end.
+        let starts = std::array::from_fn(|b| {
+            u32::try_from(keys.partition_point(|k| bucket(k.len()) < b)).unwrap_or(u32::MAX)
+        });
         Redactor {
             keys,
             starts,
