@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release --example loadbench                      # 4 rounds, 6 pairs each, 5 s per run
 //! cargo run --release --example loadbench -- --duration 3 --rounds 3 --variants a,d
+//! cargo run --release --example loadbench -- --rounds 0 --side-rounds 6 --variants a,c,d
 //! ```
 //!
 //! Each variant runs in a child process of this binary pinned to core 0 (`taskset`), a tokio
@@ -19,6 +20,18 @@
 //! `/proc/<pid>/stat`). It writes
 //! `target/bench-report/loadbench.md` and `target/bench-report/loadbench.svg`, and checks that
 //! no event was lost in d–g (delivered + counted drops + undelivered at shutdown = emitted).
+//!
+//! A second measurement follows (`--side-rounds`, default as many as `--rounds`): every variant
+//! runs *side by side* with bare axum, both servers pinned to core 0 at the same time and each
+//! driven by its own connections. The scheduler gives each half of the core, so the throughput
+//! ratio is the ratio of CPU cost per request, and whatever the machine does in those seconds
+//! hits both. On the development machine bare axum beside bare axum measures 0.96–1.03, where
+//! runs one after the other move by 0.2–0.4 between rounds. The report gives core 0's idle
+//! share too: the ratio means CPU cost only while it is near zero.
+//!
+//! The same mode compares two builds (A/B): copy the old build's binary aside, then
+//! `loadbench --variants a,d --rounds 0 --side-rounds 10 --base-exe OLD --base d` runs the old
+//! d beside the new d ten times.
 //!
 //! Variants: a) bare axum; b) + tower-http `TraceLayer` (span and response at INFO into a
 //! `tracing-subscriber` fmt layer writing to a sink); c) + tower-http `SetRequestId` +
@@ -86,10 +99,26 @@ fn main() {
             .expect("--duration in seconds"),
     );
     let rounds: usize = opt("--rounds", "4").parse().expect("--rounds");
+    let side_rounds: usize = opt("--side-rounds", &rounds.to_string())
+        .parse()
+        .expect("--side-rounds");
     let connections: usize = opt("--connections", "64").parse().expect("--connections");
     let wanted = opt("--variants", "a,b,c,d,e,f,g");
     let variants: Vec<&str> = wanted.split(',').map(str::trim).collect();
-    orchestrate(duration, rounds, connections, &variants);
+    // For A/B runs of two builds: the side-by-side base taken from another binary or variant.
+    let base_exe = opt("--base-exe", "");
+    let base = opt("--base", "a");
+    let base = Base {
+        exe: (!base_exe.is_empty()).then(|| std::path::PathBuf::from(base_exe)),
+        variant: base,
+    };
+    orchestrate(
+        duration,
+        (rounds, side_rounds),
+        connections,
+        &variants,
+        &base,
+    );
 }
 
 // ----- the server side (child process) ------------------------------------------------------
@@ -273,7 +302,13 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn orchestrate(duration: Duration, rounds: usize, connections: usize, variants: &[&str]) {
+fn orchestrate(
+    duration: Duration,
+    (rounds, side_rounds): (usize, usize),
+    connections: usize,
+    variants: &[&str],
+    base: &Base,
+) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let me = std::process::id();
     let pinned = pin(me, 1);
@@ -371,12 +406,133 @@ fn orchestrate(duration: Duration, rounds: usize, connections: usize, variants: 
             results.push(r);
         }
     }
+    let side = if paired && !others.is_empty() && side_rounds > 0 {
+        side_by_side(
+            &rt,
+            (base.exe.as_deref().unwrap_or(&exe), &base.variant),
+            &exe,
+            &others,
+            umami.as_ref().map(|u| u.url()),
+            (duration, side_rounds, connections),
+        )
+    } else {
+        Vec::new()
+    };
     report(
         &results,
+        &side,
         variants,
-        (duration, rounds, connections, cores),
+        (duration, rounds, side_rounds, connections, cores),
         pinned,
     );
+}
+
+/// What the variants run beside: bare axum of this binary unless `--base` / `--base-exe` say
+/// otherwise (an A/B of two builds: `--base-exe OLD --base d --variants a,d --rounds 0`).
+struct Base {
+    exe: Option<std::path::PathBuf>,
+    variant: String,
+}
+
+/// One side-by-side run: bare axum and one variant on core 0 at the same time, each driven by
+/// its own connections from this process.
+struct SideBySide {
+    variant: String,
+    /// Requests/s of bare axum and of the variant, in the same seconds.
+    rps: (f64, f64),
+    /// Server CPU µs per request of bare axum and of the variant.
+    cpu_us_per_req: (f64, f64),
+    /// Share of those seconds that core 0 was idle (0 when the servers were the bottleneck).
+    idle: f64,
+    events: Option<EventCounts>,
+}
+
+/// Idle and total jiffies of one core, from `/proc/stat`.
+fn core_times(core: usize) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let name = format!("cpu{core} ");
+    let Some(line) = stat.lines().find(|l| l.starts_with(&name)) else {
+        return (0, 0);
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: idle and iowait are idle.
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    (idle, f.iter().take(8).sum())
+}
+
+/// The second measurement: every variant runs next to bare axum, both servers pinned to core 0
+/// at once, so the scheduler gives each half of the core and any drift of the machine hits both
+/// in the same seconds. The throughput ratio is then the ratio of CPU cost per request, with
+/// far less noise than runs one after the other (bare axum beside bare axum: 0.96–1.01).
+fn side_by_side(
+    rt: &tokio::runtime::Runtime,
+    (base_exe, base_variant): (&std::path::Path, &str),
+    exe: &std::path::Path,
+    others: &[&str],
+    umami: Option<String>,
+    (duration, rounds, connections): (Duration, usize, usize),
+) -> Vec<SideBySide> {
+    println!(
+        "\nside by side: {rounds} round(s) x {} run(s) x {duration:?}, bare axum and the variant on core 0 at once, {connections} connections each",
+        others.len()
+    );
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        let mut order = others.to_vec();
+        let n = order.len();
+        order.rotate_left(round % n);
+        for v in order {
+            let mut base = spawn_server(base_exe, base_variant, umami.clone());
+            let mut child = spawn_server(exe, v, umami.clone());
+            let (base_port, port) = (read_port(&mut base), read_port(&mut child));
+            let (base_pid, pid) = (base.id(), child.id());
+            pin(base_pid, 0);
+            pin(pid, 0);
+            let both = |d: Duration| async move {
+                tokio::join!(load(base_port, connections, d), load(port, connections, d))
+            };
+            rt.block_on(both(Duration::from_millis(500)));
+            let (cpu_a0, cpu_v0, core0) = (cpu_seconds(base_pid), cpu_seconds(pid), core_times(0));
+            let ((ra, _, secs_a, _), (rv, errors, secs_v, _)) = rt.block_on(both(duration));
+            let (cpu_a, cpu_v, core1) = (
+                cpu_seconds(base_pid) - cpu_a0,
+                cpu_seconds(pid) - cpu_v0,
+                core_times(0),
+            );
+            stop_server(&mut base);
+            let events = stop_server(&mut child);
+            let total = core1.1.saturating_sub(core0.1).max(1) as f64;
+            let r = SideBySide {
+                variant: v.to_string(),
+                rps: (ra as f64 / secs_a, rv as f64 / secs_v),
+                cpu_us_per_req: (
+                    cpu_a * 1e6 / ra.max(1) as f64,
+                    cpu_v * 1e6 / rv.max(1) as f64,
+                ),
+                idle: core1.0.saturating_sub(core0.0) as f64 / total,
+                events,
+            };
+            println!(
+                "side by side {} {base_variant}|{v}: {:>8.0} | {:>8.0} req/s  ratio {:.3}  cpu {:>5.2} | {:>5.2} µs/req  core 0 idle {:.1} %  errors {errors}{}",
+                round + 1,
+                r.rps.0,
+                r.rps.1,
+                r.rps.1 / r.rps.0,
+                r.cpu_us_per_req.0,
+                r.cpu_us_per_req.1,
+                r.idle * 100.0,
+                r.events
+                    .map(|e| format!("  events {e:?}"))
+                    .unwrap_or_default(),
+            );
+            out.push(r);
+        }
+    }
+    out
 }
 
 fn spawn_server(exe: &std::path::Path, variant: &str, umami: Option<String>) -> Child {
@@ -521,8 +677,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn report(
     results: &[Round],
+    side: &[SideBySide],
     variants: &[&str],
-    (duration, rounds, connections, cores): (Duration, usize, usize, usize),
+    (duration, rounds, side_rounds, connections, cores): (Duration, usize, usize, usize, usize),
     pinned: bool,
 ) {
     let by = |v: &str, f: &dyn Fn(&Round) -> f64| {
@@ -553,7 +710,7 @@ fn report(
     );
     md.push_str("| variant | req/s | ratio to (a) [range] | p50 µs | p99 µs | server CPU µs/req | events: emitted / delivered / dropped / undelivered / lost |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---|\n");
-    let mut bars = Vec::new();
+    let mut bars: Vec<(String, f64, Option<f64>)> = Vec::new();
     let mut all_kept = true;
     for v in variants {
         let label = VARIANTS.iter().find(|(k, _)| k == v).map_or(*v, |(_, l)| l);
@@ -605,11 +762,44 @@ fn report(
             by(v, &|r| r.p99_us),
             by(v, &|r| r.cpu_us_per_req),
         );
-        bars.push((format!("{v}) {label}"), ratio));
+        bars.push((format!("{v}) {label}"), ratio, side_ratio(side, v)));
+    }
+    if !side.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n**Side by side** ({side_rounds} rounds of {duration:?}): bare axum and the variant pinned to core 0 at the same time, each driven by its own {connections} connections, so both get half the core and every drift of the machine hits both in the same seconds; the throughput ratio is then the ratio of CPU cost per request. Medians over rounds; ranges in brackets.\n"
+        );
+        md.push_str("| variant | req/s beside bare axum | bare axum's req/s | ratio to (a) [range] | server CPU µs/req: variant / bare axum | core 0 idle |\n");
+        md.push_str("|---|---:|---:|---:|---:|---:|\n");
+        for v in variants.iter().filter(|v| **v != "a") {
+            let runs: Vec<&SideBySide> = side.iter().filter(|r| r.variant == *v).collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let label = VARIANTS.iter().find(|(k, _)| k == v).map_or(*v, |(_, l)| l);
+            let med = |f: &dyn Fn(&SideBySide) -> f64| median(runs.iter().map(|r| f(r)).collect());
+            let rs: Vec<f64> = runs.iter().map(|r| r.rps.1 / r.rps.0).collect();
+            let (lo, hi) = rs.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+                (lo.min(*r), hi.max(*r))
+            });
+            let _ = writeln!(
+                md,
+                "| {v}) {label} | {:.0} | {:.0} | {:.3} [{lo:.2}–{hi:.2}] | {:.2} / {:.2} | {:.1} % |",
+                med(&|r| r.rps.1),
+                med(&|r| r.rps.0),
+                median(rs.clone()),
+                med(&|r| r.cpu_us_per_req.1),
+                med(&|r| r.cpu_us_per_req.0),
+                med(&|r| r.idle * 100.0),
+            );
+            if runs.iter().filter_map(|r| r.events).any(|e| e.lost() != 0) {
+                all_kept = false;
+            }
+        }
     }
     let _ = writeln!(
         md,
-        "\nNo event lost in d–g (delivered + dropped + failed + discarded + undelivered = emitted): {}",
+        "\nNo event lost in d–g, in either measurement (delivered + dropped + failed + discarded + undelivered = emitted): {}",
         if all_kept { "yes" } else { "NO" }
     );
     let dir = std::path::Path::new("target/bench-report");
@@ -623,36 +813,71 @@ fn report(
     }
 }
 
-/// A horizontal bar chart of the ratios to bare axum.
-fn svg(bars: &[(String, f64)]) -> String {
-    let (w, row, left, top) = (1000.0, 34.0, 530.0, 40.0);
-    let h = top + row * bars.len() as f64 + 40.0;
-    let scale = (w - left - 60.0) / bars.iter().map(|b| b.1).fold(1.0, f64::max);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"24\" font-size=\"16\">Throughput relative to bare axum (higher is better)</text>\n"
-    );
-    for (i, (label, ratio)) in bars.iter().enumerate() {
-        let y = top + row * i as f64;
-        let color = if label.starts_with(['d', 'e', 'f', 'g']) {
-            "#2b7bb9"
+/// The median side-by-side ratio of `v`, if it ran side by side.
+fn side_ratio(side: &[SideBySide], v: &str) -> Option<f64> {
+    let rs: Vec<f64> = side
+        .iter()
+        .filter(|r| r.variant == v)
+        .map(|r| r.rps.1 / r.rps.0)
+        .collect();
+    (!rs.is_empty()).then(|| median(rs))
+}
+
+/// A horizontal bar chart of the ratios to bare axum: runs one after the other, and side by
+/// side (a second, lighter bar) where measured.
+fn svg(bars: &[(String, f64, Option<f64>)]) -> String {
+    let (w, left, top, bar) = (1000.0, 530.0, 56.0, 22.0);
+    let row = |b: &(String, f64, Option<f64>)| {
+        if b.2.is_some() {
+            2.0 * bar + 12.0
         } else {
-            "#9aa5b1"
+            bar + 12.0
+        }
+    };
+    let h = top + bars.iter().map(row).sum::<f64>() + 40.0;
+    let max = bars
+        .iter()
+        .map(|b| b.1.max(b.2.unwrap_or(0.0)))
+        .fold(1.0, f64::max);
+    let scale = (w - left - 60.0) / max;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"24\" font-size=\"16\">Throughput relative to bare axum (higher is better)</text>\n<rect x=\"10\" y=\"34\" width=\"12\" height=\"10\" fill=\"#2b7bb9\"/><text x=\"28\" y=\"44\">runs one after the other (paired)</text>\n<rect x=\"280\" y=\"34\" width=\"12\" height=\"10\" fill=\"#8cc0e6\"/><text x=\"298\" y=\"44\">side by side on one core</text>\n"
+    );
+    let mut y = top;
+    for b in bars {
+        let (label, ratio, side) = b;
+        let ours = label.starts_with(['d', 'e', 'f', 'g']);
+        let (solid, light) = if ours {
+            ("#2b7bb9", "#8cc0e6")
+        } else {
+            ("#6b7785", "#c3cad2")
         };
         let _ = write!(
             s,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n<rect x=\"{left}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{color}\"/>\n<text x=\"{:.1}\" y=\"{}\">{ratio:.3}</text>\n",
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
             left - 8.0,
-            y + 18.0,
+            y + 16.0,
             label
                 .replace('&', "&amp;")
                 .replace('<', "&lt;")
                 .replace('>', "&gt;"),
-            y + 4.0,
-            ratio * scale,
-            row - 10.0,
-            left + ratio * scale + 6.0,
-            y + 18.0,
         );
+        for (i, (value, color)) in [(Some(*ratio), solid), (*side, light)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(value) = value else { continue };
+            let by = y + i as f64 * bar;
+            let _ = write!(
+                s,
+                "<rect x=\"{left}\" y=\"{by}\" width=\"{:.1}\" height=\"{}\" fill=\"{color}\"/>\n<text x=\"{:.1}\" y=\"{}\">{value:.3}</text>\n",
+                value * scale,
+                bar - 4.0,
+                left + value * scale + 6.0,
+                by + 14.0,
+            );
+        }
+        y += row(b);
     }
     let x1 = left + scale;
     let _ = write!(
