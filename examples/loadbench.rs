@@ -852,9 +852,9 @@ fn svg(bars: &[(String, f64, Option<f64>)]) -> String {
         } else {
             ("#6b7785", "#c3cad2")
         };
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
             left - 8.0,
             y + 16.0,
             label
