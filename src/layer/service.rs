@@ -16,17 +16,12 @@ use crate::telemetry::Telemetry;
 #[derive(Clone, Debug)]
 pub struct TelemetryService<S> {
     inner: S,
-    telemetry: Option<Telemetry>,
     config: Arc<LayerConfig>,
 }
 
 impl<S> TelemetryService<S> {
-    pub(crate) fn new(inner: S, telemetry: Option<Telemetry>, config: Arc<LayerConfig>) -> Self {
-        TelemetryService {
-            inner,
-            telemetry,
-            config,
-        }
+    pub(crate) fn new(inner: S, config: Arc<LayerConfig>) -> Self {
+        TelemetryService { inner, config }
     }
 
     /// The wrapped service.
@@ -58,7 +53,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let telemetry = match &self.telemetry {
+        let telemetry = match &self.config.telemetry {
             Some(t) => t.clone(),
             None => Telemetry::global().clone(),
         };

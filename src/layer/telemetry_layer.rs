@@ -31,6 +31,10 @@ pub enum ClientIp {
 
 #[derive(Clone)]
 pub(crate) struct LayerConfig {
+    /// `None`: [`Telemetry::global`], looked up per request. Kept here rather than next to the
+    /// `Arc` in the service: axum clones a route's service for every request, and one
+    /// reference count is cheaper to bump and drop than two.
+    pub(crate) telemetry: Option<Telemetry>,
     pub(crate) request_id_header: HeaderName,
     pub(crate) request_id_extension: bool,
     pub(crate) hostname: Option<Text>,
@@ -46,6 +50,7 @@ pub(crate) struct LayerConfig {
 impl fmt::Debug for LayerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LayerConfig")
+            .field("telemetry", &self.telemetry)
             .field("request_id_header", &self.request_id_header)
             .field("request_id_extension", &self.request_id_extension)
             .field("hostname", &self.hostname)
@@ -80,7 +85,6 @@ impl fmt::Debug for LayerConfig {
 /// ```
 #[derive(Clone, Debug)]
 pub struct TelemetryLayer {
-    telemetry: Option<Telemetry>,
     config: Arc<LayerConfig>,
 }
 
@@ -98,8 +102,8 @@ impl TelemetryLayer {
 
     fn with(telemetry: Option<Telemetry>) -> Self {
         TelemetryLayer {
-            telemetry,
             config: Arc::new(LayerConfig {
+                telemetry,
                 request_id_header: HeaderName::from_static("x-request-id"),
                 request_id_extension: false,
                 hostname: None,
@@ -209,6 +213,6 @@ impl<S> Layer<S> for TelemetryLayer {
     type Service = TelemetryService<S>;
 
     fn layer(&self, inner: S) -> TelemetryService<S> {
-        TelemetryService::new(inner, self.telemetry.clone(), self.config.clone())
+        TelemetryService::new(inner, self.config.clone())
     }
 }
