@@ -41,7 +41,8 @@
 //! contract test server (which runs in this process, sharing core 1 with the load generator:
 //! reported, not judged); g) as d, routed to the `logging` destination's `tracing` output,
 //! formatted by a `tracing-subscriber` fmt layer writing to a sink (what e was before JSON
-//! lines).
+//! lines); h) `TelemetryLayer` alone, with a handler that tracks nothing (the layer's share of
+//! d).
 
 #[allow(unreachable_pub)]
 #[path = "../tests/support/umami_server.rs"]
@@ -79,6 +80,7 @@ const VARIANTS: &[(&str, &str)] = &[
         "g",
         "TelemetryLayer + track! -> logging destination via tracing fmt (sink)",
     ),
+    ("h", "TelemetryLayer alone (no event)"),
 ];
 
 fn main() {
@@ -103,7 +105,7 @@ fn main() {
         .parse()
         .expect("--side-rounds");
     let connections: usize = opt("--connections", "64").parse().expect("--connections");
-    let wanted = opt("--variants", "a,b,c,d,e,f,g");
+    let wanted = opt("--variants", "a,b,c,d,e,f,g,h");
     let variants: Vec<&str> = wanted.split(',').map(str::trim).collect();
     // For A/B runs of two builds: the side-by-side base taken from another binary or variant.
     let base_exe = opt("--base-exe", "");
@@ -164,6 +166,15 @@ fn serve(variant: &str, umami_url: Option<String>) {
         let mut telemetry = None;
         let app = match variant {
             "a" => Router::new().route("/", get(ok)),
+            // The layer's own share of d: the same layer and handle, a handler that tracks
+            // nothing.
+            "h" => {
+                let t = Telemetry::builder()
+                    .destination("sink", Count::default())
+                    .build()
+                    .expect("telemetry");
+                Router::new().route("/", get(ok)).layer(TelemetryLayer::new(t))
+            }
             "b" => {
                 let subscriber = tracing_subscriber::fmt()
                     .with_writer(std::io::sink)
@@ -701,15 +712,18 @@ fn report(
             .collect()
     };
     let mut md = String::new();
+    // With `--rounds 0` (side by side only) there is no table of runs one after the other.
+    let sequential = !results.is_empty();
+    let mut table = String::new();
     let _ = writeln!(
-        md,
+        table,
         "Machine: {} cores; server pinned to core 0, load generator to core 1 ({}); tokio multi-thread runtime with 1 worker on each side; {rounds} interleaved rounds of {:?}; {connections} keep-alive connections; built-in HTTP/1.1 load generator. Each variant's run follows a run of bare axum (a), and its ratio is taken within that pair. Medians over rounds; the ratio's range over rounds in brackets.\n",
         cores,
         if pinned { "taskset" } else { "not pinned" },
         duration,
     );
-    md.push_str("| variant | req/s | ratio to (a) [range] | p50 µs | p99 µs | server CPU µs/req | events: emitted / delivered / dropped / undelivered / lost |\n");
-    md.push_str("|---|---:|---:|---:|---:|---:|---|\n");
+    table.push_str("| variant | req/s | ratio to (a) [range] | p50 µs | p99 µs | server CPU µs/req | events: emitted / delivered / dropped / undelivered / lost |\n");
+    table.push_str("|---|---:|---:|---:|---:|---:|---|\n");
     let mut bars: Vec<(String, f64, Option<f64>)> = Vec::new();
     let mut all_kept = true;
     for v in variants {
@@ -756,13 +770,16 @@ fn report(
             )
         };
         let _ = writeln!(
-            md,
+            table,
             "| {v}) {label} | {rps:.0} | {ratio:.3}{range} | {:.0} | {:.0} | {:.2} | {ev} |",
             by(v, &|r| r.p50_us),
             by(v, &|r| r.p99_us),
             by(v, &|r| r.cpu_us_per_req),
         );
         bars.push((format!("{v}) {label}"), ratio, side_ratio(side, v)));
+    }
+    if sequential {
+        md.push_str(&table);
     }
     if !side.is_empty() {
         let _ = writeln!(
