@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskCx, Poll, ready};
 
-use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response};
 use tokio::time::Instant;
 
@@ -28,18 +27,12 @@ pub(crate) struct PendingEvent {
 }
 
 impl RequestEvent {
-    pub(crate) fn start(
-        telemetry: &Telemetry,
-        config: &LayerConfig,
-        parts: &Parts,
-    ) -> Option<Self> {
+    pub(crate) fn start(telemetry: &Telemetry, config: &LayerConfig, path: &str) -> Option<Self> {
         let on = config
             .request_events
             .unwrap_or_else(|| telemetry.requests().is_enabled());
-        (on && telemetry.is_enabled() && !telemetry.request_excluded(parts.uri.path())).then(|| {
-            RequestEvent {
-                start: Instant::now(),
-            }
+        (on && telemetry.is_enabled() && !telemetry.request_excluded(path)).then(|| RequestEvent {
+            start: Instant::now(),
         })
     }
 }

@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{ACCEPT_LANGUAGE, HOST, REFERER, USER_AGENT};
+use http::header::{ACCEPT_LANGUAGE, Entry, HOST, REFERER, USER_AGENT};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 
 use super::telemetry_layer::{ClientIp, LayerConfig};
 use crate::context::Context;
@@ -39,25 +39,61 @@ pub(crate) fn new_request_id() -> (Text, HeaderValue) {
     (text, value)
 }
 
-/// The request id to use: tower-http's extension, else a sane inbound header, else a new one.
-pub(crate) fn request_id(parts: &Parts, header: &HeaderName) -> (Text, HeaderValue, bool) {
-    if let Some(id) = parts.extensions.get::<tower_http::request_id::RequestId>() {
+/// What the layer reads of a request, borrowed from the request itself: the request is not
+/// taken apart (and put back together) unless a user or session id resolver needs its `Parts`.
+#[derive(Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) extensions: &'a Extensions,
+}
+
+impl<'a> Head<'a> {
+    pub(crate) fn of<B>(req: &'a Request<B>) -> Self {
+        Head {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions: req.extensions(),
+        }
+    }
+}
+
+/// The request id to use, set in the request's `header` if it is not there: tower-http's
+/// extension, else a sane inbound header, else a new one (replacing an insane one). The header
+/// is looked up once.
+pub(crate) fn request_id<B>(req: &mut Request<B>, header: &HeaderName) -> (Text, HeaderValue) {
+    if let Some(id) = req.extensions().get::<tower_http::request_id::RequestId>() {
         let v = id.header_value();
         if valid_request_id(v) {
             if let Some(text) = Text::from_header(v) {
-                return (text, v.clone(), false);
+                let v = v.clone();
+                if !req.headers().contains_key(header) {
+                    req.headers_mut().insert(header.clone(), v.clone());
+                }
+                return (text, v);
             }
         }
     }
-    if let Some(v) = parts.headers.get(header) {
-        if valid_request_id(v) {
-            if let Some(text) = Text::from_header(v) {
-                return (text, v.clone(), false);
+    match req.headers_mut().entry(header) {
+        Entry::Occupied(mut slot) => {
+            let v = slot.get();
+            if valid_request_id(v) {
+                if let Some(text) = Text::from_header(v) {
+                    return (text, v.clone());
+                }
             }
+            let (text, value) = new_request_id();
+            slot.insert(value.clone());
+            (text, value)
+        }
+        Entry::Vacant(slot) => {
+            let (text, value) = new_request_id();
+            slot.insert(value.clone());
+            (text, value)
         }
     }
-    let (text, value) = new_request_id();
-    (text, value, true)
 }
 
 fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<Text> {
@@ -86,15 +122,15 @@ fn method_text(m: &Method) -> Text {
     })
 }
 
-fn client_ip(parts: &Parts, how: &ClientIp) -> Option<Text> {
+fn client_ip(head: Head<'_>, how: &ClientIp) -> Option<Text> {
     match how {
         ClientIp::Off => None,
-        ClientIp::ConnectInfo => parts
+        ClientIp::ConnectInfo => head
             .extensions
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map(|ci| Text::from(ci.0.ip().to_string())),
         ClientIp::Header(name) => {
-            let v = parts.headers.get(name)?.to_str().ok()?;
+            let v = head.headers.get(name)?.to_str().ok()?;
             // X-Forwarded-For: the first entry is the client as the trusted proxy saw it.
             let first = v.split(',').next()?.trim();
             first
@@ -105,12 +141,13 @@ fn client_ip(parts: &Parts, how: &ClientIp) -> Option<Text> {
     }
 }
 
-/// The context of a request, as the layer is configured to read it.
+/// The context of a request, as the layer is configured to read it (all but the user and
+/// session ids of resolvers: [`resolve_ids`]).
 ///
 /// Built in place in its `Arc`: a context is ~600 bytes, and moving it into the `Arc` afterwards
 /// was a visible share of the layer's cost.
 pub(crate) fn request_context(
-    parts: &Parts,
+    head: Head<'_>,
     config: &LayerConfig,
     request_id: Text,
 ) -> Arc<Context> {
@@ -118,7 +155,7 @@ pub(crate) fn request_context(
     let mut arc = crate::dispatch::recycle::take_context();
     let ctx = Arc::make_mut(&mut arc); // never shared: never cloned here
     ctx.set_request_id(Some(request_id));
-    match parts.uri.path_and_query() {
+    match head.uri.path_and_query() {
         Some(pq) => {
             ctx.set_path(Some(Text::from_path(pq)));
             if config.capture_query && pq.query().is_some_and(|q| q.len() <= MAX_HEADER_LEN * 4) {
@@ -129,30 +166,33 @@ pub(crate) fn request_context(
             ctx.set_path(Some(Text::from_static("/")));
         }
     }
-    ctx.set_method(Some(method_text(&parts.method)));
-    if let Some(route) = parts.extensions.get::<axum::extract::MatchedPath>() {
+    ctx.set_method(Some(method_text(head.method)));
+    if let Some(route) = head.extensions.get::<axum::extract::MatchedPath>() {
         ctx.set_route(Some(Text::from_route(route)));
     }
     let host = match &config.hostname {
         Some(h) => Some(h.clone()),
-        None => {
-            header_text(&parts.headers, &HOST).or_else(|| parts.uri.host().map(Text::copy_from))
-        }
+        None => header_text(head.headers, &HOST).or_else(|| head.uri.host().map(Text::copy_from)),
     };
     ctx.set_hostname(host);
     if config.capture_headers {
-        ctx.set_user_agent(header_text(&parts.headers, &USER_AGENT));
-        ctx.set_language(header_text(&parts.headers, &ACCEPT_LANGUAGE));
-        ctx.set_referrer(header_text(&parts.headers, &REFERER));
+        ctx.set_user_agent(header_text(head.headers, &USER_AGENT));
+        ctx.set_language(header_text(head.headers, &ACCEPT_LANGUAGE));
+        ctx.set_referrer(header_text(head.headers, &REFERER));
     }
-    ctx.set_client_ip(client_ip(parts, &config.client_ip));
+    ctx.set_client_ip(client_ip(head, &config.client_ip));
+    arc
+}
+
+/// Sets the user and session ids the configured resolvers find in `parts`.
+pub(crate) fn resolve_ids(parts: &Parts, config: &LayerConfig, ctx: &mut Arc<Context>) {
+    let ctx = Arc::make_mut(ctx); // not shared yet: no copy
     if let Some(resolve) = &config.user_id {
         ctx.set_user_id(resolve(parts));
     }
     if let Some(resolve) = &config.session_id {
         ctx.set_session_id(resolve(parts));
     }
-    arc
 }
 
 #[cfg(test)]

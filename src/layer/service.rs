@@ -7,7 +7,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::{RequestEvent, ResponseFuture};
-use super::request::{request_context, request_id};
+use super::request::{Head, request_context, request_id, resolve_ids};
 use super::telemetry_layer::LayerConfig;
 use crate::context::{self, Scope};
 use crate::telemetry::Telemetry;
@@ -52,31 +52,32 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let telemetry = match &self.config.telemetry {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let config = &*self.config;
+        let telemetry = match &config.telemetry {
             Some(t) => t.clone(),
             None => Telemetry::global().clone(),
         };
-        let (mut parts, body) = req.into_parts();
-        let header = &self.config.request_id_header;
-        let (id, id_value, generated) = request_id(&parts, header);
-        if generated || !parts.headers.contains_key(header) {
-            parts.headers.insert(header.clone(), id_value.clone());
-        }
-        if self.config.request_id_extension
-            && parts
-                .extensions
+        let header = &config.request_id_header;
+        let (id, id_value) = request_id(&mut req, header);
+        if config.request_id_extension
+            && req
+                .extensions()
                 .get::<tower_http::request_id::RequestId>()
                 .is_none()
         {
-            parts
-                .extensions
+            req.extensions_mut()
                 .insert(tower_http::request_id::RequestId::new(id_value.clone()));
         }
-        let ctx = request_context(&parts, &self.config, id);
-        let request_event = RequestEvent::start(&telemetry, &self.config, &parts);
+        let mut ctx = request_context(Head::of(&req), config, id);
+        if config.user_id.is_some() || config.session_id.is_some() {
+            // Resolvers take `&Parts`: only then is the request taken apart.
+            let (parts, body) = req.into_parts();
+            resolve_ids(&parts, config, &mut ctx);
+            req = Request::from_parts(parts, body);
+        }
+        let request_event = RequestEvent::start(&telemetry, config, req.uri().path());
         let scope = Scope::new(telemetry, ctx);
-        let req = Request::from_parts(parts, body);
 
         // The inner service's `call` may do work (and track events) before returning its
         // future, so it runs in the scope too.
