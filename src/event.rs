@@ -70,6 +70,32 @@ impl EventCategory {
         }
     }
 
+    /// A small code for the categories other than `Custom` (6 for `Custom`), for caches.
+    pub(crate) fn code(&self) -> u8 {
+        match self {
+            EventCategory::User => 0,
+            EventCategory::Generation => 1,
+            EventCategory::Payment => 2,
+            EventCategory::Error => 3,
+            EventCategory::Performance => 4,
+            EventCategory::System => 5,
+            EventCategory::Custom(_) => 6,
+        }
+    }
+
+    /// The category of [`code`](Self::code), unless it is `Custom`'s.
+    pub(crate) fn from_code(code: u8) -> Option<EventCategory> {
+        Some(match code {
+            0 => EventCategory::User,
+            1 => EventCategory::Generation,
+            2 => EventCategory::Payment,
+            3 => EventCategory::Error,
+            4 => EventCategory::Performance,
+            5 => EventCategory::System,
+            _ => return None,
+        })
+    }
+
     /// The category's name, as it appears in event names.
     pub fn as_str(&self) -> &str {
         match self {

@@ -172,17 +172,32 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Whether no key of `props` is too long or redacted: then [`Policy::apply`] may skip the
+    /// keys (`keys_clean`).
+    pub(crate) fn keys_clean(&self, props: &Properties) -> bool {
+        props
+            .iter()
+            .all(|(k, _)| k.len() <= self.limits.max_string_length && !self.redactor.matches(k))
+    }
+}
+
 /// Bytes an event takes besides its name, properties and context (id, category, timestamp,
 /// field names): a generous constant.
 const OVERHEAD: usize = 192;
 
 impl Policy {
     /// Redacts and limits `props` and redacts `ctx` (copy on write), in place.
+    ///
+    /// `keys_clean`: the caller knows that no key is too long or redacted (a `track!` call
+    /// site's literal keys, checked once with [`Policy::keys_clean`]), so only values are looked
+    /// at.
     pub(crate) fn apply(
         &self,
         name: &str,
         props: &mut Properties,
         ctx: &mut Arc<Context>,
+        keys_clean: bool,
     ) -> Outcome {
         let mut w = Walk {
             policy: self,
@@ -199,7 +214,12 @@ impl Policy {
             w.out.truncated = true;
         }
         // `entry` drops only entries whose key is too long: without one, no `retain` shuffle.
-        if props
+        if keys_clean {
+            for (k, v) in props.iter_mut() {
+                w.size += bound_str(k) + 1;
+                w.property_value(v);
+            }
+        } else if props
             .iter()
             .any(|(k, _)| k.len() > limits.max_string_length)
         {
@@ -279,6 +299,13 @@ impl Walk<'_> {
             self.size += bound_property(value);
             return true;
         }
+        self.property_value(value);
+        true
+    }
+
+    /// A property's value (its key passed): limited, and its size counted.
+    #[inline]
+    fn property_value(&mut self, value: &mut PropertyValue) {
         match value.limit(self.policy.limits.max_string_length) {
             Limit::Str { len, cut } => {
                 self.out.truncated |= cut;
@@ -288,7 +315,6 @@ impl Walk<'_> {
             Limit::Number => self.size += 24,
             Limit::Other => self.size += 5,
         }
-        true
     }
 
     /// One entry of a nested object: whether to keep it (redacting or limiting its value).
@@ -429,27 +455,27 @@ mod tests {
         let p = policy(LimitsConfig::default());
         let mut ctx = Arc::new(Context::new().with_user_id("u").with_field("plan", "pro"));
         let mut none = Properties::new();
-        assert_eq!(p.apply("x", &mut none, &mut ctx).redacted, 0);
+        assert_eq!(p.apply("x", &mut none, &mut ctx, false).redacted, 0);
         // Changed in place (the Arc is unique, so no clone resets it): the change must count.
         Arc::make_mut(&mut ctx).set_field("api_key", "s3cret");
-        let out = p.apply("x", &mut none, &mut ctx);
+        let out = p.apply("x", &mut none, &mut ctx, false);
         assert_eq!(out.redacted, 1);
         assert_eq!(
             ctx.field("api_key").unwrap(),
             crate::redact::DEFAULT_REDACTION
         );
         let mut other = Arc::new(Context::new().with_field("token", "t"));
-        let _ = p.apply("x", &mut none, &mut other);
+        let _ = p.apply("x", &mut none, &mut other, false);
         Arc::make_mut(&mut other).merge(&Context::new().with_field("password", "p"));
-        assert_eq!(p.apply("x", &mut none, &mut other).redacted, 2);
+        assert_eq!(p.apply("x", &mut none, &mut other, false).redacted, 2);
         // Another policy (another handle) does not trust this one's cache.
         let lax = Policy::new(
             Redactor::new(&RedactConfig::default().enabled(false)),
             LimitsConfig::default(),
         );
         let mut ctx2 = Arc::new(Context::new().with_field("token", "t"));
-        assert_eq!(lax.apply("x", &mut none, &mut ctx2).redacted, 0);
-        assert_eq!(p.apply("x", &mut none, &mut ctx2).redacted, 1);
+        assert_eq!(lax.apply("x", &mut none, &mut ctx2, false).redacted, 0);
+        assert_eq!(p.apply("x", &mut none, &mut ctx2, false).redacted, 1);
     }
 
     fn props(v: Value) -> Properties {
@@ -465,7 +491,10 @@ mod tests {
         let mut pr = props(json!({"model": "flux-dev", "steps": 4, "tags": ["a", {"b": null}]}));
         let before = pr.clone();
         let mut ctx = Arc::new(Context::new().with_user_id("u1"));
-        assert_eq!(p.apply("user.x", &mut pr, &mut ctx), Outcome::default());
+        assert_eq!(
+            p.apply("user.x", &mut pr, &mut ctx, false),
+            Outcome::default()
+        );
         assert!(pr == before);
     }
 
@@ -486,7 +515,7 @@ mod tests {
         }));
         pr.insert("too_long_key", 1);
         let mut ctx = Arc::new(Context::new());
-        let out = p.apply("user.x", &mut pr, &mut ctx);
+        let out = p.apply("user.x", &mut pr, &mut ctx, false);
         assert!(out.truncated);
         // Two levels of containers are kept; the third is replaced.
         assert_eq!(
@@ -495,7 +524,7 @@ mod tests {
         );
         let mut pr = props(json!({"k": 1}));
         pr.insert("too_long_key", 1);
-        assert!(p.apply("user.x", &mut pr, &mut ctx).truncated);
+        assert!(p.apply("user.x", &mut pr, &mut ctx, false).truncated);
         assert_eq!(pr.len(), 1, "a key over the string limit is left out");
     }
 
@@ -503,7 +532,7 @@ mod tests {
     fn strings_are_cut_at_a_character_boundary() {
         let p = policy(LimitsConfig::default().max_string_length(4));
         let mut pr = props(json!({"s": "ééé"}));
-        p.apply("x", &mut pr, &mut Arc::default());
+        p.apply("x", &mut pr, &mut Arc::default(), false);
         assert_eq!(pr.get("s").unwrap(), "éé");
     }
 
@@ -512,10 +541,13 @@ mod tests {
         let p = policy(LimitsConfig::default().max_event_size(4096));
         // 3000 plain bytes: the bound (18 000) is over, the exact size is under.
         let mut pr = props(json!({"s": "x".repeat(3000)}));
-        assert_eq!(p.apply("x", &mut pr, &mut Arc::default()).oversized, None);
+        assert_eq!(
+            p.apply("x", &mut pr, &mut Arc::default(), false).oversized,
+            None
+        );
         let mut pr = props(json!({"a": "x".repeat(3000), "b": "y".repeat(3000)}));
         let size = p
-            .apply("x", &mut pr, &mut Arc::default())
+            .apply("x", &mut pr, &mut Arc::default(), false)
             .oversized
             .unwrap();
         assert!(size > 6000, "{size}");
@@ -530,7 +562,7 @@ mod tests {
                 .with_field("nested", json!({"Authorization": "Bearer x"})),
         );
         let mut ctx = shared.clone();
-        let out = p.apply("x", &mut Properties::new(), &mut ctx);
+        let out = p.apply("x", &mut Properties::new(), &mut ctx, false);
         assert_eq!(out.redacted, 2);
         assert_eq!(ctx.field("token").unwrap(), "[REDACTED]");
         assert_eq!(ctx.field("nested").unwrap()["Authorization"], "[REDACTED]");

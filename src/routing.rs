@@ -9,10 +9,11 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::config::SampleKey;
-use crate::event::validate_name;
+use crate::event::{EventCategory, validate_name};
+use crate::text::Text;
 
 /// The most destinations one handle routes to (one bit each in a route).
 pub const MAX_DESTINATIONS: usize = 30;
@@ -439,27 +440,84 @@ impl fmt::Display for Explanation {
     }
 }
 
-/// A per-call-site route cache: the handle id in the high half, the route in the low half.
+/// What a `track!` call site with a literal name caches: its route (per handle), its
+/// category, and whether its (literal) property keys pass the redaction and length checks (per
+/// redaction policy), so none of that is recomputed per event.
 #[derive(Debug)]
-pub struct Callsite(AtomicU64);
+pub struct Callsite {
+    /// The handle id in the high half, the route in the low half.
+    route: AtomicU64,
+    /// 0: not known; else the category's code plus one, and for a category of the name's own
+    /// the length of its first segment above bit 8.
+    category: AtomicU32,
+    /// 0: not checked; else the policy id the keys were checked against, and `KEYS_CLEAN` if
+    /// none of them is too long or redacted.
+    keys: AtomicU32,
+}
+
+const KEYS_CLEAN: u32 = 1 << 16;
 
 impl Callsite {
     /// An empty cache.
     #[allow(clippy::new_without_default)]
     pub const fn new() -> Self {
-        Callsite(AtomicU64::new(0))
+        Callsite {
+            route: AtomicU64::new(0),
+            category: AtomicU32::new(0),
+            keys: AtomicU32::new(0),
+        }
     }
 
     pub(crate) fn get(&self, handle: u32) -> Option<u32> {
-        let v = self.0.load(Ordering::Relaxed);
+        let v = self.route.load(Ordering::Relaxed);
         ((v >> 32) as u32 == handle).then_some(v as u32)
     }
 
     pub(crate) fn set(&self, handle: u32, route: u32) {
-        self.0.store(
+        self.route.store(
             (u64::from(handle) << 32) | u64::from(route),
             Ordering::Relaxed,
         );
+    }
+
+    /// The category of `name`, this call site's literal name.
+    #[inline]
+    pub(crate) fn category(&self, name: &'static str) -> EventCategory {
+        let v = self.category.load(Ordering::Relaxed);
+        if v != 0 {
+            if let Some(c) = EventCategory::from_code((v & 0xff) as u8 - 1) {
+                return c;
+            }
+            let end = (v >> 8) as usize;
+            if let Some(segment) = name.get(..end) {
+                return EventCategory::Custom(Text::from_static(segment));
+            }
+        }
+        let c = EventCategory::of_text(&Text::from_static(name));
+        let end = match &c {
+            EventCategory::Custom(s) => s.len(),
+            _ => 0,
+        };
+        if let Ok(end) = u32::try_from(end) {
+            if end < 1 << 24 {
+                self.category
+                    .store((u32::from(c.code()) + 1) | (end << 8), Ordering::Relaxed);
+            }
+        }
+        c
+    }
+
+    /// Whether this call site's keys were found clean under `policy`: `None` if not checked.
+    #[inline]
+    pub(crate) fn keys_clean(&self, policy: u16) -> Option<bool> {
+        let v = self.keys.load(Ordering::Relaxed);
+        (v as u16 == policy && policy != 0).then_some(v & KEYS_CLEAN != 0)
+    }
+
+    pub(crate) fn set_keys_clean(&self, policy: u16, clean: bool) {
+        let clean = if clean { KEYS_CLEAN } else { 0 };
+        self.keys
+            .store(u32::from(policy) | clean, Ordering::Relaxed);
     }
 }
 
@@ -498,6 +556,40 @@ pub(crate) fn cached_route(id: u32, name: &str, compute: impl FnOnce() -> u32) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_site_caches_the_category_of_its_name() {
+        for name in [
+            "generation.started",
+            "checkout.done",
+            "plain",
+            "system.boot",
+            "a.b.c",
+        ] {
+            let site = Callsite::new();
+            let expected = EventCategory::of(name);
+            // Computed, then taken from the cache.
+            assert_eq!(site.category(name), expected, "{name}");
+            assert_ne!(site.category.load(Ordering::Relaxed), 0);
+            assert_eq!(site.category(name), expected, "{name}");
+        }
+        assert_eq!(
+            Callsite::new().category("checkout.done").as_str(),
+            "checkout"
+        );
+    }
+
+    #[test]
+    fn a_call_site_keeps_one_key_verdict_per_policy() {
+        let site = Callsite::new();
+        assert_eq!(site.keys_clean(1), None);
+        site.set_keys_clean(1, true);
+        assert_eq!(site.keys_clean(1), Some(true));
+        assert_eq!(site.keys_clean(2), None, "another policy checks again");
+        site.set_keys_clean(2, false);
+        assert_eq!(site.keys_clean(2), Some(false));
+        assert_eq!(site.keys_clean(1), None);
+    }
 
     fn g(p: &str) -> Glob {
         Glob::new(p).unwrap()

@@ -646,7 +646,7 @@ impl Telemetry {
             return;
         }
         let route = cached_route(self.inner.id, &name, || self.inner.router.compute(&name));
-        self.emit_routed(scope, name, route, EventKind::Custom, 0, fill);
+        self.emit_routed(scope, name, None, route, EventKind::Custom, 0, fill);
     }
 
     /// Like `emit_dynamic`, for an event of another kind (the layer's page views).
@@ -661,7 +661,7 @@ impl Telemetry {
             return;
         }
         let route = cached_route(self.inner.id, &name, || self.inner.router.compute(&name));
-        self.emit_routed(scope, name, route, kind, 4, fill);
+        self.emit_routed(scope, name, None, route, kind, 4, fill);
     }
 
     /// Whether a `track!` at `callsite` can produce anything (cheap: the call-site cache), so
@@ -702,6 +702,7 @@ impl Telemetry {
         self.emit_routed(
             scope,
             Text::from_static(name),
+            Some((callsite, name)),
             route,
             EventKind::Custom,
             capacity,
@@ -709,10 +710,14 @@ impl Telemetry {
         );
     }
 
+    /// `callsite`: a `track!` call site with a literal name, which caches the category and
+    /// whether its keys are clean.
+    #[allow(clippy::too_many_arguments)]
     fn emit_routed(
         &self,
         scope: Option<&Scope>,
         name: Text,
+        callsite: Option<(&Callsite, &'static str)>,
         route: u32,
         kind: EventKind,
         capacity: usize,
@@ -767,7 +772,10 @@ impl Telemetry {
         let Some(e) = Arc::get_mut(&mut event) else {
             return;
         };
-        e.category = EventCategory::of_text(&name);
+        e.category = match callsite {
+            Some((site, name)) => site.category(name),
+            None => EventCategory::of_text(&name),
+        };
         e.kind = kind;
         e.name = name;
         e.context = context;
@@ -780,9 +788,17 @@ impl Telemetry {
         }
         // Redaction and limits: after the routing and sampling decision (an event that goes
         // nowhere is never looked at), before any destination can see the event.
-        let outcome = inner
-            .policy
-            .apply(&e.name, &mut e.properties, &mut e.context);
+        let policy = &inner.policy;
+        // A call site's keys are literals: checked once per policy, not per event.
+        let keys_clean = callsite.is_some_and(|(site, _)| match site.keys_clean(policy.id) {
+            Some(clean) => clean,
+            None => {
+                let clean = policy.keys_clean(&e.properties);
+                site.set_keys_clean(policy.id, clean);
+                clean
+            }
+        });
+        let outcome = policy.apply(&e.name, &mut e.properties, &mut e.context, keys_clean);
         if outcome != Outcome::default() && !self.limited(&e.name, &outcome) {
             return;
         }

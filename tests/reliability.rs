@@ -694,6 +694,68 @@ telemetry:
     assert_eq!(t.stats().redacted, 6);
 }
 
+/// One `track!` call site, so its cached key checks are shared by every handle below.
+fn signup_at_one_call_site(t: &Telemetry, n: i64) {
+    track!(t => "user.signup", email = "secret@example.com", a_key_longer_than_twelve = n, plan = "pro");
+}
+
+#[tokio::test]
+async fn a_call_site_checks_its_keys_against_each_handles_policy_on_every_call() {
+    let redacting = Telemetry::from_yaml_str(
+        "telemetry:\n  redact:\n    keys: [email]\n  destinations:\n    memory: {}\n",
+    )
+    .unwrap();
+    let plain = Telemetry::builder()
+        .memory_destination("memory")
+        .build()
+        .unwrap();
+    let short_keys = Telemetry::builder()
+        .memory_destination("memory")
+        .limits(LimitsConfig::default().max_string_length(12))
+        .build()
+        .unwrap();
+    // Alternating handles, several calls each: the call site caches one verdict at a time.
+    for n in 0..3 {
+        signup_at_one_call_site(&plain, n);
+        signup_at_one_call_site(&redacting, n);
+        signup_at_one_call_site(&redacting, n);
+        signup_at_one_call_site(&short_keys, n);
+        signup_at_one_call_site(&plain, n);
+    }
+    let events = |t: &Telemetry| {
+        let memory = t.memory("memory").unwrap();
+        let t = t.clone();
+        async move {
+            t.flush(SECOND * 5).await;
+            memory.events()
+        }
+    };
+    let plain_events = events(&plain).await;
+    assert_eq!(plain_events.len(), 6);
+    for e in &plain_events {
+        assert_eq!(e.properties().get("email").unwrap(), "secret@example.com");
+        assert!(e.properties().get("a_key_longer_than_twelve").is_some());
+    }
+    let redacted = events(&redacting).await;
+    assert_eq!(redacted.len(), 6);
+    for e in &redacted {
+        assert_ne!(e.properties().get("email").unwrap(), "secret@example.com");
+        assert_eq!(e.properties().get("plan").unwrap(), "pro");
+    }
+    assert_eq!(redacting.stats().redacted, 6);
+    let cut = events(&short_keys).await;
+    assert_eq!(cut.len(), 3);
+    for e in &cut {
+        assert!(
+            e.properties().get("a_key_longer_than_twelve").is_none(),
+            "{e:?}"
+        );
+        // Values are still limited where the keys are known to be clean.
+        assert_eq!(e.properties().get("email").unwrap(), "secret@examp");
+    }
+    assert_eq!(short_keys.stats().truncated, 3);
+}
+
 #[tokio::test]
 async fn allow_and_drop_properties_narrow_each_destination_without_touching_the_others() {
     let t = Telemetry::from_yaml_str(
