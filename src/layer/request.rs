@@ -76,24 +76,25 @@ pub(crate) fn request_id<B>(req: &mut Request<B>, header: &HeaderName) -> (Text,
             }
         }
     }
-    match req.headers_mut().entry(header) {
-        Entry::Occupied(mut slot) => {
-            let v = slot.get();
-            if valid_request_id(v) {
-                if let Some(text) = Text::from_header(v) {
-                    return (text, v.clone());
-                }
+    let entry = req.headers_mut().entry(header);
+    if let Entry::Occupied(slot) = &entry {
+        let v = slot.get();
+        if valid_request_id(v) {
+            if let Some(text) = Text::from_header(v) {
+                return (text, v.clone());
             }
-            let (text, value) = new_request_id();
-            slot.insert(value.clone());
-            (text, value)
-        }
-        Entry::Vacant(slot) => {
-            let (text, value) = new_request_id();
-            slot.insert(value.clone());
-            (text, value)
         }
     }
+    let (text, value) = new_request_id();
+    match entry {
+        Entry::Occupied(mut slot) => {
+            slot.insert(value.clone());
+        }
+        Entry::Vacant(slot) => {
+            slot.insert(value.clone());
+        }
+    }
+    (text, value)
 }
 
 fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<Text> {
