@@ -25,7 +25,7 @@
 //! runs *side by side* with bare axum, both servers pinned to core 0 at the same time and each
 //! driven by its own connections. The scheduler gives each half of the core, so the throughput
 //! ratio is the ratio of CPU cost per request, and whatever the machine does in those seconds
-//! hits both. On the development machine bare axum beside bare axum measures 0.96–1.03, where
+//! hits both. On the development machine a server beside an identical one measures 0.96–1.03, where
 //! runs one after the other move by 0.2–0.4 between rounds. The report gives core 0's idle
 //! share too: the ratio means CPU cost only while it is near zero.
 //!
@@ -478,7 +478,7 @@ fn core_times(core: usize) -> (u64, u64) {
 /// The second measurement: every variant runs next to bare axum, both servers pinned to core 0
 /// at once, so the scheduler gives each half of the core and any drift of the machine hits both
 /// in the same seconds. The throughput ratio is then the ratio of CPU cost per request, with
-/// far less noise than runs one after the other (bare axum beside bare axum: 0.96–1.01).
+/// far less noise than runs one after the other (a server beside an identical one: 0.96–1.03).
 fn side_by_side(
     rt: &tokio::runtime::Runtime,
     (base_exe, base_variant): (&std::path::Path, &str),
