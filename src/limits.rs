@@ -172,6 +172,10 @@ impl Policy {
     }
 }
 
+/// Bytes an event takes besides its name, properties and context (id, category, timestamp,
+/// field names): a generous constant.
+const OVERHEAD: usize = 192;
+
 impl Policy {
     /// Whether no key of `props` is too long or redacted: then [`Policy::apply`] may skip the
     /// keys (`keys_clean`).
@@ -180,13 +184,7 @@ impl Policy {
             .iter()
             .all(|(k, _)| k.len() <= self.limits.max_string_length && !self.redactor.matches(k))
     }
-}
 
-/// Bytes an event takes besides its name, properties and context (id, category, timestamp,
-/// field names): a generous constant.
-const OVERHEAD: usize = 192;
-
-impl Policy {
     /// Redacts and limits `props` and redacts `ctx` (copy on write), in place.
     ///
     /// `keys_clean`: the caller knows that no key is too long or redacted (a `track!` call

@@ -507,17 +507,18 @@ impl Callsite {
         c
     }
 
-    /// Whether this call site's keys were found clean under `policy`: `None` if not checked.
+    /// Whether this call site's keys pass the checks of `policy`, from the cache, else from
+    /// `check` (remembered until another policy asks).
     #[inline]
-    pub(crate) fn keys_clean(&self, policy: u16) -> Option<bool> {
+    pub(crate) fn keys_clean(&self, policy: u16, check: impl FnOnce() -> bool) -> bool {
         let v = self.keys.load(Ordering::Relaxed);
-        (v as u16 == policy && policy != 0).then_some(v & KEYS_CLEAN != 0)
-    }
-
-    pub(crate) fn set_keys_clean(&self, policy: u16, clean: bool) {
-        let clean = if clean { KEYS_CLEAN } else { 0 };
-        self.keys
-            .store(u32::from(policy) | clean, Ordering::Relaxed);
+        if v as u16 == policy && policy != 0 {
+            return v & KEYS_CLEAN != 0;
+        }
+        let clean = check();
+        let flag = if clean { KEYS_CLEAN } else { 0 };
+        self.keys.store(u32::from(policy) | flag, Ordering::Relaxed);
+        clean
     }
 }
 
@@ -582,13 +583,29 @@ mod tests {
     #[test]
     fn a_call_site_keeps_one_key_verdict_per_policy() {
         let site = Callsite::new();
-        assert_eq!(site.keys_clean(1), None);
-        site.set_keys_clean(1, true);
-        assert_eq!(site.keys_clean(1), Some(true));
-        assert_eq!(site.keys_clean(2), None, "another policy checks again");
-        site.set_keys_clean(2, false);
-        assert_eq!(site.keys_clean(2), Some(false));
-        assert_eq!(site.keys_clean(1), None);
+        let checks = &std::cell::Cell::new(0);
+        let check = |clean| {
+            move || {
+                checks.set(checks.get() + 1);
+                clean
+            }
+        };
+        assert!(site.keys_clean(1, check(true)));
+        assert_eq!(checks.get(), 1);
+        assert!(
+            site.keys_clean(1, check(false)),
+            "remembered, not checked again"
+        );
+        assert_eq!(checks.get(), 1);
+        assert!(
+            !site.keys_clean(2, check(false)),
+            "another policy checks again"
+        );
+        assert_eq!(checks.get(), 2);
+        assert!(!site.keys_clean(2, check(true)));
+        assert_eq!(checks.get(), 2);
+        assert!(site.keys_clean(1, check(true)), "policy 1 checks again");
+        assert_eq!(checks.get(), 3);
     }
 
     fn g(p: &str) -> Glob {

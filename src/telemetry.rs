@@ -790,13 +790,8 @@ impl Telemetry {
         // nowhere is never looked at), before any destination can see the event.
         let policy = &inner.policy;
         // A call site's keys are literals: checked once per policy, not per event.
-        let keys_clean = callsite.is_some_and(|(site, _)| match site.keys_clean(policy.id) {
-            Some(clean) => clean,
-            None => {
-                let clean = policy.keys_clean(&e.properties);
-                site.set_keys_clean(policy.id, clean);
-                clean
-            }
+        let keys_clean = callsite.is_some_and(|(site, _)| {
+            site.keys_clean(policy.id, || policy.keys_clean(&e.properties))
         });
         let outcome = policy.apply(&e.name, &mut e.properties, &mut e.context, keys_clean);
         if outcome != Outcome::default() && !self.limited(&e.name, &outcome) {
