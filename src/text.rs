@@ -48,13 +48,18 @@ struct Inline {
 
 impl Inline {
     fn new(s: &str) -> Option<Inline> {
-        if s.len() > INLINE_CAP {
+        Self::from_utf8_bytes(s.as_bytes())
+    }
+
+    /// `bytes` must be UTF-8 (as `as_str` reads it back); at most [`INLINE_CAP`] of them.
+    fn from_utf8_bytes(b: &[u8]) -> Option<Inline> {
+        if b.len() > INLINE_CAP {
             return None;
         }
         let mut bytes = [0; INLINE_CAP];
-        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        bytes[..b.len()].copy_from_slice(b);
         Some(Inline {
-            len: s.len() as u8,
+            len: b.len() as u8,
             bytes,
         })
     }
@@ -102,8 +107,7 @@ impl Text {
 
     /// A header value's text, copied (see [`request_str`]); `None` if it is not UTF-8.
     pub(crate) fn from_header(value: &http::HeaderValue) -> Option<Text> {
-        let s = std::str::from_utf8(value.as_bytes()).ok()?;
-        Some(request_str(s))
+        request_bytes(value.as_bytes())
     }
 
     /// The path of a request target, copied (see [`request_str`]).
@@ -166,23 +170,53 @@ pub(crate) fn request_str(s: &str) -> Text {
     if let Some(inline) = Inline::new(s) {
         return Text(Repr::Inline(inline));
     }
-    if s.len() > RECENT_MAX_LEN {
-        return Text(Repr::Shared(Arc::from(s)));
+    shared_request_bytes(s.as_bytes(), || Some(s)).unwrap_or_default()
+}
+
+/// [`request_str`] of bytes that should be UTF-8 (a header value); `None` if they are not.
+///
+/// Header values are almost always ASCII, which is UTF-8: that is checked a word at a time
+/// (`<[u8]>::is_ascii`) and stored without a full UTF-8 validation, which std does byte by byte
+/// for strings this short (~100 instructions for a user agent). A string remembered in
+/// [`RECENT`] is compared as bytes, so only a new one is validated.
+pub(crate) fn request_bytes(b: &[u8]) -> Option<Text> {
+    if b.len() <= INLINE_CAP && b.is_ascii() {
+        return Inline::from_utf8_bytes(b).map(|i| Text(Repr::Inline(i)));
     }
+    if b.len() <= INLINE_CAP {
+        let s = std::str::from_utf8(b).ok()?;
+        return Inline::new(s).map(|i| Text(Repr::Inline(i)));
+    }
+    shared_request_bytes(b, || std::str::from_utf8(b).ok())
+}
+
+/// A longer request string: shared with a recent copy of the same bytes, or copied from
+/// `utf8()` (`None`: not UTF-8).
+fn shared_request_bytes<'a>(b: &[u8], utf8: impl FnOnce() -> Option<&'a str>) -> Option<Text> {
+    if b.len() > RECENT_MAX_LEN {
+        return utf8().map(|s| Text(Repr::Shared(Arc::from(s))));
+    }
+    let mut utf8 = Some(utf8);
     let remembered = RECENT.try_with(|recent| {
         let mut recent = recent.try_borrow_mut().ok()?;
         let (slots, next) = &mut *recent;
-        if let Some(hit) = slots.iter().flatten().find(|r| ***r == *s) {
-            return Some(hit.clone());
+        if let Some(hit) = slots.iter().flatten().find(|r| r.as_bytes() == b) {
+            return Some(Some(hit.clone()));
         }
+        let Some(s) = utf8.take().and_then(|f| f()) else {
+            return Some(None);
+        };
         let copy: Arc<str> = Arc::from(s);
         slots[*next] = Some(copy.clone());
         *next = (*next + 1) % RECENT_SLOTS;
-        Some(copy)
+        Some(Some(copy))
     });
-    Text(Repr::Shared(
-        remembered.ok().flatten().unwrap_or_else(|| Arc::from(s)),
-    ))
+    let shared = match remembered {
+        Ok(Some(found)) => found?,
+        // No thread-local (thread teardown) or it is borrowed: a copy of its own.
+        _ => Arc::from(utf8.take().and_then(|f| f())?),
+    };
+    Some(Text(Repr::Shared(shared)))
 }
 
 /// The largest index `<= max` that is a char boundary of `s`.

@@ -61,6 +61,9 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
+    // Inlined into `call`: the inner future is large (axum's holds the whole request until it
+    // is first polled), and an out-of-line constructor copies it once more.
+    #[inline(always)]
     pub(crate) fn new(
         inner: WithContext<F>,
         scope: Option<Arc<Scope>>,

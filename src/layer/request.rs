@@ -25,13 +25,14 @@ pub(crate) fn valid_request_id(v: &HeaderValue) -> bool {
 /// A fresh UUIDv7 request id, as a header value and as text sharing its bytes.
 pub(crate) fn new_request_id() -> (Text, HeaderValue) {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    crate::event::new_event_id()
-        .hyphenated()
-        .encode_lower(&mut buf);
     // The header value is one shared allocation, reference-counted from the start: it is
     // cloned into the request headers, the extensions and the response. The context's copy is
     // stored in place (a UUID fits), so it allocates nothing.
-    let text = std::str::from_utf8(&buf).map_or_else(|_| Text::default(), crate::text::request_str);
+    let text = crate::text::request_str(
+        crate::event::new_event_id()
+            .hyphenated()
+            .encode_lower(&mut buf),
+    );
     let bytes = bytes::Bytes::from_owner(buf);
     // A hyphenated UUID is always a valid header value.
     let value = HeaderValue::from_maybe_shared(bytes)

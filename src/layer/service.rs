@@ -78,14 +78,13 @@ where
         }
         let request_event = RequestEvent::start(&telemetry, config, req.uri().path());
         let scope = Scope::new(telemetry, ctx);
+        let for_event = request_event.is_some().then(|| scope.clone());
 
         // The inner service's `call` may do work (and track events) before returning its
         // future, so it runs in the scope too.
         let inner = &mut self.inner;
-        let future = context::enter_sync(scope.clone(), || inner.call(req));
-        let for_event = request_event.is_some().then(|| scope.clone());
         ResponseFuture::new(
-            context::enter(scope, future),
+            context::call_in(scope, || inner.call(req)),
             for_event,
             header.clone(),
             id_value,
