@@ -103,9 +103,16 @@ macro_rules! context_fields {
                 true $( && self.$field.is_none() )* && self.fields().is_empty()
             }
 
-            /// The sum over the well-known fields that are set of `f(value's length in bytes)`.
-            pub(crate) fn known_lengths(&self, f: impl Fn(usize) -> usize) -> usize {
-                0 $( + self.$field.as_ref().map_or(0, |t| f(t.byte_len())) )*
+            /// How many well-known fields are set, and their values' total length in bytes.
+            pub(crate) fn known_lengths(&self) -> (usize, usize) {
+                let (mut n, mut bytes) = (0usize, 0usize);
+                $(
+                    if let Some(t) = &self.$field {
+                        n += 1;
+                        bytes = bytes.saturating_add(t.byte_len());
+                    }
+                )*
+                (n, bytes)
             }
 
             /// The well-known fields that are set, as `(name, value)` pairs.
@@ -273,6 +280,13 @@ impl fmt::Debug for Scope {
     }
 }
 
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let ctx = self.ctx.get_mut().unwrap_or_else(|e| e.into_inner());
+        crate::dispatch::recycle::recycle_context(ctx);
+    }
+}
+
 impl Scope {
     /// A scope of `telemetry` whose context is its base merged with `request`.
     ///
@@ -403,7 +417,8 @@ fn exchange(slot: &mut Option<Arc<Scope>>) -> bool {
 pub(crate) fn enter<F: Future>(scope: Arc<Scope>, fut: F) -> WithContext<F> {
     WithContext {
         scope: Some(scope),
-        fut: Some(fut),
+        fut,
+        restore: Restore::default(),
     }
 }
 
@@ -426,7 +441,8 @@ pub(crate) fn call_in<F: Future>(scope: Arc<Scope>, make: impl FnOnce() -> F) ->
     };
     WithContext {
         scope: slot,
-        fut: Some(fut),
+        fut,
+        restore: Restore::default(),
     }
 }
 
@@ -440,18 +456,34 @@ pin_project_lite::pin_project! {
     pub struct WithContext<F> {
         // `None`: no scope was current when it was made; polled as it is.
         scope: Option<Arc<Scope>>,
-        // `None` only while being dropped.
         #[pin]
-        fut: Option<F>,
+        fut: F,
+        // Fields are dropped in order after `drop` below: `drop` makes the scope current and
+        // keeps the one it replaced here, `fut` is dropped inside the scope, and then this
+        // puts the previous one back (also when `fut`'s drop panics).
+        restore: Restore,
     }
 
     impl<F> PinnedDrop for WithContext<F> {
         fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
-            if this.scope.is_some() && this.fut.as_ref().get_ref().is_some() {
-                let _entered = Entered::new(this.scope);
-                this.fut.set(None);
+            let this = this.project();
+            if let Some(scope) = this.scope.take() {
+                if let Ok(previous) = CURRENT.try_with(|current| current.replace(Some(scope))) {
+                    this.restore.0 = Some(previous);
+                }
             }
+        }
+    }
+}
+
+/// The scope to make current again once a [`WithContext`]'s future is dropped.
+#[derive(Default)]
+struct Restore(Option<Option<Arc<Scope>>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Some(previous) = self.0.take() {
+            let _ = CURRENT.try_with(|current| current.replace(previous));
         }
     }
 }
@@ -468,14 +500,11 @@ impl<F: Future> Future for WithContext<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let Some(fut) = this.fut.as_pin_mut() else {
-            return Poll::Pending; // unreachable: only `None` while dropped
-        };
         if this.scope.is_none() {
-            return fut.poll(cx);
+            return this.fut.poll(cx);
         }
         let _entered = Entered::new(this.scope);
-        fut.poll(cx)
+        this.fut.poll(cx)
     }
 }
 
@@ -490,7 +519,8 @@ pub trait WithContextExt: Future + Sized {
             Some(scope) => enter(scope, self),
             None => WithContext {
                 scope: None,
-                fut: Some(self),
+                fut: self,
+                restore: Restore::default(),
             },
         }
     }

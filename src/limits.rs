@@ -229,7 +229,12 @@ impl Policy {
         }
         let redactor = &self.redactor;
         let (mut ctx_size, redact) = ctx.examined(self.id, |ctx| {
-            let mut size = ctx.known_lengths(|len| bound_len(len) + 16);
+            // Each set field: its bound plus 16 for its key and punctuation; `bound_len` is
+            // linear, so one multiplication covers them all.
+            let (n, bytes) = ctx.known_lengths();
+            let mut size = bound_len(bytes)
+                .saturating_sub(2)
+                .saturating_add(n.saturating_mul(2 + 16));
             for (k, v) in ctx.fields().iter() {
                 size += bound_str(k) + 1 + bound_property(v);
             }

@@ -7,7 +7,7 @@ mod view;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -62,6 +62,10 @@ pub(crate) struct LaneShared {
     pub(crate) name: String,
     pub(crate) counters: Counters,
     pub(crate) capacity: usize,
+    /// Events in the queue: sent and not yet taken by the worker. The queue itself is
+    /// unbounded; this bounds it. (tokio's bounded channel gives each taken event's permit
+    /// back under a mutex; the worker here gives a whole batch back with one subtraction.)
+    pub(crate) queued: AtomicUsize,
     /// Cut the current linger short (flush).
     pub(crate) flush_now: Notify,
     /// Stop taking events, deliver what is queued, then exit.
@@ -81,7 +85,7 @@ pub(crate) struct LaneShared {
 
 /// One destination as the handle sees it.
 pub(crate) struct Lane {
-    pub(crate) tx: mpsc::Sender<Arc<Event>>,
+    pub(crate) tx: mpsc::UnboundedSender<Arc<Event>>,
     pub(crate) shared: Arc<LaneShared>,
 }
 
@@ -96,7 +100,7 @@ impl std::fmt::Debug for Lane {
 /// Everything a worker needs, handed over when the handle is built.
 pub(crate) struct WorkerParts {
     pub(crate) destination: Arc<dyn Destination>,
-    pub(crate) rx: mpsc::Receiver<Arc<Event>>,
+    pub(crate) rx: mpsc::UnboundedReceiver<Arc<Event>>,
     pub(crate) shared: Arc<LaneShared>,
     pub(crate) progress: Arc<Notify>,
     pub(crate) delivery: DeliveryConfig,
@@ -110,11 +114,12 @@ pub(crate) fn lane(
     progress: Arc<Notify>,
     view: Option<PropertyView>,
 ) -> (Lane, WorkerParts) {
-    let (tx, rx) = mpsc::channel(delivery.queue_capacity);
+    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(LaneShared {
         name,
         counters: Counters::default(),
         capacity: delivery.queue_capacity,
+        queued: AtomicUsize::new(0),
         flush_now: Notify::new(),
         closing: AtomicBool::new(false),
         close_now: Notify::new(),
@@ -146,37 +151,56 @@ impl Lane {
     /// monitor, off this path).
     #[inline]
     pub(crate) fn push(&self, event: Arc<Event>) -> Push {
-        match self.tx.try_send(event) {
-            Ok(()) => {
+        match self.offer(event) {
+            Push::Queued => {
                 Counters::add(&self.shared.counters.enqueued, 1);
                 Push::Queued
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Push::Full => {
                 Counters::add(&self.shared.counters.dropped_queue_full, 1);
                 Push::Full
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
+            Push::Closed => Push::Closed,
         }
     }
 
     /// Offers a drop report; a full queue loses it without counting it as a drop.
     pub(crate) fn push_report(&self, event: Arc<Event>) {
-        match self.tx.try_send(event) {
-            Ok(()) => Counters::add(&self.shared.counters.enqueued, 1),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                Counters::add(&self.shared.counters.reports_lost, 1)
+        match self.offer(event) {
+            Push::Queued => Counters::add(&self.shared.counters.enqueued, 1),
+            Push::Full => Counters::add(&self.shared.counters.reports_lost, 1),
+            Push::Closed => {}
+        }
+    }
+
+    /// Queues `event` if there is room (a slot is taken first, so the queue never holds more
+    /// than its capacity, whatever the number of producers).
+    #[inline]
+    fn offer(&self, event: Arc<Event>) -> Push {
+        let queued = &self.shared.queued;
+        if queued.fetch_add(1, Ordering::Relaxed) >= self.shared.capacity {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            return Push::Full;
+        }
+        match self.tx.send(event) {
+            Ok(()) => Push::Queued,
+            Err(_) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                Push::Closed
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
     /// Whether a drop report may be sent here: not failing and room in the queue.
     pub(crate) fn healthy(&self) -> bool {
-        !self.shared.failing.load(Ordering::Relaxed) && self.tx.capacity() > 0
+        !self.shared.failing.load(Ordering::Relaxed) && self.queued() < self.shared.capacity
     }
 
     pub(crate) fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.shared
+            .queued
+            .load(Ordering::Relaxed)
+            .min(self.shared.capacity)
     }
 }
 

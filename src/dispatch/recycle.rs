@@ -157,6 +157,24 @@ fn clear(e: &mut Event, context: Arc<Context>) -> Arc<Context> {
     std::mem::replace(&mut e.context, context)
 }
 
+/// Parks `ctx` in this thread's free list if nothing else holds it (a request that tracked
+/// nothing, or whose events were all delivered): the next request on this thread fills it
+/// instead of allocating one.
+pub(crate) fn recycle_context(ctx: &mut Arc<Context>) {
+    if Arc::get_mut(ctx).is_none() {
+        return; // events still hold it: the worker parks it when it delivers the last one
+    }
+    let _ = FREE_CONTEXTS.try_with(|contexts| {
+        let Ok(mut contexts) = contexts.try_borrow_mut() else {
+            return;
+        };
+        if contexts.len() < CAP {
+            let ctx = std::mem::replace(ctx, empty_context());
+            park_context(&mut contexts, ctx);
+        }
+    });
+}
+
 /// Parks a context no request holds any more, if there is room.
 fn park_context(contexts: &mut Vec<Arc<Context>>, mut ctx: Arc<Context>) {
     if contexts.len() < CAP {

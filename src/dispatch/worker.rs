@@ -122,6 +122,7 @@ async fn run(parts: WorkerParts) {
         if n == 0 {
             break; // closed and drained
         }
+        let mut taken = n;
         // Linger for a fuller batch, unless flushing or closing. The worker does not listen on
         // the queue meanwhile: it naps in ticks of at most 1 ms and takes what arrived. A
         // receiver that listened would be woken by every single event (a cross-thread wake-up,
@@ -131,10 +132,16 @@ async fn run(parts: WorkerParts) {
             loop {
                 while batch.len() < max {
                     match rx.try_recv() {
-                        Ok(event) => batch.push(event),
+                        Ok(event) => {
+                            batch.push(event);
+                            taken += 1;
+                        }
                         Err(_) => break,
                     }
                 }
+                // Room for producers while the batch fills.
+                shared.queued.fetch_sub(taken, Ordering::Relaxed);
+                taken = 0;
                 let now = Instant::now();
                 if batch.len() >= max || now >= deadline {
                     break;
@@ -149,11 +156,15 @@ async fn run(parts: WorkerParts) {
             }
             while batch.len() < max {
                 match rx.try_recv() {
-                    Ok(event) => batch.push(event),
+                    Ok(event) => {
+                        batch.push(event);
+                        taken += 1;
+                    }
                     Err(_) => break,
                 }
             }
         }
+        shared.queued.fetch_sub(taken, Ordering::Relaxed);
         let mut full = std::mem::replace(&mut batch, Vec::with_capacity(max));
         if let Some(view) = &shared.view {
             full = view.apply(full);

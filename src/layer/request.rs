@@ -24,15 +24,11 @@ pub(crate) fn valid_request_id(v: &HeaderValue) -> bool {
 
 /// A fresh UUIDv7 request id, as a header value and as text sharing its bytes.
 pub(crate) fn new_request_id() -> (Text, HeaderValue) {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let buf = crate::event::hyphenated(crate::event::new_event_id());
     // The header value is one shared allocation, reference-counted from the start: it is
     // cloned into the request headers, the extensions and the response. The context's copy is
     // stored in place (a UUID fits), so it allocates nothing.
-    let text = crate::text::request_str(
-        crate::event::new_event_id()
-            .hyphenated()
-            .encode_lower(&mut buf),
-    );
+    let text = crate::text::request_bytes(&buf).unwrap_or_default();
     let bytes = bytes::Bytes::from_owner(buf);
     // A hyphenated UUID is always a valid header value.
     let value = HeaderValue::from_maybe_shared(bytes)

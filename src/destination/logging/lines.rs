@@ -173,10 +173,8 @@ fn object(buf: &mut Vec<u8>, level: tracing::Level, e: &Event) -> serde_json::Re
     serde_json::to_writer(&mut *buf, e.name())?;
     buf.extend_from_slice(br#","category":"#);
     serde_json::to_writer(&mut *buf, e.category().as_str())?;
-    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    e.id().hyphenated().encode_lower(&mut id);
     buf.extend_from_slice(br#","event_id":""#);
-    buf.extend_from_slice(&id);
+    buf.extend_from_slice(&crate::event::hyphenated(e.id()));
     buf.extend_from_slice(br#"","properties":"#);
     serde_json::to_writer(&mut *buf, e.properties())?;
     let ctx = e.context();
