@@ -280,6 +280,19 @@ impl fmt::Debug for Scope {
     }
 }
 
+impl Context {
+    /// The user, session and request ids and the path, as stored (for the logging
+    /// destination's JSON lines, which copy their bytes).
+    pub(crate) fn ids_and_path(&self) -> [Option<&Text>; 4] {
+        [
+            self.user_id.as_ref(),
+            self.session_id.as_ref(),
+            self.request_id.as_ref(),
+            self.path.as_ref(),
+        ]
+    }
+}
+
 impl Drop for Scope {
     fn drop(&mut self) {
         let ctx = self.ctx.get_mut().unwrap_or_else(|e| e.into_inner());

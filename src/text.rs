@@ -88,6 +88,18 @@ impl Text {
         }
     }
 
+    /// The UTF-8 bytes, without re-checking an inline string's UTF-8 (as `as_str` does), for
+    /// code that writes them out as they are.
+    #[inline]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Static(s) => s.as_bytes(),
+            Repr::Shared(s) => s.as_bytes(),
+            Repr::Inline(s) => &s.bytes[..s.len as usize],
+            Repr::Route(m) => m.as_str().as_bytes(),
+        }
+    }
+
     /// The length in bytes, without re-checking an inline string's UTF-8 (as `len()` through
     /// `as_str` does).
     #[inline]

@@ -79,9 +79,10 @@ impl JsonLines {
         }
         let prefix = buf.len();
         let mut failed = Vec::new();
+        let mut clock = Clock::default();
         for (i, e) in batch.iter().enumerate() {
             let start = buf.len();
-            match line(buf, scratch, level, e) {
+            match line(buf, scratch, &mut clock, level, e) {
                 Ok(()) => ends.push((i, buf.len())),
                 Err(why) => {
                     buf.truncate(start);
@@ -135,11 +136,13 @@ impl JsonLines {
 fn line(
     buf: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
+    clock: &mut Clock,
     level: tracing::Level,
     e: &Event,
 ) -> Result<(), String> {
     let start = buf.len();
-    object(buf, level, e).map_err(|err| format!("cannot format the event as JSON: {err}"))?;
+    object(buf, clock, level, e)
+        .map_err(|err| format!("cannot format the event as JSON: {err}"))?;
     // serde_json escapes quotes, backslashes and C0 controls; DEL, C1 controls, line
     // separators and bidi overrides it leaves raw. All are DEL or non-ASCII and, in JSON, can
     // only be inside strings, where `\uXXXX` means the same character.
@@ -155,11 +158,17 @@ fn line(
     Ok(())
 }
 
-/// The JSON object, keys in a fixed order, written straight into `buf` (the fixed parts, the
-/// time and the id as bytes, without `fmt`).
-fn object(buf: &mut Vec<u8>, level: tracing::Level, e: &Event) -> serde_json::Result<()> {
+/// The JSON object, keys in a fixed order, written straight into `buf`: the fixed parts, the
+/// time, the id and every string that needs no escaping as bytes, without `fmt` or serde
+/// (strings that do need escaping, numbers and nested JSON go through `serde_json`).
+fn object(
+    buf: &mut Vec<u8>,
+    clock: &mut Clock,
+    level: tracing::Level,
+    e: &Event,
+) -> serde_json::Result<()> {
     buf.extend_from_slice(br#"{"timestamp":"#);
-    match Rfc3339(e.timestamp()).ascii() {
+    match clock.rfc3339(e.timestamp()) {
         Some(time) => {
             buf.push(b'"');
             buf.extend_from_slice(&time);
@@ -170,27 +179,110 @@ fn object(buf: &mut Vec<u8>, level: tracing::Level, e: &Event) -> serde_json::Re
     buf.extend_from_slice(br#","level":""#);
     buf.extend_from_slice(level.as_str().as_bytes());
     buf.extend_from_slice(br#"","target":"tower_telemetry","event":"#);
-    serde_json::to_writer(&mut *buf, e.name())?;
+    string(buf, e.name().as_bytes())?;
     buf.extend_from_slice(br#","category":"#);
-    serde_json::to_writer(&mut *buf, e.category().as_str())?;
+    string(buf, e.category().as_str().as_bytes())?;
     buf.extend_from_slice(br#","event_id":""#);
     buf.extend_from_slice(&crate::event::hyphenated(e.id()));
-    buf.extend_from_slice(br#"","properties":"#);
-    serde_json::to_writer(&mut *buf, e.properties())?;
-    let ctx = e.context();
+    buf.extend_from_slice(br#"","properties":{"#);
+    for (i, (key, value)) in e.properties().iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        string(buf, key.as_bytes())?;
+        buf.push(b':');
+        match value.as_str() {
+            Some(s) => string(buf, s.as_bytes())?,
+            None => serde_json::to_writer(&mut *buf, value)?,
+        }
+    }
+    buf.push(b'}');
+    let [user_id, session_id, request_id, path] = e.context().ids_and_path();
     for (key, value) in [
-        (&br#","user_id":"#[..], ctx.user_id()),
-        (br#","session_id":"#, ctx.session_id()),
-        (br#","request_id":"#, ctx.request_id()),
-        (br#","path":"#, ctx.path()),
+        (&br#","user_id":"#[..], user_id),
+        (br#","session_id":"#, session_id),
+        (br#","request_id":"#, request_id),
+        (br#","path":"#, path),
     ] {
         if let Some(value) = value {
             buf.extend_from_slice(key);
-            serde_json::to_writer(&mut *buf, value)?;
+            string(buf, value.as_bytes())?;
         }
     }
     buf.push(b'}');
     Ok(())
+}
+
+/// Writes the UTF-8 string `s` as a JSON string, as `serde_json` does: as it is between quotes
+/// when nothing in it needs escaping (a quote, a backslash or a C0 control), which is checked
+/// eight bytes at a time; else through `serde_json`.
+fn string(buf: &mut Vec<u8>, s: &[u8]) -> serde_json::Result<()> {
+    if needs_json_escape(s) {
+        let text = std::str::from_utf8(s).map_err(serde::ser::Error::custom)?;
+        return serde_json::to_writer(&mut *buf, text);
+    }
+    buf.reserve(s.len() + 2);
+    buf.push(b'"');
+    buf.extend_from_slice(s);
+    buf.push(b'"');
+    Ok(())
+}
+
+/// Whether any byte is `"`, `\` or below 0x20: eight bytes at a time, without a branch per
+/// word (the strings are short: names, keys, ids).
+fn needs_json_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    // `(x - ONES * n) & !x & HIGH` is non-zero iff some byte of `x` is below `n` (exact as a
+    // yes/no answer for `n` up to 0x80); with `n = 1` on `w ^ c`, iff some byte equals `c`.
+    let marks = |w: u64| {
+        let (q, b) = (w ^ QUOTES, w ^ BACKSLASHES);
+        (w.wrapping_sub(ONES * 0x20) & !w)
+            | (q.wrapping_sub(ONES) & !q)
+            | (b.wrapping_sub(ONES) & !b)
+    };
+    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().unwrap_or([b' '; 8]));
+    if bytes.len() < 8 {
+        return bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+    }
+    let mut words = bytes.chunks_exact(8);
+    let mut found = 0;
+    for w in words.by_ref() {
+        found |= marks(word(w));
+    }
+    // The last few bytes: the last eight, overlapping words already looked at.
+    if !words.remainder().is_empty() {
+        found |= marks(word(&bytes[bytes.len() - 8..]));
+    }
+    found & HIGH != 0
+}
+
+/// The text of the last second formatted, so that a batch's events (mostly within the same
+/// second) only write their milliseconds.
+#[derive(Default)]
+struct Clock {
+    second: Option<u64>,
+    text: [u8; 24],
+}
+
+impl Clock {
+    /// [`Rfc3339::ascii`] of `t`.
+    fn rfc3339(&mut self, t: std::time::SystemTime) -> Option<[u8; 24]> {
+        let ms = crate::event::unix_millis(t);
+        let second = ms / 1000;
+        if self.second != Some(second) {
+            self.text = Rfc3339(t).ascii()?;
+            self.second = Some(second);
+        }
+        let ms = ms % 1000;
+        let mut out = self.text;
+        out[20] = b'0' + (ms / 100) as u8;
+        out[21] = b'0' + (ms / 10 % 10) as u8;
+        out[22] = b'0' + (ms % 10) as u8;
+        Some(out)
+    }
 }
 
 /// Whether any byte is DEL (0x7f) or not ASCII (0x80 and up): eight bytes at a time. This check
@@ -296,6 +388,72 @@ mod tests {
     }
 
     #[test]
+    fn the_word_check_finds_what_json_escapes_at_every_position() {
+        let naive = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        for len in 0..=19 {
+            let clean = vec![b'a'; len];
+            assert!(!needs_json_escape(&clean));
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut v = clean.clone();
+                    v[at] = byte;
+                    assert_eq!(needs_json_escape(&v), naive(&v), "{len} {at} {byte:#x}");
+                }
+            }
+        }
+        // Borrows between neighbours: a low byte next to each byte value.
+        for byte in 0..=255u8 {
+            for low in [0x00, 0x01, 0x1f, 0x20, 0x21] {
+                let mut v = vec![b' '; 16];
+                v[6] = low;
+                v[7] = byte;
+                assert_eq!(needs_json_escape(&v), naive(&v), "{low:#x} {byte:#x}");
+                v.swap(6, 7);
+                assert_eq!(needs_json_escape(&v), naive(&v), "{byte:#x} {low:#x}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn strings_are_written_exactly_as_serde_json_writes_them(s in "\\PC*|[\"\\\\\\x00-\\x1f\\x7f a-z\u{e9}\u{2028}]{0,40}") {
+            let mut buf = Vec::new();
+            string(&mut buf, s.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(buf, serde_json::to_vec(&s).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_batch_spanning_seconds_gets_each_events_own_time() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let mut clock = Clock::default();
+        let start = 1_764_075_034_000u64;
+        // Within a second, across seconds, back in time, the epoch and before it.
+        let times = [
+            0,
+            1,
+            999,
+            1_000,
+            1_001,
+            59_999,
+            60_000,
+            3_599_999,
+            86_400_000,
+            5,
+            123_456_789,
+        ]
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(start + ms))
+        .into_iter()
+        .chain([UNIX_EPOCH, UNIX_EPOCH - Duration::from_millis(1500)]);
+        for t in times {
+            assert_eq!(clock.rfc3339(t), Rfc3339(t).ascii(), "{t:?}");
+        }
+        // Past the year 9999: no text (the caller writes it through `fmt`).
+        let far = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(clock.rfc3339(far), None);
+    }
+
+    #[test]
     fn escapes_what_serde_json_leaves_raw_and_nothing_else() {
         let mut out = Vec::new();
         escape(
@@ -327,7 +485,13 @@ mod tests {
         };
         let mut buf = Vec::new();
         let at = Duration::from_millis(1_764_075_035_123);
-        object(&mut buf, tracing::Level::INFO, &event(at)).unwrap();
+        object(
+            &mut buf,
+            &mut Clock::default(),
+            tracing::Level::INFO,
+            &event(at),
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             r#"{"timestamp":"2025-11-25T12:50:35.123Z","level":"INFO","target":"tower_telemetry","event":"user.signup","category":"user","event_id":"0199a7c2-5b1e-7d3f-9a40-1c2d3e4f5a6b","properties":{"plan":"pro","note":"a \"quote\""},"user_id":"u1","request_id":"r1"}"#
@@ -335,7 +499,13 @@ mod tests {
         // A time past the year 9999 is written all the same.
         let mut buf = Vec::new();
         let far = Duration::from_secs(253_402_300_800);
-        object(&mut buf, tracing::Level::WARN, &event(far)).unwrap();
+        object(
+            &mut buf,
+            &mut Clock::default(),
+            tracing::Level::WARN,
+            &event(far),
+        )
+        .unwrap();
         let line: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(line["timestamp"], "10000-01-01T00:00:00.000Z");
         assert_eq!(line["level"], "WARN");
@@ -378,7 +548,14 @@ mod tests {
             .collect();
         // Measure one line, then leave room for one and a half.
         let mut one = Vec::new();
-        line(&mut one, &mut Vec::new(), tracing::Level::INFO, &events[0]).unwrap();
+        line(
+            &mut one,
+            &mut Vec::new(),
+            &mut Clock::default(),
+            tracing::Level::INFO,
+            &events[0],
+        )
+        .unwrap();
         let cramped = Cramped::default();
         cramped.0.lock().unwrap().1 = one.len() + one.len() / 2;
         let lines = JsonLines::new("writer", Box::new(cramped.clone()));
