@@ -149,6 +149,40 @@ fn layer(c: &mut Criterion) {
             .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) bench")
             .body(())
             .unwrap();
+        call(svc, req)
+    }
+    /// The headers a browser sends with a fetch (Chrome's, cookie and all).
+    fn run_browser<S>(svc: &mut S) -> http::Response<()>
+    where
+        S: Service<http::Request<()>, Response = http::Response<()>, Error = Infallible>,
+    {
+        let req = http::Request::get("/api/generate?model=flux")
+            .header("host", "api.example.com")
+            .header("connection", "keep-alive")
+            .header("sec-ch-ua", r#""Chromium";v="126", "Not.A/Brand";v="24""#)
+            .header("sec-ch-ua-mobile", "?0")
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+            )
+            .header("sec-ch-ua-platform", r#""Windows""#)
+            .header("accept", "*/*")
+            .header("sec-fetch-site", "same-origin")
+            .header("sec-fetch-mode", "cors")
+            .header("sec-fetch-dest", "empty")
+            .header("referer", "https://api.example.com/app")
+            .header("accept-encoding", "gzip, deflate, br, zstd")
+            .header("accept-language", "en-US,en;q=0.9")
+            .header("cookie", "session=0123456789abcdef; theme=dark")
+            .body(())
+            .unwrap();
+        call(svc, req)
+    }
+    fn call<S>(svc: &mut S, req: http::Request<()>) -> http::Response<()>
+    where
+        S: Service<http::Request<()>, Response = http::Response<()>, Error = Infallible>,
+    {
         let mut fut = pin!(svc.call(req));
         match fut.as_mut().poll(&mut TaskCx::from_waker(Waker::noop())) {
             Poll::Ready(Ok(res)) => res,
@@ -183,6 +217,20 @@ fn layer(c: &mut Criterion) {
             let start = std::time::Instant::now();
             for _ in 0..iters {
                 black_box(run(&mut layered));
+            }
+            let took = start.elapsed();
+            rt.block_on(t.flush(Duration::from_secs(10)));
+            took
+        })
+    });
+    c.bench_function("layer/bare_service_browser_request", |b| {
+        b.iter(|| black_box(run_browser(&mut bare)))
+    });
+    c.bench_function("layer/telemetry_layer_browser_request", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            for _ in 0..iters {
+                black_box(run_browser(&mut layered));
             }
             let took = start.elapsed();
             rt.block_on(t.flush(Duration::from_secs(10)));

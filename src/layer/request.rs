@@ -94,12 +94,47 @@ pub(crate) fn request_id<B>(req: &mut Request<B>, header: &HeaderName) -> (Text,
     (text, value)
 }
 
-fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<Text> {
-    let v = headers.get(name)?;
-    if v.len() > MAX_HEADER_LEN {
-        return None;
+/// The first value of each header the context takes.
+#[derive(Default)]
+struct Captured<'a> {
+    host: Option<&'a HeaderValue>,
+    user_agent: Option<&'a HeaderValue>,
+    language: Option<&'a HeaderValue>,
+    referrer: Option<&'a HeaderValue>,
+}
+
+impl<'a> Captured<'a> {
+    /// One pass over the request's headers instead of a hash lookup per header: comparing a
+    /// name with a standard one is a byte compare, and a browser sends a dozen headers or so.
+    fn scan(headers: &'a HeaderMap, config: &LayerConfig) -> Self {
+        let mut c = Captured::default();
+        let want_host = config.hostname.is_none();
+        let want_rest = config.capture_headers;
+        if !want_host && !want_rest {
+            return c;
+        }
+        for (name, value) in headers {
+            let slot = if *name == HOST {
+                &mut c.host
+            } else if *name == USER_AGENT {
+                &mut c.user_agent
+            } else if *name == ACCEPT_LANGUAGE {
+                &mut c.language
+            } else if *name == REFERER {
+                &mut c.referrer
+            } else {
+                continue;
+            };
+            // The first value, as `HeaderMap::get` gives (the others follow it).
+            slot.get_or_insert(value);
+        }
+        c
     }
-    if v.is_empty() {
+}
+
+/// A header value's text, unless it is empty or longer than [`MAX_HEADER_LEN`].
+fn value_text(v: &HeaderValue) -> Option<Text> {
+    if v.is_empty() || v.len() > MAX_HEADER_LEN {
         return None;
     }
     Text::from_header(v)
@@ -168,15 +203,19 @@ pub(crate) fn request_context(
     if let Some(route) = head.extensions.get::<axum::extract::MatchedPath>() {
         ctx.set_route(Some(Text::from_route(route)));
     }
+    let captured = Captured::scan(head.headers, config);
     let host = match &config.hostname {
         Some(h) => Some(h.clone()),
-        None => header_text(head.headers, &HOST).or_else(|| head.uri.host().map(Text::copy_from)),
+        None => captured
+            .host
+            .and_then(value_text)
+            .or_else(|| head.uri.host().map(Text::copy_from)),
     };
     ctx.set_hostname(host);
     if config.capture_headers {
-        ctx.set_user_agent(header_text(head.headers, &USER_AGENT));
-        ctx.set_language(header_text(head.headers, &ACCEPT_LANGUAGE));
-        ctx.set_referrer(header_text(head.headers, &REFERER));
+        ctx.set_user_agent(captured.user_agent.and_then(value_text));
+        ctx.set_language(captured.language.and_then(value_text));
+        ctx.set_referrer(captured.referrer.and_then(value_text));
     }
     ctx.set_client_ip(client_ip(head, &config.client_ip));
     arc
@@ -214,6 +253,50 @@ mod tests {
         assert!(!valid_request_id(
             &HeaderValue::from_bytes(b"a\tb").unwrap()
         ));
+    }
+
+    #[test]
+    fn the_context_takes_the_first_value_of_each_header_it_captures() {
+        use super::super::TelemetryLayer;
+        let req = Request::get("http://fallback.example/a?q=1")
+            .header("accept", "*/*")
+            .header("user-agent", "first-agent")
+            .header("host", "api.example.com")
+            .header("referer", "https://example.com/from")
+            .header("user-agent", "second-agent")
+            .header("accept-language", "de-CH")
+            .header("host", "other.example.com")
+            .header("x-long", "x".repeat(MAX_HEADER_LEN + 1))
+            .body(())
+            .unwrap();
+        let id = Text::from_static("r1");
+        let layer = TelemetryLayer::global();
+        let ctx = request_context(Head::of(&req), layer.config(), id.clone());
+        assert_eq!(ctx.hostname(), Some("api.example.com"));
+        assert_eq!(ctx.user_agent(), Some("first-agent"));
+        assert_eq!(ctx.language(), Some("de-CH"));
+        assert_eq!(ctx.referrer(), Some("https://example.com/from"));
+
+        // A fixed host name; headers not captured.
+        let layer = TelemetryLayer::global()
+            .hostname("svc-1")
+            .capture_headers(false);
+        let ctx = request_context(Head::of(&req), layer.config(), id.clone());
+        assert_eq!(ctx.hostname(), Some("svc-1"));
+        assert_eq!(
+            (ctx.user_agent(), ctx.language(), ctx.referrer()),
+            (None, None, None)
+        );
+
+        // No Host header: the URI's host. Empty and over-long values are left out.
+        let req = Request::get("http://fallback.example/a")
+            .header("user-agent", "")
+            .header("referer", "r".repeat(MAX_HEADER_LEN + 1))
+            .body(())
+            .unwrap();
+        let ctx = request_context(Head::of(&req), TelemetryLayer::global().config(), id);
+        assert_eq!(ctx.hostname(), Some("fallback.example"));
+        assert_eq!((ctx.user_agent(), ctx.referrer()), (None, None));
     }
 
     #[test]

@@ -117,6 +117,11 @@ impl TelemetryLayer {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &LayerConfig {
+        &self.config
+    }
+
     fn config_mut(&mut self) -> &mut LayerConfig {
         Arc::make_mut(&mut self.config)
     }
