@@ -192,31 +192,42 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
     // lists (the worker runs on this thread, as with one runtime worker per core), so the next
     // request and `track!` reuse them.
     assert!(rt.block_on(telemetry.flush(std::time::Duration::from_secs(5))));
+    // Sums over many requests in a row: request ids are written into blocks of memory shared
+    // by 64 ids, so one request in 64 allocates a new block (two allocations) and the others
+    // none for their id.
+    const N: usize = 128;
     let bare = per_request(&mut bare);
-    // Many requests in a row that track nothing: each gives its context back when it ends
-    // (the free list holds only the few the warm-up's events brought back).
-    let layer = (0..50)
-        .map(|_| per_request(&mut layered))
-        .max()
-        .unwrap_or_default()
-        - bare;
-    let with_track = per_request(&mut layered_track) - bare;
+    let total = |svc: &mut dyn FnMut() -> usize| (0..N).map(|_| svc()).sum::<usize>() - N * bare;
+    // Requests that track nothing: each gives its context back when it ends (the free list
+    // holds only the few the warm-up's events brought back).
+    let layer = total(&mut || per_request(&mut layered));
+    // Each request's event delivered before the next request (not counted), as the worker
+    // would between requests, so that events and contexts come back to be reused.
+    let with_track = total(&mut || {
+        let n = per_request(&mut layered_track);
+        assert!(rt.block_on(telemetry.flush(std::time::Duration::from_secs(5))));
+        n
+    });
     println!(
-        "allocations per request: bare {bare}, layer +{layer}, layer and track! +{with_track}"
+        "allocations in {N} requests beyond the bare service's: layer +{layer}, layer and track! +{with_track}"
     );
-    // The layer: the generated request id (one buffer shared by the request and response
-    // headers; the context's copy is stored in place) and the scope. The context is a recycled
-    // one (an earlier request's, given back when it ended, or when its last event was
-    // delivered); the path and host are stored in place, and the user agent, copied out of the
-    // request's buffer, is shared with the copy an earlier request made on this thread.
-    assert!(layer <= 2, "the layer allocates {layer} times per request");
+    // The layer: the scope, and the request ids' blocks (at most three blocks in 128 ids: the
+    // id is shared by the request and response headers; the context's copy is stored in
+    // place). The context is a recycled one (an earlier request's, given back when it ended, or
+    // when its last event was delivered); the path and host are stored in place, and the user
+    // agent, copied out of the request's buffer, is shared with the copy an earlier request
+    // made on this thread.
+    assert!(
+        (N..=N + 6).contains(&layer),
+        "the layer allocates {layer} times in {N} requests"
+    );
     // track! with literal values: nothing. The event is a recycled one and the string literal
-    // is stored as it is, not copied.
-    assert_eq!(
-        with_track - layer,
-        0,
-        "track! allocates {} times",
-        with_track - layer
+    // is stored as it is, not copied. (The runs may start at different places in an id block:
+    // one block more or less.)
+    assert!(
+        with_track <= layer + 2,
+        "track! allocates {} times in {N} requests",
+        with_track.saturating_sub(layer)
     );
 }
 

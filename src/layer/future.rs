@@ -42,13 +42,15 @@ pin_project_lite::pin_project! {
     /// future inside the request's scope, echoes the request id, and emits the automatic
     /// request event when configured.
     pub struct ResponseFuture<F> {
-        #[pin]
-        inner: WithContext<F>,
-        header: HeaderName,
-        request_id: Option<HeaderValue>,
+        // Set first and last in `TelemetryService::call`'s struct literal, so that the inner
+        // future (a few hundred bytes) is built in place instead of being copied in.
+        pub(super) header: HeaderName,
+        pub(super) request_id: Option<HeaderValue>,
         // Only with a request event: otherwise the inner future's scope is the only one kept,
         // and a request costs one reference count fewer.
-        request_event: Option<PendingEvent>,
+        pub(super) request_event: Option<PendingEvent>,
+        #[pin]
+        pub(super) inner: WithContext<F>,
     }
 }
 
@@ -60,25 +62,13 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
     }
 }
 
-impl<F> ResponseFuture<F> {
-    // Inlined into `call`: the inner future is large (axum's holds the whole request until it
-    // is first polled), and an out-of-line constructor copies it once more.
-    #[inline(always)]
-    pub(crate) fn new(
-        inner: WithContext<F>,
-        scope: Option<Arc<Scope>>,
-        header: HeaderName,
-        request_id: HeaderValue,
-        request_event: Option<RequestEvent>,
-    ) -> Self {
-        ResponseFuture {
-            inner,
-            header,
-            request_id: Some(request_id),
-            request_event: request_event
-                .zip(scope)
-                .map(|(event, scope)| PendingEvent { event, scope }),
-        }
+impl PendingEvent {
+    /// The pending request event, if this request gets one (and so holds its scope).
+    #[inline]
+    pub(crate) fn new(event: Option<RequestEvent>, scope: Option<Arc<Scope>>) -> Option<Self> {
+        event
+            .zip(scope)
+            .map(|(event, scope)| PendingEvent { event, scope })
     }
 }
 

@@ -6,7 +6,7 @@ use std::task::{Context as TaskCx, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::future::{RequestEvent, ResponseFuture};
+use super::future::{PendingEvent, RequestEvent, ResponseFuture};
 use super::request::{Head, request_context, request_id, resolve_ids};
 use super::telemetry_layer::LayerConfig;
 use crate::context::{self, Scope};
@@ -86,12 +86,11 @@ where
         // The inner service's `call` may do work (and track events) before returning its
         // future, so it runs in the scope too.
         let inner = &mut self.inner;
-        ResponseFuture::new(
-            context::call_in(scope, || inner.call(req)),
-            for_event,
-            header.clone(),
-            id_value,
-            request_event,
-        )
+        ResponseFuture {
+            header: header.clone(),
+            request_id: Some(id_value),
+            request_event: PendingEvent::new(request_event, for_event),
+            inner: context::call_in(scope, || inner.call(req)),
+        }
     }
 }
