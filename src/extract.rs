@@ -155,7 +155,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Tracker {
     type Rejection = Infallible;
 
     async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        // Handlers are extracted inside the layer's scope, so the task-local has it.
+        // Handlers are extracted inside the layer's scope, so it is current here.
         Ok(match context::current_scope() {
             Some(scope) => Tracker { scope },
             None => Tracker::new(Telemetry::global().clone(), Context::new()),
