@@ -212,30 +212,24 @@ fn layer(c: &mut Criterion) {
         b.iter(|| black_box(run(&mut bare)))
     });
     let mut layered = tower_telemetry::TelemetryLayer::new(t.clone()).layer(ok);
+    // `iters` requests timed, then whatever they queued delivered (not timed).
+    let mut timed = |iters: u64, request: fn(&mut _) -> http::Response<()>| {
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            black_box(request(&mut layered));
+        }
+        let took = start.elapsed();
+        rt.block_on(t.flush(Duration::from_secs(10)));
+        took
+    };
     c.bench_function("layer/telemetry_layer", |b| {
-        b.iter_custom(|iters| {
-            let start = std::time::Instant::now();
-            for _ in 0..iters {
-                black_box(run(&mut layered));
-            }
-            let took = start.elapsed();
-            rt.block_on(t.flush(Duration::from_secs(10)));
-            took
-        })
+        b.iter_custom(|iters| timed(iters, run))
+    });
+    c.bench_function("layer/telemetry_layer_browser_request", |b| {
+        b.iter_custom(|iters| timed(iters, run_browser))
     });
     c.bench_function("layer/bare_service_browser_request", |b| {
         b.iter(|| black_box(run_browser(&mut bare)))
-    });
-    c.bench_function("layer/telemetry_layer_browser_request", |b| {
-        b.iter_custom(|iters| {
-            let start = std::time::Instant::now();
-            for _ in 0..iters {
-                black_box(run_browser(&mut layered));
-            }
-            let took = start.elapsed();
-            rt.block_on(t.flush(Duration::from_secs(10)));
-            took
-        })
     });
     let mut layered_track = tower_telemetry::TelemetryLayer::new(t.clone()).layer(tracked);
     c.bench_function("layer/telemetry_layer_plus_track", |b| {

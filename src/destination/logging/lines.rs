@@ -359,20 +359,26 @@ fn classify(e: &io::Error, label: &str) -> DeliveryError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_word_check_finds_del_and_non_ascii_at_every_position() {
-        let naive = |b: &[u8]| b.iter().any(|&c| c >= 0x7f);
+    /// `check` agrees with `naive` for every byte value at every position of clean strings of
+    /// 0 to 19 bytes (words, remainders and overlaps included).
+    fn agrees_at_every_position(check: fn(&[u8]) -> bool, naive: fn(&[u8]) -> bool) {
         for len in 0..=19 {
             let clean = vec![b'a'; len];
-            assert!(!has_del_or_non_ascii(&clean));
+            assert!(!check(&clean));
             for at in 0..len {
                 for byte in 0..=255u8 {
                     let mut v = clean.clone();
                     v[at] = byte;
-                    assert_eq!(has_del_or_non_ascii(&v), naive(&v), "{len} {at} {byte:#x}");
+                    assert_eq!(check(&v), naive(&v), "{len} {at} {byte:#x}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_word_check_finds_del_and_non_ascii_at_every_position() {
+        let naive = |b: &[u8]| b.iter().any(|&c| c >= 0x7f);
+        agrees_at_every_position(has_del_or_non_ascii, naive);
         // The bytes just below and at the edge, and carries between neighbours.
         for pair in [
             [0x7e, 0x7e],
@@ -390,17 +396,7 @@ mod tests {
     #[test]
     fn the_word_check_finds_what_json_escapes_at_every_position() {
         let naive = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
-        for len in 0..=19 {
-            let clean = vec![b'a'; len];
-            assert!(!needs_json_escape(&clean));
-            for at in 0..len {
-                for byte in 0..=255u8 {
-                    let mut v = clean.clone();
-                    v[at] = byte;
-                    assert_eq!(needs_json_escape(&v), naive(&v), "{len} {at} {byte:#x}");
-                }
-            }
-        }
+        agrees_at_every_position(needs_json_escape, naive);
         // Borrows between neighbours: a low byte next to each byte value.
         for byte in 0..=255u8 {
             for low in [0x00, 0x01, 0x1f, 0x20, 0x21] {
@@ -483,32 +479,22 @@ mod tests {
             .with_timestamp(UNIX_EPOCH + at)
             .with_id(id)
         };
-        let mut buf = Vec::new();
+        let line = |level, e: &Event| {
+            let mut buf = Vec::new();
+            object(&mut buf, &mut Clock::default(), level, e).unwrap();
+            buf
+        };
         let at = Duration::from_millis(1_764_075_035_123);
-        object(
-            &mut buf,
-            &mut Clock::default(),
-            tracing::Level::INFO,
-            &event(at),
-        )
-        .unwrap();
         assert_eq!(
-            String::from_utf8(buf).unwrap(),
+            String::from_utf8(line(tracing::Level::INFO, &event(at))).unwrap(),
             r#"{"timestamp":"2025-11-25T12:50:35.123Z","level":"INFO","target":"tower_telemetry","event":"user.signup","category":"user","event_id":"0199a7c2-5b1e-7d3f-9a40-1c2d3e4f5a6b","properties":{"plan":"pro","note":"a \"quote\""},"user_id":"u1","request_id":"r1"}"#
         );
         // A time past the year 9999 is written all the same.
-        let mut buf = Vec::new();
         let far = Duration::from_secs(253_402_300_800);
-        object(
-            &mut buf,
-            &mut Clock::default(),
-            tracing::Level::WARN,
-            &event(far),
-        )
-        .unwrap();
-        let line: serde_json::Value = serde_json::from_slice(&buf).unwrap();
-        assert_eq!(line["timestamp"], "10000-01-01T00:00:00.000Z");
-        assert_eq!(line["level"], "WARN");
+        let far: serde_json::Value =
+            serde_json::from_slice(&line(tracing::Level::WARN, &event(far))).unwrap();
+        assert_eq!(far["timestamp"], "10000-01-01T00:00:00.000Z");
+        assert_eq!(far["level"], "WARN");
     }
 
     #[test]
