@@ -140,23 +140,17 @@ fn layer(c: &mut Criterion) {
     use std::task::{Context as TaskCx, Poll, Waker};
     use tower::{Layer, Service};
 
-    fn run<S>(svc: &mut S) -> http::Response<()>
-    where
-        S: Service<http::Request<()>, Response = http::Response<()>, Error = Infallible>,
-    {
-        let req = http::Request::get("/api/generate?model=flux")
+    /// A request with a host and a short user agent.
+    fn small() -> http::Request<()> {
+        http::Request::get("/api/generate?model=flux")
             .header("host", "api.example.com")
             .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) bench")
             .body(())
-            .unwrap();
-        call(svc, req)
+            .unwrap()
     }
     /// The headers a browser sends with a fetch (Chrome's, cookie and all).
-    fn run_browser<S>(svc: &mut S) -> http::Response<()>
-    where
-        S: Service<http::Request<()>, Response = http::Response<()>, Error = Infallible>,
-    {
-        let req = http::Request::get("/api/generate?model=flux")
+    fn browser() -> http::Request<()> {
+        http::Request::get("/api/generate?model=flux")
             .header("host", "api.example.com")
             .header("connection", "keep-alive")
             .header("sec-ch-ua", r#""Chromium";v="126", "Not.A/Brand";v="24""#)
@@ -176,8 +170,14 @@ fn layer(c: &mut Criterion) {
             .header("accept-language", "en-US,en;q=0.9")
             .header("cookie", "session=0123456789abcdef; theme=dark")
             .body(())
-            .unwrap();
-        call(svc, req)
+            .unwrap()
+    }
+    /// One request through `svc`, built first (the building is timed too).
+    fn run<S>(svc: &mut S, request: fn() -> http::Request<()>) -> http::Response<()>
+    where
+        S: Service<http::Request<()>, Response = http::Response<()>, Error = Infallible>,
+    {
+        call(svc, request())
     }
     fn call<S>(svc: &mut S, req: http::Request<()>) -> http::Response<()>
     where
@@ -209,34 +209,34 @@ fn layer(c: &mut Criterion) {
     let _guard = rt.enter();
     let mut bare = ok;
     c.bench_function("layer/bare_service", |b| {
-        b.iter(|| black_box(run(&mut bare)))
+        b.iter(|| black_box(run(&mut bare, small)))
     });
     let mut layered = tower_telemetry::TelemetryLayer::new(t.clone()).layer(ok);
     // `iters` requests timed, then whatever they queued delivered (not timed).
-    let mut timed = |iters: u64, request: fn(&mut _) -> http::Response<()>| {
+    let mut timed = |iters: u64, request: fn() -> http::Request<()>| {
         let start = std::time::Instant::now();
         for _ in 0..iters {
-            black_box(request(&mut layered));
+            black_box(run(&mut layered, request));
         }
         let took = start.elapsed();
         rt.block_on(t.flush(Duration::from_secs(10)));
         took
     };
     c.bench_function("layer/telemetry_layer", |b| {
-        b.iter_custom(|iters| timed(iters, run))
+        b.iter_custom(|iters| timed(iters, small))
     });
     c.bench_function("layer/telemetry_layer_browser_request", |b| {
-        b.iter_custom(|iters| timed(iters, run_browser))
+        b.iter_custom(|iters| timed(iters, browser))
     });
     c.bench_function("layer/bare_service_browser_request", |b| {
-        b.iter(|| black_box(run_browser(&mut bare)))
+        b.iter(|| black_box(run(&mut bare, browser)))
     });
     let mut layered_track = tower_telemetry::TelemetryLayer::new(t.clone()).layer(tracked);
     c.bench_function("layer/telemetry_layer_plus_track", |b| {
         b.iter_custom(|iters| {
             in_batches(
                 iters,
-                || drop(black_box(run(&mut layered_track))),
+                || drop(black_box(run(&mut layered_track, small))),
                 || assert!(rt.block_on(t.flush(Duration::from_secs(10)))),
             )
         })

@@ -480,10 +480,10 @@ pin_project_lite::pin_project! {
     impl<F> PinnedDrop for WithContext<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(scope) = this.scope.take() {
-                if let Ok(previous) = CURRENT.try_with(|current| current.replace(Some(scope))) {
-                    this.restore.0 = Some(previous);
-                }
+            let mut slot = this.scope.take();
+            if slot.is_some() && exchange(&mut slot) {
+                // `slot` now holds the scope that was current.
+                this.restore.0 = Some(slot);
             }
         }
     }
@@ -495,8 +495,8 @@ struct Restore(Option<Option<Arc<Scope>>>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        if let Some(previous) = self.0.take() {
-            let _ = CURRENT.try_with(|current| current.replace(previous));
+        if let Some(mut previous) = self.0.take() {
+            exchange(&mut previous); // drops the scope it takes back out
         }
     }
 }

@@ -122,7 +122,7 @@ async fn run(parts: WorkerParts) {
         if n == 0 {
             break; // closed and drained
         }
-        let mut taken = n;
+        shared.queued.fetch_sub(n, Ordering::Relaxed);
         // Linger for a fuller batch, unless flushing or closing. The worker does not listen on
         // the queue meanwhile: it naps in ticks of at most 1 ms and takes what arrived. A
         // receiver that listened would be woken by every single event (a cross-thread wake-up,
@@ -130,18 +130,7 @@ async fn run(parts: WorkerParts) {
         if !closing && batch.len() < max && !delivery.flush_interval.is_zero() {
             let deadline = Instant::now() + delivery.flush_interval;
             loop {
-                while batch.len() < max {
-                    match rx.try_recv() {
-                        Ok(event) => {
-                            batch.push(event);
-                            taken += 1;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                // Room for producers while the batch fills.
-                shared.queued.fetch_sub(taken, Ordering::Relaxed);
-                taken = 0;
+                take_queued(&mut rx, &mut batch, max, &shared);
                 let now = Instant::now();
                 if batch.len() >= max || now >= deadline {
                     break;
@@ -154,17 +143,8 @@ async fn run(parts: WorkerParts) {
                     _ = tokio::time::sleep(nap) => {}
                 }
             }
-            while batch.len() < max {
-                match rx.try_recv() {
-                    Ok(event) => {
-                        batch.push(event);
-                        taken += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
+            take_queued(&mut rx, &mut batch, max, &shared);
         }
-        shared.queued.fetch_sub(taken, Ordering::Relaxed);
         let mut full = std::mem::replace(&mut batch, Vec::with_capacity(max));
         if let Some(view) = &shared.view {
             full = view.apply(full);
@@ -185,6 +165,27 @@ async fn run(parts: WorkerParts) {
     }
     while in_flight.join_next().await.is_some() {}
     destination.shutdown().await;
+}
+
+/// Moves what is queued into `batch`, up to `max` events, and gives their room in the queue
+/// back to the producers (one subtraction for all of them).
+fn take_queued(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
+    batch: &mut Vec<Arc<Event>>,
+    max: usize,
+    shared: &LaneShared,
+) {
+    let before = batch.len();
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(event) => batch.push(event),
+            Err(_) => break,
+        }
+    }
+    let taken = batch.len() - before;
+    if taken > 0 {
+        shared.queued.fetch_sub(taken, Ordering::Relaxed);
+    }
 }
 
 /// Delivers one batch: retries what is retryable, counts everything exactly once.
