@@ -380,6 +380,56 @@ async fn fails_twice_then_succeeds_delivers_once() {
     }
 }
 
+/// A batch leaves when it is full (the clock stands still) or when its flush interval has
+/// passed, and the worker sleeps through the wait instead of waking the runtime every tick.
+#[tokio::test(start_paused = true)]
+async fn batches_leave_when_full_or_due_and_the_wait_wakes_nothing() {
+    // Shorter than the drop monitor's one-second look, the runtime's only other timer.
+    let interval = Duration::from_millis(900);
+    let d = Scripted::new([]);
+    let t = with_destination(
+        d.clone(),
+        DeliveryConfig::default()
+            .batch_size(10)
+            .flush_interval(interval),
+    );
+    let queued = |t: &Telemetry| t.stats().destination("d").unwrap().queued;
+    let start = tokio::time::Instant::now();
+    for i in 0..4 {
+        track!(&t => "user.x", i = i);
+    }
+    // The worker takes these four and lingers for six more.
+    while queued(&t) > 0 {
+        tokio::task::yield_now().await;
+    }
+    for i in 4..10 {
+        track!(&t => "user.x", i = i);
+    }
+    d.wait_calls(1).await;
+    let calls = d.calls();
+    assert_eq!((calls[0].0 - start, calls[0].1.len()), (Duration::ZERO, 10));
+
+    // Three events: their batch waits the whole interval, with the runtime asleep.
+    let parks = tokio::runtime::Handle::current()
+        .metrics()
+        .worker_park_count(0);
+    for i in 0..3 {
+        track!(&t => "user.y", i = i);
+    }
+    d.wait_calls(2).await;
+    let calls = d.calls();
+    assert_eq!((calls[1].0 - start, calls[1].1.len()), (interval, 3));
+    let woken = tokio::runtime::Handle::current()
+        .metrics()
+        .worker_park_count(0)
+        - parks;
+    assert!(
+        woken <= 4,
+        "the runtime was woken {woken} times in {interval:?}"
+    );
+    assert!(t.flush(SECOND).await);
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured() {
     let d = Scripted::new([Answer::Fail(

@@ -66,6 +66,14 @@ pub(crate) struct LaneShared {
     /// unbounded; this bounds it. (tokio's bounded channel gives each taken event's permit
     /// back under a mutex; the worker here gives a whole batch back with one subtraction.)
     pub(crate) queued: AtomicUsize,
+    /// Events that make a full batch: the batch size, at most the capacity.
+    pub(crate) full_batch: usize,
+    /// While the worker lingers: the queue length that, with the events it holds, fills its
+    /// batch.
+    pub(crate) fills_batch: AtomicUsize,
+    /// Raised by the event that fills a batch, to end the worker's linger. (The first event of
+    /// a batch wakes the worker through the queue itself; the events in between wake nothing.)
+    pub(crate) batch_full: Notify,
     /// Cut the current linger short (flush).
     pub(crate) flush_now: Notify,
     /// Stop taking events, deliver what is queued, then exit.
@@ -120,6 +128,9 @@ pub(crate) fn lane(
         counters: Counters::default(),
         capacity: delivery.queue_capacity,
         queued: AtomicUsize::new(0),
+        full_batch: delivery.batch_size.clamp(1, delivery.queue_capacity.max(1)),
+        fills_batch: AtomicUsize::new(usize::MAX),
+        batch_full: Notify::new(),
         flush_now: Notify::new(),
         closing: AtomicBool::new(false),
         close_now: Notify::new(),
@@ -175,17 +186,30 @@ impl Lane {
 
     /// Queues `event` if there is room (a slot is taken first, so the queue never holds more
     /// than its capacity, whatever the number of producers).
+    ///
+    /// The worker is woken twice per batch at most: through the queue by the first event (it
+    /// starts the batch's clock), and here by the one that fills the batch. The worker takes
+    /// nothing from the queue while a batch fills, so the count alone tells when that is.
     #[inline]
     fn offer(&self, event: Arc<Event>) -> Push {
-        let queued = &self.shared.queued;
-        if queued.fetch_add(1, Ordering::Relaxed) >= self.shared.capacity {
-            queued.fetch_sub(1, Ordering::Relaxed);
+        let shared = &*self.shared;
+        // SeqCst with the worker's publishing of `fills_batch` (a store, then a load of
+        // `queued`): of the two, one sees the other, so the event that fills a batch is never
+        // missed. (On x86 the same instructions as relaxed ones.)
+        let before = shared.queued.fetch_add(1, Ordering::SeqCst);
+        if before >= shared.capacity {
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
             return Push::Full;
         }
         match self.tx.send(event) {
-            Ok(()) => Push::Queued,
+            Ok(()) => {
+                if before + 1 == shared.fills_batch.load(Ordering::SeqCst) {
+                    shared.batch_full.notify_one();
+                }
+                Push::Queued
+            }
             Err(_) => {
-                queued.fetch_sub(1, Ordering::Relaxed);
+                shared.queued.fetch_sub(1, Ordering::Relaxed);
                 Push::Closed
             }
         }

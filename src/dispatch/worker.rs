@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use super::{Counters, LaneShared, WorkerParts, backoff};
 use crate::destination::{DeliveryError, DeliveryErrorKind, Destination};
@@ -84,9 +83,6 @@ impl Drop for FinishGuard {
     }
 }
 
-/// How long the worker naps between looks at the queue while a batch fills.
-const LINGER_TICK: std::time::Duration = std::time::Duration::from_millis(1);
-
 async fn run(parts: WorkerParts) {
     let WorkerParts {
         destination,
@@ -102,14 +98,13 @@ async fn run(parts: WorkerParts) {
     let max = delivery.batch_size;
     let mut batch: Vec<Arc<Event>> = Vec::with_capacity(max);
     let mut in_flight = JoinSet::new();
-    let mut closing = false;
 
     loop {
-        if !closing && shared.closing.load(Ordering::Acquire) {
-            closing = true;
-            rx.close();
+        let closing = shared.closing.load(Ordering::Acquire);
+        if closing {
+            rx.close(); // take the rest as it comes, without lingering
         }
-        // Wait for the first event (or the end).
+        // Wait for the first event: the queue wakes us. Idle, the worker has no timer.
         let n = if closing {
             rx.recv_many(&mut batch, max).await
         } else {
@@ -123,26 +118,8 @@ async fn run(parts: WorkerParts) {
             break; // closed and drained
         }
         shared.queued.fetch_sub(n, Ordering::Relaxed);
-        // Linger for a fuller batch, unless flushing or closing. The worker does not listen on
-        // the queue meanwhile: it naps in ticks of at most 1 ms and takes what arrived. A
-        // receiver that listened would be woken by every single event (a cross-thread wake-up,
-        // often a syscall, paid on the tracking side); this way it is woken once per batch.
-        if !closing && batch.len() < max && !delivery.flush_interval.is_zero() {
-            let deadline = Instant::now() + delivery.flush_interval;
-            loop {
-                take_queued(&mut rx, &mut batch, max, &shared);
-                let now = Instant::now();
-                if batch.len() >= max || now >= deadline {
-                    break;
-                }
-                let nap = (deadline - now).min(LINGER_TICK);
-                tokio::select! {
-                    biased;
-                    _ = shared.close_now.notified() => break,
-                    _ = shared.flush_now.notified() => break,
-                    _ = tokio::time::sleep(nap) => {}
-                }
-            }
+        if !closing && batch.len() < max {
+            linger(&shared, &delivery, batch.len()).await;
             take_queued(&mut rx, &mut batch, max, &shared);
         }
         let mut full = std::mem::replace(&mut batch, Vec::with_capacity(max));
@@ -165,6 +142,36 @@ async fn run(parts: WorkerParts) {
     }
     while in_flight.join_next().await.is_some() {}
     destination.shutdown().await;
+}
+
+/// Waits while a batch fills: until it is full, the flush interval has passed since it began,
+/// a flush asks for it, or the handle closes. One timer per batch, and the worker listens to
+/// no event but the one that fills the batch (see `Lane::offer`): a lone event costs one
+/// wake-up at its deadline, not a poll every few milliseconds.
+async fn linger(shared: &LaneShared, delivery: &crate::config::DeliveryConfig, held: usize) {
+    let wanted = shared.full_batch.saturating_sub(held);
+    if delivery.flush_interval.is_zero() || wanted == 0 {
+        return;
+    }
+    // Published before the queue is looked at: an event queued meanwhile either sees the
+    // threshold or is counted in that look.
+    shared.fills_batch.store(wanted, Ordering::SeqCst);
+    let full = || shared.queued.load(Ordering::SeqCst) >= wanted;
+    if full() {
+        return;
+    }
+    let deadline = tokio::time::sleep(delivery.flush_interval);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.close_now.notified() => return,
+            _ = shared.flush_now.notified() => return,
+            // A permit left from an earlier batch wakes us early: look again.
+            _ = shared.batch_full.notified() => if full() { return },
+            _ = &mut deadline => return,
+        }
+    }
 }
 
 /// Moves what is queued into `batch`, up to `max` events, and gives their room in the queue
