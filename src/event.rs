@@ -544,61 +544,39 @@ fn hex8(x: u32) -> [u8; 8] {
 /// The 74 bits below the timestamp and version that a UUIDv7 leaves to the generator.
 const COUNTER_BITS: u32 = 74;
 
-/// Per-thread state of [`new_event_id_at`]: the millisecond of the last id (and the times it
-/// spans, `from..until`), its 74-bit counter and the step generator's state.
+/// Per-thread state of [`new_event_id_at`]: the millisecond of the last id, its 74-bit
+/// counter and the step generator's state.
 #[derive(Clone, Copy)]
 struct IdState {
     ms: u64,
-    from: SystemTime,
-    until: SystemTime,
     counter: u128,
     step: u64,
 }
 
 thread_local! {
     static IDS: std::cell::Cell<IdState> = const {
-        std::cell::Cell::new(IdState {
-            ms: u64::MAX,
-            from: UNIX_EPOCH,
-            until: UNIX_EPOCH, // empty: the first id computes its millisecond
-            counter: 0,
-            step: 0,
-        })
+        std::cell::Cell::new(IdState { ms: u64::MAX, counter: 0, step: 0 })
     };
 }
 
 /// [`new_event_id`] for a time already read.
 pub(crate) fn new_event_id_at(now: SystemTime) -> Uuid {
-    let (ms, counter) = IDS
+    let ms = unix_millis(now) & ((1 << 48) - 1);
+    let counter = IDS
         .try_with(|cell| {
             let mut s = cell.get();
-            // Within the last id's millisecond (most ids under load): two comparisons instead
-            // of converting the time to milliseconds again.
-            let same_ms = if s.from <= now && now < s.until {
-                true
+            s.counter = if s.ms == ms {
+                next_counter(s.counter, &mut s.step)
             } else {
-                let raw = unix_millis(now);
-                let ms = raw & ((1 << 48) - 1);
-                let from = UNIX_EPOCH + Duration::from_millis(raw);
-                // A time before the epoch counts as its first millisecond, and spans nothing
-                // here.
-                (s.from, s.until) = match from.checked_add(Duration::from_millis(1)) {
-                    Some(until) if now >= UNIX_EPOCH => (from, until),
-                    _ => (now, now),
-                };
-                let same = s.ms == ms;
-                s.ms = ms;
-                same
-            };
-            s.counter = same_ms
-                .then(|| next_counter(s.counter, &mut s.step))
-                .flatten()
-                .unwrap_or_else(|| fresh_counter(&mut s.step));
+                None
+            }
+            .unwrap_or_else(|| fresh_counter(&mut s.step));
+            s.ms = ms;
             cell.set(s);
-            (s.ms, s.counter)
+            s.counter
         })
         // The thread is exiting (thread-locals torn down): a one-off random id.
-        .unwrap_or_else(|_| (unix_millis(now) & ((1 << 48) - 1), fresh_counter(&mut 0)));
+        .unwrap_or_else(|_| fresh_counter(&mut 0));
     Uuid::from_u128(compose_v7(ms, counter))
 }
 
@@ -820,34 +798,6 @@ mod tests {
         let low = |id: Uuid| id.as_u128() & ((1 << 76) - 1);
         assert_ne!(low(later), low(again));
         assert!(later > ids[ids.len() - 1] && again > later);
-    }
-
-    #[test]
-    fn each_id_carries_its_own_millisecond_whatever_came_before() {
-        let base = UNIX_EPOCH + Duration::from_millis(1_764_075_035_123);
-        let ns = Duration::from_nanos;
-        let times = [
-            base + ns(999_999),
-            base,
-            base + ns(1_000_000),
-            base + ns(1_500_000),
-            base - ns(1), // the clock stepped back a millisecond
-            base + ns(1_999_999),
-            UNIX_EPOCH - ns(5_000_000), // before the epoch: millisecond 0
-            UNIX_EPOCH,
-            base,
-        ];
-        let mut last = None;
-        for t in times {
-            let id = new_event_id_at(t);
-            let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
-            let ms = secs * 1000 + u64::from(nanos) / 1_000_000;
-            assert_eq!(ms, unix_millis(t), "{t:?}");
-            if last.is_some_and(|(m, _)| m == ms) {
-                assert!(id > last.unwrap().1, "counts up within a millisecond");
-            }
-            last = Some((ms, id));
-        }
     }
 
     #[test]
