@@ -679,12 +679,20 @@ impl Telemetry {
         let inner = &*self.inner;
         match callsite.get(inner.id) {
             Some(route) => route,
-            None => {
-                let route = inner.router.compute(name);
-                callsite.set(inner.id, route);
-                route
-            }
+            None => self.first_route(callsite, name),
         }
+    }
+
+    /// A call site's first event for this handle: the route is computed and cached. Out of
+    /// line, so the code of every later event stays compact (the instruction cache is cold
+    /// between requests).
+    #[cold]
+    #[inline(never)]
+    fn first_route(&self, callsite: &Callsite, name: &'static str) -> u32 {
+        let inner = &*self.inner;
+        let route = inner.router.compute(name);
+        callsite.set(inner.id, route);
+        route
     }
 
     pub(crate) fn emit_static(
@@ -725,17 +733,12 @@ impl Telemetry {
     ) {
         let inner = &*self.inner;
         if route & INVALID_BIT != 0 {
-            let why = validate_name(&name)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            self.reject(&name, &why);
-            return;
+            return self.reject_invalid(&name);
         }
         let dests = route & DEST_MASK;
         if dests == 0 {
             if inner.debug {
-                tracing::info!(target: "tower_telemetry::debug", event = %crate::destination::Escaped(&name), "telemetry event routed nowhere");
+                debug_nowhere(&name);
             }
             return;
         }
@@ -858,6 +861,18 @@ impl Telemetry {
         outcome.oversized.is_none()
     }
 
+    #[cold]
+    #[inline(never)]
+    fn reject_invalid(&self, name: &str) {
+        let why = validate_name(name)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        self.reject(name, &why);
+    }
+
+    #[cold]
+    #[inline(never)]
     fn reject(&self, name: &str, why: &str) {
         let inner = &*self.inner;
         inner.rejected.fetch_add(1, Ordering::Relaxed);
@@ -1152,6 +1167,12 @@ pub(crate) fn object_properties(
         )),
         Err(e) => Err(format!("properties failed to serialize: {e}")),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn debug_nowhere(name: &str) {
+    tracing::info!(target: "tower_telemetry::debug", event = %crate::destination::Escaped(name), "telemetry event routed nowhere");
 }
 
 /// How often the drop monitor looks at the counters (at most; reports are further limited by

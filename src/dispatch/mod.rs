@@ -91,6 +91,15 @@ pub(crate) struct LaneShared {
     pub(crate) view: Option<PropertyView>,
 }
 
+impl LaneShared {
+    /// Once per batch: out of line, so the code every event runs stays compact.
+    #[cold]
+    #[inline(never)]
+    fn wake_worker(&self) {
+        self.batch_full.notify_one();
+    }
+}
+
 /// One destination as the handle sees it.
 pub(crate) struct Lane {
     pub(crate) tx: mpsc::UnboundedSender<Arc<Event>>,
@@ -204,7 +213,7 @@ impl Lane {
         match self.tx.send(event) {
             Ok(()) => {
                 if before + 1 == shared.fills_batch.load(Ordering::SeqCst) {
-                    shared.batch_full.notify_one();
+                    shared.wake_worker();
                 }
                 Push::Queued
             }
