@@ -38,6 +38,10 @@ use crate::text::Text;
 /// events with [`track!`](macro@crate::track), [`Telemetry::track`] or the free functions; shut it
 /// down with [`shutdown`](Self::shutdown) so queued events are delivered.
 ///
+/// Dropping the last clone without `shutdown` closes the queues: the workers deliver what is
+/// queued at once, without waiting for fuller batches, as long as their runtime keeps running,
+/// and a warning gives the count of events not yet delivered at that moment.
+///
 /// Tracking never blocks, never awaits and never panics: an event is routed and sampled by name
 /// first (cached), built only if some destination keeps it, and offered to each destination's
 /// bounded queue; a full queue drops it and counts the drop.
@@ -1243,6 +1247,12 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.monitor_stop.notify_one();
+        // The queues close with this handle: each worker delivers what is queued now, without
+        // lingering for fuller batches, then ends (as in `shutdown`, without the wait).
+        for lane in self.lanes.iter() {
+            lane.shared.closing.store(true, Ordering::Release);
+            lane.shared.close_now.notify_one();
+        }
         if self.shutdown_started.load(Ordering::Relaxed) {
             return;
         }

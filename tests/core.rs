@@ -430,6 +430,25 @@ async fn batches_leave_when_full_or_due_and_the_wait_wakes_nothing() {
     assert!(t.flush(SECOND).await);
 }
 
+/// Dropping the last handle without `shutdown`: what is queued still goes out, at once rather
+/// than at the batch's deadline.
+#[tokio::test(start_paused = true)]
+async fn the_last_handle_dropped_sends_what_is_queued_without_waiting_for_the_interval() {
+    let d = Scripted::new([]);
+    let t = with_destination(
+        d.clone(),
+        DeliveryConfig::default().flush_interval(Duration::from_secs(3600)),
+    );
+    let start = tokio::time::Instant::now();
+    for i in 0..3 {
+        track!(&t => "user.x", i = i);
+    }
+    drop(t);
+    d.wait_calls(1).await;
+    let calls = d.calls();
+    assert_eq!((calls[0].0 - start, calls[0].1.len()), (Duration::ZERO, 3));
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured() {
     let d = Scripted::new([Answer::Fail(
