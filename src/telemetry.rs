@@ -17,8 +17,8 @@ use crate::config::{
 use crate::context::{self, Context, Scope, WithContext};
 use crate::destination::{Destination, LoggingDestination, MemoryDestination};
 use crate::dispatch::{
-    self, Counters, DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DropReport, DropTracker, Lane,
-    PropertyView, Push, RateLimitedWarning, recycle,
+    self, Counters, DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DropReport, DropSignal,
+    DropTracker, Lane, PropertyView, Push, RateLimitedWarning, recycle,
 };
 use crate::event::{
     Event, EventCategory, EventKind, INLINE_PROPERTIES, Properties, new_event_id_at, validate_name,
@@ -347,6 +347,7 @@ impl TelemetryBuilder {
         }
 
         let progress = Arc::new(Notify::new());
+        let drop_signal = Arc::new(DropSignal::default());
         let mut lanes = Vec::with_capacity(entries.len());
         let mut workers = Vec::with_capacity(entries.len());
         if config.enabled {
@@ -358,6 +359,7 @@ impl TelemetryBuilder {
                     delivery,
                     progress.clone(),
                     view,
+                    drop_signal.clone(),
                 );
                 lanes.push(lane);
                 workers.push(parts);
@@ -404,7 +406,7 @@ impl TelemetryBuilder {
         let monitor = Box::pin(drop_monitor(
             Arc::downgrade(&inner),
             monitor_stop,
-            drop_report_interval,
+            drop_signal,
         ));
         dispatch::spawn_workers(workers, Some(monitor));
         Ok(Telemetry { inner })
@@ -1179,21 +1181,26 @@ fn debug_nowhere(name: &str) {
     tracing::info!(target: "tower_telemetry::debug", event = %crate::destination::Escaped(name), "telemetry event routed nowhere");
 }
 
-/// How often the drop monitor looks at the counters (at most; reports are further limited by
-/// the report interval).
-const MONITOR_EVERY: Duration = Duration::from_secs(1);
-
-/// The drop monitor: reports drops off the tracking path. Holds the handle weakly, so it never
-/// keeps the queues open; ends with the handle or at shutdown.
-async fn drop_monitor(inner: Weak<Inner>, stop: Arc<Notify>, interval: Duration) {
-    let mut tick = tokio::time::interval(MONITOR_EVERY.min(interval).max(Duration::from_millis(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate
+/// The drop monitor: reports drops off the tracking path. Sleeps until a drop is counted (no
+/// timer while nothing is dropped), then waits until a report is due. Holds the handle weakly,
+/// so it never keeps the queues open; ends with the handle or at shutdown.
+async fn drop_monitor(inner: Weak<Inner>, stop: Arc<Notify>, signal: Arc<DropSignal>) {
     loop {
         tokio::select! {
             biased;
             _ = stop.notified() => return,
-            _ = tick.tick() => {}
+            _ = signal.raised() => {}
+        }
+        // The handle is not held across the wait.
+        let Some(due) = inner.upgrade().map(|inner| inner.drops.next_due()) else {
+            return;
+        };
+        if let Some(due) = due {
+            tokio::select! {
+                biased;
+                _ = stop.notified() => return,
+                _ = tokio::time::sleep_until(due) => {}
+            }
         }
         let Some(inner) = inner.upgrade() else {
             return;
@@ -1201,6 +1208,7 @@ async fn drop_monitor(inner: Weak<Inner>, stop: Arc<Notify>, interval: Duration)
         if inner.shutdown_started.load(Ordering::Relaxed) {
             return;
         }
+        signal.lower();
         inner.report_drops(false, true);
     }
 }

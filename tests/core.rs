@@ -384,8 +384,7 @@ async fn fails_twice_then_succeeds_delivers_once() {
 /// passed, and the worker sleeps through the wait instead of waking the runtime every tick.
 #[tokio::test(start_paused = true)]
 async fn batches_leave_when_full_or_due_and_the_wait_wakes_nothing() {
-    // Shorter than the drop monitor's one-second look, the runtime's only other timer.
-    let interval = Duration::from_millis(900);
+    let interval = Duration::from_secs(10);
     let d = Scripted::new([]);
     let t = with_destination(
         d.clone(),

@@ -494,6 +494,37 @@ async fn drops_are_reported_rate_limited_to_healthy_destinations_and_never_recur
     );
 }
 
+/// The first drop is reported at once, and a handle with nothing to report runs no timer: the
+/// drop monitor sleeps until something is dropped.
+#[tokio::test(start_paused = true)]
+async fn the_first_drop_is_reported_at_once_and_an_idle_handle_runs_no_timer() {
+    let reported = Arc::new(tokio::sync::Notify::new());
+    let signal = reported.clone();
+    let t = Telemetry::builder()
+        .config(Config::default().destination(DestinationConfig::new("dead").delivery(fast())))
+        .destination("dead", Failing(DeliveryError::permanent("403")))
+        .on_drop(move |_: &DropReport| signal.notify_one())
+        .build()
+        .unwrap();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let start = tokio::time::Instant::now();
+    track!(&t => "user.x");
+    reported.notified().await;
+    assert_eq!(start.elapsed(), Duration::ZERO, "reported when it happened");
+
+    // Ten quiet minutes: the runtime wakes only for the test's own timer (which takes a few
+    // turns of the timer wheel). A monitor looking every second would wake it 600 times.
+    let parks = metrics.worker_park_count(0);
+    tokio::time::sleep(SECOND * 600).await;
+    let woken = metrics.worker_park_count(0) - parks;
+    assert!(
+        woken < 20,
+        "the runtime woke {woken} times in ten quiet minutes"
+    );
+    let report = t.shutdown(SECOND).await;
+    assert_eq!(report.destination("dead").unwrap().failed, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_panicking_on_drop_callback_is_contained() {
     let t = Telemetry::builder()

@@ -1,8 +1,9 @@
 //! Drop reports: what was lost, per destination and reason, made visible.
 //!
-//! The hot path only counts a drop (one relaxed atomic add). A small monitor task per handle
-//! looks at the counters about once a second; when there are new drops and the last report is
-//! at least the report interval (10 s by default) old, it produces a [`DropReport`] and
+//! The hot path only counts a drop (one relaxed atomic add) and, for the first drop since the
+//! last look, wakes a small monitor task. The monitor sleeps until then (an idle handle has no
+//! timer running); woken, it waits until the last report is at least the report interval
+//! (10 s by default) old, then produces a [`DropReport`] and
 //!
 //! - logs one warning with the counts,
 //! - calls the `on_drop` callback (see [`TelemetryBuilder::on_drop`](crate::TelemetryBuilder::on_drop)),
@@ -15,8 +16,10 @@
 
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Counters, Lane};
@@ -121,6 +124,36 @@ impl fmt::Display for DropReport {
     }
 }
 
+/// Wakes the drop monitor when a drop is counted: once, until the monitor looks again.
+#[derive(Debug, Default)]
+pub(crate) struct DropSignal {
+    raised: AtomicBool,
+    notify: Notify,
+}
+
+impl DropSignal {
+    /// Called after a drop was counted.
+    pub(crate) fn raise(&self) {
+        // With the fence in `lower`: either the monitor's look sees this drop's count, or this
+        // sees the signal lowered and raises it again.
+        fence(Ordering::SeqCst);
+        if !self.raised.load(Ordering::Relaxed) && !self.raised.swap(true, Ordering::Relaxed) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until a drop is counted (at once if one was since the last `lower`).
+    pub(crate) async fn raised(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The monitor is about to look at the counters: drops from now on raise the signal again.
+    pub(crate) fn lower(&self) {
+        self.raised.store(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+}
+
 /// Remembers what was reported, so each drop is reported once.
 #[derive(Debug)]
 pub(crate) struct DropTracker {
@@ -153,6 +186,12 @@ impl DropTracker {
             }),
             interval,
         }
+    }
+
+    /// When the next report may be made (`None`: now).
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.last_report.and_then(|t| t.checked_add(self.interval))
     }
 
     /// The drops not yet reported, when a report is due (always when `force`); with the mask

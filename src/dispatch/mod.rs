@@ -17,8 +17,8 @@ use crate::config::DeliveryConfig;
 use crate::destination::Destination;
 use crate::event::Event;
 
-pub(crate) use drops::DropTracker;
 pub use drops::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DropReport};
+pub(crate) use drops::{DropSignal, DropTracker};
 pub(crate) use retry::backoff;
 pub(crate) use view::PropertyView;
 pub(crate) use worker::spawn_workers;
@@ -89,6 +89,8 @@ pub(crate) struct LaneShared {
     pub(crate) failing: AtomicBool,
     /// The per-destination property filter, applied by the worker before `send`.
     pub(crate) view: Option<PropertyView>,
+    /// Raised with every counted drop, for the handle's drop monitor.
+    pub(crate) drop_signal: Arc<DropSignal>,
 }
 
 impl LaneShared {
@@ -130,6 +132,7 @@ pub(crate) fn lane(
     delivery: DeliveryConfig,
     progress: Arc<Notify>,
     view: Option<PropertyView>,
+    drop_signal: Arc<DropSignal>,
 ) -> (Lane, WorkerParts) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(LaneShared {
@@ -148,6 +151,7 @@ pub(crate) fn lane(
         failures: RateLimitedWarning::default(),
         failing: AtomicBool::new(false),
         view,
+        drop_signal,
     });
     let parts = WorkerParts {
         destination,
@@ -178,6 +182,7 @@ impl Lane {
             }
             Push::Full => {
                 Counters::add(&self.shared.counters.dropped_queue_full, 1);
+                self.shared.drop_signal.raise();
                 Push::Full
             }
             Push::Closed => Push::Closed,

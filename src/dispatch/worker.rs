@@ -260,6 +260,7 @@ async fn deliver(
         }
         if attempt >= delivery.retry.max_attempts {
             Counters::add(&c.failed, retry.len());
+            shared.drop_signal.raise();
             Counters::add(&c.report_failed, reports_in(&retry));
             if let Some(n) = shared.failures.hit() {
                 tracing::warn!(
@@ -314,6 +315,7 @@ fn settle_failure(
         Counters::add(&c.failed, events.len());
         Counters::add(&c.report_failed, reports);
     }
+    shared.drop_signal.raise();
     if let Some(n) = shared.failures.hit() {
         tracing::warn!(
             target: "tower_telemetry",
