@@ -1044,8 +1044,7 @@ impl Telemetry {
         }
         inner.monitor_stop.notify_one();
         for lane in inner.lanes.iter() {
-            lane.shared.closing.store(true, Ordering::Release);
-            lane.shared.close_now.notify_one();
+            lane.close();
         }
         let all_finished = |t: &Telemetry| {
             t.inner
@@ -1258,8 +1257,7 @@ impl Drop for Inner {
         // The queues close with this handle: each worker delivers what is queued now, without
         // lingering for fuller batches, then ends (as in `shutdown`, without the wait).
         for lane in self.lanes.iter() {
-            lane.shared.closing.store(true, Ordering::Release);
-            lane.shared.close_now.notify_one();
+            lane.close();
         }
         if self.shutdown_started.load(Ordering::Relaxed) {
             return;

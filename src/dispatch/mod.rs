@@ -229,6 +229,13 @@ impl Lane {
         }
     }
 
+    /// Tells the worker to stop taking events, deliver what is queued without lingering for
+    /// fuller batches, and end (shutdown, or the last handle dropped).
+    pub(crate) fn close(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.close_now.notify_one();
+    }
+
     /// Whether a drop report may be sent here: not failing and room in the queue.
     pub(crate) fn healthy(&self) -> bool {
         !self.shared.failing.load(Ordering::Relaxed) && self.queued() < self.shared.capacity
