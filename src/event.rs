@@ -512,6 +512,7 @@ pub(crate) fn new_event_id() -> Uuid {
 /// `id.hyphenated().encode_lower(..)` writes it, eight digits at a time: uuid's encoder goes a
 /// byte at a time through a table and then validates its output as UTF-8, three times the
 /// instructions for the one id every request and every logged event gets.
+#[inline]
 pub(crate) fn hyphenated(id: Uuid) -> [u8; 36] {
     let v = id.as_u128();
     let a = hex8((v >> 96) as u32);

@@ -131,14 +131,11 @@ impl Emit for Tracker {
         callsite: &'static Callsite,
         name: &'static str,
         capacity: usize,
-        fill: impl FnOnce(&mut Properties),
+        fill: impl FnOnce(&mut Properties) -> bool,
     ) {
         self.scope
             .telemetry
-            .emit_static(Some(&self.scope), callsite, name, capacity, |p| {
-                fill(p);
-                Ok(())
-            })
+            .emit_static(Some(&self.scope), callsite, name, capacity, fill)
     }
 
     fn __emit_dynamic(&self, name: impl Into<Text>, fill: impl FnOnce(&mut Properties)) {

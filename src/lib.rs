@@ -175,8 +175,10 @@ macro_rules! props {
 /// property values are evaluated only if some destination will keep the event — so a
 /// `track!` that goes nowhere costs a few nanoseconds and allocates nothing.
 ///
-/// Keys are identifiers or string literals; values are anything `Serialize`. The event goes
-/// through the current handle (the request scope's, else the global one), or through the one
+/// Keys are identifiers or string literals; values are anything `Serialize`. Where every value
+/// is a literal, a number or a boolean, the call site also remembers that its properties pass
+/// the handle's limits, so later events skip that pass (strings and other values are limited
+/// on every event). The event goes through the current handle (the request scope's, else the global one), or through the one
 /// you name before `=>`: a [`Telemetry`] or a [`Tracker`](crate::Tracker) reference.
 ///
 /// ```
@@ -201,14 +203,14 @@ macro_rules! track {
             &__CALLSITE,
             $name,
             $crate::__track_count!($($($rest)*)?),
-            |__p: &mut $crate::Properties| { $crate::__track_props!(__p; $($($rest)*)?); },
+            |__p: &mut $crate::Properties| -> bool { $crate::__track_props!(__p; $($($rest)*)?) },
         )
     }};
     ($target:expr => $name:expr $(, $($rest:tt)*)?) => {{
         $crate::__private::Emit::__emit_dynamic(
             $target,
             $name,
-            |__p: &mut $crate::Properties| { $crate::__track_props!(__p; $($($rest)*)?); },
+            |__p: &mut $crate::Properties| { let _ = $crate::__track_props!(__p; $($($rest)*)?); },
         )
     }};
     ($name:literal $(, $($rest:tt)*)?) => {{
@@ -217,13 +219,13 @@ macro_rules! track {
             &__CALLSITE,
             $name,
             $crate::__track_count!($($($rest)*)?),
-            |__p: &mut $crate::Properties| { $crate::__track_props!(__p; $($($rest)*)?); },
+            |__p: &mut $crate::Properties| -> bool { $crate::__track_props!(__p; $($($rest)*)?) },
         )
     }};
     ($name:expr $(, $($rest:tt)*)?) => {{
         $crate::__private::emit_dynamic(
             $name,
-            |__p: &mut $crate::Properties| { $crate::__track_props!(__p; $($($rest)*)?); },
+            |__p: &mut $crate::Properties| { let _ = $crate::__track_props!(__p; $($($rest)*)?); },
         )
     }};
 }
@@ -231,16 +233,21 @@ macro_rules! track {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __track_props {
-    ($p:ident;) => {};
-    ($p:ident; $($rest:tt)+) => {
+    ($p:ident;) => { true };
+    ($p:ident; $($rest:tt)+) => {{
         // Keys that are distinct literals (checked at compile time) going into empty
         // properties need no search for an earlier value of the same key.
         let __fresh = {
             const DISTINCT: bool = $crate::__private::distinct_keys(&$crate::__track_keys!([] $($rest)+));
             DISTINCT
         } && $p.is_empty();
-        $crate::__track_insert!($p, __fresh; $($rest)+);
-    };
+        // Whether every value is a literal, a number or a boolean (known at compile time once
+        // inlined): then the limits treat every event of this call site alike.
+        #[allow(unused_mut)]
+        let mut __fixed = true;
+        $crate::__track_insert!($p, __fresh, __fixed; $($rest)+);
+        __fixed
+    }};
 }
 
 /// The keys of `key = value, ...` as an array of string literals.
@@ -258,22 +265,24 @@ macro_rules! __track_keys {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __track_insert {
-    ($p:ident, $fresh:ident;) => {};
-    ($p:ident, $fresh:ident; $key:tt = $value:literal $(, $($rest:tt)*)?) => {
+    ($p:ident, $fresh:ident, $fixed:ident;) => {};
+    ($p:ident, $fresh:ident, $fixed:ident; $key:tt = $value:literal $(, $($rest:tt)*)?) => {
         {
             #[allow(unused_imports)]
             use $crate::__private::{ViaInto as _, ViaSerialize as _};
             $p.__insert_value($fresh, $crate::__key!($key), (&$crate::__private::Literal($value)).__value());
         }
-        $crate::__track_insert!($p, $fresh; $($($rest)*)?);
+        $crate::__track_insert!($p, $fresh, $fixed; $($($rest)*)?);
     };
-    ($p:ident, $fresh:ident; $key:tt = $value:expr $(, $($rest:tt)*)?) => {
+    ($p:ident, $fresh:ident, $fixed:ident; $key:tt = $value:expr $(, $($rest:tt)*)?) => {
         {
             #[allow(unused_imports)]
             use $crate::__private::{ViaScalar as _, ViaSerializeRef as _};
-            $p.__insert_value($fresh, $crate::__key!($key), (&$crate::__private::Expr(&$value)).__value());
+            let (__value, __bounded) = (&$crate::__private::Expr(&$value)).__value();
+            $p.__insert_value($fresh, $crate::__key!($key), __value);
+            $fixed &= __bounded;
         }
-        $crate::__track_insert!($p, $fresh; $($($rest)*)?);
+        $crate::__track_insert!($p, $fresh, $fixed; $($($rest)*)?);
     };
 }
 
@@ -353,6 +362,9 @@ pub mod __private {
 
         /// Types converted without `serde`.
         pub trait Scalar {
+            /// Whether every value of the type has the same size bound and passes the limits
+            /// untouched (numbers and booleans; not strings).
+            const BOUNDED: bool = false;
             /// The value.
             fn to_property_value(&self) -> PropertyValue;
         }
@@ -360,6 +372,7 @@ pub mod __private {
         macro_rules! scalar {
             ($($t:ty),*) => {$(
                 impl Scalar for $t {
+                    const BOUNDED: bool = true;
                     #[inline(always)]
                     fn to_property_value(&self) -> PropertyValue {
                         PropertyValue::from(*self)
@@ -386,6 +399,7 @@ pub mod __private {
         }
 
         impl<T: Scalar + ?Sized> Scalar for &T {
+            const BOUNDED: bool = T::BOUNDED;
             #[inline(always)]
             fn to_property_value(&self) -> PropertyValue {
                 (**self).to_property_value()
@@ -394,27 +408,27 @@ pub mod __private {
 
         /// The direct conversion.
         pub trait ViaScalar {
-            /// The value.
-            fn __value(&self) -> PropertyValue;
+            /// The value, and whether its type is [`Scalar::BOUNDED`].
+            fn __value(&self) -> (PropertyValue, bool);
         }
 
         impl<T: Scalar + ?Sized> ViaScalar for Expr<'_, T> {
             #[inline(always)]
-            fn __value(&self) -> PropertyValue {
-                self.0.to_property_value()
+            fn __value(&self) -> (PropertyValue, bool) {
+                (self.0.to_property_value(), T::BOUNDED)
             }
         }
 
-        /// The fallback, through `Serialize`.
+        /// The fallback, through `Serialize` (its size may differ from value to value).
         pub trait ViaSerializeRef {
-            /// The value.
-            fn __value(&self) -> PropertyValue;
+            /// The value, and `false`.
+            fn __value(&self) -> (PropertyValue, bool);
         }
 
         impl<T: serde::Serialize + ?Sized> ViaSerializeRef for &Expr<'_, T> {
             #[inline]
-            fn __value(&self) -> PropertyValue {
-                PropertyValue::from_serialize(self.0)
+            fn __value(&self) -> (PropertyValue, bool) {
+                (PropertyValue::from_serialize(self.0), false)
             }
         }
     }
@@ -462,7 +476,7 @@ pub mod __private {
             callsite: &'static Callsite,
             name: &'static str,
             capacity: usize,
-            fill: impl FnOnce(&mut Properties),
+            fill: impl FnOnce(&mut Properties) -> bool,
         );
         /// A name built at run time.
         fn __emit_dynamic(&self, name: impl Into<Text>, fill: impl FnOnce(&mut Properties));
@@ -474,7 +488,7 @@ pub mod __private {
             callsite: &'static Callsite,
             name: &'static str,
             capacity: usize,
-            fill: impl FnOnce(&mut Properties),
+            fill: impl FnOnce(&mut Properties) -> bool,
         ) {
             // Not routed anywhere: done before looking up (and counting a reference to) the
             // request's scope.
@@ -482,10 +496,7 @@ pub mod __private {
                 return;
             }
             let scope = crate::context::current_scope();
-            self.emit_static(scope.as_deref(), callsite, name, capacity, |p| {
-                fill(p);
-                Ok(())
-            })
+            self.emit_static(scope.as_deref(), callsite, name, capacity, fill)
         }
 
         fn __emit_dynamic(&self, name: impl Into<Text>, fill: impl FnOnce(&mut Properties)) {
@@ -503,7 +514,7 @@ pub mod __private {
             callsite: &'static Callsite,
             name: &'static str,
             capacity: usize,
-            fill: impl FnOnce(&mut Properties),
+            fill: impl FnOnce(&mut Properties) -> bool,
         ) {
             (**self).__emit_static(callsite, name, capacity, fill)
         }
@@ -518,14 +529,9 @@ pub mod __private {
         callsite: &'static Callsite,
         name: &'static str,
         capacity: usize,
-        fill: impl FnOnce(&mut Properties),
+        fill: impl FnOnce(&mut Properties) -> bool,
     ) {
-        telemetry::with_current(|t, scope| {
-            t.emit_static(scope, callsite, name, capacity, |p| {
-                fill(p);
-                Ok(())
-            })
-        })
+        telemetry::with_current(|t, scope| t.emit_static(scope, callsite, name, capacity, fill))
     }
 
     /// `track!(expr, ...)` through the current handle.

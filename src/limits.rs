@@ -190,6 +190,7 @@ impl Policy {
     /// `keys_clean`: the caller knows that no key is too long or redacted (a `track!` call
     /// site's literal keys, checked once with [`Policy::keys_clean`]), so only values are looked
     /// at.
+    #[cfg(test)]
     pub(crate) fn apply(
         &self,
         name: &str,
@@ -197,10 +198,21 @@ impl Policy {
         ctx: &mut Arc<Context>,
         keys_clean: bool,
     ) -> Outcome {
+        let (size, out) = self.properties(props, keys_clean);
+        self.finish(name, props, ctx, size, out)
+    }
+
+    /// The properties' part of [`Policy::apply`]: redacts and limits `props` in place; returns an
+    /// upper bound of their serialized size and what was done to them.
+    ///
+    /// For a `track!` call site whose values are literals, numbers or booleans, the result is the
+    /// same for every event (given the policy), so the call site remembers a clean result and
+    /// skips this (see `Callsite::fixed_bound`).
+    pub(crate) fn properties(&self, props: &mut Properties, keys_clean: bool) -> (usize, Outcome) {
         let mut w = Walk {
             policy: self,
             out: Outcome::default(),
-            size: OVERHEAD + name.len(),
+            size: 0,
         };
         let limits = &self.limits;
         if props.len() > limits.max_properties {
@@ -227,6 +239,25 @@ impl Policy {
                 w.property(k, v);
             }
         }
+        (w.size, w.out)
+    }
+
+    /// The rest of [`Policy::apply`] after [`Policy::properties`] (whose size bound and outcome
+    /// are `props_size` and `out`): redacts `ctx` and checks the event's size.
+    pub(crate) fn finish(
+        &self,
+        name: &str,
+        props: &Properties,
+        ctx: &mut Arc<Context>,
+        props_size: usize,
+        out: Outcome,
+    ) -> Outcome {
+        let mut w = Walk {
+            policy: self,
+            out,
+            size: (OVERHEAD + name.len()).saturating_add(props_size),
+        };
+        let limits = &self.limits;
         let redactor = &self.redactor;
         let (mut ctx_size, redact) = ctx.examined(self.id, |ctx| {
             // Each set field: its bound plus 16 for its key and punctuation; `bound_len` is
@@ -263,7 +294,7 @@ impl Policy {
         w.size += ctx_size;
         if w.size > limits.max_event_size {
             // Rare: the bound is pessimistic, so measure exactly (no allocation).
-            let exact = OVERHEAD + name.len() + json_len(&*props) + json_len(&**ctx);
+            let exact = OVERHEAD + name.len() + json_len(props) + json_len(&**ctx);
             if exact > limits.max_event_size {
                 w.out.oversized = Some(exact);
             }

@@ -442,7 +442,9 @@ impl fmt::Display for Explanation {
 
 /// What a `track!` call site with a literal name caches: its route (per handle), its
 /// category, and whether its (literal) property keys pass the redaction and length checks (per
-/// redaction policy), so none of that is recomputed per event.
+/// redaction policy), so none of that is recomputed per event. When the call site's values are
+/// literals, numbers or booleans, it also caches that the properties pass the limits untouched
+/// and how large they can be, so the limits never walk them again.
 #[derive(Debug)]
 pub struct Callsite {
     /// The handle id in the high half, the route in the low half.
@@ -450,12 +452,14 @@ pub struct Callsite {
     /// 0: not known; else the category's code plus one, and for a category of the name's own
     /// the length of its first segment above bit 8.
     category: AtomicU32,
-    /// 0: not checked; else the policy id the keys were checked against, and `KEYS_CLEAN` if
-    /// none of them is too long or redacted.
-    keys: AtomicU32,
+    /// 0: not checked; else the policy id the keys were checked against (low 16 bits),
+    /// `KEYS_CLEAN` if none of them is too long or redacted, and `FIXED` if the properties
+    /// passed the limits untouched, with their size bound in the high 32 bits.
+    props: AtomicU64,
 }
 
-const KEYS_CLEAN: u32 = 1 << 16;
+const KEYS_CLEAN: u64 = 1 << 16;
+const FIXED: u64 = 1 << 17;
 
 impl Callsite {
     /// An empty cache.
@@ -464,7 +468,7 @@ impl Callsite {
         Callsite {
             route: AtomicU64::new(0),
             category: AtomicU32::new(0),
-            keys: AtomicU32::new(0),
+            props: AtomicU64::new(0),
         }
     }
 
@@ -511,14 +515,35 @@ impl Callsite {
     /// `check` (remembered until another policy asks).
     #[inline]
     pub(crate) fn keys_clean(&self, policy: u16, check: impl FnOnce() -> bool) -> bool {
-        let v = self.keys.load(Ordering::Relaxed);
+        let v = self.props.load(Ordering::Relaxed);
         if v as u16 == policy && policy != 0 {
             return v & KEYS_CLEAN != 0;
         }
         let clean = check();
         let flag = if clean { KEYS_CLEAN } else { 0 };
-        self.keys.store(u32::from(policy) | flag, Ordering::Relaxed);
+        self.props
+            .store(u64::from(policy) | flag, Ordering::Relaxed);
         clean
+    }
+
+    /// The size bound of this call site's properties if `policy` let them pass untouched
+    /// before and they cannot differ from event to event ([`Callsite::set_fixed`]).
+    #[inline]
+    pub(crate) fn fixed_bound(&self, policy: u16) -> Option<usize> {
+        let v = self.props.load(Ordering::Relaxed);
+        (v as u16 == policy && policy != 0 && v & FIXED != 0).then_some((v >> 32) as usize)
+    }
+
+    /// Remembers that `policy` let this call site's properties pass untouched, with an upper
+    /// bound of `bound` bytes. Only for a call site whose values are literals, numbers or
+    /// booleans: its next events' properties will pass the same way, within the same bound.
+    pub(crate) fn set_fixed(&self, policy: u16, bound: usize) {
+        if let Ok(bound) = u32::try_from(bound) {
+            self.props.store(
+                u64::from(policy) | KEYS_CLEAN | FIXED | (u64::from(bound) << 32),
+                Ordering::Relaxed,
+            );
+        }
     }
 }
 
@@ -606,6 +631,26 @@ mod tests {
         assert_eq!(checks.get(), 2);
         assert!(site.keys_clean(1, check(true)), "policy 1 checks again");
         assert_eq!(checks.get(), 3);
+    }
+
+    #[test]
+    fn a_call_site_keeps_its_properties_size_for_one_policy_at_a_time() {
+        let site = Callsite::new();
+        assert_eq!(site.fixed_bound(1), None);
+        assert!(site.keys_clean(1, || true));
+        assert_eq!(site.fixed_bound(1), None, "clean keys alone are not enough");
+        site.set_fixed(1, 77);
+        assert_eq!(site.fixed_bound(1), Some(77));
+        assert_eq!(site.fixed_bound(2), None);
+        assert!(site.keys_clean(1, || unreachable!("known clean")));
+        assert!(!site.keys_clean(2, || false));
+        assert_eq!(
+            site.fixed_bound(1),
+            None,
+            "forgotten when another policy checks"
+        );
+        site.set_fixed(2, 1 << 40);
+        assert_eq!(site.fixed_bound(2), None, "a bound too large is not kept");
     }
 
     fn g(p: &str) -> Glob {

@@ -652,7 +652,9 @@ impl Telemetry {
             return;
         }
         let route = cached_route(self.inner.id, &name, || self.inner.router.compute(&name));
-        self.emit_routed(scope, name, None, route, EventKind::Custom, 0, fill);
+        self.emit_routed(scope, name, None, route, EventKind::Custom, 0, |p| {
+            fill(p).map(|()| false)
+        });
     }
 
     /// Like `emit_dynamic`, for an event of another kind (the layer's page views).
@@ -667,7 +669,9 @@ impl Telemetry {
             return;
         }
         let route = cached_route(self.inner.id, &name, || self.inner.router.compute(&name));
-        self.emit_routed(scope, name, None, route, kind, 4, fill);
+        self.emit_routed(scope, name, None, route, kind, 4, |p| {
+            fill(p).map(|()| false)
+        });
     }
 
     /// Whether a `track!` at `callsite` can produce anything (cheap: the call-site cache), so
@@ -707,7 +711,7 @@ impl Telemetry {
         callsite: &Callsite,
         name: &'static str,
         capacity: usize,
-        fill: impl FnOnce(&mut Properties) -> Result<(), String>,
+        fill: impl FnOnce(&mut Properties) -> bool,
     ) {
         if !self.inner.enabled {
             return;
@@ -720,12 +724,14 @@ impl Telemetry {
             route,
             EventKind::Custom,
             capacity,
-            fill,
+            |p| Ok(fill(p)),
         );
     }
 
     /// `callsite`: a `track!` call site with a literal name, which caches the category and
-    /// whether its keys are clean.
+    /// what the limits made of its properties. `fill` adds the properties; `Ok(true)` if every
+    /// value is a literal, a number or a boolean (so every event of the call site passes the
+    /// limits alike).
     #[allow(clippy::too_many_arguments)]
     fn emit_routed(
         &self,
@@ -735,7 +741,7 @@ impl Telemetry {
         route: u32,
         kind: EventKind,
         capacity: usize,
-        fill: impl FnOnce(&mut Properties) -> Result<(), String>,
+        fill: impl FnOnce(&mut Properties) -> Result<bool, String>,
     ) {
         let inner = &*self.inner;
         if route & INVALID_BIT != 0 {
@@ -791,18 +797,34 @@ impl Telemetry {
         if capacity > INLINE_PROPERTIES {
             e.properties = Properties::with_capacity(capacity);
         }
-        if let Err(why) = fill(&mut e.properties) {
-            self.reject(&e.name, &why);
-            return;
-        }
+        let fixed = match fill(&mut e.properties) {
+            Ok(fixed) => fixed,
+            Err(why) => {
+                self.reject(&e.name, &why);
+                return;
+            }
+        };
         // Redaction and limits: after the routing and sampling decision (an event that goes
         // nowhere is never looked at), before any destination can see the event.
         let policy = &inner.policy;
-        // A call site's keys are literals: checked once per policy, not per event.
-        let keys_clean = callsite.is_some_and(|(site, _)| {
-            site.keys_clean(policy.id, || policy.keys_clean(&e.properties))
-        });
-        let outcome = policy.apply(&e.name, &mut e.properties, &mut e.context, keys_clean);
+        let (props_size, out) = match callsite {
+            // Literal keys are checked once per policy, not per event; and where the values are
+            // literals, numbers or booleans, so is the rest of the properties' pass.
+            Some((site, _)) => match site.fixed_bound(policy.id) {
+                Some(bound) if fixed => (bound, Outcome::default()),
+                _ => {
+                    let keys_clean =
+                        site.keys_clean(policy.id, || policy.keys_clean(&e.properties));
+                    let (size, out) = policy.properties(&mut e.properties, keys_clean);
+                    if fixed && keys_clean && out == Outcome::default() {
+                        site.set_fixed(policy.id, size);
+                    }
+                    (size, out)
+                }
+            },
+            None => policy.properties(&mut e.properties, false),
+        };
+        let outcome = policy.finish(&e.name, &e.properties, &mut e.context, props_size, out);
         if outcome != Outcome::default() && !self.limited(&e.name, &outcome) {
             return;
         }

@@ -787,6 +787,102 @@ async fn a_call_site_checks_its_keys_against_each_handles_policy_on_every_call()
     assert_eq!(short_keys.stats().truncated, 3);
 }
 
+/// A call site whose values are literals and numbers: its properties pass each policy's limits
+/// the same way every time, which the call site may remember.
+fn plan_at_one_call_site(t: &Telemetry, n: i64) {
+    track!(t => "user.plan", plan = "professional", seats = n);
+}
+
+/// A call site whose values can differ in size from call to call.
+fn note_at_one_call_site(t: &Telemetry, note: &str, extra: &Value) {
+    track!(t => "user.note", note = note, extra = extra, plan = "pro");
+}
+
+#[tokio::test]
+async fn what_a_call_site_remembers_never_lets_a_changed_value_or_context_past_the_limits() {
+    let limits = LimitsConfig::default()
+        .max_string_length(8)
+        .max_event_size(1024);
+    let narrow = Telemetry::builder()
+        .memory_destination("memory")
+        .limits(limits)
+        .build()
+        .unwrap();
+    let wide = Telemetry::builder()
+        .memory_destination("memory")
+        .build()
+        .unwrap();
+    // Alternating handles at one call site: each handle's limits apply on every call, after
+    // the other handle's verdict was remembered.
+    for n in 0..3 {
+        plan_at_one_call_site(&wide, n);
+        plan_at_one_call_site(&narrow, n);
+        plan_at_one_call_site(&narrow, n);
+    }
+    // Short values first, then long ones at the same call site: a string or a `Serialize`
+    // value is looked at every time.
+    note_at_one_call_site(&narrow, "short", &json!(1));
+    note_at_one_call_site(&narrow, "short", &json!(2));
+    note_at_one_call_site(
+        &narrow,
+        "much longer than eight",
+        &json!("also far too long"),
+    );
+    // The remembered properties still count toward the event's size: a context that makes the
+    // event too large gets it rejected.
+    let huge = Context::new().with_user_agent("x".repeat(2_000));
+    narrow.scope_sync(huge, || plan_at_one_call_site(&narrow, 7));
+    narrow.scope_sync(Context::new().with_user_id("u1"), || {
+        plan_at_one_call_site(&narrow, 8)
+    });
+
+    for t in [&narrow, &wide] {
+        assert!(t.flush(SECOND * 5).await);
+    }
+    let wide_plans = wide.memory("memory").unwrap().named("user.plan");
+    assert_eq!(wide_plans.len(), 3);
+    for e in &wide_plans {
+        assert_eq!(e.properties().get("plan").unwrap(), "professional");
+    }
+    let narrow_memory = narrow.memory("memory").unwrap();
+    let plans = narrow_memory.named("user.plan");
+    let seats: Vec<_> = plans
+        .iter()
+        .map(|e| e.properties().get("seats").unwrap().as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seats,
+        [0, 0, 1, 1, 2, 2, 8],
+        "the oversized event (7) is rejected"
+    );
+    for e in &plans {
+        assert_eq!(e.properties().get("plan").unwrap(), "professi");
+    }
+    let notes = narrow_memory.named("user.note");
+    let got: Vec<_> = notes
+        .iter()
+        .map(|e| {
+            let p = e.properties();
+            (
+                p.get("note").unwrap().to_json(),
+                p.get("extra").unwrap().to_json(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!("short"), json!(1)),
+            (json!("short"), json!(2)),
+            (json!("much lon"), json!("also far")),
+        ]
+    );
+    let s = narrow.stats();
+    // Seven truncated plans and one truncated note; the oversized plan counts as oversized.
+    assert_eq!((s.truncated, s.oversized), (8, 1));
+    assert_eq!(wide.stats().truncated, 0);
+}
+
 #[tokio::test]
 async fn allow_and_drop_properties_narrow_each_destination_without_touching_the_others() {
     let t = Telemetry::from_yaml_str(
