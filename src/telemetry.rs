@@ -834,13 +834,22 @@ impl Telemetry {
         if inner.debug {
             self.debug_event(&event, keep);
         }
-        let mut bits = keep;
+        // One reference per destination; the last one gets the handle's own (most events go
+        // to one destination: no reference counting at all).
+        let mut bits = keep & (keep - 1);
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            if let Push::Closed = inner.lanes[i].push(event.clone()) {
-                inner.after_shutdown.fetch_add(1, Ordering::Relaxed);
-            }
+            self.push(i, event.clone());
+        }
+        self.push(keep.trailing_zeros() as usize, event);
+    }
+
+    #[inline]
+    fn push(&self, lane: usize, event: Arc<Event>) {
+        let inner = &*self.inner;
+        if let Push::Closed = inner.lanes[lane].push(event) {
+            inner.after_shutdown.fetch_add(1, Ordering::Relaxed);
         }
     }
 
