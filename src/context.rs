@@ -293,6 +293,12 @@ impl Context {
     }
 }
 
+/// The request id's and user id's sampling hashes (0: not set).
+fn sampling_hashes(ctx: &Context) -> (u64, u64) {
+    let h = |v: Option<&str>| v.map_or(0, |s| stable_hash(s).max(1));
+    (h(ctx.request_id()), h(ctx.user_id()))
+}
+
 impl Drop for Scope {
     fn drop(&mut self) {
         let ctx = self.ctx.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -315,25 +321,29 @@ impl Scope {
                 Arc::new(merged)
             }
         };
-        let scope = Scope {
-            hashes: telemetry.samples_by_key(),
-            telemetry,
-            ctx: Mutex::new(ctx.clone()),
-            request_hash: AtomicU64::new(0),
-            user_hash: AtomicU64::new(0),
+        let hashes = telemetry.samples_by_key();
+        // Hashed before the context moves into the scope (no reference count taken for it).
+        let (request_hash, user_hash) = if hashes {
+            sampling_hashes(&ctx)
+        } else {
+            (0, 0)
         };
-        scope.rehash(&ctx);
-        Arc::new(scope)
+        Arc::new(Scope {
+            hashes,
+            telemetry,
+            ctx: Mutex::new(ctx),
+            request_hash: AtomicU64::new(request_hash),
+            user_hash: AtomicU64::new(user_hash),
+        })
     }
 
     fn rehash(&self, ctx: &Context) {
         if !self.hashes {
             return;
         }
-        let h = |v: Option<&str>| v.map_or(0, |s| stable_hash(s).max(1));
-        self.request_hash
-            .store(h(ctx.request_id()), Ordering::Relaxed);
-        self.user_hash.store(h(ctx.user_id()), Ordering::Relaxed);
+        let (request_hash, user_hash) = sampling_hashes(ctx);
+        self.request_hash.store(request_hash, Ordering::Relaxed);
+        self.user_hash.store(user_hash, Ordering::Relaxed);
     }
 
     pub(crate) fn request_hash(&self) -> Option<u64> {
