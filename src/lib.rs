@@ -178,8 +178,9 @@ macro_rules! props {
 /// Keys are identifiers or string literals; values are anything `Serialize`. Where every value
 /// is a literal, a number or a boolean, the call site also remembers that its properties pass
 /// the handle's limits, so later events skip that pass (strings and other values are limited
-/// on every event). The event goes through the current handle (the request scope's, else the global one), or through the one
-/// you name before `=>`: a [`Telemetry`] or a [`Tracker`](crate::Tracker) reference.
+/// on every event). The event goes through the current handle (the request scope's, else the
+/// global one), or through the one you name before `=>`: a [`Telemetry`] or a
+/// [`Tracker`](crate::Tracker) reference.
 ///
 /// ```
 /// use tower_telemetry::{Telemetry, track};
