@@ -376,6 +376,9 @@ pub fn validate_name(name: &str) -> Result<(), InvalidName> {
 #[derive(Clone)]
 pub struct Event {
     pub(crate) id: Uuid,
+    /// The id is still to be drawn (from `timestamp`): `track!` leaves that to the worker
+    /// that takes the event from its queue, off the request path ([`Event::draw_id`]).
+    pub(crate) id_pending: bool,
     pub(crate) name: Text,
     pub(crate) category: EventCategory,
     pub(crate) kind: EventKind,
@@ -392,6 +395,7 @@ impl Event {
         let name = name.into();
         Event {
             id: new_event_id(),
+            id_pending: false,
             category: EventCategory::of_text(&name),
             kind: EventKind::Custom,
             name,
@@ -432,9 +436,23 @@ impl Event {
         self
     }
 
-    /// A unique id (UUIDv7: time-ordered), stable across retries, for deduplication.
+    /// A unique id (UUIDv7, whose millisecond is the event's [`timestamp`](Self::timestamp)),
+    /// stable across retries and the same at every destination, for deduplication.
+    ///
+    /// Within one millisecond, ids are not in the order events were tracked: an event sent to
+    /// one destination gets its id from that destination's worker, off the request path.
     pub fn id(&self) -> Uuid {
         self.id
+    }
+
+    /// Draws the id of an event whose id is still to be drawn (a no-op for any other): its
+    /// millisecond is the event's timestamp, so it is the id it would have had if drawn when
+    /// the event was tracked. Only for an event nothing else holds yet.
+    pub(crate) fn draw_id(&mut self) {
+        if self.id_pending {
+            self.id = new_event_id_at(self.timestamp);
+            self.id_pending = false;
+        }
     }
 
     /// The event's name, e.g. `generation.started`.
@@ -501,8 +519,9 @@ impl Serialize for Event {
 /// when every worker thread tracks events. Here each thread keeps its own: at the first id of a
 /// millisecond it draws 73 bits from the thread-local CSPRNG (the top bit of the 74 stays clear,
 /// room to count), and each further id in that millisecond adds a step of 1 to 2^24 from a
-/// splitmix64 sequence seeded from the same draw. Ids from one thread are strictly increasing;
-/// ids from different threads in one millisecond start 73 random bits apart, so they collide
+/// splitmix64 sequence seeded from the same draw. Ids one thread draws are strictly increasing
+/// as long as the millisecond does not go back (a worker drawing ids for its events' own
+/// timestamps, which may, starts afresh when it does); ids from different threads in one millisecond start 73 random bits apart, so they collide
 /// with negligible probability. One CSPRNG draw per thread and millisecond instead of one per id.
 pub(crate) fn new_event_id() -> Uuid {
     new_event_id_at(SystemTime::now())

@@ -828,9 +828,15 @@ impl Telemetry {
         if outcome != Outcome::default() && !self.limited(&e.name, &outcome) {
             return;
         }
-        let now = SystemTime::now();
-        e.id = new_event_id_at(now);
-        e.timestamp = now;
+        e.timestamp = SystemTime::now();
+        // An event for one destination gets its id from that destination's worker, which
+        // draws the ids of a whole batch at once, off the request path (~150 instructions
+        // less here). One shared by several destinations, or printed now, gets it here: they
+        // must all see the same id.
+        e.id_pending = keep & (keep - 1) == 0 && !inner.debug;
+        if !e.id_pending {
+            e.id = new_event_id_at(e.timestamp);
+        }
         if inner.debug {
             self.debug_event(&event, keep);
         }

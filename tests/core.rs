@@ -255,6 +255,66 @@ async fn base_context_set_and_clear_outside_scopes() {
     assert_eq!(m.named("user.b")[0].context().user_id(), None);
 }
 
+/// `track!` leaves an event's id to the worker of its one destination (off the request path),
+/// but every destination still gets a UUIDv7 of the event's own millisecond, unique, the
+/// same one wherever the event goes, and already drawn where debug output prints it.
+#[tokio::test]
+async fn every_event_reaches_its_destinations_with_one_unique_id_of_its_own_millisecond() {
+    let config = Config::from_yaml_str(
+        r#"
+telemetry:
+  destinations:
+    one: { type: memory, events: ["solo.*", "both.*"] }
+    two: { type: memory, events: ["both.*"] }
+"#,
+    )
+    .unwrap();
+    let check = |t: &Telemetry| {
+        let mut ids = HashSet::new();
+        for name in ["one", "two"] {
+            for e in t.memory(name).unwrap().events() {
+                assert_eq!(e.id().get_version_num(), 7, "{name}: {e:?}");
+                let (secs, nanos) = e.id().get_timestamp().unwrap().to_unix();
+                assert_eq!(
+                    secs * 1000 + u64::from(nanos / 1_000_000),
+                    e.timestamp_millis(),
+                    "{name}: the id's millisecond is the event's"
+                );
+                ids.insert((
+                    e.name().to_owned(),
+                    e.properties().get("i").unwrap().to_json(),
+                    e.id(),
+                ));
+            }
+        }
+        ids
+    };
+    for debug in [false, true] {
+        let t = Telemetry::builder()
+            .config(config.clone().debug(debug))
+            .build()
+            .unwrap();
+        for i in 0..300 {
+            track!(&t => "solo.step", i = i);
+            track!(&t => "both.step", i = i);
+        }
+        // The worker shares this test's thread and runs only at the flush: the ids are drawn
+        // milliseconds after the events' timestamps, which they must not take.
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(t.flush(SECOND * 5).await);
+        let ids = check(&t);
+        // 300 solo events, 300 shared ones delivered twice under one id each.
+        assert_eq!(ids.len(), 600, "debug {debug}");
+        let distinct: HashSet<_> = ids.iter().map(|(_, _, id)| *id).collect();
+        assert_eq!(
+            distinct.len(),
+            600,
+            "debug {debug}: no two events share an id"
+        );
+        assert_eq!(t.memory("two").unwrap().events().len(), 300);
+    }
+}
+
 #[tokio::test]
 async fn properties_and_categories() {
     let telemetry = Telemetry::builder()

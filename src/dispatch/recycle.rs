@@ -99,6 +99,7 @@ pub(crate) fn empty_context() -> Arc<Context> {
 fn empty(context: Arc<Context>) -> Event {
     Event {
         id: uuid::Uuid::nil(),
+        id_pending: false,
         name: Text::from_static(""),
         category: EventCategory::System,
         kind: EventKind::Custom,

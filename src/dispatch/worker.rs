@@ -123,6 +123,7 @@ async fn run(parts: WorkerParts) {
             take_queued(&mut rx, &mut batch, max, &shared);
         }
         let mut full = std::mem::replace(&mut batch, Vec::with_capacity(max));
+        draw_ids(&mut full);
         if let Some(view) = &shared.view {
             full = view.apply(full);
         }
@@ -170,6 +171,25 @@ async fn linger(shared: &LaneShared, delivery: &crate::config::DeliveryConfig, h
             // A permit left from an earlier batch wakes us early: look again.
             _ = shared.batch_full.notified() => if full() { return },
             _ = &mut deadline => return,
+        }
+    }
+}
+
+/// Draws the ids `track!` left to the worker (see `Event::draw_id`), before any destination
+/// or view sees the batch. Such an event went to this destination only, and nothing but the
+/// queue held it: the worker is its only owner and sets the id in place.
+fn draw_ids(batch: &mut [Arc<Event>]) {
+    for e in batch {
+        if e.id_pending {
+            match Arc::get_mut(e) {
+                Some(event) => event.draw_id(),
+                // Not reached (see above); a copy keeps the event whole if it ever is.
+                None => {
+                    let mut copy = Event::clone(e);
+                    copy.draw_id();
+                    *e = Arc::new(copy);
+                }
+            }
         }
     }
 }
