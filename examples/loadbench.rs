@@ -43,6 +43,11 @@
 //! formatted by a `tracing-subscriber` fmt layer writing to a sink (what e was before JSON
 //! lines); h) `TelemetryLayer` alone, with a handler that tracks nothing (the layer's share of
 //! d).
+//!
+//! Two more, run only when named in `--variants`: i) c's two layers in one `ServiceBuilder`
+//! (one `Router::layer` call, so axum wraps each route once instead of twice); j) d with
+//! `TelemetryLayer` wrapped around the whole `Router` instead of each route (no per-request
+//! boxing by axum, but no matched route in the context).
 
 #[allow(unreachable_pub)]
 #[path = "../tests/support/umami_server.rs"]
@@ -81,6 +86,14 @@ const VARIANTS: &[(&str, &str)] = &[
         "TelemetryLayer + track! -> logging destination via tracing fmt (sink)",
     ),
     ("h", "TelemetryLayer alone (no event)"),
+    (
+        "i",
+        "tower-http SetRequestId + PropagateRequestId in one ServiceBuilder",
+    ),
+    (
+        "j",
+        "as d, TelemetryLayer around the Router (no route captured)",
+    ),
 ];
 
 fn main() {
@@ -164,6 +177,8 @@ fn serve(variant: &str, umami_url: Option<String>) {
         .expect("runtime");
     rt.block_on(async move {
         let mut telemetry = None;
+        // j: the layer wraps the whole router instead of each route.
+        let mut outer: Option<TelemetryLayer> = None;
         let app = match variant {
             "a" => Router::new().route("/", get(ok)),
             // The layer's own share of d: the same layer and handle, a handler that tracks
@@ -193,10 +208,19 @@ fn serve(variant: &str, umami_url: Option<String>) {
                 .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
                     tower_http::request_id::MakeRequestUuid,
                 )),
-            "d" | "e" | "f" | "g" => {
+            // c as axum's docs suggest for more than one layer: one `Router::layer` call, so
+            // axum wraps (and boxes, per request) each route once instead of twice.
+            "i" => Router::new().route("/", get(ok)).layer(
+                tower::ServiceBuilder::new()
+                    .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                        tower_http::request_id::MakeRequestUuid,
+                    ))
+                    .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
+            ),
+            "d" | "e" | "f" | "g" | "j" => {
                 let builder = Telemetry::builder();
                 let builder = match variant {
-                    "d" => builder.destination("sink", Count::default()),
+                    "d" | "j" => builder.destination("sink", Count::default()),
                     "e" => builder.destination(
                         "logging",
                         LoggingDestination::default().with_writer(std::io::sink()),
@@ -219,7 +243,12 @@ fn serve(variant: &str, umami_url: Option<String>) {
                 };
                 let t = builder.build().expect("telemetry");
                 telemetry = Some(t.clone());
-                Router::new().route("/", get(tracked)).layer(TelemetryLayer::new(t))
+                if variant == "j" {
+                    outer = Some(TelemetryLayer::new(t));
+                    Router::new().route("/", get(tracked))
+                } else {
+                    Router::new().route("/", get(tracked)).layer(TelemetryLayer::new(t))
+                }
             }
             other => panic!("unknown variant {other}"),
         };
@@ -232,12 +261,26 @@ fn serve(variant: &str, umami_url: Option<String>) {
             let _ = std::io::stdin().read_line(&mut line);
             let _ = stop_tx.send(());
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-            .expect("serve");
+        let stopped = async {
+            let _ = stop_rx.await;
+        };
+        match outer {
+            Some(layer) => {
+                use tower::Layer as _;
+                let svc = layer.layer(app);
+                axum::serve(
+                    listener,
+                    axum::ServiceExt::<axum::extract::Request>::into_make_service(svc),
+                )
+                .with_graceful_shutdown(stopped)
+                .await
+                .expect("serve");
+            }
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .expect("serve"),
+        }
         match telemetry {
             Some(t) => {
                 let r = t.shutdown(Duration::from_secs(60)).await;
