@@ -439,15 +439,16 @@ impl Event {
     /// A unique id (UUIDv7, whose millisecond is the event's [`timestamp`](Self::timestamp)),
     /// stable across retries and the same at every destination, for deduplication.
     ///
-    /// Within one millisecond, ids are not in the order events were tracked: an event sent to
-    /// one destination gets its id from that destination's worker, off the request path.
+    /// Within one millisecond, ids are not necessarily in the order events were tracked: an
+    /// event sent to one destination gets its id from that destination's worker, off the
+    /// request path.
     pub fn id(&self) -> Uuid {
         self.id
     }
 
-    /// Draws the id of an event whose id is still to be drawn (a no-op for any other): its
-    /// millisecond is the event's timestamp, so it is the id it would have had if drawn when
-    /// the event was tracked. Only for an event nothing else holds yet.
+    /// Draws the id of an event whose id is still to be drawn (a no-op for any other), with
+    /// the event's timestamp as its millisecond, as if drawn when the event was tracked. Only
+    /// for an event nothing else holds yet.
     pub(crate) fn draw_id(&mut self) {
         if self.id_pending {
             self.id = new_event_id_at(self.timestamp);
@@ -520,9 +521,10 @@ impl Serialize for Event {
 /// millisecond it draws 73 bits from the thread-local CSPRNG (the top bit of the 74 stays clear,
 /// room to count), and each further id in that millisecond adds a step of 1 to 2^24 from a
 /// splitmix64 sequence seeded from the same draw. Ids one thread draws are strictly increasing
-/// as long as the millisecond does not go back (a worker drawing ids for its events' own
-/// timestamps, which may, starts afresh when it does); ids from different threads in one millisecond start 73 random bits apart, so they collide
-/// with negligible probability. One CSPRNG draw per thread and millisecond instead of one per id.
+/// while the millisecond does not go back (a worker drawing ids for its events' own
+/// timestamps, which may go back, starts afresh then); ids from different threads in one
+/// millisecond start 73 random bits apart, so they collide with negligible probability. One
+/// CSPRNG draw per thread and millisecond instead of one per id.
 pub(crate) fn new_event_id() -> Uuid {
     new_event_id_at(SystemTime::now())
 }
