@@ -52,6 +52,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The README's Rust examples, compiled (and run unless marked otherwise) as doc tests, so the
+/// README keeps working as written. They use the default features.
+#[cfg(all(doctest, feature = "umami", feature = "macros"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
+
 pub mod config;
 mod context;
 pub mod destination;
