@@ -72,6 +72,12 @@ use lines::JsonLines;
 /// next batch, so the fragment is one unparsable line rather than a spoiled one; after a failed
 /// `flush` the batch is retried whole, so a buffering writer may repeat lines (at least once).
 ///
+/// # Delivery
+///
+/// Events are written in batches of up to 100, at the latest 10 ms after the first of a batch
+/// (`flush_interval: 10ms`, set in the destination's `delivery` to change it); `flush` and
+/// `shutdown` write what is queued at once.
+///
 /// # Escaping
 ///
 /// Either way an event cannot forge log lines or drive a terminal: control characters (C0,
@@ -349,8 +355,10 @@ impl Destination for LoggingDestination {
     }
 
     fn delivery_defaults(&self) -> DeliveryConfig {
-        // Logging is cheap; a short linger only to keep wake-ups rare under load.
-        DeliveryConfig::default().flush_interval(Duration::from_millis(1))
+        // Lines are out within 10 ms, and under load a batch fills before its timer fires:
+        // with 1 ms, 45 000 events a second made ~1 000 part-filled batches and timer
+        // wake-ups a second, about 1 % of a small server's throughput.
+        DeliveryConfig::default().flush_interval(Duration::from_millis(10))
     }
 }
 
