@@ -23,7 +23,7 @@ struct State {
     writer: Box<dyn Write + Send>,
     /// The batch's lines.
     buf: Vec<u8>,
-    /// A line being escaped (only lines with non-ASCII text or DEL).
+    /// A string being escaped (only strings with DEL or non-ASCII text).
     scratch: Vec<u8>,
     /// (index in the batch, end of its line in `buf`), for the events that have a line.
     ends: Vec<(usize, usize)>,
@@ -140,20 +140,8 @@ fn line(
     level: tracing::Level,
     e: &Event,
 ) -> Result<(), String> {
-    let start = buf.len();
-    object(buf, clock, level, e)
+    object(buf, scratch, clock, level, e)
         .map_err(|err| format!("cannot format the event as JSON: {err}"))?;
-    // serde_json escapes quotes, backslashes and C0 controls; DEL, C1 controls, line
-    // separators and bidi overrides it leaves raw. All are DEL or non-ASCII and, in JSON, can
-    // only be inside strings, where `\uXXXX` means the same character.
-    if has_del_or_non_ascii(&buf[start..]) {
-        let text = std::str::from_utf8(&buf[start..])
-            .map_err(|_| "the event's JSON is not valid UTF-8".to_owned())?;
-        scratch.clear();
-        escape(text, scratch);
-        buf.truncate(start);
-        buf.extend_from_slice(scratch);
-    }
     buf.push(b'\n');
     Ok(())
 }
@@ -161,8 +149,14 @@ fn line(
 /// The JSON object, keys in a fixed order, written straight into `buf`: the fixed parts, the
 /// time, the id and every string that needs no escaping as bytes, without `fmt` or serde
 /// (strings that do need escaping, numbers and nested JSON go through `serde_json`).
+///
+/// serde_json escapes quotes, backslashes and C0 controls; DEL, C1 controls, line separators
+/// and bidi overrides it leaves raw. Those are written as `\uXXXX` too (see [`text`]): all are
+/// DEL or non-ASCII, and in JSON they can only be inside strings, where the escape means the
+/// same character.
 fn object(
     buf: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
     clock: &mut Clock,
     level: tracing::Level,
     e: &Event,
@@ -179,9 +173,9 @@ fn object(
     buf.extend_from_slice(br#","level":""#);
     buf.extend_from_slice(level.as_str().as_bytes());
     buf.extend_from_slice(br#"","target":"tower_telemetry","event":"#);
-    string(buf, e.name().as_bytes())?;
+    text(buf, scratch, e.name().as_bytes())?;
     buf.extend_from_slice(br#","category":"#);
-    string(buf, e.category().as_str().as_bytes())?;
+    text(buf, scratch, e.category().as_str().as_bytes())?;
     buf.extend_from_slice(br#","event_id":""#);
     buf.extend_from_slice(&crate::event::hyphenated(e.id()));
     buf.extend_from_slice(br#"","properties":{"#);
@@ -189,11 +183,17 @@ fn object(
         if i > 0 {
             buf.push(b',');
         }
-        string(buf, key.as_bytes())?;
+        text(buf, scratch, key.as_bytes())?;
         buf.push(b':');
         match value.as_str() {
-            Some(s) => string(buf, s.as_bytes())?,
-            None => serde_json::to_writer(&mut *buf, value)?,
+            Some(s) => text(buf, scratch, s.as_bytes())?,
+            None => {
+                let start = buf.len();
+                serde_json::to_writer(&mut *buf, value)?;
+                if has_del_or_non_ascii(&buf[start..]) {
+                    escape_from(buf, start, scratch)?;
+                }
+            }
         }
     }
     buf.push(b'}');
@@ -206,10 +206,40 @@ fn object(
     ] {
         if let Some(value) = value {
             buf.extend_from_slice(key);
-            string(buf, value.as_bytes())?;
+            text(buf, scratch, value.as_bytes())?;
         }
     }
     buf.push(b'}');
+    Ok(())
+}
+
+/// Writes the UTF-8 string `s` as a JSON string for a line: as [`string`] does, and with the
+/// characters [`escape`] escapes written as `\uXXXX`. The usual string, printable ASCII
+/// without a quote or backslash, is copied as it is after one pass over its bytes.
+fn text(buf: &mut Vec<u8>, scratch: &mut Vec<u8>, s: &[u8]) -> serde_json::Result<()> {
+    if is_plain(s) {
+        buf.reserve(s.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(s);
+        buf.push(b'"');
+        return Ok(());
+    }
+    let start = buf.len();
+    string(buf, s)?;
+    if has_del_or_non_ascii(s) {
+        escape_from(buf, start, scratch)?;
+    }
+    Ok(())
+}
+
+/// Applies [`escape`] to `buf[start..]`, JSON that serde_json wrote.
+#[cold]
+fn escape_from(buf: &mut Vec<u8>, start: usize, scratch: &mut Vec<u8>) -> serde_json::Result<()> {
+    let written = std::str::from_utf8(&buf[start..]).map_err(serde::ser::Error::custom)?;
+    scratch.clear();
+    escape(written, scratch);
+    buf.truncate(start);
+    buf.extend_from_slice(scratch);
     Ok(())
 }
 
@@ -257,6 +287,40 @@ fn needs_json_escape(bytes: &[u8]) -> bool {
         found |= marks(word(&bytes[bytes.len() - 8..]));
     }
     found & HIGH != 0
+}
+
+/// Whether every byte is printable ASCII (0x20 to 0x7e) other than `"` and `\\`: neither JSON
+/// nor [`escape`] changes such a string. The checks of [`needs_json_escape`] and
+/// [`has_del_or_non_ascii`] in one pass, eight bytes at a time.
+fn is_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    // Each term is exact as a yes/no answer (see the two checks), so their union is too.
+    let marks = |w: u64| {
+        let (q, b) = (w ^ QUOTES, w ^ BACKSLASHES);
+        (w.wrapping_sub(ONES * 0x20) & !w)
+            | (q.wrapping_sub(ONES) & !q)
+            | (b.wrapping_sub(ONES) & !b)
+            | w
+            | w.wrapping_add(ONES)
+    };
+    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().unwrap_or([b' '; 8]));
+    if bytes.len() < 8 {
+        return bytes
+            .iter()
+            .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    }
+    let mut words = bytes.chunks_exact(8);
+    let mut found = 0;
+    for w in words.by_ref() {
+        found |= marks(word(w));
+    }
+    if !words.remainder().is_empty() {
+        found |= marks(word(&bytes[bytes.len() - 8..]));
+    }
+    found & HIGH == 0
 }
 
 /// The text of the last second formatted, so that a batch's events (mostly within the same
@@ -410,12 +474,72 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_plain_check_agrees_with_both_checks_at_every_position() {
+        fn naive(b: &[u8]) -> bool {
+            b.iter()
+                .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
+        }
+        agrees_at_every_position(|b| !is_plain(b), |b| !naive(b));
+        for byte in 0..=255u8 {
+            for other in [0x00, 0x1f, 0x20, 0x7e, 0x7f, 0xff] {
+                let mut v = vec![b' '; 16];
+                v[6] = other;
+                v[7] = byte;
+                assert_eq!(is_plain(&v), naive(&v), "{other:#x} {byte:#x}");
+                v.swap(6, 7);
+                assert_eq!(is_plain(&v), naive(&v), "{byte:#x} {other:#x}");
+            }
+        }
+    }
+
+    /// Names, keys and values with what serde_json leaves raw: each is escaped where it is, and
+    /// the line still reads back as the event.
+    #[test]
+    fn every_string_of_a_line_is_escaped_where_it_is() {
+        let odd = "a\u{7f}b\u{2028}c\u{202e}d é";
+        let event = Event::new(
+            "user.\u{2028}signup",
+            crate::props! {
+                odd => odd,
+                "nested" => serde_json::json!({ odd: [odd] }),
+                "n" => 1,
+            },
+        )
+        .with_context(crate::Context::new().with_user_id(odd).with_path("/plain"));
+        let mut buf = Vec::new();
+        let mut clock = Clock::default();
+        object(&mut buf, &mut Vec::new(), &mut clock, tracing::Level::INFO, &event).unwrap();
+        let line = String::from_utf8(buf).unwrap();
+        for raw in ['\u{7f}', '\u{2028}', '\u{202e}'] {
+            assert!(!line.contains(raw), "raw {raw:?} in {line}");
+        }
+        assert_eq!(line.matches("\\u2028").count(), 6, "{line}");
+        assert!(line.contains("d é"), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "user.\u{2028}signup");
+        assert_eq!(v["properties"][odd], odd);
+        assert_eq!(v["properties"]["nested"][odd][0], odd);
+        assert_eq!(v["properties"]["n"], 1);
+        assert_eq!(v["user_id"], odd);
+        assert_eq!(v["path"], "/plain");
+    }
+
     proptest::proptest! {
         #[test]
         fn strings_are_written_exactly_as_serde_json_writes_them(s in "\\PC*|[\"\\\\\\x00-\\x1f\\x7f a-z\u{e9}\u{2028}]{0,40}") {
             let mut buf = Vec::new();
             string(&mut buf, s.as_bytes()).unwrap();
             proptest::prop_assert_eq!(buf, serde_json::to_vec(&s).unwrap());
+        }
+
+        #[test]
+        fn text_is_serde_json_with_what_it_leaves_raw_escaped(s in "\\PC*|[\"\\\\\\x00-\\x1f\\x7f a-z\u{e9}\u{2028}\u{202e}]{0,40}") {
+            let mut buf = Vec::new();
+            text(&mut buf, &mut Vec::new(), s.as_bytes()).unwrap();
+            let mut expected = Vec::new();
+            escape(&serde_json::to_string(&s).unwrap(), &mut expected);
+            proptest::prop_assert_eq!(buf, expected);
         }
     }
 
@@ -481,7 +605,7 @@ mod tests {
         };
         let line = |level, e: &Event| {
             let mut buf = Vec::new();
-            object(&mut buf, &mut Clock::default(), level, e).unwrap();
+            object(&mut buf, &mut Vec::new(), &mut Clock::default(), level, e).unwrap();
             buf
         };
         let at = Duration::from_millis(1_764_075_035_123);
