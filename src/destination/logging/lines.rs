@@ -509,7 +509,14 @@ mod tests {
         .with_context(crate::Context::new().with_user_id(odd).with_path("/plain"));
         let mut buf = Vec::new();
         let mut clock = Clock::default();
-        object(&mut buf, &mut Vec::new(), &mut clock, tracing::Level::INFO, &event).unwrap();
+        object(
+            &mut buf,
+            &mut Vec::new(),
+            &mut clock,
+            tracing::Level::INFO,
+            &event,
+        )
+        .unwrap();
         let line = String::from_utf8(buf).unwrap();
         for raw in ['\u{7f}', '\u{2028}', '\u{202e}'] {
             assert!(!line.contains(raw), "raw {raw:?} in {line}");
