@@ -258,24 +258,29 @@ fn string(buf: &mut Vec<u8>, s: &[u8]) -> serde_json::Result<()> {
     Ok(())
 }
 
-/// Whether any byte is `"`, `\` or below 0x20: eight bytes at a time, without a branch per
-/// word (the strings are short: names, keys, ids).
-fn needs_json_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The high bit of a byte of `w` is set if that byte is `"`, `\\` or below 0x20, and some high
+/// bit is set only if some byte is. `(x - ONES * n) & !x & HIGH` is non-zero iff some byte of
+/// `x` is below `n` (exact as a yes/no answer for `n` up to 0x80); with `n = 1` on `w ^ c`, iff
+/// some byte equals `c`.
+#[inline]
+fn json_marks(w: u64) -> u64 {
     const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
     const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
-    // `(x - ONES * n) & !x & HIGH` is non-zero iff some byte of `x` is below `n` (exact as a
-    // yes/no answer for `n` up to 0x80); with `n = 1` on `w ^ c`, iff some byte equals `c`.
-    let marks = |w: u64| {
-        let (q, b) = (w ^ QUOTES, w ^ BACKSLASHES);
-        (w.wrapping_sub(ONES * 0x20) & !w)
-            | (q.wrapping_sub(ONES) & !q)
-            | (b.wrapping_sub(ONES) & !b)
-    };
+    let (q, b) = (w ^ QUOTES, w ^ BACKSLASHES);
+    (w.wrapping_sub(ONES * 0x20) & !w) | (q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b)
+}
+
+/// Whether `marks` sets a high bit in some eight bytes of `bytes` (or, for fewer than eight
+/// bytes, whether `byte` holds for one of them): a word at a time, without a branch per word
+/// (the strings are short: names, keys, ids).
+#[inline]
+fn any_marked(bytes: &[u8], marks: impl Fn(u64) -> u64, byte: impl Fn(u8) -> bool) -> bool {
     let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().unwrap_or([b' '; 8]));
     if bytes.len() < 8 {
-        return bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        return bytes.iter().any(|&b| byte(b));
     }
     let mut words = bytes.chunks_exact(8);
     let mut found = 0;
@@ -289,38 +294,21 @@ fn needs_json_escape(bytes: &[u8]) -> bool {
     found & HIGH != 0
 }
 
+/// Whether any byte is `"`, `\\` or below 0x20.
+fn needs_json_escape(bytes: &[u8]) -> bool {
+    any_marked(bytes, json_marks, |b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// Whether every byte is printable ASCII (0x20 to 0x7e) other than `"` and `\\`: neither JSON
 /// nor [`escape`] changes such a string. The checks of [`needs_json_escape`] and
-/// [`has_del_or_non_ascii`] in one pass, eight bytes at a time.
+/// [`has_del_or_non_ascii`] in one pass.
 fn is_plain(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
-    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
-    // Each term is exact as a yes/no answer (see the two checks), so their union is too.
-    let marks = |w: u64| {
-        let (q, b) = (w ^ QUOTES, w ^ BACKSLASHES);
-        (w.wrapping_sub(ONES * 0x20) & !w)
-            | (q.wrapping_sub(ONES) & !q)
-            | (b.wrapping_sub(ONES) & !b)
-            | w
-            | w.wrapping_add(ONES)
-    };
-    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().unwrap_or([b' '; 8]));
-    if bytes.len() < 8 {
-        return bytes
-            .iter()
-            .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
-    }
-    let mut words = bytes.chunks_exact(8);
-    let mut found = 0;
-    for w in words.by_ref() {
-        found |= marks(word(w));
-    }
-    if !words.remainder().is_empty() {
-        found |= marks(word(&bytes[bytes.len() - 8..]));
-    }
-    found & HIGH == 0
+    // Each term is exact as a yes/no answer, so their union is too.
+    !any_marked(
+        bytes,
+        |w| json_marks(w) | w | w.wrapping_add(ONES),
+        |b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\',
+    )
 }
 
 /// The text of the last second formatted, so that a batch's events (mostly within the same
@@ -349,12 +337,9 @@ impl Clock {
     }
 }
 
-/// Whether any byte is DEL (0x7f) or not ASCII (0x80 and up): eight bytes at a time. This check
-/// runs over every line, and the byte-at-a-time loop it replaces was about a third of the
-/// destination's cost per event in the load harness's profile.
+/// Whether any byte is DEL (0x7f) or not ASCII (0x80 and up): eight bytes at a time (for
+/// strings that are not plain, and for nested values serde_json wrote).
 fn has_del_or_non_ascii(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut words = bytes.chunks_exact(8);
     // A byte of 0x7f or more has its high bit set in itself or in itself plus one. A carry out
     // of a byte only comes from 0xff, which is caught by its own high bit, so it can make no
@@ -439,6 +424,25 @@ mod tests {
         }
     }
 
+    /// `check` agrees with `naive` for each byte value next to each of `neighbours`, on both
+    /// sides, inside a word.
+    fn agrees_beside_every_byte(
+        check: fn(&[u8]) -> bool,
+        naive: fn(&[u8]) -> bool,
+        neighbours: &[u8],
+    ) {
+        for byte in 0..=255u8 {
+            for &other in neighbours {
+                let mut v = vec![b' '; 16];
+                v[6] = other;
+                v[7] = byte;
+                assert_eq!(check(&v), naive(&v), "{other:#x} {byte:#x}");
+                v.swap(6, 7);
+                assert_eq!(check(&v), naive(&v), "{byte:#x} {other:#x}");
+            }
+        }
+    }
+
     #[test]
     fn the_word_check_finds_del_and_non_ascii_at_every_position() {
         let naive = |b: &[u8]| b.iter().any(|&c| c >= 0x7f);
@@ -462,16 +466,7 @@ mod tests {
         let naive = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
         agrees_at_every_position(needs_json_escape, naive);
         // Borrows between neighbours: a low byte next to each byte value.
-        for byte in 0..=255u8 {
-            for low in [0x00, 0x01, 0x1f, 0x20, 0x21] {
-                let mut v = vec![b' '; 16];
-                v[6] = low;
-                v[7] = byte;
-                assert_eq!(needs_json_escape(&v), naive(&v), "{low:#x} {byte:#x}");
-                v.swap(6, 7);
-                assert_eq!(needs_json_escape(&v), naive(&v), "{byte:#x} {low:#x}");
-            }
-        }
+        agrees_beside_every_byte(needs_json_escape, naive, &[0x00, 0x01, 0x1f, 0x20, 0x21]);
     }
 
     #[test]
@@ -481,16 +476,8 @@ mod tests {
                 .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
         }
         agrees_at_every_position(|b| !is_plain(b), |b| !naive(b));
-        for byte in 0..=255u8 {
-            for other in [0x00, 0x1f, 0x20, 0x7e, 0x7f, 0xff] {
-                let mut v = vec![b' '; 16];
-                v[6] = other;
-                v[7] = byte;
-                assert_eq!(is_plain(&v), naive(&v), "{other:#x} {byte:#x}");
-                v.swap(6, 7);
-                assert_eq!(is_plain(&v), naive(&v), "{byte:#x} {other:#x}");
-            }
-        }
+        // Borrows and carries between neighbours.
+        agrees_beside_every_byte(is_plain, naive, &[0x00, 0x1f, 0x20, 0x7e, 0x7f, 0xff]);
     }
 
     /// Names, keys and values with what serde_json leaves raw: each is escaped where it is, and
