@@ -315,3 +315,46 @@ async fn other_write_errors_are_retried() {
     assert!(s.retries >= 1, "{s:?}");
     assert_eq!(parse_lines(&w.out.text()).len(), 3);
 }
+
+/// Keeps each `write` call's bytes apart, to tell batches apart.
+#[derive(Clone, Default)]
+struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Write for Writes {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().push(buf.to_vec());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// With the destination's own delivery defaults, a batch waits up to 10 ms for more events:
+/// events 5 ms apart share one write, which happens by itself 10 ms after the first, with no
+/// `flush`.
+#[tokio::test(start_paused = true)]
+async fn a_batch_lingers_ten_milliseconds_by_default() {
+    let writes = Writes::default();
+    let t = Telemetry::builder()
+        .destination(
+            "logging",
+            LoggingDestination::default().with_writer(writes.clone()),
+        )
+        .build()
+        .unwrap();
+    let count = || writes.0.lock().unwrap().len();
+    track!(&t => "system.first");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(count(), 0, "written before the linger ran out");
+    track!(&t => "system.second");
+    tokio::time::sleep(Duration::from_millis(6)).await;
+    let writes = writes.0.lock().unwrap().clone();
+    assert_eq!(writes.len(), 1, "one batch, written once");
+    let text = String::from_utf8(writes[0].clone()).unwrap();
+    let names: Vec<Value> = parse_lines(&text)
+        .iter()
+        .map(|l| l["event"].clone())
+        .collect();
+    assert_eq!(names, [json!("system.first"), json!("system.second")]);
+}
