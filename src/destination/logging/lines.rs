@@ -218,10 +218,7 @@ fn object(
 /// without a quote or backslash, is copied as it is after one pass over its bytes.
 fn text(buf: &mut Vec<u8>, scratch: &mut Vec<u8>, s: &[u8]) -> serde_json::Result<()> {
     if is_plain(s) {
-        buf.reserve(s.len() + 2);
-        buf.push(b'"');
-        buf.extend_from_slice(s);
-        buf.push(b'"');
+        quoted(buf, s);
         return Ok(());
     }
     let start = buf.len();
@@ -251,11 +248,17 @@ fn string(buf: &mut Vec<u8>, s: &[u8]) -> serde_json::Result<()> {
         let text = std::str::from_utf8(s).map_err(serde::ser::Error::custom)?;
         return serde_json::to_writer(&mut *buf, text);
     }
+    quoted(buf, s);
+    Ok(())
+}
+
+/// `s` between quotes, as it is (it needs no escaping).
+#[inline]
+fn quoted(buf: &mut Vec<u8>, s: &[u8]) {
     buf.reserve(s.len() + 2);
     buf.push(b'"');
     buf.extend_from_slice(s);
     buf.push(b'"');
-    Ok(())
 }
 
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
