@@ -9,8 +9,9 @@ use http::request::Parts;
 use serde::Serialize;
 
 use crate::__private::{Callsite, Emit};
-use crate::context::{self, Context, Scope, WithContext};
+use crate::context::Context;
 use crate::event::Properties;
+use crate::telemetry::{self, Scope, WithContext};
 use crate::telemetry::{Telemetry, object_properties};
 use crate::text::Text;
 use crate::timing::{DurationNames, Outcome, TrackDuration, TrackDurationExt};
@@ -51,7 +52,7 @@ impl Tracker {
 
     /// The tracker of the current request scope, if code runs inside one.
     pub fn current() -> Option<Self> {
-        context::current_scope().map(|scope| Tracker { scope })
+        telemetry::current_scope().map(|scope| Tracker { scope })
     }
 
     /// The handle it tracks through.
@@ -115,13 +116,13 @@ impl Tracker {
         F: Future,
         F::Output: Outcome,
     {
-        context::enter(self.scope.clone(), future.track_duration(prefix))
+        telemetry::enter(self.scope.clone(), future.track_duration(prefix))
     }
 
     /// Runs `future` inside this request's scope (e.g. a future you will spawn), so
     /// `track!` and the free functions in it see the request's context.
     pub fn in_scope<F: Future>(&self, future: F) -> WithContext<F> {
-        context::enter(self.scope.clone(), future)
+        telemetry::enter(self.scope.clone(), future)
     }
 }
 
@@ -153,7 +154,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Tracker {
 
     async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         // Handlers are extracted inside the layer's scope, so it is current here.
-        Ok(match context::current_scope() {
+        Ok(match telemetry::current_scope() {
             Some(scope) => Tracker { scope },
             None => Tracker::new(Telemetry::global().clone(), Context::new()),
         })

@@ -66,6 +66,7 @@ mod event;
 mod extract;
 pub mod layer;
 pub mod limits;
+mod pipeline;
 mod redact;
 #[cfg(feature = "nats")]
 pub mod relay;
@@ -81,9 +82,10 @@ pub use config::{
     DEFAULT_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DeliveryConfig, DestinationConfig, MAX_RETRY_AFTER,
     RequestsConfig, RetryConfig, SampleKey, SamplingConfig, Settings,
 };
-pub use context::{Context, WithContext, WithContextExt};
+pub use context::Context;
 pub use destination::{
-    BoxFuture, DeliveryError, DeliveryErrorKind, Destination, LoggingDestination, MemoryDestination,
+    BoxFuture, DeliveryError, DeliveryErrorKind, Destination, DestinationKind, LoggingDestination,
+    MemoryDestination,
 };
 #[cfg(feature = "umami")]
 pub use destination::{DistinctId, Forward, UmamiConfig, UmamiDestination, UmamiMode, UmamiStats};
@@ -92,7 +94,9 @@ pub use destination::{
     EVENT_SCHEMA, EVENT_SCHEMA_VERSION, EventSchemaError, NatsAuth, NatsConfig, NatsDestination,
     NatsStats, NatsStorage, NatsStreamConfig, NatsTls, decode_event, encode_event,
 };
-pub use dispatch::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DropReport};
+pub use dispatch::{
+    DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DestinationStats, DropReport,
+};
 pub use event::{
     Event, EventCategory, EventKind, InvalidName, MAX_NAME_LEN, Properties, Rfc3339, validate_name,
 };
@@ -104,7 +108,9 @@ pub use limits::{
 };
 pub use redact::{DEFAULT_REDACT_KEYS, DEFAULT_REDACTION, RedactConfig};
 pub use routing::{Explanation, MAX_DESTINATIONS, RouteExplanation, validate_glob};
-pub use telemetry::{DestinationStats, ShutdownReport, Stats, Telemetry, TelemetryBuilder};
+pub use telemetry::{
+    ShutdownReport, Stats, Telemetry, TelemetryBuilder, WithContext, WithContextExt,
+};
 pub use text::Text;
 pub use timing::{
     ClassifyStatus, DurationNames, ExtraProperties, Failure, Outcome, ServerErrors, TrackDuration,
@@ -502,12 +508,12 @@ pub mod __private {
             if !self.may_emit_static(callsite, name) {
                 return;
             }
-            let scope = crate::context::current_scope();
+            let scope = crate::telemetry::current_scope();
             self.emit_static(scope.as_deref(), callsite, name, capacity, fill)
         }
 
         fn __emit_dynamic(&self, name: impl Into<Text>, fill: impl FnOnce(&mut Properties)) {
-            let scope = crate::context::current_scope();
+            let scope = crate::telemetry::current_scope();
             self.emit_dynamic(scope.as_deref(), name.into(), |p| {
                 fill(p);
                 Ok(())

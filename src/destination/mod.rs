@@ -42,6 +42,7 @@ mod logging;
 mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub(crate) mod registry;
 #[cfg(feature = "umami")]
 pub mod umami;
 
@@ -53,6 +54,7 @@ pub use nats::{
     EVENT_SCHEMA, EVENT_SCHEMA_VERSION, EventSchemaError, NatsAuth, NatsConfig, NatsDestination,
     NatsStats, NatsStorage, NatsStreamConfig, NatsTls, decode_event, encode_event,
 };
+pub use registry::DestinationKind;
 #[cfg(feature = "umami")]
 pub use umami::{DistinctId, Forward, UmamiConfig, UmamiDestination, UmamiMode, UmamiStats};
 
@@ -64,7 +66,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Object-safe, so destinations can be chosen from configuration at run time. One worker task
 /// per destination calls [`send`](Self::send) with batches; with a `concurrency` above 1 it may
 /// call it again before the previous call finished.
-pub trait Destination: std::any::Any + Send + Sync + 'static {
+pub trait Destination: Send + Sync + 'static {
     /// A short description for logs (`"umami"`, `"logging"`).
     fn name(&self) -> &str;
 

@@ -156,7 +156,7 @@ impl DropSignal {
 
 /// Remembers what was reported, so each drop is reported once.
 #[derive(Debug)]
-pub(crate) struct DropTracker {
+pub(super) struct DropTracker {
     state: Mutex<State>,
     interval: Duration,
 }
@@ -178,7 +178,7 @@ fn drops_of(lane: &Lane) -> [u64; 3] {
 }
 
 impl DropTracker {
-    pub(crate) fn new(lanes: usize, interval: Duration) -> DropTracker {
+    pub(super) fn new(lanes: usize, interval: Duration) -> DropTracker {
         DropTracker {
             state: Mutex::new(State {
                 reported: vec![[0; 3]; lanes],
@@ -189,14 +189,14 @@ impl DropTracker {
     }
 
     /// When the next report may be made (`None`: now).
-    pub(crate) fn next_due(&self) -> Option<Instant> {
+    pub(super) fn next_due(&self) -> Option<Instant> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.last_report.and_then(|t| t.checked_add(self.interval))
     }
 
     /// The drops not yet reported, when a report is due (always when `force`); with the mask
     /// of the lanes that dropped something.
-    pub(crate) fn take(&self, lanes: &[Lane], force: bool) -> Option<(DropReport, u32)> {
+    pub(super) fn take(&self, lanes: &[Lane], force: bool) -> Option<(DropReport, u32)> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if !force

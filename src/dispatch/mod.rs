@@ -1,6 +1,9 @@
-//! The per-destination lane: a bounded queue, its counters, and the worker that drains it.
+//! The per-destination lanes: a bounded queue, its counters, and the worker that drains it.
+//!
+//! Everything outside this module goes through [`Dispatcher`]: lane fields are private here.
 
 mod drops;
+mod lanes;
 pub(crate) mod recycle;
 mod retry;
 mod view;
@@ -17,41 +20,43 @@ use crate::config::DeliveryConfig;
 use crate::destination::Destination;
 use crate::event::Event;
 
+pub(crate) use drops::DropSignal;
 pub use drops::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DropReport};
-pub(crate) use drops::{DropSignal, DropTracker};
+pub use lanes::DestinationStats;
+pub(crate) use lanes::{Dispatcher, LaneSpec};
 pub(crate) use retry::backoff;
 pub(crate) use view::PropertyView;
-pub(crate) use worker::spawn_workers;
+use worker::spawn_workers;
 
 /// Counters of one destination. Relaxed atomics: they are statistics, read as a whole only
 /// after the worker has stopped (shutdown) or as a live approximation (`stats()`).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) enqueued: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) dropped_queue_full: AtomicU64,
-    pub(crate) sampled_out: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) discarded: AtomicU64,
-    pub(crate) retries: AtomicU64,
+    pub(super) enqueued: AtomicU64,
+    pub(super) delivered: AtomicU64,
+    pub(super) dropped_queue_full: AtomicU64,
+    pub(super) sampled_out: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) discarded: AtomicU64,
+    pub(super) retries: AtomicU64,
     /// Drop reports among `failed` / `discarded`: never reported again (no recursion).
-    pub(crate) report_failed: AtomicU64,
-    pub(crate) report_discarded: AtomicU64,
+    pub(super) report_failed: AtomicU64,
+    pub(super) report_discarded: AtomicU64,
     /// Drop reports not queued because the queue was full (not in `dropped_queue_full`).
-    pub(crate) reports_lost: AtomicU64,
+    pub(super) reports_lost: AtomicU64,
 }
 
 impl Counters {
-    pub(crate) fn add(c: &AtomicU64, n: usize) {
+    pub(super) fn add(c: &AtomicU64, n: usize) {
         c.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    pub(crate) fn get(c: &AtomicU64) -> u64 {
+    pub(super) fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
 
     /// Events that reached an end: delivered, failed for good, or discarded by the receiver.
-    pub(crate) fn settled(&self) -> u64 {
+    pub(super) fn settled(&self) -> u64 {
         Self::get(&self.delivered) + Self::get(&self.failed) + Self::get(&self.discarded)
     }
 }
@@ -59,38 +64,38 @@ impl Counters {
 /// What the emitting side and the worker of one destination share.
 #[derive(Debug)]
 pub(crate) struct LaneShared {
-    pub(crate) name: String,
-    pub(crate) counters: Counters,
-    pub(crate) capacity: usize,
+    pub(super) name: String,
+    pub(super) counters: Counters,
+    pub(super) capacity: usize,
     /// Events in the queue: sent and not yet taken by the worker. The queue itself is
     /// unbounded; this bounds it. (tokio's bounded channel gives each taken event's permit
     /// back under a mutex; the worker here gives a whole batch back with one subtraction.)
-    pub(crate) queued: AtomicUsize,
+    pub(super) queued: AtomicUsize,
     /// Events that make a full batch: the batch size, at most the capacity.
-    pub(crate) full_batch: usize,
+    pub(super) full_batch: usize,
     /// While the worker lingers: the queue length that, with the events it holds, fills its
     /// batch.
-    pub(crate) fills_batch: AtomicUsize,
+    pub(super) fills_batch: AtomicUsize,
     /// Raised by the event that fills a batch, to end the worker's linger. (The first event of
     /// a batch wakes the worker through the queue itself; the events in between wake nothing.)
-    pub(crate) batch_full: Notify,
+    pub(super) batch_full: Notify,
     /// Cut the current linger short (flush).
-    pub(crate) flush_now: Notify,
+    pub(super) flush_now: Notify,
     /// Stop taking events, deliver what is queued, then exit.
-    pub(crate) closing: AtomicBool,
-    pub(crate) close_now: Notify,
+    pub(super) closing: AtomicBool,
+    pub(super) close_now: Notify,
     /// Set by the worker's drop guard, whether it ended normally or was aborted.
-    pub(crate) finished: AtomicBool,
-    pub(crate) abort: Mutex<Option<tokio::task::AbortHandle>>,
+    pub(super) finished: AtomicBool,
+    pub(super) abort: Mutex<Option<tokio::task::AbortHandle>>,
     /// Delivery failures are logged at most every 10 s.
-    pub(crate) failures: RateLimitedWarning,
+    pub(super) failures: RateLimitedWarning,
     /// Whether the last delivery attempt failed as a whole (the destination is down or
     /// refusing): such a destination is not sent drop reports.
-    pub(crate) failing: AtomicBool,
+    pub(super) failing: AtomicBool,
     /// The per-destination property filter, applied by the worker before `send`.
-    pub(crate) view: Option<PropertyView>,
+    pub(super) view: Option<PropertyView>,
     /// Raised with every counted drop, for the handle's drop monitor.
-    pub(crate) drop_signal: Arc<DropSignal>,
+    pub(super) drop_signal: Arc<DropSignal>,
 }
 
 impl LaneShared {
@@ -104,8 +109,8 @@ impl LaneShared {
 
 /// One destination as the handle sees it.
 pub(crate) struct Lane {
-    pub(crate) tx: mpsc::UnboundedSender<Arc<Event>>,
-    pub(crate) shared: Arc<LaneShared>,
+    pub(super) tx: mpsc::UnboundedSender<Arc<Event>>,
+    pub(super) shared: Arc<LaneShared>,
 }
 
 impl std::fmt::Debug for Lane {
@@ -118,15 +123,15 @@ impl std::fmt::Debug for Lane {
 
 /// Everything a worker needs, handed over when the handle is built.
 pub(crate) struct WorkerParts {
-    pub(crate) destination: Arc<dyn Destination>,
-    pub(crate) rx: mpsc::UnboundedReceiver<Arc<Event>>,
-    pub(crate) shared: Arc<LaneShared>,
-    pub(crate) progress: Arc<Notify>,
-    pub(crate) delivery: DeliveryConfig,
+    pub(super) destination: Arc<dyn Destination>,
+    pub(super) rx: mpsc::UnboundedReceiver<Arc<Event>>,
+    pub(super) shared: Arc<LaneShared>,
+    pub(super) progress: Arc<Notify>,
+    pub(super) delivery: DeliveryConfig,
 }
 
 /// A lane and its not-yet-spawned worker.
-pub(crate) fn lane(
+pub(super) fn lane(
     name: String,
     destination: Arc<dyn Destination>,
     delivery: DeliveryConfig,
@@ -174,7 +179,7 @@ impl Lane {
     /// Never blocks: a full queue drops the event and counts it (reported later by the drop
     /// monitor, off this path).
     #[inline]
-    pub(crate) fn push(&self, event: Arc<Event>) -> Push {
+    pub(super) fn push(&self, event: Arc<Event>) -> Push {
         match self.offer(event) {
             Push::Queued => {
                 Counters::add(&self.shared.counters.enqueued, 1);
@@ -190,7 +195,7 @@ impl Lane {
     }
 
     /// Offers a drop report; a full queue loses it without counting it as a drop.
-    pub(crate) fn push_report(&self, event: Arc<Event>) {
+    pub(super) fn push_report(&self, event: Arc<Event>) {
         match self.offer(event) {
             Push::Queued => Counters::add(&self.shared.counters.enqueued, 1),
             Push::Full => Counters::add(&self.shared.counters.reports_lost, 1),
@@ -231,17 +236,17 @@ impl Lane {
 
     /// Tells the worker to stop taking events, deliver what is queued without lingering for
     /// fuller batches, and end (shutdown, or the last handle dropped).
-    pub(crate) fn close(&self) {
+    pub(super) fn close(&self) {
         self.shared.closing.store(true, Ordering::Release);
         self.shared.close_now.notify_one();
     }
 
     /// Whether a drop report may be sent here: not failing and room in the queue.
-    pub(crate) fn healthy(&self) -> bool {
+    pub(super) fn healthy(&self) -> bool {
         !self.shared.failing.load(Ordering::Relaxed) && self.queued() < self.shared.capacity
     }
 
-    pub(crate) fn queued(&self) -> usize {
+    pub(super) fn queued(&self) -> usize {
         self.shared
             .queued
             .load(Ordering::Relaxed)

@@ -9,9 +9,9 @@ use http::{HeaderName, HeaderValue, Response};
 use tokio::time::Instant;
 
 use super::telemetry_layer::LayerConfig;
-use crate::context::{Scope, WithContext};
 use crate::event::EventKind;
 use crate::telemetry::Telemetry;
+use crate::telemetry::{Scope, WithContext};
 
 /// The automatic request event, if this request gets one.
 #[derive(Debug)]

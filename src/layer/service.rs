@@ -9,8 +9,8 @@ use tower_service::Service;
 use super::future::{PendingEvent, RequestEvent, ResponseFuture};
 use super::request::{Head, request_context, request_id, resolve_ids};
 use super::telemetry_layer::LayerConfig;
-use crate::context::{self, Scope};
 use crate::telemetry::Telemetry;
+use crate::telemetry::{self, Scope};
 
 /// The service [`TelemetryLayer`](super::TelemetryLayer) wraps around yours.
 #[derive(Clone, Debug)]
@@ -90,7 +90,7 @@ where
             header: header.clone(),
             request_id: Some(id_value),
             request_event: PendingEvent::new(request_event, for_event),
-            inner: context::call_in(scope, || inner.call(req)),
+            inner: telemetry::call_in(scope, || inner.call(req)),
         }
     }
 }

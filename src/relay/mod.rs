@@ -74,11 +74,12 @@ use tokio::sync::Notify;
 
 pub use config::RelayConfig;
 
-use crate::config::{Config, ConfigError, ConfigErrors, DeliveryConfig, DestinationConfig};
+use crate::config::{Config, ConfigError, ConfigErrors, DeliveryConfig};
+use crate::destination::registry::{Built, DestinationKind, Registry};
 use crate::destination::{Destination, MemoryDestination};
 use crate::dispatch::PropertyView;
-use crate::routing::{Filter, MAX_DESTINATIONS, RouteTarget, Router, threshold};
-use crate::telemetry::{build_kind, effective_delivery};
+use crate::pipeline;
+use crate::routing::Router;
 
 /// A relay, configured and not yet started. See the [module docs](self).
 pub struct Relay {
@@ -125,7 +126,8 @@ impl fmt::Debug for Relay {
 pub struct RelayBuilder {
     relay: RelayConfig,
     config: Config,
-    supplied: Vec<(String, Arc<dyn Destination>)>,
+    supplied: Vec<(String, Built)>,
+    kinds: Registry,
 }
 
 impl fmt::Debug for RelayBuilder {
@@ -137,6 +139,7 @@ impl fmt::Debug for RelayBuilder {
                 "supplied",
                 &self.supplied.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
+            .field("kinds", &self.kinds)
             .finish()
     }
 }
@@ -154,7 +157,18 @@ impl RelayBuilder {
     pub fn destination(mut self, name: impl Into<String>, destination: impl Destination) -> Self {
         let name = name.into();
         self.supplied.retain(|(n, _)| *n != name);
-        self.supplied.push((name, Arc::new(destination)));
+        self.supplied.push((name, Built::new(destination)));
+        self
+    }
+
+    /// Registers a destination kind for `type: <kind>`, as
+    /// [`TelemetryBuilder::destination_kind`](crate::TelemetryBuilder::destination_kind) does.
+    pub fn destination_kind(
+        mut self,
+        kind: impl Into<String>,
+        builder: impl DestinationKind,
+    ) -> Self {
+        self.kinds.register(kind, builder);
         self
     }
 
@@ -163,93 +177,37 @@ impl RelayBuilder {
         let RelayBuilder {
             relay,
             config,
-            mut supplied,
+            supplied,
+            kinds,
         } = self;
         let mut errors = relay.validate();
-        let mut configs = config.destinations.clone();
-        for (name, _) in &supplied {
-            if !configs.iter().any(|d| d.name == *name) {
-                configs.push(DestinationConfig::new(name.clone()));
-            }
-        }
-        let mut lanes = Vec::new();
-        let mut targets = Vec::new();
-        let mut memories = HashMap::new();
-        for dc in configs.into_iter().filter(|d| d.enabled) {
-            let given = supplied
-                .iter()
-                .position(|(n, _)| *n == dc.name)
-                .map(|i| supplied.swap_remove(i).1);
-            let destination = match given {
-                Some(d) => d,
-                None => match build_kind(&dc) {
-                    Ok(d) => d,
-                    Err(mut e) => {
-                        errors.append(&mut e);
-                        continue;
-                    }
-                },
-            };
-            let view = match PropertyView::new(dc.allow_properties.as_deref(), &dc.drop_properties)
-            {
-                Ok(v) => v.map(Arc::new),
-                Err((list, i, msg)) => {
-                    errors.push(ConfigError::new(
-                        format!("{}.{list}[{i}]", dc.settings.path),
-                        None,
-                        msg,
-                    ));
-                    None
-                }
-            };
-            let any: &dyn std::any::Any = &*destination;
-            if let Some(m) = any.downcast_ref::<MemoryDestination>() {
-                memories.insert(dc.name.clone(), m.clone());
-            }
-            match Filter::new(dc.events.as_deref()) {
-                Ok(filter) => targets.push(RouteTarget {
-                    name: dc.name.clone(),
-                    filter,
-                    threshold: threshold(dc.sample_rate),
-                    sample_rate: dc.sample_rate,
-                }),
-                Err((i, msg)) => errors.push(ConfigError::new(
-                    format!("{}.events[{i}]", dc.settings.path),
-                    None,
-                    msg,
-                )),
-            }
-            lanes.push(Lane {
-                name: dc.name.clone(),
-                delivery: effective_delivery(&dc, &*destination),
-                destination,
-                view,
-                counters: LaneCounters::default(),
-            });
-        }
-        if lanes.is_empty() {
+        let compiled = pipeline::compile(&config, supplied, &kinds, &mut errors);
+        if compiled.lanes.is_empty() {
             errors.push(ConfigError::new(
                 "telemetry.destinations",
                 None,
                 "the relay has no enabled destination to deliver to",
             ));
         }
-        if lanes.len() > MAX_DESTINATIONS {
-            errors.push(ConfigError::new(
-                "telemetry.destinations",
-                None,
-                format!("at most {MAX_DESTINATIONS} destinations are supported"),
-            ));
-        }
-        let router = Router::configured(targets, &config.sampling, &mut errors);
         if !errors.is_empty() {
             return Err(errors.into());
         }
+        let lanes = compiled
+            .lanes
+            .into_iter()
+            .map(|spec| Lane {
+                name: spec.name,
+                destination: spec.destination,
+                delivery: spec.delivery,
+                view: spec.view.map(Arc::new),
+                counters: LaneCounters::default(),
+            })
+            .collect();
         Ok(Relay {
             config: relay,
-            router,
+            router: compiled.router,
             lanes,
-            memories,
+            memories: compiled.memories,
         })
     }
 }
@@ -286,6 +244,7 @@ impl Relay {
             relay: config,
             config: Config::default(),
             supplied: Vec::new(),
+            kinds: Registry::default(),
         }
     }
 

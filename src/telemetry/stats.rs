@@ -1,0 +1,170 @@
+//! What a handle reports: live counters and the shutdown summary.
+
+use std::fmt;
+
+use crate::dispatch::DestinationStats;
+
+/// Live counters of a handle. See [`Telemetry::stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Per destination, in configuration order.
+    pub destinations: Vec<DestinationStats>,
+    /// Events rejected before routing (invalid name, properties not an object).
+    pub rejected: u64,
+    /// Events tracked after shutdown began (counted, not queued).
+    pub after_shutdown: u64,
+    /// Events cut to fit the [limits](crate::LimitsConfig) (and still sent).
+    pub truncated: u64,
+    /// Events rejected for being larger than the `max_event_size` limit.
+    pub oversized: u64,
+    /// Property values (and context fields) replaced by [redaction](crate::RedactConfig).
+    pub redacted: u64,
+}
+
+impl Stats {
+    /// The counters of destination `name`.
+    pub fn destination(&self, name: &str) -> Option<&DestinationStats> {
+        self.destinations.iter().find(|d| d.name == name)
+    }
+
+    /// Events delivered, over all destinations.
+    pub fn delivered(&self) -> u64 {
+        self.destinations.iter().map(|d| d.delivered).sum()
+    }
+
+    /// Events not delivered (queued or in flight), over all destinations.
+    pub fn undelivered(&self) -> u64 {
+        self.destinations.iter().map(|d| d.undelivered).sum()
+    }
+
+    /// Events dropped because a queue was full, over all destinations.
+    pub fn dropped_queue_full(&self) -> u64 {
+        self.destinations.iter().map(|d| d.dropped_queue_full).sum()
+    }
+}
+
+/// What [`Telemetry::shutdown`] achieved: final counters and whether the timeout was hit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// The counters when the workers stopped. `undelivered` is what was abandoned.
+    pub stats: Stats,
+    /// Whether the timeout ran out before every queue was drained.
+    pub timed_out: bool,
+}
+
+impl ShutdownReport {
+    /// Events delivered, over all destinations, since the handle was built.
+    pub fn delivered(&self) -> u64 {
+        self.stats.delivered()
+    }
+
+    /// Events abandoned at shutdown (still queued or in flight), over all destinations.
+    pub fn undelivered(&self) -> u64 {
+        self.stats.undelivered()
+    }
+
+    /// The final counters of destination `name`.
+    pub fn destination(&self, name: &str) -> Option<&DestinationStats> {
+        self.stats.destination(name)
+    }
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "telemetry shutdown{}:",
+            if self.timed_out { " (timed out)" } else { "" }
+        )?;
+        for d in &self.stats.destinations {
+            write!(
+                f,
+                "\n  {}: delivered {}, undelivered {}, dropped (queue full) {}, sampled out {}, failed {}, discarded {}",
+                d.name,
+                d.delivered,
+                d.undelivered,
+                d.dropped_queue_full,
+                d.sampled_out,
+                d.failed,
+                d.discarded
+            )?;
+        }
+        let s = &self.stats;
+        if s.rejected > 0 || s.after_shutdown > 0 || s.truncated > 0 || s.oversized > 0 {
+            write!(
+                f,
+                "\n  rejected {}, after shutdown {}, truncated {}, oversized {}",
+                s.rejected, s.after_shutdown, s.truncated, s.oversized
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destination(name: &str, delivered: u64, undelivered: u64) -> DestinationStats {
+        DestinationStats {
+            name: name.to_owned(),
+            queued: 0,
+            capacity: 10,
+            enqueued: delivered + undelivered,
+            delivered,
+            dropped_queue_full: 1,
+            sampled_out: 0,
+            failed: 0,
+            discarded: 0,
+            retries: 0,
+            drop_reports_lost: 0,
+            undelivered,
+        }
+    }
+
+    fn stats() -> Stats {
+        Stats {
+            destinations: vec![destination("a", 3, 1), destination("b", 4, 0)],
+            rejected: 0,
+            after_shutdown: 0,
+            truncated: 0,
+            oversized: 0,
+            redacted: 0,
+        }
+    }
+
+    #[test]
+    fn totals_sum_over_destinations() {
+        let s = stats();
+        assert_eq!(
+            (s.delivered(), s.undelivered(), s.dropped_queue_full()),
+            (7, 1, 2)
+        );
+        assert_eq!(s.destination("b").map(|d| d.delivered), Some(4));
+        assert!(s.destination("c").is_none());
+    }
+
+    #[test]
+    fn the_report_lists_each_destination_and_other_counters_only_when_set() {
+        let mut report = ShutdownReport {
+            stats: stats(),
+            timed_out: true,
+        };
+        assert_eq!(
+            report.to_string(),
+            "telemetry shutdown (timed out):\
+             \n  a: delivered 3, undelivered 1, dropped (queue full) 1, sampled out 0, failed 0, discarded 0\
+             \n  b: delivered 4, undelivered 0, dropped (queue full) 1, sampled out 0, failed 0, discarded 0"
+        );
+        report.timed_out = false;
+        report.stats.rejected = 2;
+        assert!(report.to_string().starts_with("telemetry shutdown:"));
+        assert!(
+            report
+                .to_string()
+                .ends_with("\n  rejected 2, after shutdown 0, truncated 0, oversized 0")
+        );
+    }
+}
