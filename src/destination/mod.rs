@@ -28,6 +28,12 @@
 //!     }
 //! }
 //! ```
+//!
+//! Supply such a destination by name with
+//! [`TelemetryBuilder::destination`](crate::TelemetryBuilder::destination), or let a
+//! configuration build it from its own keys (`type: stdout`) by registering a
+//! [`DestinationKind`] with
+//! [`TelemetryBuilder::destination_kind`](crate::TelemetryBuilder::destination_kind).
 
 use std::fmt;
 use std::future::Future;

@@ -297,6 +297,7 @@ impl<F: Future> WithContextExt for F {}
 /// Context operations: the base context, and the current request scope's.
 impl Telemetry {
     /// The base context if it has any field, without touching its lock otherwise.
+    #[inline]
     pub(crate) fn base_context_if_set(&self) -> Option<Arc<Context>> {
         self.inner
             .base_set
