@@ -33,7 +33,7 @@ impl Telemetry {
 
     /// Tracks `name` with the fields of `properties` (anything that serializes to a JSON
     /// object: a struct, a map, `json!({...})`). Anything else is rejected, counted in
-    /// [`Stats::rejected`] and logged.
+    /// [`Stats::rejected`](crate::Stats::rejected) and logged.
     pub fn track_event(&self, name: impl Into<Text>, properties: impl Serialize) {
         let scope = current_scope();
         self.emit_dynamic(scope.as_deref(), name.into(), move |p| {

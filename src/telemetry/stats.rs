@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::dispatch::DestinationStats;
 
-/// Live counters of a handle. See [`Telemetry::stats`].
+/// Live counters of a handle. See [`Telemetry::stats`](crate::Telemetry::stats).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -44,7 +44,7 @@ impl Stats {
     }
 }
 
-/// What [`Telemetry::shutdown`] achieved: final counters and whether the timeout was hit.
+/// What [`Telemetry::shutdown`](crate::Telemetry::shutdown) achieved: final counters and whether the timeout was hit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
