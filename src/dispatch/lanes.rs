@@ -50,6 +50,17 @@ impl Workers {
     }
 }
 
+/// The lane indices of the bits set in `mask`, lowest first.
+fn lanes_of(mut mask: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            i
+        })
+    })
+}
+
 /// A shutdown waits this many scheduler turns for aborted workers to be dropped.
 const ABORT_YIELDS: usize = 16;
 
@@ -107,17 +118,16 @@ impl Dispatcher {
     /// Offers a drop report to the healthy lanes of `mask` (not failing, room in the queue).
     /// `make` builds the event once, when the first such lane is found; a full queue loses the
     /// report without counting it as a drop.
-    pub(crate) fn push_report(&self, mut mask: u32, make: impl FnOnce() -> Arc<Event>) {
-        let mut make = Some(make);
-        let mut event: Option<Arc<Event>> = None;
-        while mask != 0 {
-            let i = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            let lane = &self.lanes[i];
-            if !lane.healthy() {
-                continue;
-            }
-            let event = event.get_or_insert_with(|| (make.take().expect("made once"))());
+    pub(crate) fn push_report(&self, mask: u32, make: impl FnOnce() -> Arc<Event>) {
+        let healthy: Vec<&Lane> = lanes_of(mask)
+            .map(|i| &self.lanes[i])
+            .filter(|lane| lane.healthy())
+            .collect();
+        if healthy.is_empty() {
+            return;
+        }
+        let event = make();
+        for lane in healthy {
             lane.push_report(event.clone());
         }
     }
