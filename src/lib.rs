@@ -64,6 +64,7 @@ pub mod destination;
 mod dispatch;
 mod event;
 mod extract;
+mod glob;
 pub mod layer;
 pub mod limits;
 mod redact;
@@ -97,13 +98,14 @@ pub use event::{
     Event, EventCategory, EventKind, InvalidName, MAX_NAME_LEN, Properties, Rfc3339, validate_name,
 };
 pub use extract::Tracker;
+pub use glob::validate_glob;
 pub use layer::{ClientIp, TelemetryLayer, TelemetryService};
 pub use limits::{
     DEFAULT_MAX_DEPTH, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_PROPERTIES, DEFAULT_MAX_STRING_LENGTH,
     LimitsConfig, MAX_DEPTH_LIMIT,
 };
 pub use redact::{DEFAULT_REDACT_KEYS, DEFAULT_REDACTION, RedactConfig};
-pub use routing::{Explanation, MAX_DESTINATIONS, RouteExplanation, validate_glob};
+pub use routing::{Explanation, MAX_DESTINATIONS, RouteExplanation};
 pub use telemetry::{DestinationStats, ShutdownReport, Stats, Telemetry, TelemetryBuilder};
 pub use text::Text;
 pub use timing::{
