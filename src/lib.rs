@@ -77,7 +77,7 @@ pub mod timing;
 mod value;
 
 pub use config::{
-    Config, ConfigError, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY,
+    Config, ConfigError, ConfigErrorKind, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY,
     DEFAULT_FLUSH_INTERVAL, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DeliveryConfig, DestinationConfig, MAX_RETRY_AFTER,
     RequestsConfig, RetryConfig, SampleKey, SamplingConfig, Settings,

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::ConfigError;
 use super::parse::{parse_duration, parse_size};
 use super::yaml::{Entry, Node, NodeValue, Typed, describe, join, shown};
+use super::{ConfigError, ConfigErrorKind};
 
 /// The largest `max_event_size` / `max_string_length` accepted: 16 MiB.
 const MAX_SIZE_LIMIT: u64 = 16 << 20;
@@ -55,14 +55,25 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 impl Check {
+    /// An [`Invalid`](ConfigErrorKind::Invalid) value at `path`.
     pub(super) fn error(
         &mut self,
         path: impl Into<String>,
         line: usize,
         message: impl Into<String>,
     ) {
+        self.error_of(ConfigErrorKind::Invalid, path, line, message);
+    }
+
+    pub(super) fn error_of(
+        &mut self,
+        kind: ConfigErrorKind,
+        path: impl Into<String>,
+        line: usize,
+        message: impl Into<String>,
+    ) {
         self.errors
-            .push(ConfigError::new(path, Some(line), message));
+            .push(ConfigError::new(path, Some(line), message).with_kind(kind));
     }
 
     /// The scalar of a node; `None` (with an error unless the value is broken) otherwise.
@@ -279,7 +290,12 @@ impl Check {
             if known.contains(&e.key.as_str()) {
                 out.push((e, key_path));
             } else {
-                self.error(key_path, e.line, unknown_key_message(&e.key, known));
+                self.error_of(
+                    ConfigErrorKind::UnknownKey,
+                    key_path,
+                    e.line,
+                    unknown_key_message(&e.key, known),
+                );
             }
         }
         out

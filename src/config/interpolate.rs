@@ -1,7 +1,7 @@
 //! `${VAR}` and `${VAR:-default}` substitution in scalar values.
 
-use super::ConfigError;
 use super::yaml::{Node, NodeValue, join, or_root, shown};
+use super::{ConfigError, ConfigErrorKind};
 
 pub(super) fn interpolate_tree(
     node: &mut Node,
@@ -16,11 +16,10 @@ pub(super) fn interpolate_tree(
                     Ok(text) => s.text = text,
                     Err(messages) => {
                         s.broken = true;
-                        errors.extend(
-                            messages
-                                .into_iter()
-                                .map(|m| ConfigError::new(or_root(path), Some(node.line), m)),
-                        );
+                        errors.extend(messages.into_iter().map(|m| {
+                            ConfigError::new(or_root(path), Some(node.line), m)
+                                .with_kind(ConfigErrorKind::Environment)
+                        }));
                     }
                 }
             }

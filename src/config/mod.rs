@@ -102,6 +102,7 @@ mod delivery;
 mod destination;
 mod error;
 mod interpolate;
+mod kinds;
 mod parse;
 mod sampling;
 mod schema;
@@ -114,11 +115,11 @@ pub use delivery::{
     DeliveryConfig, MAX_RETRY_AFTER, RetryConfig,
 };
 pub use destination::DestinationConfig;
-pub use error::{ConfigError, ConfigErrors};
-pub(crate) use parse::parse_duration;
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub(crate) use kinds::{BuiltinKinds, CheckSettings};
 pub use sampling::{RequestsConfig, SampleKey, SamplingConfig};
 pub use settings::Settings;
-pub(crate) use settings::kind_of;
+pub(crate) use settings::{describe_value, kind_of};
 
 use crate::limits::LimitsConfig;
 use crate::redact::RedactConfig;
@@ -286,8 +287,10 @@ impl Config {
         use std::io::Read;
 
         let path = path.as_ref();
-        let file_error =
-            |message: String| ConfigError::new(path.display().to_string(), None, message);
+        let file_error = |message: String| {
+            ConfigError::new(path.display().to_string(), None, message)
+                .with_kind(ConfigErrorKind::Io)
+        };
         let file = std::fs::File::open(path)
             .map_err(|e| file_error(format!("cannot open the file: {e}")))?;
         let mut yaml = String::new();
@@ -333,14 +336,17 @@ impl Config {
                 "true" | "1" | "yes" => Some(true),
                 "false" | "0" | "no" => Some(false),
                 _ => {
-                    errors.push(ConfigError::new(
-                        name,
-                        None,
-                        format!(
-                            "expected one of true, false, 1, 0, yes, no; found `{}`",
-                            shown(value)
-                        ),
-                    ));
+                    errors.push(
+                        ConfigError::new(
+                            name,
+                            None,
+                            format!(
+                                "expected one of true, false, 1, 0, yes, no; found `{}`",
+                                shown(value)
+                            ),
+                        )
+                        .with_kind(ConfigErrorKind::Environment),
+                    );
                     None
                 }
             }

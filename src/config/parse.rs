@@ -19,8 +19,18 @@ pub(crate) fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(scale)
 }
 
-/// `250ms`, `1s`, `1.5s`, `2m`, `1h`, or a number of seconds.
+/// `250ms`, `1s`, `1.5s`, `2m`, `1h`, or a number of seconds: the core's delivery settings.
 pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
+    parse(s, false)
+}
+
+/// [`parse_duration`]'s forms plus days (`7d`), which retention and dedupe windows need.
+pub(crate) fn parse_long_duration(s: &str) -> Option<Duration> {
+    parse(s, true)
+}
+
+/// The one duration parser: exact for whole numbers, `f64` only for fractions.
+fn parse(s: &str, days: bool) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
     let (number, unit) = (s[..split].trim_end(), &s[split..]);
@@ -34,6 +44,7 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
         "" | "s" => 1_000_000_000,
         "m" => 60_000_000_000,
         "h" => 3_600_000_000_000,
+        "d" if days => 86_400_000_000_000,
         _ => return None,
     };
     if let Ok(n) = number.parse::<u64>() {
@@ -73,5 +84,22 @@ mod tests {
         ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn long_durations_add_days() {
+        assert_eq!(
+            parse_long_duration("7d"),
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(
+            parse_long_duration("1.5d"),
+            Some(Duration::from_secs(129_600))
+        );
+        assert_eq!(
+            parse_long_duration("250ms"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_long_duration("1w"), None);
     }
 }

@@ -1,9 +1,11 @@
 //! The document's schema: the `telemetry:` tree validated into a [`Config`].
 
 use super::check::{Check, GlobKind, unknown_key_message};
+use super::kinds::{BuiltinKinds, CheckSettings};
 use super::yaml::{Entry, Node, NodeValue, describe, join, shown, to_json};
 use super::{
-    Config, ConfigError, DestinationConfig, RequestsConfig, RetryConfig, SampleKey, SamplingConfig,
+    Config, ConfigError, ConfigErrorKind, DestinationConfig, RequestsConfig, RetryConfig,
+    SampleKey, SamplingConfig,
 };
 use crate::limits::{LimitsConfig, MAX_DEPTH_LIMIT};
 use crate::redact::RedactConfig;
@@ -28,17 +30,19 @@ const LIMITS_KEYS: &[&str] = &[
 const SAMPLING_KEYS: &[&str] = &["enabled", "rate", "key", "always"];
 const REQUESTS_KEYS: &[&str] = &["enabled", "name", "exclude"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial_backoff", "max_backoff"];
-const LEVELS: &[&str] = &["TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR"];
 
 impl Check {
     pub(super) fn root(&mut self, root: Option<&Node>) -> Config {
         let mut config = Config::default();
         let Some(root) = root else {
-            self.errors.push(ConfigError::new(
-                "telemetry",
-                None,
-                "the configuration is empty; expected a top-level `telemetry:` mapping",
-            ));
+            self.errors.push(
+                ConfigError::new(
+                    "telemetry",
+                    None,
+                    "the configuration is empty; expected a top-level `telemetry:` mapping",
+                )
+                .with_kind(ConfigErrorKind::Missing),
+            );
             return config;
         };
         let NodeValue::Map(entries) = &root.value else {
@@ -59,7 +63,8 @@ impl Check {
                 .take(5)
                 .map(|e| format!("`{}`", shown(&e.key)))
                 .collect();
-            self.error(
+            self.error_of(
+                ConfigErrorKind::Missing,
                 "telemetry",
                 root.line,
                 format!(
@@ -73,7 +78,8 @@ impl Check {
             if e.key == "telemetry" {
                 self.telemetry(e, &mut config);
             } else {
-                self.error(&e.key, e.line, unknown_key_message(&e.key, &["telemetry"]));
+                let message = unknown_key_message(&e.key, &["telemetry"]);
+                self.error_of(ConfigErrorKind::UnknownKey, &e.key, e.line, message);
             }
         }
         config
@@ -193,7 +199,10 @@ impl Check {
             "a mapping of the destination's settings",
         )?;
         let mut d = DestinationConfig::new(e.key.clone());
+        // An unknown kind is reported when the destination is built, at one of these lines.
+        d.settings.line = Some(e.line);
         if let Some(t) = entries.iter().find(|t| t.key == "type") {
+            d.settings.lines.insert("type".to_owned(), t.line);
             let type_path = join(&path, "type");
             if let Some(kind) = self.string(
                 t,
@@ -207,7 +216,6 @@ impl Check {
                 }
             }
         }
-        let is_logging = d.kind_name() == "logging";
         for e in entries {
             let key_path = join(&path, &e.key);
             let path = key_path.as_str();
@@ -265,18 +273,17 @@ impl Check {
                     }
                 }
                 key => {
-                    if is_logging && key == "level" {
-                        self.level(e, path);
-                    }
-                    if is_logging && key == "output" {
-                        self.log_output(e, path);
-                    }
                     d.settings.lines.insert(key.to_owned(), e.line);
                     let value = to_json(&e.value, key, &mut d.settings.lines);
                     d.settings.values.insert(key.to_owned(), value);
                 }
             }
         }
+        // The kind checks its own values now, so they are reported with the rest.
+        self.errors.extend(<BuiltinKinds as CheckSettings>::check(
+            d.kind_name(),
+            &d.settings,
+        ));
         Some(d)
     }
 
@@ -337,24 +344,6 @@ impl Check {
                     }
                 }
             }
-        }
-    }
-
-    fn level(&mut self, e: &Entry, path: &str) {
-        const EXPECTED: &str = "a log level (one of TRACE, DEBUG, INFO, WARN, WARNING, ERROR)";
-        if let Some(level) = self.string(e, path, EXPECTED)
-            && !LEVELS.contains(&level.trim().to_ascii_uppercase().as_str())
-        {
-            self.mismatch(&e.value, path, e.line, EXPECTED);
-        }
-    }
-
-    fn log_output(&mut self, e: &Entry, path: &str) {
-        const EXPECTED: &str = "a log output (one of tracing, stdout, stderr)";
-        if let Some(output) = self.string(e, path, EXPECTED)
-            && crate::destination::parse_output(output).is_none()
-        {
-            self.mismatch(&e.value, path, e.line, EXPECTED);
         }
     }
 

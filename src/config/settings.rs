@@ -2,8 +2,10 @@
 //! and line.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use super::ConfigError;
+use super::parse::parse_long_duration;
+use super::{ConfigError, ConfigErrorKind};
 
 /// A destination kind's own settings, with the key path and line of each for error messages.
 ///
@@ -12,7 +14,11 @@ use super::ConfigError;
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub(crate) path: String,
+    /// The line of the entry itself (`umami:`), for errors about the whole destination.
+    pub(crate) line: Option<usize>,
     pub(crate) values: serde_json::Map<String, serde_json::Value>,
+    /// The line of each key read from YAML, nested keys as `a.b`; also `type`, which is not
+    /// a setting but is what an unknown kind's error points at.
     pub(crate) lines: HashMap<String, usize>,
 }
 
@@ -39,20 +45,21 @@ impl Settings {
         self.values.keys().map(String::as_str)
     }
 
-    /// An error about `key`: its full path, its line when known, and `message`.
+    /// An error about `key`: its full path, its line when known, and `message`, of kind
+    /// [`ConfigErrorKind::Invalid`] (see [`ConfigError::with_kind`]).
+    ///
+    /// An empty `key` means the destination itself (its name's line); `type` has its line
+    /// too, though it is not among the [`keys`](Self::keys).
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            path: if key.is_empty() {
-                self.path.clone()
-            } else {
-                format!("{}.{key}", self.path)
-            },
-            line: self.lines.get(key).copied(),
-            message: message.into(),
-        }
+        let (path, line) = if key.is_empty() {
+            (self.path.clone(), self.line)
+        } else {
+            (format!("{}.{key}", self.path), self.lines.get(key).copied())
+        };
+        ConfigError::new(path, line, message)
     }
 
-    /// An error for every key not in `allowed`.
+    /// An [`UnknownKey`](ConfigErrorKind::UnknownKey) error for every key not in `allowed`.
     pub fn unknown_keys(&self, allowed: &[&str]) -> Vec<ConfigError> {
         self.values
             .keys()
@@ -62,6 +69,7 @@ impl Settings {
                     k,
                     format!("unknown key `{k}`; expected one of: {}", allowed.join(", ")),
                 )
+                .with_kind(ConfigErrorKind::UnknownKey)
             })
             .collect()
     }
@@ -101,6 +109,39 @@ impl Settings {
         }
     }
 
+    /// `key` as a duration, if present: a number of seconds, or a string such as `250ms`,
+    /// `1.5s`, `2m`, `1h` or `7d` (the units of the core's durations, plus days).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_telemetry::DestinationConfig;
+    ///
+    /// let d = DestinationConfig::new("mine").setting("max_age", "7d").setting("wait", 1.5);
+    /// let s = d.settings();
+    /// assert_eq!(s.duration("max_age").unwrap(), Some(Duration::from_secs(7 * 86_400)));
+    /// assert_eq!(s.duration("wait").unwrap(), Some(Duration::from_millis(1500)));
+    /// assert!(s.duration("missing").unwrap().is_none());
+    /// ```
+    pub fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        let parsed = match self.values.get(key) {
+            None | Some(serde_json::Value::Null) => return Ok(None),
+            Some(serde_json::Value::Number(n)) => n
+                .as_f64()
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .ok_or_else(|| n.to_string()),
+            Some(serde_json::Value::String(s)) => {
+                parse_long_duration(s).ok_or_else(|| format!("`{s}`"))
+            }
+            Some(other) => Err(kind_of(other).to_owned()),
+        };
+        parsed.map(Some).map_err(|found| {
+            self.error(
+                key,
+                format!("expected a duration such as 250ms, 5s, 2m or 7d, found {found}"),
+            )
+        })
+    }
+
     /// `key` as a nested map of settings, if present.
     pub fn section(&self, key: &str) -> Result<Option<Settings>, ConfigError> {
         match self.values.get(key) {
@@ -109,6 +150,7 @@ impl Settings {
                 let prefix = format!("{key}.");
                 Ok(Some(Settings {
                     path: format!("{}.{key}", self.path),
+                    line: self.lines.get(key).copied(),
                     values: map.clone(),
                     lines: self
                         .lines
@@ -121,6 +163,19 @@ impl Settings {
                 Err(self.error(key, format!("expected a mapping, found {}", kind_of(other))))
             }
         }
+    }
+}
+
+/// What a value is, for "found ..." in messages: `the string `x``, `the number `3``, ...
+pub(crate) fn describe_value(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "nothing".to_owned(),
+        Value::Bool(b) => format!("the boolean `{b}`"),
+        Value::Number(n) => format!("the number `{n}`"),
+        Value::String(s) => format!("the string `{}`", super::yaml::shown(s)),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "a mapping".to_owned(),
     }
 }
 

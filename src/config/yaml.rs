@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_saphyr::granit_parser::{Event, Options, Parser, ScalarStyle, ScanError, Span, StrInput};
 
-use super::ConfigError;
+use super::{ConfigError, ConfigErrorKind};
 
 /// The largest YAML source accepted, in bytes.
 pub(super) const MAX_YAML_BYTES: usize = 1 << 20;
@@ -180,6 +180,7 @@ fn syntax_error(path: &str, e: &ScanError) -> ConfigError {
         Some(marker.line().max(1)),
         format!("invalid YAML at column {}: {}", marker.col() + 1, e.info()),
     )
+    .with_kind(ConfigErrorKind::Syntax)
 }
 
 struct Anchored {
@@ -210,7 +211,8 @@ pub(super) fn load(yaml: &str) -> Result<(Option<Node>, Vec<ConfigError>), Confi
                 "the configuration is {} bytes; at most {MAX_YAML_BYTES} are accepted",
                 yaml.len()
             ),
-        ));
+        )
+        .with_kind(ConfigErrorKind::TooLarge));
     }
     let mut options = Options::default();
     options.flow_nesting_limit = MAX_DEPTH + 1;
@@ -234,11 +236,10 @@ impl<'a> Loader<'a> {
         match self.parser.next_event() {
             Some(Ok(event)) => Ok(event),
             Some(Err(e)) => Err(syntax_error(path, &e)),
-            None => Err(ConfigError::new(
-                or_root(path),
-                None,
-                "the YAML ends unexpectedly",
-            )),
+            None => Err(
+                ConfigError::new(or_root(path), None, "the YAML ends unexpectedly")
+                    .with_kind(ConfigErrorKind::Syntax),
+            ),
         }
     }
 
@@ -248,6 +249,7 @@ impl<'a> Loader<'a> {
             Some(span.start.line()),
             format!("invalid YAML: unexpected {what}"),
         )
+        .with_kind(ConfigErrorKind::Syntax)
     }
 
     fn document(&mut self) -> Result<Option<Node>, ConfigError> {
@@ -290,7 +292,8 @@ impl<'a> Loader<'a> {
                 "telemetry",
                 Some(span.start.line()),
                 "a second YAML document; the configuration must be a single document",
-            )),
+            )
+            .with_kind(ConfigErrorKind::Syntax)),
             _ => Err(Self::unexpected("", &span, "content after the document")),
         }
     }
@@ -304,7 +307,8 @@ impl<'a> Loader<'a> {
                 format!(
                     "the configuration has more than {MAX_NODES} values (aliases expanded); it is too large"
                 ),
-            ));
+            )
+.with_kind(ConfigErrorKind::TooLarge));
         }
         Ok(())
     }
@@ -317,7 +321,8 @@ impl<'a> Loader<'a> {
                 format!(
                     "the configuration nests lists and mappings more than {MAX_DEPTH} levels deep"
                 ),
-            ));
+            )
+            .with_kind(ConfigErrorKind::TooLarge));
         }
         Ok(())
     }
@@ -338,11 +343,14 @@ impl<'a> Loader<'a> {
             ("scalar", Some("null" | "bool" | "int" | "float")) => Some(true),
             ("seq", Some("seq")) | ("map", Some("map")) => None,
             _ => {
-                self.errors.push(ConfigError::new(
-                    or_root(path),
-                    Some(line),
-                    format!("unsupported YAML tag `{}`", shown(&tag.original())),
-                ));
+                self.errors.push(
+                    ConfigError::new(
+                        or_root(path),
+                        Some(line),
+                        format!("unsupported YAML tag `{}`", shown(&tag.original())),
+                    )
+                    .with_kind(ConfigErrorKind::Syntax),
+                );
                 None
             }
         }
@@ -420,7 +428,8 @@ impl<'a> Loader<'a> {
                         or_root(path),
                         Some(line),
                         "invalid YAML: unknown alias",
-                    ));
+                    )
+                    .with_kind(ConfigErrorKind::Syntax));
                 };
                 let (size, height) = (anchored.size, anchored.height);
                 Self::check_depth(path, line, depth + height)?;
@@ -441,7 +450,8 @@ impl<'a> Loader<'a> {
                     format!(
                         "the configuration's anchors hold more than {MAX_NODES} values; it is too large"
                     ),
-                ));
+                )
+.with_kind(ConfigErrorKind::TooLarge));
             }
             self.anchors.insert(
                 anchor,
@@ -472,14 +482,17 @@ impl<'a> Loader<'a> {
             let key = match key.value {
                 NodeValue::Scalar(s) => Some(s),
                 _ => {
-                    self.errors.push(ConfigError::new(
-                        or_root(path),
-                        Some(key_line),
-                        format!(
-                            "a mapping key must be a plain value, found {}",
-                            describe(&key)
-                        ),
-                    ));
+                    self.errors.push(
+                        ConfigError::new(
+                            or_root(path),
+                            Some(key_line),
+                            format!(
+                                "a mapping key must be a plain value, found {}",
+                                describe(&key)
+                            ),
+                        )
+                        .with_kind(ConfigErrorKind::Syntax),
+                    );
                     None
                 }
             };
@@ -508,7 +521,8 @@ impl<'a> Loader<'a> {
                             child_path,
                             Some(key_line),
                             "a `<<` merge key needs a mapping or a list of mappings (usually an alias)",
-                        ));
+                        )
+.with_kind(ConfigErrorKind::Syntax));
                         continue;
                     }
                 };
@@ -516,15 +530,18 @@ impl<'a> Loader<'a> {
                 continue;
             }
             if let Some(first) = entries.iter().find(|e| e.key == key.text) {
-                self.errors.push(ConfigError::new(
-                    child_path,
-                    Some(key_line),
-                    format!(
-                        "duplicate key `{}`; it is already given on line {}",
-                        shown(&key.text),
-                        first.line
-                    ),
-                ));
+                self.errors.push(
+                    ConfigError::new(
+                        child_path,
+                        Some(key_line),
+                        format!(
+                            "duplicate key `{}`; it is already given on line {}",
+                            shown(&key.text),
+                            first.line
+                        ),
+                    )
+                    .with_kind(ConfigErrorKind::Duplicate),
+                );
                 continue;
             }
             entries.push(Entry {
