@@ -45,8 +45,8 @@ pub mod nats;
 #[cfg(feature = "umami")]
 pub mod umami;
 
-pub use logging::LoggingDestination;
 pub(crate) use logging::Escaped;
+pub use logging::LoggingDestination;
 pub use memory::MemoryDestination;
 #[cfg(feature = "nats")]
 pub use nats::{
