@@ -100,6 +100,7 @@
 mod check;
 mod delivery;
 mod destination;
+mod document;
 mod error;
 mod interpolate;
 mod kinds;
@@ -115,6 +116,7 @@ pub use delivery::{
     DeliveryConfig, MAX_RETRY_AFTER, RetryConfig,
 };
 pub use destination::DestinationConfig;
+pub(crate) use document::Document;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub(crate) use kinds::{BuiltinKinds, CheckSettings};
 pub use sampling::{RequestsConfig, SampleKey, SamplingConfig};
@@ -123,9 +125,7 @@ pub(crate) use settings::{describe_value, kind_of};
 
 use crate::limits::LimitsConfig;
 use crate::redact::RedactConfig;
-use check::Check;
-use interpolate::interpolate_tree;
-use yaml::{MAX_YAML_BYTES, load, shown};
+use yaml::{MAX_YAML_BYTES, shown};
 
 /// The whole configuration of a [`Telemetry`](crate::Telemetry) handle.
 #[derive(Clone, Debug)]
@@ -264,17 +264,10 @@ impl Config {
         yaml: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
-        let (mut root, mut errors) = load(yaml)?;
-        if let Some(root) = &mut root {
-            interpolate_tree(root, "", &env, &mut errors);
-        }
-        let mut check = Check { errors };
-        let config = check.root(root.as_ref());
-        let mut errors = check.errors;
+        let (config, errors) = Document::parse(yaml, env)?.config(&[]);
         if errors.is_empty() {
             Ok(config)
         } else {
-            errors.sort_by_key(|e| e.line.unwrap_or(0));
             Err(ConfigErrors { errors })
         }
     }

@@ -32,7 +32,9 @@ const REQUESTS_KEYS: &[&str] = &["enabled", "name", "exclude"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial_backoff", "max_backoff"];
 
 impl Check {
-    pub(super) fn root(&mut self, root: Option<&Node>) -> Config {
+    /// The document: a `telemetry:` mapping, and beside it only the `sections` another
+    /// reader takes (the relay's `relay:`).
+    pub(super) fn root(&mut self, root: Option<&Node>, sections: &[&str]) -> Config {
         let mut config = Config::default();
         let Some(root) = root else {
             self.errors.push(
@@ -77,8 +79,10 @@ impl Check {
         for e in entries {
             if e.key == "telemetry" {
                 self.telemetry(e, &mut config);
-            } else {
-                let message = unknown_key_message(&e.key, &["telemetry"]);
+            } else if !sections.contains(&e.key.as_str()) {
+                let mut known = vec!["telemetry"];
+                known.extend_from_slice(sections);
+                let message = unknown_key_message(&e.key, &known);
                 self.error_of(ConfigErrorKind::UnknownKey, &e.key, e.line, message);
             }
         }
