@@ -49,14 +49,29 @@ impl Settings {
     /// [`ConfigErrorKind::Invalid`] (see [`ConfigError::with_kind`]).
     ///
     /// An empty `key` means the destination itself (its name's line); `type` has its line
-    /// too, though it is not among the [`keys`](Self::keys).
+    /// too, though it is not among the [`keys`](Self::keys). A key the file does not give (a
+    /// required one, say) gets the line of the nearest enclosing key it does give (`tls` for
+    /// `tls.ca_file`), else the destination's.
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        let (path, line) = if key.is_empty() {
-            (self.path.clone(), self.line)
+        let path = if key.is_empty() {
+            self.path.clone()
         } else {
-            (format!("{}.{key}", self.path), self.lines.get(key).copied())
+            format!("{}.{key}", self.path)
         };
-        ConfigError::new(path, line, message)
+        ConfigError::new(path, self.line_of(key), message)
+    }
+
+    /// The line of `key`, of its nearest enclosing key, or of the entry itself.
+    fn line_of(&self, mut key: &str) -> Option<usize> {
+        loop {
+            if key.is_empty() {
+                return self.line;
+            }
+            if let Some(&line) = self.lines.get(key) {
+                return Some(line);
+            }
+            key = key.rsplit_once('.').map_or("", |(parent, _)| parent);
+        }
     }
 
     /// An [`UnknownKey`](ConfigErrorKind::UnknownKey) error for every key not in `allowed`.
