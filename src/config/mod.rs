@@ -95,7 +95,16 @@
 //! - An empty section (`sampling:` with nothing after it, or a destination with no keys)
 //!   means all defaults.
 //! - Limits keep hostile input cheap: at most 1 MiB of YAML, 32 levels of nesting and
-//!   100 000 values counting alias expansions; a single document.
+//!   100 000 values counting alias expansions; a single document. The work is linear in
+//!   the size: a mapping of many keys costs no more than the same keys in small mappings.
+//!
+//! # Errors
+//!
+//! Every problem is reported, not only the first, in source order: a [`ConfigErrors`] of
+//! [`ConfigError`]s, each with its key path, its line (every error about a key the file
+//! gives, or encloses, has one: `telemetry.destinations.umami.url (line 3): missing ...`)
+//! and a [`ConfigErrorKind`] to match on. A destination kind's own settings are checked by
+//! the kind, through [`Settings`], with the same key paths and lines.
 
 mod check;
 mod delivery;

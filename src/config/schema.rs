@@ -2,7 +2,8 @@
 
 use super::check::{Check, GlobKind, unknown_key_message};
 use super::kinds::{BuiltinKinds, CheckSettings};
-use super::yaml::{Entry, Node, NodeValue, describe, join, shown, to_json};
+use super::settings::to_json;
+use super::yaml::{Entry, Node, NodeValue, describe, join, shown};
 use super::{
     Config, ConfigError, ConfigErrorKind, DestinationConfig, RequestsConfig, RetryConfig,
     SampleKey, SamplingConfig,

@@ -576,46 +576,6 @@ impl<'a> Loader<'a> {
     }
 }
 
-/// A destination setting as JSON; records the lines of nested keys as `a.b`.
-pub(super) fn to_json(
-    node: &Node,
-    prefix: &str,
-    lines: &mut HashMap<String, usize>,
-) -> serde_json::Value {
-    use serde_json::Value;
-    match &node.value {
-        NodeValue::Scalar(s) if s.broken => Value::Null,
-        NodeValue::Scalar(s) => match s.typed() {
-            Typed::Null => Value::Null,
-            Typed::Bool(b) => Value::Bool(b),
-            Typed::Int(i) => i64::try_from(i)
-                .map(Value::from)
-                .or_else(|_| u64::try_from(i).map(Value::from))
-                .unwrap_or_else(|_| {
-                    serde_json::Number::from_f64(i as f64).map_or(Value::Null, Value::Number)
-                }),
-            Typed::Float(f) => serde_json::Number::from_f64(f)
-                .map_or_else(|| Value::String(s.text.clone()), Value::Number),
-            Typed::Str(t) => Value::String(t.to_owned()),
-        },
-        NodeValue::Seq(items) => Value::Array(
-            items
-                .iter()
-                .map(|i| to_json(i, prefix, &mut HashMap::new()))
-                .collect(),
-        ),
-        NodeValue::Map(entries) => {
-            let mut map = serde_json::Map::new();
-            for e in entries {
-                let key = format!("{prefix}.{}", e.key);
-                lines.insert(key.clone(), e.line);
-                map.insert(e.key.clone(), to_json(&e.value, &key, lines));
-            }
-            Value::Object(map)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
