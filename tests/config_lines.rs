@@ -691,4 +691,9 @@ fn each_error_has_its_kind() {
         kind("telemetry:\n  destinations:\n    logging:\n      colour: red\n"),
         ConfigErrorKind::UnknownKey
     );
+    #[cfg(feature = "umami")]
+    assert_eq!(
+        kind("telemetry:\n  destinations:\n    umami:\n      url: http://127.0.0.1:3000\n"),
+        ConfigErrorKind::Missing
+    );
 }
