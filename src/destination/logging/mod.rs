@@ -215,25 +215,37 @@ impl LoggingDestination {
 fn read_settings(settings: &Settings, errors: &mut Vec<ConfigError>) -> (tracing::Level, Output) {
     const LEVEL: &str = "a log level (one of TRACE, DEBUG, INFO, WARN, WARNING, ERROR)";
     const OUTPUT: &str = "a log output (one of tracing, stdout, stderr)";
-    let mut read = |key: &str, what: &str, parse: &dyn Fn(&str) -> bool| {
-        let value = settings.get(key)?;
-        let text = value.as_str();
-        if text.is_some_and(parse) {
-            return text;
-        }
-        let unknown = text.map_or(String::new(), |s| format!("unknown {key} `{s}`; "));
-        errors.push(settings.error(
-            key,
-            format!("{unknown}expected {what}, found {}", describe_value(value)),
-        ));
-        None
-    };
-    let level = read("level", LEVEL, &|s| parse_level(s).is_some()).and_then(parse_level);
-    let output = read("output", OUTPUT, &|s| parse_output(s).is_some()).and_then(parse_output);
+    let level = read(settings, "level", LEVEL, parse_level, errors);
+    let output = read(settings, "output", OUTPUT, parse_output, errors);
     (
         level.unwrap_or(tracing::Level::INFO),
         output.unwrap_or(Output::Tracing),
     )
+}
+
+/// `key` parsed by `parse`, if present; `expected` says what it should be when it is not.
+fn read<T>(
+    settings: &Settings,
+    key: &str,
+    expected: &str,
+    parse: fn(&str) -> Option<T>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let value = settings.get(key)?;
+    if let Some(parsed) = value.as_str().and_then(parse) {
+        return Some(parsed);
+    }
+    let unknown = value
+        .as_str()
+        .map_or(String::new(), |s| format!("unknown {key} `{s}`; "));
+    errors.push(settings.error(
+        key,
+        format!(
+            "{unknown}expected {expected}, found {}",
+            describe_value(value)
+        ),
+    ));
+    None
 }
 
 impl CheckSettings for BuiltinKinds {
