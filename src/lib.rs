@@ -64,6 +64,7 @@ pub mod destination;
 mod dispatch;
 mod event;
 mod extract;
+mod glob;
 pub mod layer;
 pub mod limits;
 mod pipeline;
@@ -77,7 +78,7 @@ pub mod timing;
 mod value;
 
 pub use config::{
-    Config, ConfigError, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY,
+    Config, ConfigError, ConfigErrorKind, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY,
     DEFAULT_FLUSH_INTERVAL, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DeliveryConfig, DestinationConfig, MAX_RETRY_AFTER,
     RequestsConfig, RetryConfig, SampleKey, SamplingConfig, Settings,
@@ -101,13 +102,14 @@ pub use event::{
     Event, EventCategory, EventKind, InvalidName, MAX_NAME_LEN, Properties, Rfc3339, validate_name,
 };
 pub use extract::Tracker;
+pub use glob::validate_glob;
 pub use layer::{ClientIp, TelemetryLayer, TelemetryService};
 pub use limits::{
     DEFAULT_MAX_DEPTH, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_PROPERTIES, DEFAULT_MAX_STRING_LENGTH,
     LimitsConfig, MAX_DEPTH_LIMIT,
 };
 pub use redact::{DEFAULT_REDACT_KEYS, DEFAULT_REDACTION, RedactConfig};
-pub use routing::{Explanation, MAX_DESTINATIONS, RouteExplanation, validate_glob};
+pub use routing::{Explanation, MAX_DESTINATIONS, RouteExplanation};
 pub use telemetry::{
     ShutdownReport, Stats, Telemetry, TelemetryBuilder, WithContext, WithContextExt,
 };

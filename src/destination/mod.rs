@@ -52,8 +52,8 @@ pub(crate) mod registry;
 #[cfg(feature = "umami")]
 pub mod umami;
 
+pub(crate) use logging::Escaped;
 pub use logging::LoggingDestination;
-pub(crate) use logging::{Escaped, parse_output};
 pub use memory::MemoryDestination;
 #[cfg(feature = "nats")]
 pub use nats::{

@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{Destination, LoggingDestination, MemoryDestination};
-use crate::config::{ConfigError, DestinationConfig, Settings};
+use crate::config::{ConfigError, ConfigErrorKind, DestinationConfig, Settings};
 
 /// Builds a destination of one kind from its kind-specific [`Settings`].
 ///
@@ -188,23 +188,32 @@ impl Registry {
         if let Some((_, builder)) = self.kinds.iter().find(|(n, _)| n == kind) {
             return builder.build(&dc.settings);
         }
-        let (key, what) = if dc.kind.is_some() {
-            ("type", format!("unknown destination type `{kind}`"))
+        let (key, what, error_kind) = if dc.kind.is_some() {
+            (
+                "type",
+                format!("unknown destination type `{kind}`"),
+                ConfigErrorKind::UnknownType,
+            )
         } else {
             (
                 "",
                 format!("unknown destination `{kind}` (and no `type:` given)"),
+                ConfigErrorKind::UnknownDestination,
             )
         };
-        Err(vec![dc.settings.error(
-            key,
-            format!(
-                "{what}; known kinds are {}; register one with destination_kind(\"{kind}\", ...) \
-                 or supply an implementation with destination(\"{}\", ...)",
-                self.names().collect::<Vec<_>>().join(", "),
-                dc.name
-            ),
-        )])
+        Err(vec![
+            dc.settings
+                .error(
+                    key,
+                    format!(
+                        "{what}; known kinds are {}; register one with destination_kind(\"{kind}\", ...) \
+                         or supply an implementation with destination(\"{}\", ...)",
+                        self.names().collect::<Vec<_>>().join(", "),
+                        dc.name
+                    ),
+                )
+                .with_kind(error_kind),
+        ])
     }
 }
 

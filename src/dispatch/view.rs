@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::event::Event;
-use crate::routing::Glob;
+use crate::glob::Glob;
 
 /// Which top-level properties a destination receives (globs on property names, exact case).
 #[derive(Debug)]

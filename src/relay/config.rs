@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, ConfigErrors, Settings};
+use crate::config::{Config, ConfigError, ConfigErrorKind, ConfigErrors, Document, Settings};
 use crate::destination::nats::{
     ConnectSettings, NatsAuth, NatsTls, connect_settings_from, duration,
 };
@@ -189,54 +189,45 @@ impl RelayConfig {
     /// [`from_yaml_str`](Self::from_yaml_str) with the environment variables from `env`.
     pub fn from_yaml_str_with_env(
         yaml: &str,
-        env: impl Fn(&str) -> Option<String> + Copy,
+        env: impl Fn(&str) -> Option<String>,
     ) -> Result<(RelayConfig, Config), ConfigErrors> {
-        let (relay_text, telemetry_text) = split_sections(yaml);
+        let document = Document::parse(yaml, env)?;
         let mut errors = Vec::new();
-        let relay = match relay_text {
-            None => {
-                errors.push(ConfigError::new(
-                    "relay",
-                    None,
-                    "missing the top-level `relay:` section (servers, stream, durable, ...)",
-                ));
+        let relay = match document.section("relay") {
+            Ok(Some(settings)) => {
+                let (relay, mut problems) = RelayConfig::from_settings(&settings);
+                errors.append(&mut problems);
+                // The values' checks name a key; the file says where it is.
+                errors.extend(relay.validate().into_iter().map(|mut e| {
+                    let key = e.path.strip_prefix("relay.").unwrap_or_default();
+                    e.line = settings.lines.get(key).copied().or(settings.line);
+                    e
+                }));
+                relay
+            }
+            Ok(None) => {
+                errors.push(
+                    ConfigError::new(
+                        "relay",
+                        None,
+                        "missing the top-level `relay:` section (servers, stream, durable, ...)",
+                    )
+                    .with_kind(ConfigErrorKind::Missing),
+                );
                 RelayConfig::default()
             }
-            Some(lines) => {
-                let first = yaml
-                    .lines()
-                    .position(|l| l.starts_with("relay"))
-                    .unwrap_or(0);
-                match relay_settings(&lines, first, env) {
-                    Ok((settings, batch)) => {
-                        let (mut c, mut e) = RelayConfig::from_settings(&settings);
-                        if let Some(b) = batch {
-                            c.batch_size = b;
-                        }
-                        errors.append(&mut e);
-                        c
-                    }
-                    Err(mut e) => {
-                        errors.append(&mut e);
-                        RelayConfig::default()
-                    }
-                }
-            }
-        };
-        let telemetry = match Config::from_yaml_str_with_env(&telemetry_text, env) {
-            Ok(c) => Some(c),
             Err(e) => {
-                errors.extend(e.errors().iter().cloned());
-                None
+                errors.push(e);
+                RelayConfig::default()
             }
         };
-        errors.extend(relay.validate());
-        match telemetry {
-            Some(t) if errors.is_empty() => Ok((relay, t)),
-            _ => {
-                errors.sort_by_key(|e| e.line().unwrap_or(usize::MAX));
-                Err(errors.into())
-            }
+        let (telemetry, mut problems) = document.config(&["relay"]);
+        errors.append(&mut problems);
+        if errors.is_empty() {
+            Ok((relay, telemetry))
+        } else {
+            errors.sort_by_key(|e| e.line().unwrap_or(usize::MAX));
+            Err(errors.into())
         }
     }
 
@@ -336,85 +327,6 @@ impl RelayConfig {
     }
 }
 
-/// The `relay:` block's lines and the rest (with the relay block blanked, so the lines of
-/// the `telemetry:` section keep their numbers).
-fn split_sections(yaml: &str) -> (Option<Vec<&str>>, String) {
-    let mut relay: Option<Vec<&str>> = None;
-    let mut rest = Vec::new();
-    let mut in_relay = false;
-    for line in yaml.lines() {
-        let top_level =
-            !line.is_empty() && !line.starts_with([' ', '\t', '#']) && !line.starts_with("---");
-        if top_level {
-            in_relay = line
-                .strip_prefix("relay")
-                .is_some_and(|r| r.trim_start().starts_with(':'));
-        }
-        match (&mut relay, in_relay) {
-            (_, true) => {
-                relay.get_or_insert_with(Vec::new).push(line);
-                rest.push("");
-            }
-            (Some(r), false) => {
-                r.push("");
-                rest.push(line);
-            }
-            (None, false) => rest.push(line),
-        }
-    }
-    (relay, rest.join("\n"))
-}
-
-/// Parses the relay block with the core's YAML reader (same scalars, `${VAR}` substitution
-/// and line tracking) by presenting it as a destination's settings, two lines down.
-fn relay_settings(
-    lines: &[&str],
-    first_line: usize,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<(Settings, Option<usize>), Vec<ConfigError>> {
-    const SHIFT: usize = 2;
-    let mut text = String::from("telemetry:\n  destinations:\n");
-    text.push_str(&"\n".repeat(first_line));
-    for (i, line) in lines.iter().enumerate() {
-        if i == 0 {
-            text.push_str("    relay:");
-            text.push_str(
-                line.trim_start_matches("relay")
-                    .trim_start()
-                    .trim_start_matches(':'),
-            );
-        } else {
-            text.push_str("    ");
-            text.push_str(line);
-        }
-        text.push('\n');
-    }
-    let fix = |e: &ConfigError| {
-        let path = e
-            .path()
-            .strip_prefix("telemetry.destinations.")
-            .unwrap_or(e.path())
-            .to_owned();
-        ConfigError::new(path, e.line().map(|l| l.saturating_sub(SHIFT)), e.message())
-    };
-    let config = Config::from_yaml_str_with_env(&text, env)
-        .map_err(|e| e.errors().iter().map(fix).collect::<Vec<_>>())?;
-    let Some(dc) = config.destinations.into_iter().next() else {
-        return Ok((Settings::new("relay".to_owned()), None));
-    };
-    let mut settings = dc.settings;
-    settings.path = "relay".to_owned();
-    for line in settings.lines.values_mut() {
-        *line = line.saturating_sub(SHIFT);
-    }
-    // `batch_size` is a core key of destinations: the reader took it there.
-    let batch = dc
-        .delivery_explicit
-        .batch_size
-        .then_some(dc.delivery.batch_size);
-    Ok((settings, batch))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +351,59 @@ mod tests {
         assert_eq!(
             found,
             [("relay.bogus", Some(2)), ("telemetry.nope", Some(6))]
+        );
+    }
+
+    #[test]
+    fn the_relay_section_keeps_its_real_lines_wherever_it_is() {
+        // After `telemetry:`, in flow style, with a comment and a blank line before it.
+        let yaml = "telemetry:\n  destinations:\n    memory: {}\n\n# the relay\nrelay: { servers: [nats://127.0.0.1:4222], ack_wait: 10ms,\n  max_deliver: 0, timeout: 5s }\n";
+        let err = RelayConfig::from_yaml_str_with_env(yaml, |_| None).unwrap_err();
+        let found: Vec<_> = err
+            .errors()
+            .iter()
+            .map(|e| (e.path(), e.line(), e.kind()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("relay.ack_wait", Some(6), ConfigErrorKind::Invalid),
+                // A destination's delivery key is not a relay key.
+                ("relay.timeout", Some(7), ConfigErrorKind::UnknownKey),
+                ("relay.max_deliver", Some(7), ConfigErrorKind::Invalid),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_relay_section_must_be_a_mapping_and_present() {
+        let err = RelayConfig::from_yaml_str_with_env(
+            "relay: [nats://127.0.0.1:4222]\ntelemetry: {}\n",
+            |_| None,
+        )
+        .unwrap_err();
+        let e = &err.errors()[0];
+        assert_eq!((e.path(), e.line()), ("relay", Some(1)));
+        assert!(
+            e.message().contains("expected a mapping, found a list"),
+            "{e}"
+        );
+
+        let err = RelayConfig::from_yaml_str_with_env("telemetry: {}\n", |_| None).unwrap_err();
+        assert_eq!(err.errors()[0].kind(), ConfigErrorKind::Missing);
+
+        // `relay:` alone is every default; a third section is an unknown key.
+        let err =
+            RelayConfig::from_yaml_str_with_env("relay:\ntelemetry: {}\nextra: 1\n", |_| None)
+                .unwrap_err();
+        let e = &err.errors()[0];
+        assert_eq!(
+            (e.path(), e.line(), e.kind()),
+            ("extra", Some(3), ConfigErrorKind::UnknownKey)
+        );
+        assert!(
+            e.message().contains("expected one of: telemetry, relay"),
+            "{e}"
         );
     }
 }

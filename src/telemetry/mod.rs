@@ -35,10 +35,11 @@ use crate::destination::MemoryDestination;
 use crate::dispatch::{
     DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, Dispatcher, DropReport, RateLimitedWarning,
 };
+use crate::glob::Glob;
 use crate::limits::Policy;
 use crate::pipeline::{self, Compiled};
 use crate::redact::{RedactConfig, Redactor};
-use crate::routing::{DEST_MASK, Explanation, Glob, Router};
+use crate::routing::{DEST_MASK, Explanation, Router};
 
 /// The telemetry handle: cheap to clone, safe to share, usable from any thread.
 ///

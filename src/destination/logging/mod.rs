@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{BoxFuture, DeliveryError, Destination};
-use crate::config::{ConfigError, DeliveryConfig, Settings};
+use crate::config::{
+    BuiltinKinds, CheckSettings, ConfigError, DeliveryConfig, Settings, describe_value,
+};
 use crate::event::Event;
 
 mod lines;
@@ -195,39 +197,7 @@ impl LoggingDestination {
     /// `stdout` or `stderr`, default `tracing`).
     pub fn from_settings(settings: &Settings) -> Result<Self, Vec<ConfigError>> {
         let mut errors = settings.unknown_keys(&["level", "output"]);
-        let level = match settings.str("level") {
-            Ok(None) => tracing::Level::INFO,
-            Ok(Some(s)) => {
-                match parse_level(s) {
-                    Some(l) => l,
-                    None => {
-                        errors.push(settings.error(
-                        "level",
-                        format!("unknown level `{s}`; expected one of TRACE, DEBUG, INFO, WARN, ERROR"),
-                    ));
-                        tracing::Level::INFO
-                    }
-                }
-            }
-            Err(e) => {
-                errors.push(e);
-                tracing::Level::INFO
-            }
-        };
-        let output = match settings.str("output") {
-            Ok(None) => Output::Tracing,
-            Ok(Some(s)) => parse_output(s).unwrap_or_else(|| {
-                errors.push(settings.error(
-                    "output",
-                    format!("unknown output `{s}`; expected one of tracing, stdout, stderr"),
-                ));
-                Output::Tracing
-            }),
-            Err(e) => {
-                errors.push(e);
-                Output::Tracing
-            }
-        };
+        let (level, output) = read_settings(settings, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -237,6 +207,56 @@ impl LoggingDestination {
             Output::Stdout => d.lines_to("stdout", Box::new(std::io::stdout())),
             Output::Stderr => d.lines_to("stderr", Box::new(std::io::stderr())),
         })
+    }
+}
+
+/// The one copy of the `level` and `output` rules: what [`LoggingDestination::from_settings`]
+/// builds from, and what a parsed file is checked with (through [`CheckSettings`]).
+fn read_settings(settings: &Settings, errors: &mut Vec<ConfigError>) -> (tracing::Level, Output) {
+    const LEVEL: &str = "a log level (one of TRACE, DEBUG, INFO, WARN, WARNING, ERROR)";
+    const OUTPUT: &str = "a log output (one of tracing, stdout, stderr)";
+    let level = read(settings, "level", LEVEL, parse_level, errors);
+    let output = read(settings, "output", OUTPUT, parse_output, errors);
+    (
+        level.unwrap_or(tracing::Level::INFO),
+        output.unwrap_or(Output::Tracing),
+    )
+}
+
+/// `key` parsed by `parse`, if present; `expected` says what it should be when it is not.
+fn read<T>(
+    settings: &Settings,
+    key: &str,
+    expected: &str,
+    parse: fn(&str) -> Option<T>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let value = settings.get(key)?;
+    if let Some(parsed) = value.as_str().and_then(parse) {
+        return Some(parsed);
+    }
+    let unknown = value
+        .as_str()
+        .map_or(String::new(), |s| format!("unknown {key} `{s}`; "));
+    errors.push(settings.error(
+        key,
+        format!(
+            "{unknown}expected {expected}, found {}",
+            describe_value(value)
+        ),
+    ));
+    None
+}
+
+impl CheckSettings for BuiltinKinds {
+    fn check(kind: &str, settings: &Settings) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        // The only built-in kind whose values are checked before it is built. (The other
+        // kinds' checks need the whole set of their settings, and run when they are built.)
+        if kind == "logging" {
+            read_settings(settings, &mut errors);
+        }
+        errors
     }
 }
 

@@ -276,67 +276,31 @@ pub(crate) fn connect_settings_from(
     c
 }
 
-/// `key` as a duration (`"250ms"`, `"2m"`, a number of seconds), if present.
+/// `key` as a duration (`"250ms"`, `"2m"`, `"7d"`, a number of seconds), if present; a bad
+/// value is pushed to `errors`. The parsing is the configuration's own
+/// ([`Settings::duration`]).
 pub(crate) fn duration(
     settings: &Settings,
     key: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Duration> {
-    let bad = |found: &str| {
-        settings.error(
-            key,
-            format!("expected a duration such as 250ms, 5s, 2m or 7d, found {found}"),
-        )
-    };
-    match settings.get(key) {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Number(n)) => {
-            match n.as_f64().and_then(|s| Duration::try_from_secs_f64(s).ok()) {
-                Some(d) => Some(d),
-                None => {
-                    errors.push(bad(&n.to_string()));
-                    None
-                }
-            }
-        }
-        Some(serde_json::Value::String(s)) => {
-            let parsed = parse_duration(s);
-            if parsed.is_none() {
-                errors.push(bad(&format!("`{s}`")));
-            }
-            parsed
-        }
-        Some(other) => {
-            errors.push(bad(kind_of(other)));
-            None
-        }
-    }
-}
-
-/// `250ms`, `5s`, `1.5s`, `2m`, `1h`, `7d`, or a number of seconds (the core's forms, plus
-/// days, which retention settings need).
-pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
-    let (number, unit) = (s[..split].trim_end(), &s[split..]);
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return None;
-    }
-    let secs_per_unit = match unit {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        _ => return None,
-    };
-    let n: f64 = number.parse().ok()?;
-    Duration::try_from_secs_f64(n * secs_per_unit).ok()
+    settings.duration(key).unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_duration(s: &str) -> Option<Duration> {
+        let d = crate::DestinationConfig::new("nats").setting("d", s);
+        let mut errors = Vec::new();
+        let parsed = duration(d.settings(), "d", &mut errors);
+        assert_eq!(parsed.is_none(), errors.len() == 1, "{errors:?}");
+        parsed
+    }
 
     #[test]
     fn durations() {

@@ -5,7 +5,7 @@ use reqwest::Url;
 use uuid::Uuid;
 
 use super::payload::{MAX_HOSTNAME, js_len};
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, ConfigErrorKind, Settings};
 
 /// The User-Agent sent when none is configured: browser-like, so Umami's bot check (the
 /// `isbot` library) keeps the events, and honest about what sends them.
@@ -244,16 +244,24 @@ impl UmamiConfig {
         let distinct_id = take(settings.str("distinct_id"));
         let mode = take(settings.str("mode"));
         if url.is_none() && !errors.iter().any(|e| e.path().ends_with(".url")) {
-            errors.push(settings.error(
-                "url",
-                "missing: the Umami server's base URL, e.g. https://umami.example.com",
-            ));
+            errors.push(
+                settings
+                    .error(
+                        "url",
+                        "missing: the Umami server's base URL, e.g. https://umami.example.com",
+                    )
+                    .with_kind(ConfigErrorKind::Missing),
+            );
         }
         if website_id.is_none() && !errors.iter().any(|e| e.path().ends_with(".website_id")) {
-            errors.push(settings.error(
-                "website_id",
-                "missing: the website's UUID from Umami's settings",
-            ));
+            errors.push(
+                settings
+                    .error(
+                        "website_id",
+                        "missing: the website's UUID from Umami's settings",
+                    )
+                    .with_kind(ConfigErrorKind::Missing),
+            );
         }
         let mut config = UmamiConfig::new(url.unwrap_or_default(), website_id.unwrap_or_default());
         config.hostname = hostname;

@@ -1,0 +1,174 @@
+//! One destination's configuration: routing, delivery and the kind's own settings.
+
+use super::{DeliveryConfig, Settings};
+
+/// One destination's configuration (`telemetry.destinations.<name>`).
+#[derive(Clone, Debug)]
+pub struct DestinationConfig {
+    pub(crate) name: String,
+    pub(crate) kind: Option<String>,
+    pub(crate) enabled: bool,
+    pub(crate) events: Option<Vec<String>>,
+    pub(crate) sample_rate: f64,
+    pub(crate) delivery: DeliveryConfig,
+    /// Set when `delivery` keys were given explicitly (so kind defaults do not override them).
+    pub(crate) delivery_explicit: DeliveryExplicit,
+    pub(crate) settings: Settings,
+    pub(crate) allow_properties: Option<Vec<String>>,
+    pub(crate) drop_properties: Vec<String>,
+}
+
+/// Which delivery keys a config gave explicitly.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DeliveryExplicit {
+    pub(crate) batch_size: bool,
+    pub(crate) flush_interval: bool,
+    pub(crate) concurrency: bool,
+    pub(crate) timeout: bool,
+}
+
+impl DestinationConfig {
+    /// A destination named `name`, enabled, receiving every event, with default delivery.
+    /// Its kind is `name` unless [`kind`](Self::kind) says otherwise.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        DestinationConfig {
+            settings: Settings::new(format!("telemetry.destinations.{name}")),
+            name,
+            kind: None,
+            enabled: true,
+            events: None,
+            sample_rate: 1.0,
+            delivery: DeliveryConfig::default(),
+            delivery_explicit: DeliveryExplicit::default(),
+            allow_properties: None,
+            drop_properties: Vec::new(),
+        }
+    }
+
+    /// The kind (`logging`, `memory`, `umami`, ...). Defaults to the name.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Enables or disables it. Defaults to `true`.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// The event globs it receives (`user.*`, `!user.debug.*`). Defaults to every event.
+    pub fn events<I, S>(mut self, globs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.events = Some(globs.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The fraction of its events it keeps, on top of global sampling. Defaults to 1.0.
+    pub fn sample_rate(mut self, rate: f64) -> Self {
+        self.sample_rate = rate.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Queueing and delivery. Defaults to [`DeliveryConfig::default`] (a kind may choose other
+    /// defaults for the keys not given).
+    pub fn delivery(mut self, delivery: DeliveryConfig) -> Self {
+        self.delivery = delivery;
+        self.delivery_explicit = DeliveryExplicit {
+            batch_size: true,
+            flush_interval: true,
+            concurrency: true,
+            timeout: true,
+        };
+        self
+    }
+
+    /// Only the top-level properties whose names match one of these globs reach this
+    /// destination (exact case; `*` and `?` wildcards). Defaults to every property.
+    ///
+    /// Applied by the destination's worker just before delivery; other destinations still see
+    /// the whole event. Redaction applies before, to every destination.
+    ///
+    /// ```
+    /// use tower_telemetry::DestinationConfig;
+    ///
+    /// let umami = DestinationConfig::new("umami")
+    ///     .allow_properties(["model", "plan", "utm_*"])
+    ///     .drop_properties(["utm_id"]);
+    /// assert_eq!(umami.allowed_properties().unwrap().len(), 3);
+    /// ```
+    pub fn allow_properties<I, S>(mut self, globs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allow_properties = Some(globs.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Top-level properties whose names match one of these globs never reach this destination
+    /// (exact case). Defaults to none. Applied after [`allow_properties`](Self::allow_properties).
+    pub fn drop_properties<I, S>(mut self, globs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.drop_properties = globs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Its `allow_properties` globs (`None`: every property).
+    pub fn allowed_properties(&self) -> Option<&[String]> {
+        self.allow_properties.as_deref()
+    }
+
+    /// Its `drop_properties` globs.
+    pub fn dropped_properties(&self) -> &[String] {
+        &self.drop_properties
+    }
+
+    /// A kind-specific setting (`level` for logging, `url` for umami, ...).
+    pub fn setting(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.settings.values.insert(key.into(), value.into());
+        self
+    }
+
+    /// The destination's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The destination's kind.
+    pub fn kind_name(&self) -> &str {
+        self.kind.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Whether it is enabled.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Its event globs (`None`: every event).
+    pub fn event_globs(&self) -> Option<&[String]> {
+        self.events.as_deref()
+    }
+
+    /// The fraction of its events it keeps, on top of global sampling.
+    pub fn sampling_rate(&self) -> f64 {
+        self.sample_rate
+    }
+
+    /// Its delivery settings.
+    pub fn delivery_config(&self) -> &DeliveryConfig {
+        &self.delivery
+    }
+
+    /// Its kind-specific settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}

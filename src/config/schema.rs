@@ -1,0 +1,379 @@
+//! The document's schema: the `telemetry:` tree validated into a [`Config`].
+
+use super::check::{Check, GlobKind, unknown_key_message};
+use super::kinds::{BuiltinKinds, CheckSettings};
+use super::settings::to_json;
+use super::yaml::{Entry, Node, NodeValue, describe, join, shown};
+use super::{
+    Config, ConfigError, ConfigErrorKind, DestinationConfig, RequestsConfig, RetryConfig,
+    SampleKey, SamplingConfig,
+};
+use crate::limits::{LimitsConfig, MAX_DEPTH_LIMIT};
+use crate::redact::RedactConfig;
+use crate::text::Text;
+
+pub(super) const TELEMETRY_KEYS: &[&str] = &[
+    "enabled",
+    "debug",
+    "destinations",
+    "sampling",
+    "requests",
+    "redact",
+    "limits",
+];
+const REDACT_KEYS: &[&str] = &["enabled", "keys", "defaults", "replacement"];
+const LIMITS_KEYS: &[&str] = &[
+    "max_properties",
+    "max_string_length",
+    "max_depth",
+    "max_event_size",
+];
+const SAMPLING_KEYS: &[&str] = &["enabled", "rate", "key", "always"];
+const REQUESTS_KEYS: &[&str] = &["enabled", "name", "exclude"];
+const RETRY_KEYS: &[&str] = &["max_attempts", "initial_backoff", "max_backoff"];
+
+impl Check {
+    /// The document: a `telemetry:` mapping, and beside it only the `sections` another
+    /// reader takes (the relay's `relay:`).
+    pub(super) fn root(&mut self, root: Option<&Node>, sections: &[&str]) -> Config {
+        let mut config = Config::default();
+        let Some(root) = root else {
+            self.errors.push(
+                ConfigError::new(
+                    "telemetry",
+                    None,
+                    "the configuration is empty; expected a top-level `telemetry:` mapping",
+                )
+                .with_kind(ConfigErrorKind::Missing),
+            );
+            return config;
+        };
+        let NodeValue::Map(entries) = &root.value else {
+            self.error(
+                "telemetry",
+                root.line,
+                format!(
+                    "expected a mapping with a top-level `telemetry:` key, found {}",
+                    describe(root)
+                ),
+            );
+            return config;
+        };
+        if !entries.iter().any(|e| e.key == "telemetry") {
+            // One error rather than one per key: the keys are most likely not indented under it.
+            let keys: Vec<String> = entries
+                .iter()
+                .take(5)
+                .map(|e| format!("`{}`", shown(&e.key)))
+                .collect();
+            self.error_of(
+                ConfigErrorKind::Missing,
+                "telemetry",
+                root.line,
+                format!(
+                    "missing the top-level `telemetry:` key (the configuration goes under it); found {}",
+                    keys.join(", ")
+                ),
+            );
+            return config;
+        }
+        for e in entries {
+            if e.key == "telemetry" {
+                self.telemetry(e, &mut config);
+            } else if !sections.contains(&e.key.as_str()) {
+                let mut known = vec!["telemetry"];
+                known.extend_from_slice(sections);
+                let message = unknown_key_message(&e.key, &known);
+                self.error_of(ConfigErrorKind::UnknownKey, &e.key, e.line, message);
+            }
+        }
+        config
+    }
+
+    fn telemetry(&mut self, e: &Entry, config: &mut Config) {
+        let Some(entries) = self.mapping(&e.value, "telemetry", e.line, "a mapping") else {
+            return;
+        };
+        for (e, path) in self.known(entries, "telemetry", TELEMETRY_KEYS) {
+            match e.key.as_str() {
+                "enabled" => {
+                    if let Some(b) = self.bool(e, &path) {
+                        config.enabled = b;
+                    }
+                }
+                "debug" => {
+                    if let Some(b) = self.bool(e, &path) {
+                        config.debug = b;
+                    }
+                }
+                "destinations" => {
+                    let expected = "a mapping of destination names to their settings";
+                    if let Some(destinations) = self.mapping(&e.value, &path, e.line, expected) {
+                        for d in destinations {
+                            if let Some(d) = self.destination(d, &path) {
+                                config.destinations.push(d);
+                            }
+                        }
+                    }
+                }
+                "sampling" => self.sampling(e, &path, &mut config.sampling),
+                "redact" => self.redact(e, &path, &mut config.redact),
+                "limits" => self.limits(e, &path, &mut config.limits),
+                _ => self.requests(e, &path, &mut config.requests),
+            }
+        }
+    }
+
+    fn sampling(&mut self, e: &Entry, path: &str, sampling: &mut SamplingConfig) {
+        let Some(entries) = self.mapping(&e.value, path, e.line, "a mapping") else {
+            return;
+        };
+        for (e, path) in self.known(entries, path, SAMPLING_KEYS) {
+            match e.key.as_str() {
+                "enabled" => {
+                    if let Some(b) = self.bool(e, &path) {
+                        sampling.enabled = b;
+                    }
+                }
+                "rate" => {
+                    if let Some(r) = self.fraction(e, &path) {
+                        sampling.rate = r;
+                    }
+                }
+                "key" => {
+                    const EXPECTED: &str = "a sampling key (one of event, request, user)";
+                    if let Some(s) = self.string(e, &path, EXPECTED) {
+                        match s.trim().to_ascii_lowercase().as_str() {
+                            "event" => sampling.key = SampleKey::Event,
+                            "request" => sampling.key = SampleKey::Request,
+                            "user" => sampling.key = SampleKey::User,
+                            _ => self.mismatch(&e.value, &path, e.line, EXPECTED),
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(globs) = self.globs(e, &path, GlobKind::Event) {
+                        sampling.always = globs;
+                    }
+                }
+            }
+        }
+    }
+
+    fn requests(&mut self, e: &Entry, path: &str, requests: &mut RequestsConfig) {
+        let Some(entries) = self.mapping(&e.value, path, e.line, "a mapping") else {
+            return;
+        };
+        for (e, path) in self.known(entries, path, REQUESTS_KEYS) {
+            match e.key.as_str() {
+                "enabled" => {
+                    if let Some(b) = self.bool(e, &path) {
+                        requests.enabled = b;
+                    }
+                }
+                "name" => {
+                    if let Some(name) = self.string(e, &path, "an event name") {
+                        match crate::event::validate_name(name) {
+                            Ok(()) => requests.name = Text::from(name.to_owned()),
+                            Err(why) => self.error(
+                                path,
+                                e.line,
+                                format!("invalid event name `{}`: {why}", shown(name)),
+                            ),
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(globs) = self.globs(e, &path, GlobKind::Path) {
+                        requests.exclude = globs;
+                    }
+                }
+            }
+        }
+    }
+
+    fn destination(&mut self, e: &Entry, parent: &str) -> Option<DestinationConfig> {
+        let path = join(parent, &e.key);
+        if e.key.is_empty() {
+            self.error(&path, e.line, "a destination name must not be empty");
+        }
+        let entries = self.mapping(
+            &e.value,
+            &path,
+            e.line,
+            "a mapping of the destination's settings",
+        )?;
+        let mut d = DestinationConfig::new(e.key.clone());
+        // An unknown kind is reported when the destination is built, at one of these lines.
+        d.settings.line = Some(e.line);
+        if let Some(t) = entries.iter().find(|t| t.key == "type") {
+            d.settings.lines.insert("type".to_owned(), t.line);
+            let type_path = join(&path, "type");
+            if let Some(kind) = self.string(
+                t,
+                &type_path,
+                "a destination kind such as `logging` or `umami`",
+            ) {
+                if kind.trim().is_empty() {
+                    self.error(type_path, t.line, "expected a destination kind such as `logging` or `umami`, found an empty string");
+                } else {
+                    d.kind = Some(kind.trim().to_owned());
+                }
+            }
+        }
+        for e in entries {
+            let key_path = join(&path, &e.key);
+            let path = key_path.as_str();
+            let delivery = &mut d.delivery;
+            let explicit = &mut d.delivery_explicit;
+            match e.key.as_str() {
+                "type" => {}
+                "enabled" => {
+                    if let Some(b) = self.bool(e, path) {
+                        d.enabled = b;
+                    }
+                }
+                "events" => d.events = self.globs(e, path, GlobKind::Event),
+                "sample_rate" => {
+                    if let Some(r) = self.fraction(e, path) {
+                        d.sample_rate = r;
+                    }
+                }
+                "queue_capacity" => {
+                    if let Some(n) = self.positive(e, path, usize::MAX as u64) {
+                        delivery.queue_capacity = n as usize;
+                    }
+                }
+                "batch_size" => {
+                    explicit.batch_size = true;
+                    if let Some(n) = self.positive(e, path, usize::MAX as u64) {
+                        delivery.batch_size = n as usize;
+                    }
+                }
+                "concurrency" => {
+                    explicit.concurrency = true;
+                    if let Some(n) = self.positive(e, path, usize::MAX as u64) {
+                        delivery.concurrency = n as usize;
+                    }
+                }
+                "flush_interval" => {
+                    explicit.flush_interval = true;
+                    if let Some(t) = self.duration(e, path, true) {
+                        delivery.flush_interval = t;
+                    }
+                }
+                "timeout" => {
+                    explicit.timeout = true;
+                    if let Some(t) = self.duration(e, path, false) {
+                        delivery.timeout = t;
+                    }
+                }
+                "retry" => self.retry(e, path, &mut delivery.retry),
+                "allow_properties" => {
+                    d.allow_properties = self.globs(e, path, GlobKind::Property);
+                }
+                "drop_properties" => {
+                    if let Some(globs) = self.globs(e, path, GlobKind::Property) {
+                        d.drop_properties = globs;
+                    }
+                }
+                key => {
+                    d.settings.lines.insert(key.to_owned(), e.line);
+                    let value = to_json(&e.value, key, &mut d.settings.lines);
+                    d.settings.values.insert(key.to_owned(), value);
+                }
+            }
+        }
+        // The kind checks its own values now, so they are reported with the rest.
+        self.errors.extend(<BuiltinKinds as CheckSettings>::check(
+            d.kind_name(),
+            &d.settings,
+        ));
+        Some(d)
+    }
+
+    fn redact(&mut self, e: &Entry, path: &str, redact: &mut RedactConfig) {
+        let Some(entries) = self.mapping(&e.value, path, e.line, "a mapping") else {
+            return;
+        };
+        for (e, path) in self.known(entries, path, REDACT_KEYS) {
+            match e.key.as_str() {
+                "enabled" => {
+                    if let Some(b) = self.bool(e, &path) {
+                        redact.enabled = b;
+                    }
+                }
+                "defaults" => {
+                    if let Some(b) = self.bool(e, &path) {
+                        redact.defaults = b;
+                    }
+                }
+                "replacement" => {
+                    if let Some(s) = self.string(e, &path, "a replacement text") {
+                        redact.replacement = s.to_owned();
+                    }
+                }
+                _ => {
+                    if let Some(keys) = self.keys(e, &path) {
+                        redact.keys = keys;
+                    }
+                }
+            }
+        }
+    }
+
+    fn limits(&mut self, e: &Entry, path: &str, limits: &mut LimitsConfig) {
+        let Some(entries) = self.mapping(&e.value, path, e.line, "a mapping") else {
+            return;
+        };
+        for (e, path) in self.known(entries, path, LIMITS_KEYS) {
+            match e.key.as_str() {
+                "max_properties" => {
+                    if let Some(n) = self.positive(e, &path, 10_000) {
+                        limits.max_properties = n as usize;
+                    }
+                }
+                "max_depth" => {
+                    if let Some(n) = self.positive(e, &path, MAX_DEPTH_LIMIT as u64) {
+                        limits.max_depth = n as usize;
+                    }
+                }
+                "max_string_length" => {
+                    if let Some(n) = self.size(e, &path) {
+                        limits.max_string_length = n;
+                    }
+                }
+                _ => {
+                    if let Some(n) = self.size(e, &path) {
+                        limits.max_event_size = n;
+                    }
+                }
+            }
+        }
+    }
+
+    fn retry(&mut self, e: &Entry, path: &str, retry: &mut RetryConfig) {
+        let Some(entries) = self.mapping(&e.value, path, e.line, "a mapping") else {
+            return;
+        };
+        for (e, path) in self.known(entries, path, RETRY_KEYS) {
+            match e.key.as_str() {
+                "max_attempts" => {
+                    if let Some(n) = self.positive(e, &path, u64::from(u32::MAX)) {
+                        retry.max_attempts = n as u32;
+                    }
+                }
+                "initial_backoff" => {
+                    if let Some(d) = self.duration(e, &path, true) {
+                        retry.initial_backoff = d;
+                    }
+                }
+                _ => {
+                    if let Some(d) = self.duration(e, &path, true) {
+                        retry.max_backoff = d;
+                    }
+                }
+            }
+        }
+    }
+}
