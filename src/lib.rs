@@ -61,6 +61,7 @@ struct ReadmeExamples;
 pub mod config;
 mod context;
 pub mod destination;
+mod diag;
 mod dispatch;
 mod event;
 mod extract;

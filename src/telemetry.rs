@@ -16,9 +16,10 @@ use crate::config::{
 };
 use crate::context::{self, Context, Scope, WithContext};
 use crate::destination::{Destination, LoggingDestination, MemoryDestination};
+use crate::diag::RateLimitedWarning;
 use crate::dispatch::{
     self, Counters, DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DropReport, DropSignal,
-    DropTracker, Lane, PropertyView, Push, RateLimitedWarning, recycle,
+    DropTracker, Lane, PropertyView, Push, recycle,
 };
 use crate::event::{
     Event, EventCategory, EventKind, INLINE_PROPERTIES, Properties, new_event_id_at, validate_name,
@@ -894,7 +895,7 @@ impl Telemetry {
             let shown: String = name.chars().take(64).collect();
             tracing::warn!(
                 target: "tower_telemetry",
-                event = %crate::destination::Escaped(&shown),
+                event = %crate::diag::Escaped(&shown),
                 size = outcome.oversized,
                 limits = ?inner.policy.limits,
                 events_since_last_warning = n,
@@ -923,7 +924,7 @@ impl Telemetry {
             let shown: String = name.chars().take(64).collect();
             tracing::warn!(
                 target: "tower_telemetry",
-                event = %crate::destination::Escaped(&shown),
+                event = %crate::diag::Escaped(&shown),
                 reason = %why,
                 rejected = n,
                 "telemetry event rejected"
@@ -939,7 +940,7 @@ impl Telemetry {
             .collect();
         tracing::info!(
             target: "tower_telemetry::debug",
-            event = %crate::destination::Escaped(event.name()),
+            event = %crate::diag::Escaped(event.name()),
             properties = %serde_json::to_string(event.properties()).unwrap_or_default(),
             destinations = ?to,
             "telemetry event"
@@ -1214,7 +1215,7 @@ pub(crate) fn object_properties(
 #[cold]
 #[inline(never)]
 fn debug_nowhere(name: &str) {
-    tracing::info!(target: "tower_telemetry::debug", event = %crate::destination::Escaped(name), "telemetry event routed nowhere");
+    tracing::info!(target: "tower_telemetry::debug", event = %crate::diag::Escaped(name), "telemetry event routed nowhere");
 }
 
 /// The drop monitor: reports drops off the tracking path. Sleeps until a drop is counted (no

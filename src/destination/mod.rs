@@ -46,7 +46,7 @@ pub mod nats;
 pub mod umami;
 
 pub use logging::LoggingDestination;
-pub(crate) use logging::{Escaped, parse_output};
+pub(crate) use logging::parse_output;
 pub use memory::MemoryDestination;
 #[cfg(feature = "nats")]
 pub use nats::{

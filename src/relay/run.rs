@@ -21,8 +21,8 @@ use uuid::Uuid;
 use super::{Lane, RelayError, Shared};
 use crate::config::SampleKey;
 use crate::destination::nats::decode_event;
-use crate::destination::{DeliveryError, DeliveryErrorKind};
-use crate::dispatch::{PropertyView, backoff};
+use crate::dispatch::PropertyView;
+use crate::dispatch::attempt::{Attempt, Items, Settle, Verdict, backoff};
 use crate::event::Event;
 use crate::routing::{ALWAYS_BIT, DEST_MASK, stable_hash};
 
@@ -758,10 +758,10 @@ fn account(shared: &Shared, dedupe: &mut Dedupe, in_flight: InFlight) -> Vec<Ite
             .fetch_add(u64::from(outcome.retries), Ordering::Relaxed);
         for (j, (k, event)) in events.iter().enumerate() {
             let counter = match outcome.kinds[j] {
-                Settled::Delivered => &lane.counters.delivered,
-                Settled::Failed => &lane.counters.failed,
-                Settled::Discarded => &lane.counters.discarded,
-                Settled::Pending => continue,
+                Verdict::Delivered => &lane.counters.delivered,
+                Verdict::Failed => &lane.counters.failed,
+                Verdict::Discarded => &lane.counters.discarded,
+                Verdict::GaveUp => continue,
             };
             counter.fetch_add(1, Ordering::Relaxed);
             items[*k].pending &= !(1 << i);
@@ -829,17 +829,9 @@ fn route(shared: &Shared, event: &Event) -> u32 {
     keep
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Settled {
-    Delivered,
-    Failed,
-    Discarded,
-    /// Retries ran out: the message goes back for redelivery.
-    Pending,
-}
-
 struct Outcome {
-    kinds: Vec<Settled>,
+    /// Each event's verdict; [`Verdict::GaveUp`]: its message goes back for redelivery.
+    kinds: Vec<Verdict>,
     retries: u32,
 }
 
@@ -854,85 +846,39 @@ async fn deliver(
     view: Option<&PropertyView>,
     recorder: Option<&Recorder>,
 ) -> Outcome {
-    let mut kinds = vec![Settled::Pending; events.len()];
+    let mut kinds = vec![Verdict::GaveUp; events.len()];
     let mut retries = 0;
     let size = delivery.batch_size.max(1);
-    for (chunk_no, chunk) in events.chunks(size).enumerate() {
-        let base = chunk_no * size;
-        // The chunk as the destination sees it (no copy without a view).
-        let viewed: Option<Vec<Arc<Event>>> =
-            view.map(|v| v.apply(chunk.iter().map(|(_, e)| e.clone()).collect()));
-        let event = |j: usize| match &viewed {
-            Some(v) => v[j].clone(),
-            None => chunk[j].1.clone(),
+    let attempt = Attempt::new(destination, delivery);
+    for (chunk, kinds) in events.chunks(size).zip(kinds.chunks_mut(size)) {
+        // The chunk as the destination sees it.
+        let batch: Vec<Arc<Event>> = chunk.iter().map(|(_, e)| e.clone()).collect();
+        let batch = match view {
+            Some(v) => v.apply(batch),
+            None => batch,
         };
-        let mut pending: Vec<usize> = (0..chunk.len()).collect();
-        let mut attempt = 1u32;
-        loop {
-            let batch: Vec<Arc<Event>> = pending.iter().map(|&j| event(j)).collect();
-            let result =
-                match tokio::time::timeout(delivery.timeout, destination.send(&batch)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(DeliveryError::retryable("timed out")),
-                };
-            let mut again = Vec::new();
-            let mut retry_after = None;
-            match result {
-                Ok(()) => pending
-                    .iter()
-                    .for_each(|&j| kinds[base + j] = Settled::Delivered),
-                Err(e) => match e.items() {
-                    None => match e.kind() {
-                        DeliveryErrorKind::Retryable => {
-                            retry_after = e.retry_after();
-                            again = pending.clone();
-                        }
-                        kind => {
-                            let s = settled_kind(kind);
-                            pending.iter().for_each(|&j| kinds[base + j] = s);
-                        }
-                    },
-                    Some(items) => {
-                        retry_after = e.retry_after();
-                        let mut listed = vec![false; pending.len()];
-                        for (idx, item) in items {
-                            let Some(&j) = pending.get(*idx) else {
-                                continue;
-                            };
-                            listed[*idx] = true;
-                            if item.is_retryable() {
-                                again.push(j);
-                            } else {
-                                kinds[base + j] = settled_kind(item.kind());
-                            }
-                        }
-                        for (p, &j) in pending.iter().enumerate() {
-                            if !listed[p] {
-                                kinds[base + j] = Settled::Delivered;
-                            }
-                        }
-                    }
-                },
-            }
-            if again.is_empty() || attempt >= delivery.retry.max_attempts {
-                break;
-            }
-            retries += 1;
-            tokio::time::sleep(backoff(attempt, &delivery.retry, retry_after)).await;
-            attempt += 1;
-            pending = again;
-        }
+        retries += attempt.run(&batch, &mut Verdicts(kinds)).await.retries;
         if let Some(r) = recorder {
-            r.record(chunk, &kinds[base..base + chunk.len()]).await;
+            r.record(chunk, kinds).await;
         }
     }
     Outcome { kinds, retries }
 }
 
-fn settled_kind(kind: DeliveryErrorKind) -> Settled {
-    match kind {
-        DeliveryErrorKind::Discarded => Settled::Discarded,
-        _ => Settled::Failed,
+/// Writes each event's verdict into its slot.
+struct Verdicts<'a>(&'a mut [Verdict]);
+
+impl Settle for Verdicts<'_> {
+    fn settled(
+        &mut self,
+        verdict: Verdict,
+        items: Items<'_>,
+        _: Option<&crate::destination::DeliveryError>,
+        _: u32,
+    ) {
+        for (i, _) in items.iter() {
+            self.0[i] = verdict;
+        }
     }
 }
 
@@ -945,10 +891,10 @@ struct Recorder {
 
 impl Recorder {
     /// Records the settled events of one batch (publishes pipelined, then awaited).
-    async fn record(&self, events: &[(usize, Arc<Event>)], kinds: &[Settled]) {
+    async fn record(&self, events: &[(usize, Arc<Event>)], kinds: &[Verdict]) {
         let mut acks = Vec::with_capacity(events.len());
         for ((_, e), kind) in events.iter().zip(kinds) {
-            if *kind == Settled::Pending {
+            if *kind == Verdict::GaveUp {
                 continue;
             }
             match self
