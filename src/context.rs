@@ -35,7 +35,7 @@ use std::task::{Context as TaskCx, Poll};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::event::Properties;
+use crate::properties::Properties;
 use crate::routing::stable_hash;
 use crate::telemetry::Telemetry;
 use crate::text::Text;

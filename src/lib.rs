@@ -67,6 +67,7 @@ mod event;
 mod extract;
 pub mod layer;
 pub mod limits;
+mod properties;
 mod redact;
 #[cfg(feature = "nats")]
 pub mod relay;
