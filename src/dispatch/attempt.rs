@@ -16,6 +16,11 @@
 //!   the batch is ignored; an event not listed was delivered.
 //! - A `Retry-After` is a floor for the wait, capped at [`MAX_RETRY_AFTER`].
 //! - Permanent and discarded events settle at once; they are never retried.
+//!
+//! Room to grow without touching the callers: the policy is the destination's whole
+//! [`DeliveryConfig`] (a new retry setting, such as a time budget, is read here), every call
+//! of the destination goes through one method (`Attempt::send`), and giving up is one
+//! [`Settle::settled`] call with [`Verdict::GaveUp`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,12 +132,6 @@ pub(crate) trait Settle {
     }
 }
 
-/// The events still to send: the whole batch, or some of it by index.
-enum Pending {
-    All,
-    Some(Vec<usize>),
-}
-
 /// One destination's delivery policy (timeout and retries) applied to batches.
 pub(crate) struct Attempt<'a> {
     destination: &'a dyn Destination,
@@ -151,13 +150,11 @@ impl<'a> Attempt<'a> {
     /// Drives `batch` to a final verdict for each event, telling `settle` as it goes.
     pub(crate) async fn run(&self, batch: &[Arc<Event>], settle: &mut impl Settle) -> Tally {
         let mut tally = Tally::default();
-        let mut pending = Pending::All;
+        // The events to send, by index; `None`: the whole batch.
+        let mut pending: Option<Vec<usize>> = None;
         let mut attempt = 1u32;
         loop {
-            let sent = match &pending {
-                Pending::All => None,
-                Pending::Some(which) => Some(&which[..]),
-            };
+            let sent = pending.as_deref();
             let result = match sent {
                 None => self.send(batch).await,
                 Some(which) => {
@@ -212,13 +209,10 @@ impl<'a> Attempt<'a> {
                     if retry.is_empty() {
                         return tally;
                     }
-                    Pending::Some(retry)
+                    Some(retry)
                 }
             };
-            let left = match &retry {
-                Pending::All => None,
-                Pending::Some(which) => Some(&which[..]),
-            };
+            let left = retry.as_deref();
             if attempt >= self.policy.retry.max_attempts {
                 settle_as(Verdict::GaveUp, left, Some(&error), &mut tally);
                 return tally;
