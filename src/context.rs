@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::event::Properties;
+use crate::properties::Properties;
 use crate::text::Text;
 
 macro_rules! context_fields {

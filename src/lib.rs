@@ -61,6 +61,7 @@ struct ReadmeExamples;
 pub mod config;
 mod context;
 pub mod destination;
+mod diag;
 mod dispatch;
 mod event;
 mod extract;
@@ -68,6 +69,7 @@ mod glob;
 pub mod layer;
 pub mod limits;
 mod pipeline;
+mod properties;
 mod redact;
 #[cfg(feature = "nats")]
 pub mod relay;

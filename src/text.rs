@@ -31,8 +31,6 @@ enum Repr {
     /// most paths and short header values fit. (Only for those: `as_str` re-checks its UTF-8,
     /// a few nanoseconds that names and values looked at on every event should not pay.)
     Inline(Inline),
-    /// axum's matched route template (its own `Arc<str>`, not the request's buffer).
-    Route(axum::extract::MatchedPath),
 }
 
 /// The longest string stored in place (a hyphenated UUID is 36 bytes); it keeps a [`Text`] at
@@ -84,7 +82,6 @@ impl Text {
             Repr::Static(s) => s,
             Repr::Shared(s) => s,
             Repr::Inline(s) => s.as_str(),
-            Repr::Route(m) => m.as_str(),
         }
     }
 
@@ -96,7 +93,6 @@ impl Text {
             Repr::Static(s) => s.as_bytes(),
             Repr::Shared(s) => s.as_bytes(),
             Repr::Inline(s) => &s.bytes[..s.len as usize],
-            Repr::Route(m) => m.as_str().as_bytes(),
         }
     }
 
@@ -108,7 +104,6 @@ impl Text {
             Repr::Static(s) => s.len(),
             Repr::Shared(s) => s.len(),
             Repr::Inline(s) => s.len as usize,
-            Repr::Route(m) => m.as_str().len(),
         }
     }
 
@@ -132,9 +127,15 @@ impl Text {
         pq.query().map(request_str)
     }
 
-    /// axum's matched route, without copying it.
-    pub(crate) fn from_route(route: &axum::extract::MatchedPath) -> Text {
-        Text(Repr::Route(route.clone()))
+    /// A request's matched route template: in place when short, else shared with the copy
+    /// this thread made of it before. An application has a few routes, asked for on every
+    /// request, so they are remembered apart from other request strings (see [`ROUTES`]).
+    #[inline]
+    pub(crate) fn from_route(route: &str) -> Text {
+        if let Some(inline) = Inline::new(route) {
+            return Text(Repr::Inline(inline));
+        }
+        shared_bytes(&ROUTES, route.as_bytes(), || Some(route)).unwrap_or_default()
     }
 
     /// The first `max_bytes` bytes, cut back to a character boundary; `self` if it is short
@@ -167,10 +168,17 @@ const RECENT_MAX_LEN: usize = 512;
 /// How many request strings [`request_str`] remembers per thread.
 const RECENT_SLOTS: usize = 8;
 
+/// Strings copied on one thread, with a cursor for the next slot to replace.
+type Remembered = std::cell::RefCell<([Option<Arc<str>>; RECENT_SLOTS], usize)>;
+
 thread_local! {
-    /// The last few long request strings copied on this thread, with a cursor for the next
-    /// slot to replace: user agents, hosts and paths repeat from request to request.
-    static RECENT: std::cell::RefCell<([Option<Arc<str>>; RECENT_SLOTS], usize)> =
+    /// The last few long request strings copied on this thread: user agents, hosts and paths
+    /// repeat from request to request.
+    static RECENT: Remembered =
+        const { std::cell::RefCell::new(([const { None }; RECENT_SLOTS], 0)) };
+    /// The last few long route templates copied on this thread, apart from [`RECENT`] so that
+    /// requests for ever new paths do not push them out.
+    static ROUTES: Remembered =
         const { std::cell::RefCell::new(([const { None }; RECENT_SLOTS], 0)) };
 }
 
@@ -182,7 +190,7 @@ pub(crate) fn request_str(s: &str) -> Text {
     if let Some(inline) = Inline::new(s) {
         return Text(Repr::Inline(inline));
     }
-    shared_request_bytes(s.as_bytes(), || Some(s)).unwrap_or_default()
+    shared_bytes(&RECENT, s.as_bytes(), || Some(s)).unwrap_or_default()
 }
 
 /// [`request_str`] of bytes that should be UTF-8 (a header value); `None` if they are not.
@@ -199,17 +207,21 @@ pub(crate) fn request_bytes(b: &[u8]) -> Option<Text> {
         let s = std::str::from_utf8(b).ok()?;
         return Inline::new(s).map(|i| Text(Repr::Inline(i)));
     }
-    shared_request_bytes(b, || std::str::from_utf8(b).ok())
+    shared_bytes(&RECENT, b, || std::str::from_utf8(b).ok())
 }
 
-/// A longer request string: shared with a recent copy of the same bytes, or copied from
-/// `utf8()` (`None`: not UTF-8).
-fn shared_request_bytes<'a>(b: &[u8], utf8: impl FnOnce() -> Option<&'a str>) -> Option<Text> {
+/// A longer request string: shared with a copy of the same bytes `recent` remembers, or
+/// copied from `utf8()` (`None`: not UTF-8).
+fn shared_bytes<'a>(
+    recent: &'static std::thread::LocalKey<Remembered>,
+    b: &[u8],
+    utf8: impl FnOnce() -> Option<&'a str>,
+) -> Option<Text> {
     if b.len() > RECENT_MAX_LEN {
         return utf8().map(|s| Text(Repr::Shared(Arc::from(s))));
     }
     let mut utf8 = Some(utf8);
-    let remembered = RECENT.try_with(|recent| {
+    let remembered = recent.try_with(|recent| {
         let mut recent = recent.try_borrow_mut().ok()?;
         let (slots, next) = &mut *recent;
         if let Some(hit) = slots.iter().flatten().find(|r| r.as_bytes() == b) {
@@ -501,6 +513,22 @@ mod tests {
         // Over the size remembered: copied every time.
         let long = "y".repeat(RECENT_MAX_LEN + 1);
         assert_ne!(request_str(&long).as_ptr(), request_str(&long).as_ptr());
+    }
+
+    #[test]
+    fn routes_are_stored_in_place_or_shared_apart_from_other_request_strings() {
+        let short = Text::from_route("/users/{id}");
+        assert_eq!(short, "/users/{id}");
+        assert_ne!(short.clone().as_ptr(), short.as_ptr(), "in place");
+        let template = "/organizations/{org_id}/projects/{project_id}/events";
+        let first = Text::from_route(template);
+        // Requests for ever new paths and user agents do not push a route out.
+        for i in 0..2 * RECENT_SLOTS {
+            let _ = request_str(&format!("/organizations/{i}/projects/{}", "x".repeat(40)));
+        }
+        let again = Text::from_route(template);
+        assert_eq!(again, template);
+        assert_eq!(again.as_ptr(), first.as_ptr(), "shared with the first copy");
     }
 
     #[test]

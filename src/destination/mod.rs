@@ -52,7 +52,6 @@ pub(crate) mod registry;
 #[cfg(feature = "umami")]
 pub mod umami;
 
-pub(crate) use logging::Escaped;
 pub use logging::LoggingDestination;
 pub use memory::MemoryDestination;
 #[cfg(feature = "nats")]

@@ -113,7 +113,7 @@ impl fmt::Display for DropReport {
             write!(
                 f,
                 " {}: {} (queue full {}, failed {}, discarded {});",
-                crate::destination::Escaped(&d.name),
+                crate::diag::Escaped(&d.name),
                 d.total(),
                 d.queue_full,
                 d.failed,

@@ -2,29 +2,28 @@
 //!
 //! Everything outside this module goes through [`Dispatcher`]: lane fields are private here.
 
+pub(crate) mod attempt;
 mod drops;
 mod lanes;
 pub(crate) mod recycle;
-mod retry;
 mod view;
 mod worker;
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::DeliveryConfig;
 use crate::destination::Destination;
+use crate::diag::RateLimitedWarning;
 use crate::event::Event;
 
 pub(crate) use drops::DropSignal;
 pub use drops::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DropReport};
 pub use lanes::DestinationStats;
 pub(crate) use lanes::{Dispatcher, LaneSpec};
-pub(crate) use retry::backoff;
 pub(crate) use view::PropertyView;
 use worker::spawn_workers;
 
@@ -251,64 +250,5 @@ impl Lane {
             .queued
             .load(Ordering::Relaxed)
             .min(self.shared.capacity)
-    }
-}
-
-/// A warning that is logged at once the first time, then at most every 10 s with the count
-/// since the last one.
-#[derive(Debug, Default)]
-pub(crate) struct RateLimitedWarning {
-    warned: AtomicBool,
-    last_ms: AtomicU64,
-    since: AtomicU64,
-}
-
-const WARN_EVERY_MS: u64 = 10_000;
-
-fn coarse_now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-impl RateLimitedWarning {
-    /// Records one occurrence; returns the count to report when a warning is due.
-    pub(crate) fn hit(&self) -> Option<u64> {
-        self.hit_at(coarse_now_ms())
-    }
-
-    fn hit_at(&self, now: u64) -> Option<u64> {
-        let since = self.since.fetch_add(1, Ordering::Relaxed) + 1;
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            self.last_ms.store(now, Ordering::Relaxed);
-            self.since.fetch_sub(since, Ordering::Relaxed);
-            return Some(since);
-        }
-        let last = self.last_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= WARN_EVERY_MS
-            && self
-                .last_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(self.since.swap(0, Ordering::Relaxed));
-        }
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn warns_first_then_rate_limits() {
-        let w = RateLimitedWarning::default();
-        assert_eq!(w.hit_at(1_000), Some(1));
-        assert_eq!(w.hit_at(1_001), None);
-        assert_eq!(w.hit_at(10_999), None);
-        // Ten seconds after the last warning: one summary with the count since.
-        assert_eq!(w.hit_at(11_000), Some(3));
-        assert_eq!(w.hit_at(11_001), None);
-        assert_eq!(w.hit_at(21_001), Some(2));
     }
 }

@@ -27,7 +27,8 @@ use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex};
 
 use crate::context::Context;
-use crate::event::{Event, EventCategory, EventKind, INLINE_PROPERTIES, Properties};
+use crate::event::{Event, EventCategory, EventKind};
+use crate::properties::{INLINE_PROPERTIES, Properties};
 use crate::text::Text;
 
 /// Events kept per thread: ~100 KB at most.

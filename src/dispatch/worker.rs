@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::{Counters, LaneShared, WorkerParts, backoff};
+use super::attempt::{Attempt, Items, Settle, Verdict};
+use super::{Counters, LaneShared, WorkerParts, recycle};
 use crate::destination::{DeliveryError, DeliveryErrorKind, Destination};
+use crate::diag::Escaped;
 use crate::event::Event;
 
 /// A background task that runs next to the workers (the drop monitor).
@@ -215,135 +218,98 @@ fn take_queued(
     }
 }
 
-/// Delivers one batch: retries what is retryable, counts everything exactly once.
+/// Delivers one batch through the attempt loop, counting every event exactly once.
 async fn deliver(
     destination: &dyn Destination,
-    mut pending: Vec<Arc<Event>>,
+    batch: Vec<Arc<Event>>,
     shared: &LaneShared,
     delivery: &crate::config::DeliveryConfig,
 ) {
-    let c = &shared.counters;
-    let mut attempt = 1u32;
-    loop {
-        let result = match tokio::time::timeout(delivery.timeout, destination.send(&pending)).await
-        {
-            Ok(r) => r,
-            Err(_) => Err(DeliveryError::retryable(format!(
-                "timed out after {:?}",
-                delivery.timeout
-            ))),
+    Attempt::new(destination, delivery)
+        .run(&batch, &mut Count(shared))
+        .await;
+    recycle::give(batch);
+}
+
+/// Counts a batch's verdicts in its lane's counters as they come, and logs failures.
+struct Count<'a>(&'a LaneShared);
+
+impl Settle for Count<'_> {
+    fn answered(&mut self, result: Result<(), &DeliveryError>) {
+        // A destination refusing whole batches is not sent drop reports.
+        let failing = match result {
+            Ok(()) => false,
+            Err(e) => e.items().is_none() && e.kind() != DeliveryErrorKind::Discarded,
         };
-        let (retry, retry_after, last_error) = match result {
-            Ok(()) => {
-                shared.failing.store(false, Ordering::Relaxed);
-                Counters::add(&c.delivered, pending.len());
-                super::recycle::give(pending);
-                return;
+        self.0.failing.store(failing, Ordering::Relaxed);
+    }
+
+    fn settled(
+        &mut self,
+        verdict: Verdict,
+        items: Items<'_>,
+        error: Option<&DeliveryError>,
+        attempts: u32,
+    ) {
+        let shared = self.0;
+        let c = &shared.counters;
+        let n = items.len();
+        let reports = || reports_in(items.events());
+        match verdict {
+            Verdict::Delivered => return Counters::add(&c.delivered, n),
+            Verdict::Discarded => {
+                Counters::add(&c.discarded, n);
+                Counters::add(&c.report_discarded, reports());
             }
-            Err(e) => match e.items() {
-                None => match e.kind() {
-                    DeliveryErrorKind::Retryable => {
-                        shared.failing.store(true, Ordering::Relaxed);
-                        (pending, e.retry_after(), e)
-                    }
-                    kind => {
-                        shared
-                            .failing
-                            .store(kind == DeliveryErrorKind::Permanent, Ordering::Relaxed);
-                        settle_failure(shared, kind, &pending, &e);
-                        return;
-                    }
-                },
-                Some(items) => {
-                    shared.failing.store(false, Ordering::Relaxed);
-                    let mut failed = vec![false; pending.len()];
-                    let mut retry = Vec::new();
-                    for (i, item) in items {
-                        let Some(slot) = failed.get_mut(*i) else {
-                            continue;
-                        };
-                        if std::mem::replace(slot, true) {
-                            continue; // an index listed twice counts once
-                        }
-                        match item.kind() {
-                            DeliveryErrorKind::Retryable => retry.push(pending[*i].clone()),
-                            kind => settle_failure(shared, kind, &pending[*i..=*i], item),
-                        }
-                    }
-                    Counters::add(&c.delivered, failed.iter().filter(|f| !**f).count());
-                    (retry, e.retry_after(), e)
-                }
-            },
+            Verdict::Failed | Verdict::GaveUp => {
+                Counters::add(&c.failed, n);
+                Counters::add(&c.report_failed, reports());
+            }
+        }
+        shared.drop_signal.raise();
+        let Some(since) = shared.failures.hit() else {
+            return;
         };
-        if retry.is_empty() {
-            return;
+        let error = error.map(tracing::field::display);
+        if verdict == Verdict::GaveUp {
+            tracing::warn!(
+                target: "tower_telemetry",
+                destination = %Escaped(&shared.name),
+                events = n,
+                attempts,
+                failures_since_last_warning = since,
+                error,
+                "telemetry delivery failed; giving up on these events"
+            );
+        } else {
+            tracing::warn!(
+                target: "tower_telemetry",
+                destination = %Escaped(&shared.name),
+                events = n,
+                failures_since_last_warning = since,
+                error,
+                "telemetry events not delivered"
+            );
         }
-        if attempt >= delivery.retry.max_attempts {
-            Counters::add(&c.failed, retry.len());
-            shared.drop_signal.raise();
-            Counters::add(&c.report_failed, reports_in(&retry));
-            if let Some(n) = shared.failures.hit() {
-                tracing::warn!(
-                    target: "tower_telemetry",
-                    destination = %crate::destination::Escaped(&shared.name),
-                    events = retry.len(),
-                    attempts = attempt,
-                    failures_since_last_warning = n,
-                    error = %last_error,
-                    "telemetry delivery failed; giving up on these events"
-                );
-            }
-            return;
-        }
-        let wait = backoff(attempt, &delivery.retry, retry_after);
+    }
+
+    fn retrying(&mut self, attempt: u32, events: usize, wait: Duration, error: &DeliveryError) {
         tracing::debug!(
             target: "tower_telemetry",
-            destination = %crate::destination::Escaped(&shared.name),
-            events = retry.len(),
+            destination = %Escaped(&self.0.name),
+            events,
             attempt,
             ?wait,
-            error = %last_error,
+            error = %error,
             "telemetry delivery failed; retrying"
         );
-        Counters::add(&c.retries, 1);
-        tokio::time::sleep(wait).await;
-        pending = retry;
-        attempt += 1;
+        Counters::add(&self.0.counters.retries, 1);
     }
 }
 
 /// How many of `events` are drop reports (whose own loss is never reported).
-fn reports_in(events: &[Arc<Event>]) -> usize {
+fn reports_in<'a>(events: impl Iterator<Item = &'a Arc<Event>>) -> usize {
     events
-        .iter()
         .filter(|e| e.name() == crate::dispatch::DROPPED_EVENT)
         .count()
-}
-
-fn settle_failure(
-    shared: &LaneShared,
-    kind: DeliveryErrorKind,
-    events: &[Arc<Event>],
-    e: &DeliveryError,
-) {
-    let c = &shared.counters;
-    let reports = reports_in(events);
-    if kind == DeliveryErrorKind::Discarded {
-        Counters::add(&c.discarded, events.len());
-        Counters::add(&c.report_discarded, reports);
-    } else {
-        Counters::add(&c.failed, events.len());
-        Counters::add(&c.report_failed, reports);
-    }
-    shared.drop_signal.raise();
-    if let Some(n) = shared.failures.hit() {
-        tracing::warn!(
-            target: "tower_telemetry",
-            destination = %crate::destination::Escaped(&shared.name),
-            events = events.len(),
-            failures_since_last_warning = n,
-            error = %e,
-            "telemetry events not delivered"
-        );
-    }
 }

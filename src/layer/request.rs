@@ -230,7 +230,7 @@ pub(crate) fn request_context(
     }
     ctx.set_method(Some(method_text(head.method)));
     if let Some(route) = head.extensions.get::<axum::extract::MatchedPath>() {
-        ctx.set_route(Some(Text::from_route(route)));
+        ctx.set_route(Some(Text::from_route(route.as_str())));
     }
     let captured = Captured::scan(head.headers, config);
     let host = match &config.hostname {

@@ -287,7 +287,7 @@ impl Telemetry {
             let shown: String = name.chars().take(64).collect();
             tracing::warn!(
                 target: "tower_telemetry",
-                event = %crate::destination::Escaped(&shown),
+                event = %crate::diag::Escaped(&shown),
                 size = outcome.oversized,
                 limits = ?inner.policy.limits,
                 events_since_last_warning = n,
@@ -316,7 +316,7 @@ impl Telemetry {
             let shown: String = name.chars().take(64).collect();
             tracing::warn!(
                 target: "tower_telemetry",
-                event = %crate::destination::Escaped(&shown),
+                event = %crate::diag::Escaped(&shown),
                 reason = %why,
                 rejected = n,
                 "telemetry event rejected"
@@ -332,7 +332,7 @@ impl Telemetry {
             .collect();
         tracing::info!(
             target: "tower_telemetry::debug",
-            event = %crate::destination::Escaped(event.name()),
+            event = %crate::diag::Escaped(event.name()),
             properties = %serde_json::to_string(event.properties()).unwrap_or_default(),
             destinations = ?to,
             "telemetry event"
@@ -361,7 +361,7 @@ pub(crate) fn object_properties(
 #[cold]
 #[inline(never)]
 fn debug_nowhere(name: &str) {
-    tracing::info!(target: "tower_telemetry::debug", event = %crate::destination::Escaped(name), "telemetry event routed nowhere");
+    tracing::info!(target: "tower_telemetry::debug", event = %crate::diag::Escaped(name), "telemetry event routed nowhere");
 }
 
 #[cfg(test)]

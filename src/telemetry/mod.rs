@@ -32,9 +32,8 @@ pub use stats::{ShutdownReport, Stats};
 use crate::config::{Config, RequestsConfig};
 use crate::context::Context;
 use crate::destination::MemoryDestination;
-use crate::dispatch::{
-    DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, Dispatcher, DropReport, RateLimitedWarning,
-};
+use crate::diag::RateLimitedWarning;
+use crate::dispatch::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, Dispatcher, DropReport};
 use crate::glob::Glob;
 use crate::limits::Policy;
 use crate::pipeline::{self, Compiled};

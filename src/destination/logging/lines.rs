@@ -5,8 +5,8 @@ use std::fmt;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::needs_escape;
 use crate::destination::DeliveryError;
+use crate::diag::needs_escape;
 use crate::event::{Event, Rfc3339};
 
 /// Buffers above this are given back after a batch, so one huge batch does not pin its memory.

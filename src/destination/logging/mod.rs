@@ -21,7 +21,6 @@
 //! # }
 //! ```
 
-use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +29,7 @@ use super::{BoxFuture, DeliveryError, Destination};
 use crate::config::{
     BuiltinKinds, CheckSettings, ConfigError, DeliveryConfig, Settings, describe_value,
 };
+use crate::diag::Escaped;
 use crate::event::Event;
 
 mod lines;
@@ -272,45 +272,6 @@ pub(crate) fn parse_level(s: &str) -> Option<tracing::Level> {
     }
 }
 
-/// Displays a string with control characters (newlines, ANSI escapes, C1 controls such as the
-/// one-character CSI), Unicode line separators and bidirectional overrides escaped, so it can
-/// neither forge a log line nor drive a terminal.
-pub(crate) struct Escaped<'a>(pub(crate) &'a str);
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-impl fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Runs of safe text in one write (a write per character cost more than the rest of
-        // a log record); printable ASCII, nearly all of it, is decided without decoding.
-        let s = self.0;
-        let bytes = s.as_bytes();
-        let (mut start, mut i) = (0, 0);
-        while i < bytes.len() {
-            let b = bytes[i];
-            if (0x20..0x7f).contains(&b) {
-                i += 1;
-                continue;
-            }
-            // A control byte, or the first byte of a multi-byte character: decode it.
-            let Some(c) = s[i..].chars().next() else {
-                break;
-            };
-            let next = i + c.len_utf8();
-            if needs_escape(c) {
-                f.write_str(&s[start..i])?;
-                write!(f, "{}", c.escape_default())?;
-                start = next;
-            }
-            i = next;
-        }
-        f.write_str(&s[start..])
-    }
-}
-
 /// An optional context field: absent fields are left out of the log record.
 fn opt(s: Option<&str>) -> Option<tracing::field::DisplayValue<Escaped<'_>>> {
     s.map(|s| tracing::field::display(Escaped(s)))
@@ -385,43 +346,6 @@ impl Destination for LoggingDestination {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_control_characters() {
-        assert_eq!(Escaped("a\nb\u{1b}[31m").to_string(), "a\\nb\\u{1b}[31m");
-        assert_eq!(Escaped("plain é").to_string(), "plain é");
-        assert_eq!(
-            Escaped("a\u{9b}31m\u{7f}\u{2028}\u{202e}").to_string(),
-            "a\\u{9b}31m\\u{7f}\\u{2028}\\u{202e}"
-        );
-    }
-
-    #[test]
-    fn escaping_in_runs_matches_escaping_each_character() {
-        let naive = |s: &str| {
-            s.chars()
-                .map(|c| {
-                    if needs_escape(c) {
-                        c.escape_default().to_string()
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect::<String>()
-        };
-        let pieces = [
-            "a", "é", "\n", "\u{7f}", "\u{9b}", "\u{2028}", "日本", "\u{202e}", " ", "~",
-        ];
-        // Every string of up to three pieces.
-        for a in pieces {
-            for b in pieces {
-                for c in pieces {
-                    let s = format!("{a}{b}{c}");
-                    assert_eq!(Escaped(&s).to_string(), naive(&s), "{s:?}");
-                }
-            }
-        }
-    }
 
     #[test]
     fn outputs() {

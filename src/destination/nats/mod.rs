@@ -84,7 +84,7 @@ pub use schema::{
 
 use super::{BoxFuture, DeliveryError, Destination};
 use crate::config::{ConfigError, ConfigErrors, DeliveryConfig, Settings};
-use crate::dispatch::RateLimitedWarning;
+use crate::diag::RateLimitedWarning;
 use crate::event::Event;
 
 /// Events per batch unless `batch_size` is configured: publishes are pipelined, so large

@@ -34,7 +34,8 @@ use serde::ser::SerializeStruct;
 use uuid::Uuid;
 
 use crate::context::Context;
-use crate::event::{Event, EventKind, Properties, Rfc3339};
+use crate::event::{Event, EventKind, Rfc3339};
+use crate::properties::Properties;
 use crate::text::Text;
 
 /// The schema version [`encode_event`] writes and [`decode_event`] reads.
