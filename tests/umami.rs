@@ -2,10 +2,9 @@
 //! HTTP on 127.0.0.1.
 #![cfg(feature = "umami")]
 
-mod common;
 mod support;
 
-use common::logs::Logs;
+use support::logs::Logs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
