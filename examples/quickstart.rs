@@ -11,6 +11,7 @@
 //! logging one, so you can see what would be sent.
 
 use std::error::Error;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -118,6 +119,8 @@ async fn checkout(tracker: Tracker) -> &'static str {
 async fn main() -> Result<(), Box<dyn Error>> {
     tracing_subscriber::fmt()
         .with_target(false)
+        // Colours for a terminal only: piped into a file or `grep`, plain text.
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".parse().expect("a valid filter")),

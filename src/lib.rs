@@ -77,6 +77,8 @@ mod routing;
 mod telemetry;
 mod text;
 pub mod timing;
+#[cfg(any(feature = "umami", feature = "nats"))]
+mod tls;
 mod value;
 
 pub use config::{

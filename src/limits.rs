@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+use std::fmt;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -137,10 +138,20 @@ impl LimitsConfig {
 }
 
 /// What the pass did to one event.
+/// Which limits cut an event: bits of [`Outcome::cut`].
+pub(crate) mod cut {
+    /// `max_string_length` (bit 0, so a `bool` ORs in unchanged).
+    pub(crate) const STRING_LENGTH: u8 = 1;
+    /// `max_properties`, of the event or of a nested array or object.
+    pub(crate) const PROPERTIES: u8 = 2;
+    /// `max_depth`.
+    pub(crate) const DEPTH: u8 = 4;
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Outcome {
-    /// Something was cut (a property, a string, a nested value).
-    pub(crate) truncated: bool,
+    /// What was cut (a property, a string, a nested value): [`cut`] bits, 0 for nothing.
+    pub(crate) cut: u8,
     /// Values replaced by redaction.
     pub(crate) redacted: usize,
     /// The event is too large even so: its serialized size.
@@ -154,6 +165,51 @@ pub(crate) struct Policy {
     pub(crate) limits: LimitsConfig,
     /// Tells this policy's cached context checks from another handle's (never 0).
     pub(crate) id: u16,
+}
+
+impl Outcome {
+    /// Something was cut.
+    #[inline]
+    pub(crate) fn truncated(&self) -> bool {
+        self.cut != 0
+    }
+
+    /// The limits this outcome ran into, written as a user sets them in `telemetry.limits`
+    /// (`max_string_length: 8192`), for warnings.
+    pub(crate) fn limits_hit<'a>(&'a self, limits: &'a LimitsConfig) -> LimitsHit<'a> {
+        LimitsHit {
+            outcome: self,
+            limits,
+        }
+    }
+}
+
+/// [`Outcome::limits_hit`]: `max_event_size: 65536` for a rejected event, else the limits
+/// that cut it, comma-separated.
+pub(crate) struct LimitsHit<'a> {
+    outcome: &'a Outcome,
+    limits: &'a LimitsConfig,
+}
+
+impl fmt::Display for LimitsHit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = self.limits;
+        if self.outcome.oversized.is_some() {
+            return write!(f, "max_event_size: {}", l.max_event_size);
+        }
+        let mut sep = "";
+        for (bit, key, value) in [
+            (cut::STRING_LENGTH, "max_string_length", l.max_string_length),
+            (cut::PROPERTIES, "max_properties", l.max_properties),
+            (cut::DEPTH, "max_depth", l.max_depth),
+        ] {
+            if self.outcome.cut & bit != 0 {
+                write!(f, "{sep}{key}: {value}")?;
+                sep = ", ";
+            }
+        }
+        Ok(())
+    }
 }
 
 static NEXT_POLICY: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
@@ -221,7 +277,7 @@ impl Policy {
                 kept += 1;
                 kept <= limits.max_properties
             });
-            w.out.truncated = true;
+            w.out.cut |= cut::PROPERTIES;
         }
         // `entry` drops only entries whose key is too long: without one, no `retain` shuffle.
         if keys_clean {
@@ -315,7 +371,7 @@ impl Walk<'_> {
     /// out); counts the key's size.
     fn key(&mut self, key: &str) -> bool {
         if key.len() > self.policy.limits.max_string_length {
-            self.out.truncated = true;
+            self.out.cut |= cut::STRING_LENGTH;
             return false;
         }
         self.size += bound_str(key) + 1;
@@ -342,7 +398,8 @@ impl Walk<'_> {
     fn property_value(&mut self, value: &mut PropertyValue) {
         match value.limit(self.policy.limits.max_string_length) {
             Limit::Str { len, cut } => {
-                self.out.truncated |= cut;
+                // `cut::STRING_LENGTH` is bit 0: the same OR as into a `bool`.
+                self.out.cut |= u8::from(cut);
                 self.size += bound_len(len);
             }
             Limit::Json(json) => self.value(json, 0),
@@ -374,19 +431,19 @@ impl Walk<'_> {
                     let cut = floor_char_boundary(s, limits.max_string_length);
                     s.truncate(cut);
                     s.shrink_to_fit();
-                    self.out.truncated = true;
+                    self.out.cut |= cut::STRING_LENGTH;
                 }
                 self.size += bound_str(s);
             }
             Value::Array(_) | Value::Object(_) if level >= limits.max_depth => {
                 *value = Value::String(TOO_DEEP.to_owned());
-                self.out.truncated = true;
+                self.out.cut |= cut::DEPTH;
                 self.size += TOO_DEEP.len() + 2;
             }
             Value::Array(items) => {
                 if items.len() > limits.max_properties {
                     items.truncate(limits.max_properties);
-                    self.out.truncated = true;
+                    self.out.cut |= cut::PROPERTIES;
                 }
                 self.size += 2;
                 for item in items.iter_mut() {
@@ -401,7 +458,7 @@ impl Walk<'_> {
                         kept += 1;
                         kept <= limits.max_properties
                     });
-                    self.out.truncated = true;
+                    self.out.cut |= cut::PROPERTIES;
                 }
                 self.size += 2;
                 map.retain(|k, v| {
@@ -533,6 +590,33 @@ mod tests {
     }
 
     #[test]
+    fn warnings_name_the_limits_as_a_user_sets_them() {
+        let limits = LimitsConfig::default().max_string_length(5).max_depth(2);
+        let p = policy(limits);
+        let mut pr = props(json!({"a": "too long", "b": {"c": {"d": {"e": 1}}}}));
+        let mut ctx = Arc::new(Context::new());
+        let out = p.apply("user.x", &mut pr, &mut ctx, false);
+        assert_eq!(
+            out.limits_hit(&limits).to_string(),
+            "max_string_length: 5, max_depth: 2"
+        );
+        let mut pr = props(json!({"a": 1, "b": 2}));
+        let out = policy(limits.max_properties(1)).apply("user.x", &mut pr, &mut ctx, false);
+        assert_eq!(
+            out.limits_hit(&limits.max_properties(1)).to_string(),
+            "max_properties: 1"
+        );
+        let oversized = Outcome {
+            oversized: Some(DEFAULT_MAX_EVENT_SIZE + 1),
+            ..Outcome::default()
+        };
+        assert_eq!(
+            oversized.limits_hit(&LimitsConfig::default()).to_string(),
+            format!("max_event_size: {DEFAULT_MAX_EVENT_SIZE}")
+        );
+    }
+
+    #[test]
     fn every_limit_cuts() {
         let p = policy(
             LimitsConfig::default()
@@ -550,7 +634,7 @@ mod tests {
         pr.insert("too_long_key", 1);
         let mut ctx = Arc::new(Context::new());
         let out = p.apply("user.x", &mut pr, &mut ctx, false);
-        assert!(out.truncated);
+        assert!(out.truncated());
         // Two levels of containers are kept; the third is replaced.
         assert_eq!(
             serde_json::to_value(&pr).unwrap(),
@@ -558,7 +642,7 @@ mod tests {
         );
         let mut pr = props(json!({"k": 1}));
         pr.insert("too_long_key", 1);
-        assert!(p.apply("user.x", &mut pr, &mut ctx, false).truncated);
+        assert!(p.apply("user.x", &mut pr, &mut ctx, false).truncated());
         assert_eq!(pr.len(), 1, "a key over the string limit is left out");
     }
 

@@ -1,11 +1,11 @@
 //! The core pipeline: routing, sampling, context, delivery, retries, drops and shutdown.
 
-mod common;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{Answer, Scripted};
+use support::{Answer, Scripted};
 use tower_telemetry::{
     Config, Context, DeliveryConfig, DeliveryError, DestinationConfig, MemoryDestination,
     RetryConfig, SampleKey, SamplingConfig, Telemetry, props, track,

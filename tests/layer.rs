@@ -1,6 +1,6 @@
 //! TelemetryLayer and Tracker through a real axum server on 127.0.0.1 and a real HTTP client.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,9 +12,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
-use common::http::{Server, client, get as req, send};
 use http::{HeaderValue, StatusCode};
 use http_body_util::Empty;
+use support::http::{Server, client, get as req, send};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_telemetry::{
     Config, DestinationConfig, EventKind, MemoryDestination, RequestsConfig, Telemetry,

@@ -1,14 +1,14 @@
 //! The logging destination's JSON-lines output: one parsable line per event, fields in order,
 //! hostile text escaped, configuration, and write errors counted as delivery failures.
 
-mod common;
+mod support;
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::logs::Logs;
 use serde_json::{Value, json};
+use support::logs::Logs;
 use tower_telemetry::{
     Config, Context, DeliveryConfig, DestinationConfig, LoggingDestination, RetryConfig, Telemetry,
     track,

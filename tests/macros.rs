@@ -2,7 +2,6 @@
 //! methods, generic functions and axum handlers served on 127.0.0.1.
 #![cfg(feature = "macros")]
 
-#[path = "support/timing.rs"]
 mod support;
 
 use std::fmt::Display;
@@ -18,7 +17,7 @@ use axum::{Json, Router};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
-use support::*;
+use support::timing::*;
 use tokio::sync::oneshot;
 use tower_telemetry::{TelemetryLayer, Tracker, track_duration, track_error, track_function};
 

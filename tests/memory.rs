@@ -1,11 +1,11 @@
 //! Memory stays bounded when a destination is blocked: 1 000 000 events, a queue that never
 //! drains. Its own test binary, so the peak RSS it prints (VmHWM) is this scenario's alone.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::Scripted;
+use support::Scripted;
 use tower_telemetry::{
     Config, DEFAULT_QUEUE_CAPACITY, DeliveryConfig, DestinationConfig, Telemetry, track,
 };

@@ -5,14 +5,14 @@
 //! such a slice would keep that whole buffer alive for as long as its event waits. Its own test
 //! binary, so the resident memory it measures is this scenario's alone.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use common::Scripted;
-use common::http::{Server, client, send};
+use support::Scripted;
+use support::http::{Server, client, send};
 use tower_telemetry::{
     Config, DeliveryConfig, DestinationConfig, Telemetry, TelemetryLayer, track,
 };
@@ -58,7 +58,7 @@ async fn queued_events_do_not_keep_the_requests_read_buffers_alive() {
     let client = client();
     // The first event blocks the destination; every later one waits in the queue.
     let request = || {
-        common::http::get(&url)
+        support::http::get(&url)
             .header(http::header::USER_AGENT, USER_AGENT)
             .header(http::header::ACCEPT_LANGUAGE, "en-US,en;q=0.9")
             .body(Default::default())

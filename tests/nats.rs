@@ -8,19 +8,16 @@
 //! measured rates are printed (`cargo test --all-features --test nats -- --nocapture`).
 #![cfg(feature = "nats")]
 
-#[path = "support/nats_server.rs"]
-mod nats_server;
-#[cfg(feature = "umami")]
-#[allow(unreachable_pub)]
-#[path = "support/umami_server.rs"]
-mod umami_server;
+mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use nats_server::{NatsCluster, NatsServer};
+use support::nats_server::{self, NatsCluster, NatsServer};
+#[cfg(feature = "umami")]
+use support::umami_server;
 use tower_telemetry::relay::{Relay, RelayConfig};
 use tower_telemetry::{
     BoxFuture, Config, DeliveryConfig, DeliveryError, Destination, DestinationConfig, Event,
@@ -139,9 +136,7 @@ fn seq_of(e: &Event) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_node_stores_each_event_once_and_relays_fast() {
-    let Some(bin) = nats_server::binary() else {
-        return;
-    };
+    let bin = nats_server::binary();
     let node = NatsServer::start(&bin).await;
     let urls = vec![node.url()];
 
@@ -235,9 +230,7 @@ async fn leader(js: &jetstream::Context, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_leader_killed_while_publishing() {
-    let Some(bin) = nats_server::binary() else {
-        return;
-    };
+    let bin = nats_server::binary();
     let mut cluster = NatsCluster::start(&bin, 3).await;
     let urls = cluster.urls();
     let nats = NatsDestination::new(nats_config(urls.clone(), "FAILOVER", 3)).unwrap();
@@ -433,9 +426,7 @@ fn skipped(stats: &tower_telemetry::relay::RelayStats) -> Vec<(String, u64)> {
 #[cfg(feature = "umami")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_share_the_work_and_one_dies() {
-    let Some(bin) = nats_server::binary() else {
-        return;
-    };
+    let bin = nats_server::binary();
     const N: usize = 5000;
     let work = SharedWork::start(&bin, "SHARED", N).await;
     let a = work.relay().await;
@@ -481,9 +472,7 @@ async fn two_relays_share_the_work_and_one_dies() {
 #[cfg(feature = "umami")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_share_the_work_and_one_stops_gracefully() {
-    let Some(bin) = nats_server::binary() else {
-        return;
-    };
+    let bin = nats_server::binary();
     const N: usize = 4000;
     let started = Instant::now();
     let work = SharedWork::start(&bin, "HANDOVER", N).await;
@@ -575,9 +564,7 @@ impl Destination for Slow {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_slower_than_ack_wait_are_not_redelivered_meanwhile() {
-    let Some(bin) = nats_server::binary() else {
-        return;
-    };
+    let bin = nats_server::binary();
     // Each relay batch takes 5 destination batches of 500 ms: longer than `ack_wait`. What
     // a relay has fetched and not started yet waits that long too, and must not be
     // redelivered to the other relay meanwhile.
@@ -663,9 +650,7 @@ async fn relay_gives_each_destination_its_own_view_of_the_properties() {
         "{err:?}"
     );
 
-    let Some(bin) = nats_server::binary() else {
-        return;
-    };
+    let bin = nats_server::binary();
     let node = NatsServer::start(&bin).await;
     let urls = vec![node.url()];
     let nats = NatsDestination::new(nats_config(urls.clone(), "VIEW", 1)).unwrap();
@@ -726,9 +711,7 @@ async fn relay_gives_each_destination_its_own_view_of_the_properties() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_pulls_again_after_the_server_restarts() {
-    let Some(bin) = nats_server::binary() else {
-        return;
-    };
+    let bin = nats_server::binary();
     let mut node = NatsServer::start(&bin).await;
     let urls = vec![node.url()];
     let nats = NatsDestination::new(nats_config(urls.clone(), "RESTART", 1)).unwrap();
@@ -779,9 +762,7 @@ async fn relay_pulls_again_after_the_server_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_lost_then_restored() {
-    let Some(bin) = nats_server::binary() else {
-        return;
-    };
+    let bin = nats_server::binary();
     let mut cluster = NatsCluster::start(&bin, 3).await;
     let urls = cluster.urls();
     let nats = NatsDestination::new(

@@ -3,8 +3,6 @@
 //! limits. Every scenario is deterministic: a paused tokio clock, semaphores and notifications
 //! do the synchronisation; where real sockets need the real clock, waits poll a condition.
 
-mod common;
-#[cfg(feature = "umami")]
 mod support;
 
 use std::collections::HashSet;
@@ -15,12 +13,12 @@ use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
 use bytes::Bytes;
-use common::Scripted;
-use common::http::{Server, client, get as req, send};
-use common::logs::Logs;
 use http::{HeaderValue, StatusCode};
 use http_body_util::Empty;
 use serde_json::{Value, json};
+use support::Scripted;
+use support::http::{Server, client, get as req, send};
+use support::logs::Logs;
 use tower_telemetry::{
     BoxFuture, Config, Context, DeliveryConfig, DeliveryError, Destination, DestinationConfig,
     DropReport, Event, LimitsConfig, MemoryDestination, Telemetry, TelemetryLayer, Tracker, props,

@@ -1,7 +1,6 @@
 //! Duration, function and error tracking: the future combinators, the closure wrappers and
 //! `TrackDurationLayer` behind a real axum server.
 
-#[path = "support/timing.rs"]
 mod support;
 
 use std::backtrace::{Backtrace, BacktraceStatus};
@@ -13,7 +12,7 @@ use axum::Router;
 use axum::routing::get;
 use http::StatusCode;
 use serde_json::json;
-use support::*;
+use support::timing::*;
 use tokio::sync::oneshot;
 use tower::ServiceExt;
 use tower_telemetry::{

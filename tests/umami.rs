@@ -2,10 +2,9 @@
 //! HTTP on 127.0.0.1.
 #![cfg(feature = "umami")]
 
-mod common;
 mod support;
 
-use common::logs::Logs;
+use support::logs::Logs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -570,6 +569,9 @@ async fn through_an_axum_app_with_the_layer_each_event_and_page_view_arrives_onc
 
     const N: u64 = 30;
     const BROWSER: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/605.1.15";
+    // reqwest is built without a crypto provider (the crate hands its own client ring's), so
+    // a plain reqwest client needs one installed, as reqwest's panic message says.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let mut slowest = Duration::ZERO;
     for seq in 0..N {

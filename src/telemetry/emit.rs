@@ -279,7 +279,7 @@ impl Telemetry {
         }
         let (counter, what) = match outcome.oversized {
             Some(_) => (&inner.oversized, "rejected: larger than max_event_size"),
-            None if outcome.truncated => (&inner.truncated, "truncated to fit the limits"),
+            None if outcome.truncated() => (&inner.truncated, "truncated to fit the limits"),
             None => return true,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -289,7 +289,7 @@ impl Telemetry {
                 target: "tower_telemetry",
                 event = %crate::diag::Escaped(&shown),
                 size = outcome.oversized,
-                limits = ?inner.policy.limits,
+                limit = %outcome.limits_hit(&inner.policy.limits),
                 events_since_last_warning = n,
                 "telemetry event {what}"
             );

@@ -162,7 +162,24 @@ fn fill_backtrace(p: &mut Properties) {
     let backtrace = Backtrace::capture();
     if backtrace.status() == BacktraceStatus::Captured {
         let text = backtrace.to_string();
-        p.insert("backtrace", skip_own_frames(&text));
+        p.insert("backtrace", fit(skip_own_frames(&text)));
+    }
+}
+
+/// At most the default `max_string_length`, cut after a whole line: the innermost frames are
+/// the ones that matter, and a backtrace the crate attached by itself should not make an
+/// ordinary error event "truncated" (a debug build's async stack easily passes 8 KiB).
+fn fit(backtrace: &str) -> &str {
+    let max = crate::limits::DEFAULT_MAX_STRING_LENGTH;
+    if backtrace.len() <= max {
+        return backtrace;
+    }
+    match backtrace.as_bytes()[..max]
+        .iter()
+        .rposition(|&b| b == b'\n')
+    {
+        Some(end) => &backtrace[..=end],
+        None => &backtrace[..crate::text::floor_char_boundary(backtrace, max)],
     }
 }
 
@@ -334,6 +351,17 @@ pub(super) fn function_report<X, K>(name: Text, extra: X, classify: K) -> Functi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_backtraces_are_cut_after_a_line_within_the_string_limit() {
+        let max = crate::limits::DEFAULT_MAX_STRING_LENGTH;
+        let frame = "  12: my_app::handler::{{closure}}\n             at ./src/main.rs:3:5\n";
+        let long = frame.repeat(max / frame.len() + 10);
+        let cut = fit(&long);
+        assert!(cut.len() <= max && cut.len() > max - frame.len());
+        assert!(cut.ends_with('\n') && long.starts_with(cut));
+        assert_eq!(fit(frame), frame);
+    }
 
     #[test]
     fn backtraces_start_at_the_tracked_function() {

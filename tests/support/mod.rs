@@ -1,5 +1,22 @@
-//! Test servers shared by the integration tests: `mod support;` in a test file, then
-//! `support::umami_server::UmamiServer` (see that module's docs for its API).
-#![allow(dead_code, unreachable_pub)]
+//! The one place for the integration tests' helpers: `mod support;` at the top of a test file,
+//! then the module it needs.
+//!
+//! - [`http`]: a real axum server on 127.0.0.1 and a real HTTP/1.1 client (the one HTTP
+//!   harness; the Umami server and the timing helpers serve through it).
+//! - [`logs`]: log lines captured from a `tracing` subscriber scoped to a test.
+//! - [`scripted`]: [`Scripted`], a destination answering from a script.
+//! - [`timing`]: a memory-only handle and event accessors for the timing and macro tests.
+//! - [`umami_server`]: a contract-faithful Umami collection server.
+//! - [`nats_server`]: real `nats-server` nodes and clusters (provisioned on first use).
+//!
+//! Each test binary uses a part of it, hence the `dead_code` allowance.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod http;
+pub mod logs;
+pub mod nats_server;
+pub mod scripted;
+pub mod timing;
 pub mod umami_server;
+
+pub use scripted::{Answer, Scripted};

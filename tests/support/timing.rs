@@ -1,14 +1,11 @@
 //! Helpers shared by `tests/timing.rs` and `tests/macros.rs`.
-#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use super::http::{Server, client, send};
+use http_body_util::Empty;
 use tower_telemetry::{Context, Event, MemoryDestination, Telemetry};
 
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -82,10 +79,7 @@ pub fn has_duration(event: &Event) {
 
 /// Serves `app` on 127.0.0.1 (an OS-chosen port) until the test ends.
 pub async fn serve(app: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    Server::start(app).await.detach()
 }
 
 /// A real HTTP GET; returns the status and body.
@@ -95,14 +89,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// A real HTTP request without a body; returns the status and body.
 pub async fn request(addr: SocketAddr, method: http::Method, path: &str) -> (u16, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let req = http::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
         .body(Empty::new())
         .unwrap();
-    let res = client.request(req).await.unwrap();
-    let status = res.status().as_u16();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let (res, body) = send(&client(), req).await;
+    (res.status().as_u16(), body)
 }

@@ -36,7 +36,6 @@
 //! Bot check (User-Agent = `payload.userAgent`, else the request header): empty → not a bot;
 //! a bare `name/version`, `curl/`, `reqwest/`, `hyper/`, or containing `bot`, `crawler`,
 //! `spider` → bot.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,7 +47,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
+
+use super::http::Server;
 
 /// The one website the server knows.
 pub const WEBSITE_ID: &str = "5a1d0c5e-8c6e-4a3b-9f0a-1b2c3d4e5f60";
@@ -122,8 +123,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct UmamiServer {
     addr: SocketAddr,
     inner: Arc<Inner>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    server: Server,
 }
 
 /// A free loopback address, not listened on (connections to it are refused until a server
@@ -145,25 +145,15 @@ impl UmamiServer {
     }
 
     async fn start_with(addr: SocketAddr, inner: Arc<Inner>) -> UmamiServer {
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let app = Router::new()
             .route("/api/send", post(send))
             .route("/api/batch", post(batch))
             .with_state(inner.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let server = Server::start_on(addr, app).await;
         UmamiServer {
-            addr,
+            addr: server.addr,
             inner,
-            stop: Some(stop),
-            task: Some(task),
+            server,
         }
     }
 
@@ -243,25 +233,8 @@ impl UmamiServer {
     }
 
     /// Stops listening and ends open connections (gracefully).
-    pub async fn stop(mut self) {
-        self.shutdown().await;
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for UmamiServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 }
 

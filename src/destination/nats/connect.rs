@@ -166,6 +166,12 @@ impl ConnectSettings {
         options = options
             .connection_timeout(self.connect_timeout)
             .require_tls(self.tls.required);
+        if self.tls.ca_file.is_none() && self.tls.client_cert.is_none() {
+            // The crate's ring-based configuration, as the Umami destination's. With a CA or a
+            // client certificate, async-nats builds its own from them (on ring too: the
+            // only rustls provider compiled in).
+            options = options.tls_client_config(crate::tls::client_config()?);
+        }
         if let Some(ca) = &self.tls.ca_file {
             options = options.add_root_certificates(ca.clone());
         }

@@ -65,6 +65,7 @@ impl Client {
             .tcp_nodelay(true)
             // A redirected POST turns into a GET and loses its body: report it instead.
             .redirect(reqwest::redirect::Policy::none())
+            .tls_backend_preconfigured(tls_config()?)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Client {
@@ -151,6 +152,14 @@ impl Client {
 }
 
 /// Timeouts and connection failures are retryable: nothing (or not everything) arrived.
+/// The crate's ring-based rustls configuration ([`crate::tls`]) with reqwest's ALPN for an
+/// HTTP/1.1-only client (reqwest's `rustls-no-provider` feature: no aws-lc).
+fn tls_config() -> Result<rustls::ClientConfig, String> {
+    let mut config = crate::tls::client_config()?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 fn transport(endpoint: &str, e: reqwest::Error) -> Failure {
     let what = if e.is_timeout() {
         "timed out"

@@ -1,4 +1,5 @@
-//! A real HTTP/1.1 client and a real axum server on 127.0.0.1 for the integration tests.
+//! The integration tests' one HTTP harness: a real axum server on 127.0.0.1 and a real
+//! HTTP/1.1 client.
 
 use std::net::SocketAddr;
 
@@ -11,16 +12,23 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
-/// A server running `app` on a free loopback port until dropped.
+/// A server running an app on a loopback port. Dropping it stops it at once (open
+/// connections included); [`stop`](Server::stop) stops it gracefully.
 pub struct Server {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Server {
+    /// Starts `app` on a free port.
     pub async fn start(app: Router) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), app).await
+    }
+
+    /// Starts `app` on `addr`.
+    pub async fn start_on(addr: SocketAddr, app: Router) -> Server {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -32,7 +40,6 @@ impl Server {
                 let _ = stopped.await;
             })
             .await
-            .unwrap();
         });
         Server {
             addr,
@@ -45,21 +52,28 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Leaves the server running until the test's runtime ends; returns its address.
+    pub fn detach(mut self) -> SocketAddr {
+        std::mem::forget(self.stop.take());
+        self.task.take();
+        self.addr
+    }
+
     /// Stops accepting, waits for in-flight requests.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
-            t.await.unwrap();
+            t.await.unwrap().unwrap();
         }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+        if let Some(t) = self.task.take() {
+            t.abort();
         }
     }
 }

@@ -2,10 +2,13 @@
 //! tower-http's layers, in one run.
 //!
 //! ```sh
-//! cargo run --release --example loadbench                      # 4 rounds, 6 pairs each, 5 s per run
-//! cargo run --release --example loadbench -- --duration 3 --rounds 3 --variants a,d
-//! cargo run --release --example loadbench -- --rounds 0 --side-rounds 6 --variants a,c,d
+//! cargo bench --bench loadbench                                # 4 rounds, 6 pairs each, 5 s per run
+//! cargo bench --bench loadbench -- --duration 3 --rounds 3 --variants a,d
+//! cargo bench --bench loadbench -- --rounds 0 --side-rounds 6 --variants a,c,d
 //! ```
+//!
+//! A `[[bench]]` with `harness = false`: its own `main`, which ignores the `--bench` flag cargo
+//! passes. `cargo bench --bench loadbench --no-run` prints the binary's path (for `--base-exe`).
 //!
 //! Each variant runs in a child process of this binary pinned to core 0 (`taskset`), a tokio
 //! multi-thread runtime with one worker; the load generator (a built-in HTTP/1.1 keep-alive
@@ -30,8 +33,10 @@
 //! share too: the ratio means CPU cost only while it is near zero.
 //!
 //! The same mode compares two builds (A/B): copy the old build's binary aside, then
-//! `loadbench --variants a,d --rounds 0 --side-rounds 10 --base-exe OLD --base d` runs the old
-//! d beside the new d ten times.
+//! `cargo bench --bench loadbench -- --variants a,d --rounds 0 --side-rounds 10 --base-exe OLD
+//! --base d` runs the old d beside the new d ten times. The old binary may be a build of this
+//! harness from before it moved here (`target/release/examples/loadbench`): the child-process
+//! protocol (`--serve VARIANT [UMAMI_URL]`, `PORT n` on stdout, `stop` on stdin) is unchanged.
 //!
 //! Variants: a) bare axum; b) + tower-http `TraceLayer` (span and response at INFO into a
 //! `tracing-subscriber` fmt layer writing to a sink); c) + tower-http `SetRequestId` +
@@ -49,9 +54,9 @@
 //! `TelemetryLayer` wrapped around the whole `Router` instead of each route (no per-request
 //! boxing by axum, but no matched route in the context).
 
-#[allow(unreachable_pub)]
-#[path = "../tests/support/umami_server.rs"]
-mod umami_server;
+// The Umami contract test server (variant f) and the HTTP harness it serves through.
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
@@ -62,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
+use support::umami_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_telemetry::{
     BoxFuture, Config, DeliveryError, Destination, DestinationConfig, Event, LoggingDestination,
@@ -97,7 +103,8 @@ const VARIANTS: &[(&str, &str)] = &[
 ];
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` appends `--bench`; it selects nothing here.
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     if args.get(1).map(String::as_str) == Some("--serve") {
         serve(&args[2], args.get(3).cloned());
         return;
