@@ -16,14 +16,26 @@
 //!   the batch is ignored; an event not listed was delivered.
 //! - A `Retry-After` is a floor for the wait, capped at [`MAX_RETRY_AFTER`].
 //! - Permanent and discarded events settle at once; they are never retried.
+//! - Retries end when either limit of the [`RetryConfig`] runs out: `max_attempts`, or the
+//!   time budget `max_elapsed` (measured from the batch's first attempt: an attempt that would
+//!   begin past it is not made). What is still retryable then is given up.
+//! - A panic in the destination's `send` or in its future is caught and is a permanent
+//!   failure of the attempt ("the destination panicked: …"): the caller's task goes on.
 //!
 //! Room to grow without touching the callers: the policy is the destination's whole
-//! [`DeliveryConfig`] (a new retry setting, such as a time budget, is read here), every call
+//! [`DeliveryConfig`] (a new retry setting is read here), every call
 //! of the destination goes through one method (`Attempt::send`), and giving up is one
 //! [`Settle::settled`] call with [`Verdict::GaveUp`].
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::{DeliveryConfig, MAX_RETRY_AFTER, RetryConfig};
 use crate::destination::{DeliveryError, DeliveryErrorKind, Destination};
@@ -153,6 +165,7 @@ impl<'a> Attempt<'a> {
         // The events to send, by index; `None`: the whole batch.
         let mut pending: Option<Vec<usize>> = None;
         let mut attempt = 1u32;
+        let started = Instant::now();
         loop {
             let sent = pending.as_deref();
             let result = match sent {
@@ -213,11 +226,15 @@ impl<'a> Attempt<'a> {
                 }
             };
             let left = retry.as_deref();
-            if attempt >= self.policy.retry.max_attempts {
+            let policy = &self.policy.retry;
+            let wait = backoff(attempt, policy, error.retry_after());
+            // Either limit ends the retries: the attempt count, or the time budget (the next
+            // attempt would begin past it).
+            let over_budget = started.elapsed().saturating_add(wait) > policy.max_elapsed;
+            if attempt >= policy.max_attempts || over_budget {
                 settle_as(Verdict::GaveUp, left, Some(&error), &mut tally);
                 return tally;
             }
-            let wait = backoff(attempt, &self.policy.retry, error.retry_after());
             let events = left.map_or(batch.len(), <[usize]>::len);
             settle.retrying(attempt, events, wait, &error);
             tally.retries += 1;
@@ -227,16 +244,50 @@ impl<'a> Attempt<'a> {
         }
     }
 
-    /// One call of the destination, bounded by the policy's timeout.
+    /// One call of the destination, bounded by the policy's timeout. A panic in `send` or in
+    /// its future is caught and answered as a permanent error: the batch fails for this
+    /// destination alone, and its worker (or the relay) goes on.
     async fn send(&self, events: &[Arc<Event>]) -> Result<(), DeliveryError> {
         let timeout = self.policy.timeout;
-        match tokio::time::timeout(timeout, self.destination.send(events)).await {
-            Ok(result) => result,
+        let call = panic::catch_unwind(AssertUnwindSafe(|| self.destination.send(events)));
+        let future = match call {
+            Ok(future) => future,
+            Err(payload) => return Err(panicked(&*payload)),
+        };
+        match tokio::time::timeout(timeout, CatchUnwind(future)).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(payload)) => Err(panicked(&*payload)),
             Err(_) => Err(DeliveryError::retryable(format!(
                 "timed out after {timeout:?}"
             ))),
         }
     }
+}
+
+/// A future whose panics are caught: `Err` with the panic's payload.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+/// The error a panicking destination is answered with, carrying the panic's message.
+fn panicked(payload: &(dyn Any + Send)) -> DeliveryError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    DeliveryError::permanent(format!("the destination panicked: {message}"))
 }
 
 /// The wait before attempt `attempt + 1` (`attempt` ≥ 1 failed attempts so far).
@@ -265,8 +316,6 @@ pub(crate) fn backoff(
 mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
-
-    use tokio::time::Instant;
 
     use super::*;
     use crate::destination::BoxFuture;
