@@ -8,11 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::logs::Logs;
 use tokio::time::Instant;
 use tower_telemetry::{
     BoxFuture, Config, DROPPED_EVENT, DeliveryConfig, DeliveryError, Destination,
     DestinationConfig, DestinationStats, Event, MemoryDestination, Overflow, Telemetry, track,
 };
+
+mod support;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -275,6 +278,8 @@ impl Destination for Panicky {
 }
 
 async fn panics_on_the_third_batch(concurrency: usize, in_future: bool) {
+    let logs = Logs::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
     let taken = Arc::new(Mutex::new(Vec::new()));
     let panicky = Panicky {
         calls: AtomicUsize::new(0),
@@ -335,6 +340,19 @@ async fn panics_on_the_third_batch(concurrency: usize, in_future: bool) {
         .get("destinations")
         .map(|v| v.to_json());
     assert_eq!(failed.unwrap()["panicky"]["failed"], 10);
+    // Logged once, with the panic's message.
+    let text = logs.text();
+    let expected = if in_future {
+        "the destination panicked: boom in the future of call 3"
+    } else {
+        "the destination panicked: boom in send"
+    };
+    assert_eq!(
+        text.matches("the destination panicked").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains(expected), "{text}");
 }
 
 #[tokio::test(start_paused = true)]

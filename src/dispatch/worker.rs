@@ -138,7 +138,8 @@ async fn run(parts: WorkerParts) {
             progress.notify_waiters();
         } else {
             while in_flight.len() >= delivery.concurrency {
-                evicting(&mut rx, &shared, in_flight.join_next()).await;
+                let joined = evicting(&mut rx, &shared, in_flight.join_next()).await;
+                lost(&shared, joined);
             }
             let (d, s, p) = (destination.clone(), shared.clone(), progress.clone());
             in_flight.spawn(async move {
@@ -147,7 +148,9 @@ async fn run(parts: WorkerParts) {
             });
         }
     }
-    while in_flight.join_next().await.is_some() {}
+    while let Some(joined) = in_flight.join_next().await {
+        lost(&shared, Some(joined));
+    }
     destination.shutdown().await;
 }
 
@@ -178,6 +181,19 @@ async fn linger(shared: &LaneShared, delivery: &crate::config::DeliveryConfig, h
             _ = shared.batch_full.notified() => if full() { return },
             _ = &mut deadline => return,
         }
+    }
+}
+
+/// Logs a delivery task that ended without settling its batch. Not expected: the attempt
+/// loop catches the destination's panics, so only a panic in the crate's own code gets here.
+fn lost(shared: &LaneShared, joined: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = joined {
+        tracing::error!(
+            target: "tower_telemetry",
+            destination = %Escaped(&shared.name),
+            error = %e,
+            "a telemetry delivery task ended without settling its batch"
+        );
     }
 }
 
