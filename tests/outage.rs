@@ -370,3 +370,48 @@ async fn a_panic_fails_only_its_batch_with_concurrency() {
     panics_on_the_third_batch(4, false).await;
     panics_on_the_third_batch(4, true).await;
 }
+
+// ----- configuration -------------------------------------------------------------------------
+
+#[test]
+fn the_budget_and_the_overflow_policy_are_configured_in_yaml() {
+    use tower_telemetry::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_ELAPSED, RetryConfig};
+
+    let yaml = "telemetry:\n  destinations:\n    memory:\n      overflow: drop_oldest\n      retry: { max_elapsed: 1h, max_attempts: 50 }\n    other: { type: memory }\n";
+    let config = Config::from_yaml_str(yaml).unwrap();
+    let memory = config
+        .destination_config("memory")
+        .unwrap()
+        .delivery_config();
+    let expected = DeliveryConfig::default()
+        .overflow(Overflow::DropOldest)
+        .retry(
+            RetryConfig::default()
+                .max_elapsed(SECOND * 3_600)
+                .max_attempts(50),
+        );
+    assert_eq!(memory, &expected);
+
+    // The defaults: drop the newest, retry for 10 minutes, no attempt count.
+    let other = config
+        .destination_config("other")
+        .unwrap()
+        .delivery_config();
+    assert_eq!(other, &DeliveryConfig::default());
+    assert_eq!(DEFAULT_MAX_ELAPSED, SECOND * 600);
+    assert_eq!(DEFAULT_MAX_ATTEMPTS, u32::MAX);
+
+    // A bad policy is an error with its path and line.
+    let yaml = "telemetry:\n  destinations:\n    memory:\n      overflow: drop_random\n";
+    let errors = Config::from_yaml_str(yaml).unwrap_err();
+    let error = &errors.errors()[0];
+    assert_eq!(error.path(), "telemetry.destinations.memory.overflow");
+    assert_eq!(error.line(), Some(4));
+    assert!(error.to_string().contains("drop_random"), "{error}");
+    let yaml = "telemetry:\n  destinations:\n    memory:\n      retry: { max_elapsed: soon }\n";
+    let errors = Config::from_yaml_str(yaml).unwrap_err();
+    assert_eq!(
+        errors.errors()[0].path(),
+        "telemetry.destinations.memory.retry.max_elapsed"
+    );
+}
