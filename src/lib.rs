@@ -84,8 +84,9 @@ mod value;
 pub use config::{
     Config, ConfigError, ConfigErrorKind, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY,
     DEFAULT_FLUSH_INTERVAL, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DeliveryConfig, DestinationConfig, MAX_RETRY_AFTER,
-    RequestsConfig, RetryConfig, SampleKey, SamplingConfig, Settings,
+    DEFAULT_MAX_ELAPSED, DEFAULT_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DeliveryConfig,
+    DestinationConfig, MAX_RETRY_AFTER, Overflow, RequestsConfig, RetryConfig, SampleKey,
+    SamplingConfig, Settings,
 };
 pub use context::Context;
 pub use destination::{

@@ -60,7 +60,9 @@ pub struct DropReport {
 pub struct DestinationDrops {
     /// The destination's name.
     pub name: String,
-    /// Dropped because its queue was full (the destination is slow or down).
+    /// Dropped because its queue was full (the destination is slow or down): the new events
+    /// under [`Overflow::DropNewest`](crate::Overflow::DropNewest), the oldest queued ones
+    /// under [`Overflow::DropOldest`](crate::Overflow::DropOldest).
     pub queue_full: u64,
     /// Failed for good (permanent errors, or retries exhausted).
     pub failed: u64,
@@ -171,7 +173,7 @@ struct State {
 fn drops_of(lane: &Lane) -> [u64; 3] {
     let c = &lane.shared.counters;
     [
-        Counters::get(&c.dropped_queue_full),
+        Counters::get(&c.dropped_queue_full) + Counters::get(&c.dropped_oldest),
         Counters::get(&c.failed).saturating_sub(Counters::get(&c.report_failed)),
         Counters::get(&c.discarded).saturating_sub(Counters::get(&c.report_discarded)),
     ]

@@ -249,6 +249,7 @@ impl Dispatcher {
                     enqueued,
                     delivered: Counters::get(&c.delivered),
                     dropped_queue_full: Counters::get(&c.dropped_queue_full),
+                    dropped_oldest: Counters::get(&c.dropped_oldest),
                     sampled_out: Counters::get(&c.sampled_out),
                     failed: Counters::get(&c.failed),
                     discarded: Counters::get(&c.discarded),
@@ -275,8 +276,12 @@ pub struct DestinationStats {
     pub enqueued: u64,
     /// Events delivered.
     pub delivered: u64,
-    /// Events dropped because the queue was full.
+    /// Events dropped because the queue was full (the new event, under
+    /// [`Overflow::DropNewest`](crate::Overflow::DropNewest)): never enqueued.
     pub dropped_queue_full: u64,
+    /// Queued events dropped to make room for newer ones, under
+    /// [`Overflow::DropOldest`](crate::Overflow::DropOldest): counted in `enqueued` first.
+    pub dropped_oldest: u64,
     /// Events not sent there because sampling dropped them.
     pub sampled_out: u64,
     /// Events that failed for good (permanent errors, or retries exhausted).
@@ -288,7 +293,9 @@ pub struct DestinationStats {
     /// [`DROPPED_EVENT`](crate::DROPPED_EVENT) reports not queued because the queue was
     /// full (not counted as drops: a report's loss is never reported).
     pub drop_reports_lost: u64,
-    /// Events accepted but not (yet) delivered, failed or discarded: queued or in flight.
+    /// Events accepted but not (yet) delivered, failed, discarded or dropped as the oldest:
+    /// queued or in flight. `enqueued = delivered + failed + discarded + dropped_oldest +
+    /// undelivered`.
     pub undelivered: u64,
 }
 
