@@ -47,9 +47,9 @@ use serde_json::Value;
 use support::http::{HttpClient, Server, client, get as req, send};
 use support::umami_server::{Behaviour, UmamiServer, WEBSITE_ID};
 use tower_telemetry::{
-    BoxFuture, Config, DeliveryConfig, DeliveryError, Destination, DestinationConfig,
-    DestinationStats, Event, MemoryDestination, RetryConfig, Telemetry, TelemetryLayer,
-    UmamiConfig, UmamiDestination, UmamiMode, track,
+    BoxFuture, Config, DROPPED_EVENT, DeliveryConfig, DeliveryError, Destination,
+    DestinationConfig, DestinationStats, Event, MemoryDestination, RetryConfig, Telemetry,
+    TelemetryLayer, UmamiConfig, UmamiDestination, UmamiMode, track,
 };
 
 /// The longest wait for a condition that should hold within milliseconds.
@@ -175,7 +175,7 @@ fn percentile(latencies: &[Duration], p: f64) -> Duration {
 fn report(fault: &str, with: &[Duration], without: &[Duration], d: &DestinationStats) {
     println!(
         "faults: {fault}: app latency with the fault p50 {:?} p99 {:?} | without p50 {:?} p99 \
-         {:?} ({} requests each); delivered {} failed {} retries {} dropped {}",
+         {:?} ({} requests each); delivered {} failed {} retries {} dropped {}+{}",
         percentile(with, 50.0),
         percentile(with, 99.0),
         percentile(without, 50.0),
@@ -185,6 +185,7 @@ fn report(fault: &str, with: &[Duration], without: &[Duration], d: &DestinationS
         d.failed,
         d.retries,
         d.dropped_queue_full,
+        d.dropped_oldest,
     );
 }
 
@@ -216,17 +217,24 @@ fn assert_exactly_once(server: &UmamiServer, expected: impl IntoIterator<Item = 
     assert_eq!(seen.len(), n, "events stored that were not expected");
 }
 
-/// Every tracked event is accounted for, and nothing was dropped or is left over.
+/// Every tracked event is accounted for (`tracked = enqueued + dropped_queue_full`,
+/// `enqueued = delivered + failed + discarded + dropped_oldest + undelivered`), and nothing
+/// was dropped, discarded or left over.
 fn assert_accounted(d: &DestinationStats, tracked: u64) {
     assert_eq!(d.enqueued + d.dropped_queue_full, tracked, "{d:?}");
     assert_eq!(
         d.enqueued,
-        d.delivered + d.failed + d.discarded + d.undelivered,
+        d.delivered + d.failed + d.discarded + d.dropped_oldest + d.undelivered,
         "{d:?}"
     );
     assert_eq!(
-        (d.dropped_queue_full, d.discarded, d.undelivered),
-        (0, 0, 0),
+        (
+            d.dropped_queue_full,
+            d.dropped_oldest,
+            d.discarded,
+            d.undelivered
+        ),
+        (0, 0, 0, 0),
         "{d:?}"
     );
 }
@@ -531,16 +539,20 @@ async fn f_a_panic_in_send_fails_that_batch_only() {
             (N - lost.len() as u64, lost.len() as u64)
         );
         assert_exactly_once(&server, (0..N).filter(|s| !lost.contains(s)));
-        // The other destination got everything.
+        // The other destination got every event, and the report of the failed ones.
         let o = fault
             .telemetry
             .stats()
             .destination("other")
             .unwrap()
             .clone();
-        assert_accounted(&o, N);
-        assert_eq!((o.delivered, o.failed), (N, 0));
-        assert_eq!(other.take().len() as u64, N);
+        let got = other.take();
+        let (work, reports): (Vec<_>, Vec<_>) = got.iter().partition(|e| e.name() == "work.done");
+        assert_eq!(work.len() as u64, N);
+        assert!(!reports.is_empty());
+        assert!(reports.iter().all(|e| e.name() == DROPPED_EVENT));
+        assert_accounted(&o, N + reports.len() as u64);
+        assert_eq!((o.delivered, o.failed), (N + reports.len() as u64, 0));
         assert_baseline(&healthy, &base, 0..N).await;
     }
 }
