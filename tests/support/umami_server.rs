@@ -125,7 +125,8 @@ pub enum Behaviour {
     /// Answer this status with these headers and an Umami-style error body; store nothing.
     Status(StatusCode, Vec<(HeaderName, HeaderValue)>),
     /// Take the request and never answer it (until the server stops listening); store nothing.
-    /// Counted by [`UmamiServer::hung`], not in [`UmamiServer::requests`].
+    /// Counted by [`UmamiServer::hung`]; in [`UmamiServer::requests`] (as a 503 nobody reads)
+    /// only once the server stops listening and lets it go.
     Hang,
     /// Answer 200 with the `Content-Length` of a whole reply, send half of it and close the
     /// connection; store nothing (the reply breaks off before anything was committed, so a
