@@ -361,7 +361,7 @@ async fn c_requests_never_answered_are_bounded_by_the_timeout_and_retried() {
     const HANGS: u64 = 3;
     const EVERY: Duration = Duration::from_millis(10);
     const N: u64 = 200;
-    let config = delivery(Duration::from_millis(100)).timeout(Duration::from_millis(500));
+    let config = delivery(Duration::from_millis(100)).timeout(Duration::from_secs(1));
     let server = UmamiServer::start().await;
     server.script(|n| {
         if n < HANGS {
