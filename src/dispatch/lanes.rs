@@ -284,7 +284,8 @@ pub struct DestinationStats {
     pub dropped_oldest: u64,
     /// Events not sent there because sampling dropped them.
     pub sampled_out: u64,
-    /// Events that failed for good (permanent errors, or retries exhausted).
+    /// Events that failed for good (permanent errors, the retry budget exhausted, or a
+    /// panic in the destination).
     pub failed: u64,
     /// Events the receiver accepted and threw away (e.g. Umami's bot check).
     pub discarded: u64,
