@@ -571,10 +571,15 @@ impl Drop for AbortOnDrop {
 /// The paused clock, with real sockets: a task sleeping 1 ms in a loop keeps every
 /// auto-advance of the clock to 1 ms (tokio advances to the next timer whenever the runtime
 /// parks, even when loopback I/O has just woken a task), so a request on the way never sees
-/// its timeout fire; only the test's own `advance` jumps. The jump comes between deliveries
-/// (all sent batches answered, the next batch lingering for `flush_interval`): a jump while
-/// a request is in flight fires its timeout, and a retry of a request the server already
-/// stored would store it twice, as for any client of a server without idempotency keys.
+/// its timeout fire; only the test's own `advance` jumps.
+///
+/// The clock jumps twice, never while a request is in flight (that would fire its timeout,
+/// and a retry of a request the server already stored would store it twice, as for any
+/// client of a server without idempotency keys):
+/// 1. between deliveries, the next batch lingering for `flush_interval`;
+/// 2. while a batch waits out a 503's `Retry-After: 30`: the wait ends at the jump and the
+///    batch is sent again once (the time budget decides whether an attempt is *planned*; the
+///    one planned before the jump is made), and delivered.
 #[tokio::test(start_paused = true)]
 async fn g_a_clock_jump_of_hours_mid_delivery_changes_no_count() {
     const JUMP: Duration = Duration::from_secs(3 * 3600);
@@ -606,7 +611,32 @@ async fn g_a_clock_jump_of_hours_mid_delivery_changes_no_count() {
 
     tokio::time::advance(JUMP).await;
 
-    drive(&mut side, None, 45..N, EVERY).await;
+    drive(&mut side, None, 45..90, EVERY).await;
+    assert!(side.telemetry.flush(WAIT).await);
+    let d = side.stats();
+    assert_eq!((d.delivered, d.failed, d.retries), (90, 0, 0), "{d:?}");
+
+    // One batch refused with a 503, then the clock jumps while it waits to be retried.
+    server.script(|n| {
+        if n == 0 {
+            Behaviour::status(503).header("retry-after", "30")
+        } else {
+            Behaviour::Umami
+        }
+    });
+    drive(&mut side, None, 90..N, EVERY).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while side.stats().retries < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", side.stats());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        side.stats().delivered,
+        90,
+        "the batch waits out its Retry-After"
+    );
+    tokio::time::advance(JUMP).await;
+
     assert!(side.telemetry.flush(WAIT).await);
     let d = side.stats();
     report(
@@ -616,6 +646,7 @@ async fn g_a_clock_jump_of_hours_mid_delivery_changes_no_count() {
         &d,
     );
     assert_accounted(&d, N);
-    assert_eq!((d.delivered, d.failed, d.retries), (N, 0, 0), "{d:?}");
+    assert_eq!((d.delivered, d.failed, d.retries), (N, 0, 1), "{d:?}");
+    assert_eq!(answered(&server, 503), 1);
     assert_exactly_once(&server, 0..N);
 }
