@@ -640,7 +640,7 @@ async fn g_a_clock_jump_of_hours_mid_delivery_changes_no_count() {
     assert!(side.telemetry.flush(WAIT).await);
     let d = side.stats();
     report(
-        "g. clock jump of 3 h (after vs before)",
+        "g. clock jump of 3 h (with = the requests after the first jump, without = those before it)",
         &side.latencies,
         &before,
         &d,
