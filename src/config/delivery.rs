@@ -111,7 +111,9 @@ pub enum Overflow {
     DropNewest,
     /// The new event is queued and the oldest queued one is dropped (counted in
     /// `dropped_oldest`). Not the events of a batch being sent or retried: they are no longer
-    /// in the queue.
+    /// in the queue. The destination's worker drops them, off the tracking path; should it be
+    /// unable to run (a destination blocking its thread), new events are dropped as under
+    /// `DropNewest` once twice the capacity is queued, so memory stays bounded.
     DropOldest,
 }
 

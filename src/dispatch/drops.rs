@@ -64,7 +64,8 @@ pub struct DestinationDrops {
     /// under [`Overflow::DropNewest`](crate::Overflow::DropNewest), the oldest queued ones
     /// under [`Overflow::DropOldest`](crate::Overflow::DropOldest).
     pub queue_full: u64,
-    /// Failed for good (permanent errors, or retries exhausted).
+    /// Failed for good (permanent errors, the retry budget exhausted, or a panic in the
+    /// destination).
     pub failed: u64,
     /// Accepted and thrown away by the receiver (e.g. Umami's bot check).
     pub discarded: u64,

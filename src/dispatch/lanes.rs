@@ -365,6 +365,24 @@ mod tests {
     }
 
     #[test]
+    fn drop_oldest_takes_new_events_past_capacity_up_to_a_hard_bound() {
+        let mut oldest = spec("oldest", 2);
+        oldest.delivery = oldest
+            .delivery
+            .overflow(crate::config::Overflow::DropOldest);
+        // No worker runs here to evict: the queue takes up to twice its capacity, then
+        // refuses as under drop-newest.
+        let (d, _workers) = Dispatcher::new(vec![oldest], Duration::ZERO);
+        for _ in 0..4 {
+            assert!(matches!(d.push(0, event()), Push::Queued));
+        }
+        assert!(matches!(d.push(0, event()), Push::Full));
+        let stats = &d.stats()[0];
+        assert_eq!((stats.enqueued, stats.dropped_queue_full), (4, 1));
+        assert_eq!(stats.queued, 2, "reported up to the capacity");
+    }
+
+    #[test]
     fn a_closed_lane_refuses_events() {
         let (d, workers) = Dispatcher::new(vec![spec("a", 4)], Duration::ZERO);
         drop(workers); // the receiving end is gone
