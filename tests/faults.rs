@@ -175,12 +175,13 @@ fn percentile(latencies: &[Duration], p: f64) -> Duration {
 fn report(fault: &str, with: &[Duration], without: &[Duration], d: &DestinationStats) {
     println!(
         "faults: {fault}: app latency with the fault p50 {:?} p99 {:?} | without p50 {:?} p99 \
-         {:?} ({} requests each); delivered {} failed {} retries {} dropped {}+{}",
+         {:?} ({} / {} requests); delivered {} failed {} retries {} dropped {}+{}",
         percentile(with, 50.0),
         percentile(with, 99.0),
         percentile(without, 50.0),
         percentile(without, 99.0),
         with.len(),
+        without.len(),
         d.delivered,
         d.failed,
         d.retries,
