@@ -6,7 +6,8 @@
 //! - [`logs`]: log lines captured from a `tracing` subscriber scoped to a test.
 //! - [`scripted`]: [`Scripted`], a destination answering from a script.
 //! - [`timing`]: a memory-only handle and event accessors for the timing and macro tests.
-//! - [`umami_server`]: a contract-faithful Umami collection server.
+//! - [`umami_server`]: a contract-faithful Umami collection server, with scriptable faults
+//!   (refuse/listen, a status with headers, a hang, half a reply, every other request failing).
 //! - [`nats_server`]: real `nats-server` nodes and clusters (provisioned on first use).
 //!
 //! Each test binary uses a part of it, hence the `dead_code` allowance.

@@ -32,18 +32,28 @@
 //! - Connection refused: [`reserve_addr()`] binds a free port and releases it; start the
 //!   server later with [`UmamiServer::start_on`] on that address.
 //! - [`stop()`](UmamiServer::stop) ends the server (then connections are refused).
+//! - [`refuse()`](UmamiServer::refuse) / [`listen()`](UmamiServer::listen): stop listening
+//!   (connections refused) and listen again on the same port, keeping what was stored.
+//! - [`script(f)`](UmamiServer::script): `f(n)` decides what request `n` (from 0, to either
+//!   endpoint, counted from when the script was set) gets, as a [`Behaviour`]: answered as
+//!   Umami does, a status with headers, a hang, a half body; e.g.
+//!   [`fail_every_other()`](UmamiServer::fail_every_other). The counted faults above come first.
 //!
 //! Bot check (User-Agent = `payload.userAgent`, else the request header): empty → not a bot;
 //! a bare `name/version`, `curl/`, `reqwest/`, `hyper/`, or containing `bot`, `crawler`,
 //! `spider` → bot.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
@@ -107,12 +117,56 @@ struct Faults {
     reject_in_batch: Option<String>,
 }
 
+/// What the server does with one request (see [`UmamiServer::script`]).
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Answer as Umami does.
+    Umami,
+    /// Answer this status with these headers and an Umami-style error body; store nothing.
+    Status(StatusCode, Vec<(HeaderName, HeaderValue)>),
+    /// Take the request and never answer it (until the server stops listening); store nothing.
+    /// Counted by [`UmamiServer::hung`]; in [`UmamiServer::requests`] (as a 503 nobody reads)
+    /// only once the server stops listening and lets it go.
+    Hang,
+    /// Answer 200 with the `Content-Length` of a whole reply, send half of it and close the
+    /// connection; store nothing (the reply breaks off before anything was committed, so a
+    /// client must not take the status alone for a delivery).
+    HalfBody,
+}
+
+impl Behaviour {
+    /// Answer `status` (no headers yet).
+    pub fn status(status: u16) -> Behaviour {
+        Behaviour::Status(StatusCode::from_u16(status).unwrap(), Vec::new())
+    }
+
+    /// Adds a header to a [`Behaviour::Status`] answer.
+    pub fn header(mut self, name: &'static str, value: &str) -> Behaviour {
+        if let Behaviour::Status(_, headers) = &mut self {
+            headers.push((
+                HeaderName::from_static(name),
+                HeaderValue::from_str(value).unwrap(),
+            ));
+        }
+        self
+    }
+}
+
+type Script = Arc<dyn Fn(u64) -> Behaviour + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     events: Mutex<Vec<StoredEvent>>,
     requests: Mutex<Vec<RequestRecord>>,
     faults: Mutex<Faults>,
+    script: Mutex<Option<Script>>,
+    /// Requests seen by the script so far.
+    scripted: AtomicU64,
+    /// Requests taken and never answered.
+    hung: AtomicU64,
     changed: Notify,
+    /// Wakes hung requests when the server stops listening.
+    closing: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,7 +177,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct UmamiServer {
     addr: SocketAddr,
     inner: Arc<Inner>,
-    server: Server,
+    /// `None` while refusing connections.
+    server: Mutex<Option<Server>>,
 }
 
 /// A free loopback address, not listened on (connections to it are refused until a server
@@ -145,15 +200,11 @@ impl UmamiServer {
     }
 
     async fn start_with(addr: SocketAddr, inner: Arc<Inner>) -> UmamiServer {
-        let app = Router::new()
-            .route("/api/send", post(send))
-            .route("/api/batch", post(batch))
-            .with_state(inner.clone());
-        let server = Server::start_on(addr, app).await;
+        let server = Server::start_on(addr, app(&inner)).await;
         UmamiServer {
             addr: server.addr,
             inner,
-            server,
+            server: Mutex::new(Some(server)),
         }
     }
 
@@ -232,16 +283,66 @@ impl UmamiServer {
         lock(&self.inner.faults).reject_in_batch = Some(name.to_owned());
     }
 
+    /// From now on, `f(n)` decides what the `n`th request (from 0, to either endpoint) gets.
+    /// The counted faults ([`fail_next`](Self::fail_next), ...) come first.
+    pub fn script(&self, f: impl Fn(u64) -> Behaviour + Send + Sync + 'static) {
+        *lock(&self.inner.script) = Some(Arc::new(f));
+        self.inner.scripted.store(0, Ordering::SeqCst);
+    }
+
+    /// Every other request answers 500, from the next one on; the others as Umami does.
+    pub fn fail_every_other(&self) {
+        self.script(|n| {
+            if n % 2 == 0 {
+                Behaviour::status(500)
+            } else {
+                Behaviour::Umami
+            }
+        });
+    }
+
+    /// Requests taken and never answered ([`Behaviour::Hang`]) so far.
+    pub fn hung(&self) -> u64 {
+        self.inner.hung.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening: open connections end (hung requests too), new ones are refused until
+    /// [`listen`](Self::listen). What was stored stays.
+    pub async fn refuse(&self) {
+        let server = lock(&self.server).take();
+        if let Some(server) = server {
+            self.inner.closing.notify_waiters();
+            server.stop().await;
+        }
+    }
+
+    /// Listens again on the same address, after [`refuse`](Self::refuse).
+    pub async fn listen(&self) {
+        if lock(&self.server).is_some() {
+            return;
+        }
+        let server = Server::start_on(self.addr, app(&self.inner)).await;
+        *lock(&self.server) = Some(server);
+    }
+
     /// Stops listening and ends open connections (gracefully).
     pub async fn stop(self) {
-        self.server.stop().await;
+        self.refuse().await;
     }
+}
+
+fn app(inner: &Arc<Inner>) -> Router {
+    Router::new()
+        .route("/api/send", post(send))
+        .route("/api/batch", post(batch))
+        .with_state(inner.clone())
 }
 
 enum Fault {
     Fail,
     Throttle(u64),
     Delay(Duration),
+    Scripted(Behaviour),
 }
 
 fn take_fault(inner: &Inner) -> Option<Fault> {
@@ -258,7 +359,12 @@ fn take_fault(inner: &Inner) -> Option<Fault> {
         f.throttle -= 1;
         return Some(Fault::Throttle(f.throttle_secs));
     }
-    None
+    drop(f);
+    let script = lock(&inner.script).clone()?;
+    match script(inner.scripted.fetch_add(1, Ordering::SeqCst)) {
+        Behaviour::Umami => None,
+        other => Some(Fault::Scripted(other)),
+    }
 }
 
 fn error_body(status: StatusCode, message: &str, code: &str) -> Value {
@@ -331,6 +437,62 @@ async fn fault(inner: &Inner) -> Option<Response> {
             tokio::time::sleep(d).await;
             Some(StatusCode::GATEWAY_TIMEOUT.into_response())
         }
+        Fault::Scripted(Behaviour::Umami) => None,
+        Fault::Scripted(Behaviour::Status(status, headers)) => {
+            let code = if status.is_server_error() {
+                "server-error"
+            } else {
+                "client-error"
+            };
+            let b = error_body(status, status.canonical_reason().unwrap_or(""), code);
+            let mut r = (status, axum::Json(b)).into_response();
+            r.headers_mut().extend(headers);
+            Some(r)
+        }
+        Fault::Scripted(Behaviour::Hang) => {
+            let closing = inner.closing.notified();
+            inner.hung.fetch_add(1, Ordering::SeqCst);
+            inner.changed.notify_waiters();
+            closing.await;
+            // Only reached when the server stops listening: nobody reads this any more.
+            Some(StatusCode::SERVICE_UNAVAILABLE.into_response())
+        }
+        Fault::Scripted(Behaviour::HalfBody) => {
+            let whole = json!({ "size": 1, "processed": 1, "errors": 0, "details": [] })
+                .to_string()
+                .into_bytes();
+            let half = Bytes::copy_from_slice(&whole[..whole.len() / 2]);
+            let mut r = Body::new(HalfBody(Some(half))).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+            Some(r)
+        }
+    }
+}
+
+/// A body that yields its first half, then fails: hyper then closes the connection short of
+/// the announced `Content-Length`.
+struct HalfBody(Option<Bytes>);
+
+impl axum::body::HttpBody for HalfBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        Poll::Ready(Some(match self.0.take() {
+            Some(half) => Ok(hyper::body::Frame::data(half)),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the reply breaks off here",
+            )),
+        }))
     }
 }
 
