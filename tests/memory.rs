@@ -42,11 +42,12 @@ async fn a_million_events_into_a_blocked_destination_stay_within_the_queue_capac
             assert!(q <= DEFAULT_QUEUE_CAPACITY, "queue at {q}");
         }
     }
+    // The event in delivery takes one of the places: the destination holds the capacity in all.
     let d = t.stats().destination("stuck").unwrap().clone();
-    assert_eq!(d.queued, DEFAULT_QUEUE_CAPACITY);
-    assert_eq!(max_queued, DEFAULT_QUEUE_CAPACITY);
+    assert_eq!(d.queued, DEFAULT_QUEUE_CAPACITY - 1);
+    assert_eq!(max_queued, DEFAULT_QUEUE_CAPACITY - 1);
     assert_eq!(d.enqueued + d.dropped_queue_full, N + 1);
-    assert_eq!(d.enqueued, DEFAULT_QUEUE_CAPACITY as u64 + 1);
+    assert_eq!(d.enqueued, DEFAULT_QUEUE_CAPACITY as u64);
 
     let peak_kib = status("VmHWM:");
     let now_kib = status("VmRSS:");

@@ -127,13 +127,14 @@ async fn a_two_minute_outage_at_10_events_a_second_loses_nothing() {
 }
 
 /// 10 000 events tracked within a 30 s outage (1 000 a second for 10 s) into a queue of
-/// 1 000 with batches of 100: the worker holds the first batch of 100 in retry, the queue
-/// holds 1 000, the rest is dropped by the overflow policy.
-async fn overflow(policy: Overflow) -> (Vec<u64>, DestinationStats) {
+/// 1 000 with batches of 100: the batches in retry take their room in the queue, so the
+/// destination holds 1 000 events in all and the overflow policy drops the other 9 000.
+async fn overflow(policy: Overflow, concurrency: usize) -> (Vec<u64>, DestinationStats) {
     let outage = Outage::for_(SECOND * 30);
     let delivery = DeliveryConfig::default()
         .queue_capacity(1_000)
         .batch_size(100)
+        .concurrency(concurrency)
         .overflow(policy);
     let t = handle(delivery, outage.clone());
     track_steadily(&t, 10_000, Duration::from_millis(1)).await;
@@ -147,25 +148,34 @@ async fn overflow(policy: Overflow) -> (Vec<u64>, DestinationStats) {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_queue_drops_the_newest_events_by_default() {
-    let (seqs, d) = overflow(Overflow::DropNewest).await;
-    // The batch in retry (0..100) and the 1 000 queued behind it.
-    assert_eq!(seqs, (0..1_100).collect::<Vec<_>>());
-    assert_eq!(d.delivered, 1_100);
-    assert_eq!((d.dropped_queue_full, d.dropped_oldest), (8_900, 0));
+    for concurrency in [1, 4] {
+        let (seqs, d) = overflow(Overflow::DropNewest, concurrency).await;
+        // The oldest 1 000: the batches in retry and the events queued behind them.
+        assert_eq!(
+            seqs,
+            (0..1_000).collect::<Vec<_>>(),
+            "concurrency {concurrency}"
+        );
+        assert_eq!(d.delivered, 1_000, "concurrency {concurrency}");
+        assert_eq!((d.dropped_queue_full, d.dropped_oldest), (9_000, 0));
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn drop_oldest_keeps_the_newest_events() {
-    let (seqs, d) = overflow(Overflow::DropOldest).await;
-    // The batch in retry (0..100), then the newest 1 000.
-    let expected: Vec<u64> = (0..100).chain(9_000..10_000).collect();
-    assert_eq!(seqs, expected);
-    assert_eq!(d.delivered, 1_100);
-    assert_eq!((d.dropped_queue_full, d.dropped_oldest), (0, 8_900));
-    assert_eq!(
-        d.enqueued, 10_000,
-        "every event was queued, the oldest then dropped"
-    );
+    for concurrency in [1, 4] {
+        let (seqs, d) = overflow(Overflow::DropOldest, concurrency).await;
+        // The batches already in retry (100 each), then the newest events.
+        let in_retry = 100 * concurrency as u64;
+        let expected: Vec<u64> = (0..in_retry).chain(9_000 + in_retry..10_000).collect();
+        assert_eq!(seqs, expected, "concurrency {concurrency}");
+        assert_eq!(d.delivered, 1_000, "concurrency {concurrency}");
+        assert_eq!((d.dropped_queue_full, d.dropped_oldest), (0, 9_000));
+        assert_eq!(
+            d.enqueued, 10_000,
+            "every event was queued, the oldest then dropped"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -190,7 +200,7 @@ async fn drop_oldest_is_reported_like_any_queue_full_drop() {
     track_steadily(&t, 100, Duration::from_millis(1)).await;
     let report = t.shutdown(SECOND * 60).await;
     let d = report.destination("outage").unwrap();
-    assert_eq!((d.delivered, d.dropped_oldest), (15, 85));
+    assert_eq!((d.delivered, d.dropped_oldest), (10, 90));
     assert_accounted(d, 100);
     let reported: u64 = reports
         .lock()
@@ -198,7 +208,7 @@ async fn drop_oldest_is_reported_like_any_queue_full_drop() {
         .iter()
         .filter_map(|r| r.destination("outage").map(|d| d.queue_full))
         .sum();
-    assert_eq!(reported, 85);
+    assert_eq!(reported, 90);
 }
 
 #[tokio::test(start_paused = true)]

@@ -110,8 +110,8 @@ pub enum Overflow {
     #[default]
     DropNewest,
     /// The new event is queued and the oldest queued one is dropped (counted in
-    /// `dropped_oldest`). Not the events of a batch being sent or retried: they are no longer
-    /// in the queue. The destination's worker drops them, off the tracking path; should it be
+    /// `dropped_oldest`). Not the events of a batch being sent or retried: they stay, and
+    /// take their places in the capacity until they settle. The destination's worker drops them, off the tracking path; should it be
     /// unable to run (a destination blocking its thread), new events are dropped as under
     /// `DropNewest` once twice the capacity is queued, so memory stays bounded.
     DropOldest,
@@ -144,9 +144,10 @@ impl Default for DeliveryConfig {
 }
 
 impl DeliveryConfig {
-    /// Events the queue holds before events are dropped (and counted, as
-    /// [`overflow`](Self::overflow) says). Defaults to 10 000. The batches being sent or
-    /// retried (up to `concurrency` × `batch_size` events) are not in the queue.
+    /// Events the destination holds before events are dropped (and counted, as
+    /// [`overflow`](Self::overflow) says): those waiting in its queue plus those its worker
+    /// took and has not settled (the batch it fills, batches being sent or waiting for a
+    /// retry). Defaults to 10 000.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
         self

@@ -78,10 +78,15 @@ pub(crate) struct LaneShared {
     pub(super) drop_oldest: bool,
     /// Raised when the queue is over its capacity (drop-oldest only): the worker evicts.
     pub(super) evict: Notify,
-    /// Events in the queue: sent and not yet taken by the worker. The queue itself is
-    /// unbounded; this bounds it. (tokio's bounded channel gives each taken event's permit
-    /// back under a mutex; the worker here gives a whole batch back with one subtraction.)
+    /// Events the destination holds: sent and not yet settled, whether still in the queue or
+    /// taken by the worker (`in_delivery`). The queue itself is unbounded; this bounds it, so
+    /// the destination never holds more than its capacity, an outage included. (tokio's
+    /// bounded channel gives each taken event's permit back under a mutex; the worker here
+    /// gives a whole batch back with one subtraction once it settled.)
     pub(super) queued: AtomicUsize,
+    /// Of `queued`, the events taken by the worker and not settled yet: the batch it fills,
+    /// those in delivery, those waiting to be retried.
+    pub(super) in_delivery: AtomicUsize,
     /// Events that make a full batch: the batch size, at most the capacity.
     pub(super) full_batch: usize,
     /// While the worker lingers: the queue length that, with the events it holds, fills its
@@ -165,6 +170,7 @@ pub(super) fn lane(
         drop_oldest: delivery.overflow == Overflow::DropOldest,
         evict: Notify::new(),
         queued: AtomicUsize::new(0),
+        in_delivery: AtomicUsize::new(0),
         full_batch: delivery.batch_size.clamp(1, delivery.queue_capacity.max(1)),
         fills_batch: AtomicUsize::new(usize::MAX),
         batch_full: Notify::new(),
@@ -279,10 +285,11 @@ impl Lane {
         !self.shared.failing.load(Ordering::Relaxed) && self.queued() < self.shared.capacity
     }
 
+    /// Events waiting in the queue (not those the worker took).
     pub(super) fn queued(&self) -> usize {
-        self.shared
-            .queued
-            .load(Ordering::Relaxed)
-            .min(self.shared.capacity)
+        let shared = &self.shared;
+        let held = shared.queued.load(Ordering::Relaxed);
+        held.saturating_sub(shared.in_delivery.load(Ordering::Relaxed))
+            .min(shared.capacity)
     }
 }

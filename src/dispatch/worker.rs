@@ -121,7 +121,7 @@ async fn run(parts: WorkerParts) {
         if n == 0 {
             break; // closed and drained
         }
-        shared.queued.fetch_sub(n, Ordering::Relaxed);
+        shared.in_delivery.fetch_add(n, Ordering::Relaxed);
         if !closing && batch.len() < max {
             evicting(&mut rx, &shared, linger(&shared, &delivery, batch.len())).await;
             evict(&mut rx, &shared);
@@ -163,10 +163,15 @@ async fn linger(shared: &LaneShared, delivery: &crate::config::DeliveryConfig, h
     if delivery.flush_interval.is_zero() || wanted == 0 {
         return;
     }
+    // `queued` also counts what the worker took and has not settled (the `held` events and
+    // batches in delivery): the batch fills when the queue proper has `wanted` more. Batches
+    // settling meanwhile lower `queued` and can only make the wake-up later, never lost (the
+    // deadline stands).
+    let fills = wanted + shared.in_delivery.load(Ordering::Relaxed);
     // Published before the queue is looked at: an event queued meanwhile either sees the
     // threshold or is counted in that look.
-    shared.fills_batch.store(wanted, Ordering::SeqCst);
-    let full = || shared.queued.load(Ordering::SeqCst) >= wanted;
+    shared.fills_batch.store(fills, Ordering::SeqCst);
+    let full = || shared.queued.load(Ordering::SeqCst) >= fills;
     if full() {
         return;
     }
@@ -275,7 +280,7 @@ fn take_queued(
     }
     let taken = batch.len() - before;
     if taken > 0 {
-        shared.queued.fetch_sub(taken, Ordering::Relaxed);
+        shared.in_delivery.fetch_add(taken, Ordering::Relaxed);
     }
 }
 
@@ -286,14 +291,37 @@ async fn deliver(
     shared: &LaneShared,
     delivery: &crate::config::DeliveryConfig,
 ) {
+    let _release = Release {
+        shared,
+        events: batch.len(),
+    };
     Attempt::new(destination, delivery)
-        .run(&batch, &mut Count(shared))
+        .run(&batch, &mut Count { shared })
         .await;
     recycle::give(batch);
 }
 
+/// Gives a batch's room in the queue back once it settled (or, were its delivery ever to end
+/// without settling, when it is dropped): until then its events count against the capacity,
+/// so an outage never makes the destination hold more than `queue_capacity` events.
+struct Release<'a> {
+    shared: &'a LaneShared,
+    events: usize,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .in_delivery
+            .fetch_sub(self.events, Ordering::Relaxed);
+        self.shared.queued.fetch_sub(self.events, Ordering::SeqCst);
+    }
+}
+
 /// Counts a batch's verdicts in its lane's counters as they come, and logs failures.
-struct Count<'a>(&'a LaneShared);
+struct Count<'a> {
+    shared: &'a LaneShared,
+}
 
 impl Settle for Count<'_> {
     fn answered(&mut self, result: Result<(), &DeliveryError>) {
@@ -302,7 +330,7 @@ impl Settle for Count<'_> {
             Ok(()) => false,
             Err(e) => e.items().is_none() && e.kind() != DeliveryErrorKind::Discarded,
         };
-        self.0.failing.store(failing, Ordering::Relaxed);
+        self.shared.failing.store(failing, Ordering::Relaxed);
     }
 
     fn settled(
@@ -312,7 +340,7 @@ impl Settle for Count<'_> {
         error: Option<&DeliveryError>,
         attempts: u32,
     ) {
-        let shared = self.0;
+        let shared = self.shared;
         let c = &shared.counters;
         let n = items.len();
         let reports = || reports_in(items.events());
@@ -357,14 +385,14 @@ impl Settle for Count<'_> {
     fn retrying(&mut self, attempt: u32, events: usize, wait: Duration, error: &DeliveryError) {
         tracing::debug!(
             target: "tower_telemetry",
-            destination = %Escaped(&self.0.name),
+            destination = %Escaped(&self.shared.name),
             events,
             attempt,
             ?wait,
             error = %error,
             "telemetry delivery failed; retrying"
         );
-        Counters::add(&self.0.counters.retries, 1);
+        Counters::add(&self.shared.counters.retries, 1);
     }
 }
 
