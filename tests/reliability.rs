@@ -156,12 +156,13 @@ async fn a_destination_that_blocks_forever_never_blocks_requests_or_tracking() {
         .await
         .expect("requests through the layer must complete while the destination hangs");
 
-    // 200 events from requests: the queue took CAPACITY, the rest were dropped and counted.
+    // 200 events from requests: with the first event in delivery, the queue took
+    // CAPACITY - 1 (the destination holds CAPACITY in all), the rest were dropped and counted.
     let s = t.stats();
     let d = s.destination("stuck").unwrap();
-    assert_eq!(d.queued, CAPACITY);
-    assert_eq!(d.enqueued, 1 + CAPACITY as u64);
-    assert_eq!(d.dropped_queue_full, 200 - CAPACITY as u64);
+    assert_eq!(d.queued, CAPACITY - 1);
+    assert_eq!(d.enqueued, CAPACITY as u64);
+    assert_eq!(d.dropped_queue_full, 200 - (CAPACITY as u64 - 1));
 
     // `track` returns at once: 10 000 more calls finish (a blocked call would hang here), and
     // each is a counted drop; the queue never grows past its capacity.
@@ -171,8 +172,8 @@ async fn a_destination_that_blocks_forever_never_blocks_requests_or_tracking() {
     }
     assert!(started.elapsed() < SECOND * 5, "{:?}", started.elapsed());
     let d = t.stats().destination("stuck").unwrap().clone();
-    assert_eq!(d.queued, CAPACITY);
-    assert_eq!(d.dropped_queue_full, 10_000 + 200 - CAPACITY as u64);
+    assert_eq!(d.queued, CAPACITY - 1);
+    assert_eq!(d.dropped_queue_full, 10_000 + 200 - (CAPACITY as u64 - 1));
 
     // shutdown(deadline) returns by the deadline, with exact counts.
     let deadline = Duration::from_millis(300);
@@ -185,10 +186,10 @@ async fn a_destination_that_blocks_forever_never_blocks_requests_or_tracking() {
     assert_eq!(
         (d.enqueued, d.delivered, d.undelivered, d.dropped_queue_full),
         (
-            1 + CAPACITY as u64,
+            CAPACITY as u64,
             0,
-            1 + CAPACITY as u64,
-            10_000 + 200 - CAPACITY as u64
+            CAPACITY as u64,
+            10_000 + 200 - (CAPACITY as u64 - 1)
         )
     );
     server.stop().await;
@@ -225,18 +226,18 @@ async fn a_refused_connection_then_recovery_delivers_what_was_queued_exactly_onc
     tokio::time::timeout(SECOND * 10, down_for_a_while)
         .await
         .unwrap();
-    // 5 in the retrying batch, 15 queued: room for 5 more; the other 25 are dropped.
+    // 5 in the retrying batch and 15 queued fill the capacity of 20: the other 30 are dropped.
     for seq in 20..50 {
         track!(&t => "user.signup", seq = seq);
     }
     let d = t.stats().destination("umami").unwrap().clone();
-    assert_eq!((d.enqueued, d.dropped_queue_full, d.delivered), (25, 25, 0));
+    assert_eq!((d.enqueued, d.dropped_queue_full, d.delivered), (20, 30, 0));
 
     let server = UmamiServer::start_on(addr).await;
     let report = t.shutdown(SECOND * 10).await;
     assert!(!report.timed_out);
     let d = report.destination("umami").unwrap();
-    assert_eq!((d.delivered, d.failed, d.undelivered), (25, 0, 0));
+    assert_eq!((d.delivered, d.failed, d.undelivered), (20, 0, 0));
     let mut stored: Vec<u64> = server
         .events()
         .iter()
@@ -245,7 +246,7 @@ async fn a_refused_connection_then_recovery_delivers_what_was_queued_exactly_onc
     stored.sort_unstable();
     assert_eq!(
         stored,
-        (0..25).collect::<Vec<_>>(),
+        (0..20).collect::<Vec<_>>(),
         "each queued event once"
     );
 }
@@ -400,14 +401,14 @@ fn dropping_the_last_handle_without_shutdown_warns_with_the_count() {
     });
     let text = logs.text();
     assert!(
-        text.contains("5 event(s) not yet delivered may be lost"),
+        text.contains("4 event(s) not yet delivered may be lost"),
         "{text}"
     );
     // The drops nobody reported yet are reported then too.
     let reports = reports.lock().unwrap();
     assert_eq!(reports.len(), 1);
-    assert_eq!(reports[0].destination("d").unwrap().queue_full, 6);
-    assert!(text.contains("6 telemetry event(s) dropped"), "{text}");
+    assert_eq!(reports[0].destination("d").unwrap().queue_full, 7);
+    assert!(text.contains("7 telemetry event(s) dropped"), "{text}");
 }
 
 // ----- drop reports: rate-limited, never recursive, with a callback -------------------------
