@@ -70,8 +70,11 @@ use axum::routing::get;
 use support::umami_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_telemetry::{
-    BoxFuture, Config, DeliveryError, Destination, DestinationConfig, Event, LoggingDestination,
-    Telemetry, TelemetryLayer, track,
+    Event, Telemetry,
+    config::{Config, DestinationConfig},
+    destination::{BoxFuture, DeliveryError, Destination, LoggingDestination},
+    layer::TelemetryLayer,
+    track,
 };
 
 const VARIANTS: &[(&str, &str)] = &[

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower_telemetry::{
-    BoxFuture, Config, Context, DeliveryConfig, DeliveryError, Destination, DestinationConfig,
-    Event, SampleKey, SamplingConfig, Telemetry, track,
+    Context, Event, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, SampleKey, SamplingConfig},
+    destination::{BoxFuture, DeliveryError, Destination},
+    track,
 };
 
 /// Counts and forgets: delivery as cheap as it gets, so the bench measures `track!`.
@@ -211,7 +213,7 @@ fn layer(c: &mut Criterion) {
     c.bench_function("layer/bare_service", |b| {
         b.iter(|| black_box(run(&mut bare, small)))
     });
-    let mut layered = tower_telemetry::TelemetryLayer::new(t.clone()).layer(ok);
+    let mut layered = tower_telemetry::layer::TelemetryLayer::new(t.clone()).layer(ok);
     // `iters` requests timed, then whatever they queued delivered (not timed).
     let mut timed = |iters: u64, request: fn() -> http::Request<()>| {
         let start = std::time::Instant::now();
@@ -231,7 +233,7 @@ fn layer(c: &mut Criterion) {
     c.bench_function("layer/bare_service_browser_request", |b| {
         b.iter(|| black_box(run(&mut bare, browser)))
     });
-    let mut layered_track = tower_telemetry::TelemetryLayer::new(t.clone()).layer(tracked);
+    let mut layered_track = tower_telemetry::layer::TelemetryLayer::new(t.clone()).layer(tracked);
     c.bench_function("layer/telemetry_layer_plus_track", |b| {
         b.iter_custom(|iters| {
             in_batches(

@@ -20,7 +20,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_telemetry::{LimitsConfig, Telemetry, track};
+//! use tower_telemetry::{Telemetry, track, limits::LimitsConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let telemetry = Telemetry::builder()
@@ -47,6 +47,8 @@ use crate::redact::Redactor;
 use crate::text::floor_char_boundary;
 use crate::value::{Limit, PropertyValue};
 
+pub use crate::event::MAX_NAME_LEN;
+
 /// Default most properties per event (and entries per nested object or array).
 pub const DEFAULT_MAX_PROPERTIES: usize = 64;
 /// Default longest string value, in bytes.
@@ -64,7 +66,7 @@ pub(crate) const TOO_DEEP: &str = "[TRUNCATED]";
 /// What one event may carry (`telemetry.limits`). See the [module docs](self).
 ///
 /// ```
-/// use tower_telemetry::LimitsConfig;
+/// use tower_telemetry::limits::LimitsConfig;
 ///
 /// let limits = LimitsConfig::default().max_properties(16).max_event_size(16 * 1024);
 /// assert_eq!(limits.properties(), 16);

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_telemetry::{RedactConfig, Telemetry, track};
+//! use tower_telemetry::{Telemetry, track, config::RedactConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let telemetry = Telemetry::builder()
@@ -64,7 +64,7 @@ pub const DEFAULT_REDACTION: &str = "[REDACTED]";
 /// Defaults to enabled, with [`DEFAULT_REDACT_KEYS`] and [`DEFAULT_REDACTION`].
 ///
 /// ```
-/// use tower_telemetry::RedactConfig;
+/// use tower_telemetry::config::RedactConfig;
 ///
 /// let r = RedactConfig::default().keys(["email"]).replacement("***");
 /// assert!(r.effective_keys().any(|k| k == "password"));

@@ -7,7 +7,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use tower_telemetry::{
-    Config, Context, DestinationConfig, SampleKey, SamplingConfig, Telemetry, track,
+    Context, Telemetry,
+    config::{Config, DestinationConfig, SampleKey, SamplingConfig},
+    track,
 };
 
 struct Counting;
@@ -180,8 +182,9 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
         Ok::<_, Infallible>(response())
     });
     let mut bare = ok;
-    let mut layered = tower_telemetry::TelemetryLayer::new(telemetry.clone()).layer(ok);
-    let mut layered_track = tower_telemetry::TelemetryLayer::new(telemetry.clone()).layer(tracked);
+    let mut layered = tower_telemetry::layer::TelemetryLayer::new(telemetry.clone()).layer(ok);
+    let mut layered_track =
+        tower_telemetry::layer::TelemetryLayer::new(telemetry.clone()).layer(tracked);
     // Warm-up: call-site route caches, thread-local generators.
     for _ in 0..2 {
         per_request(&mut bare);
@@ -237,7 +240,11 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
 #[test]
 fn json_lines_allocate_nothing_per_event() {
     use std::sync::Arc;
-    use tower_telemetry::{Destination, Event, LoggingDestination, props};
+    use tower_telemetry::{
+        Event,
+        destination::{Destination, LoggingDestination},
+        props,
+    };
 
     let d = LoggingDestination::default().with_writer(std::io::sink());
     let batch: Vec<Arc<Event>> = (0..100)

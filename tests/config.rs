@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tower_telemetry::{Config, ConfigErrors, DeliveryConfig, RetryConfig, SampleKey};
+use tower_telemetry::config::{Config, ConfigErrors, DeliveryConfig, RetryConfig, SampleKey};
 
 /// An environment made of `pairs`; never the process environment.
 fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
@@ -247,7 +247,7 @@ telemetry:
     assert_eq!(redact.replacement_text(), "***");
     assert_eq!(
         config.limits_config(),
-        &tower_telemetry::LimitsConfig::default()
+        &tower_telemetry::limits::LimitsConfig::default()
             .max_properties(16)
             .max_string_length(1024)
             .max_depth(4)
@@ -268,7 +268,7 @@ telemetry:
     );
     assert_eq!(
         config.limits_config(),
-        &tower_telemetry::LimitsConfig::default()
+        &tower_telemetry::limits::LimitsConfig::default()
     );
     for (size, bytes) in [
         ("64KB", 64_000),

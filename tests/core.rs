@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use support::{Answer, Scripted};
 use tower_telemetry::{
-    Config, Context, DeliveryConfig, DeliveryError, DestinationConfig, MemoryDestination,
-    RetryConfig, SampleKey, SamplingConfig, Telemetry, props, track,
+    Context, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, RetryConfig, SampleKey, SamplingConfig},
+    destination::{DeliveryError, MemoryDestination},
+    props, track,
 };
 
 /// The seed module's `config.yaml`, exactly.

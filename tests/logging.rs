@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::logs::Logs;
 use tower_telemetry::{
-    Config, Context, DeliveryConfig, DestinationConfig, LoggingDestination, RetryConfig, Telemetry,
+    Context, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, RetryConfig},
+    destination::LoggingDestination,
     track,
 };
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use support::Scripted;
 use tower_telemetry::{
-    Config, DEFAULT_QUEUE_CAPACITY, DeliveryConfig, DestinationConfig, Telemetry, track,
+    Telemetry,
+    config::{Config, DEFAULT_QUEUE_CAPACITY, DeliveryConfig, DestinationConfig},
+    track,
 };
 
 fn status(field: &str) -> Option<u64> {

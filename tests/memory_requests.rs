@@ -14,7 +14,10 @@ use axum::routing::get;
 use support::Scripted;
 use support::http::{Server, client, send};
 use tower_telemetry::{
-    Config, DeliveryConfig, DestinationConfig, Telemetry, TelemetryLayer, track,
+    Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig},
+    layer::TelemetryLayer,
+    track,
 };
 
 fn rss_kib() -> u64 {

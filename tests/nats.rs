@@ -20,8 +20,10 @@ use support::nats_server::{self, NatsCluster, NatsServer};
 use support::umami_server;
 use tower_telemetry::relay::{Relay, RelayConfig};
 use tower_telemetry::{
-    BoxFuture, Config, DeliveryConfig, DeliveryError, Destination, DestinationConfig, Event,
-    MemoryDestination, NatsConfig, NatsDestination, NatsStreamConfig, RetryConfig, Telemetry,
+    Event, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, RetryConfig},
+    destination::nats::{NatsConfig, NatsDestination, NatsStreamConfig},
+    destination::{BoxFuture, DeliveryError, Destination, MemoryDestination},
     props,
 };
 
@@ -360,7 +362,7 @@ impl SharedWork {
 
     /// A relay of the durable consumer `relays`, started.
     async fn relay(&self) -> tower_telemetry::relay::RunningRelay {
-        use tower_telemetry::{UmamiConfig, UmamiDestination};
+        use tower_telemetry::destination::umami::{UmamiConfig, UmamiDestination};
         let umami =
             UmamiDestination::new(UmamiConfig::new(self.umami.url(), umami_server::WEBSITE_ID))
                 .unwrap();

@@ -8,8 +8,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::Value;
 use tower_telemetry::{
-    Config, Context, DestinationConfig, Event, LimitsConfig, Properties, SampleKey, SamplingConfig,
-    Telemetry,
+    Context, Event, Properties, Telemetry,
+    config::{Config, DestinationConfig, SampleKey, SamplingConfig},
+    limits::LimitsConfig,
 };
 
 fn rt() -> tokio::runtime::Runtime {

@@ -20,9 +20,12 @@ use support::Scripted;
 use support::http::{Server, client, get as req, send};
 use support::logs::Logs;
 use tower_telemetry::{
-    BoxFuture, Config, Context, DeliveryConfig, DeliveryError, Destination, DestinationConfig,
-    DropReport, Event, LimitsConfig, MemoryDestination, Telemetry, TelemetryLayer, Tracker, props,
-    track,
+    Context, DropReport, Event, Telemetry, Tracker,
+    config::{Config, DeliveryConfig, DestinationConfig},
+    destination::{BoxFuture, DeliveryError, Destination, MemoryDestination},
+    layer::TelemetryLayer,
+    limits::LimitsConfig,
+    props, track,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -71,7 +74,7 @@ impl Destination for RefusesReports {
             let mut failed = Vec::new();
             for (i, e) in batch.iter().enumerate() {
                 seen.push(e.name().to_owned());
-                if e.name() == tower_telemetry::DROPPED_EVENT {
+                if e.name() == tower_telemetry::DropReport::EVENT_NAME {
                     failed.push((i, DeliveryError::permanent("no reports here")));
                 }
             }
@@ -200,7 +203,10 @@ async fn a_destination_that_blocks_forever_never_blocks_requests_or_tracking() {
 #[tokio::test]
 async fn a_refused_connection_then_recovery_delivers_what_was_queued_exactly_once() {
     use support::umami_server::{UmamiServer, WEBSITE_ID, reserve_addr};
-    use tower_telemetry::{RetryConfig, UmamiConfig, UmamiDestination};
+    use tower_telemetry::{
+        config::RetryConfig,
+        destination::umami::{UmamiConfig, UmamiDestination},
+    };
 
     let addr = reserve_addr(); // nothing listens: connections are refused
     let umami =
@@ -288,7 +294,7 @@ async fn a_dead_destination_does_not_affect_the_live_one() {
 
     // The dead one's drops are reported to the live one.
     let report = live
-        .wait_for(tower_telemetry::DROPPED_EVENT, SECOND * 5)
+        .wait_for(tower_telemetry::DropReport::EVENT_NAME, SECOND * 5)
         .await
         .expect("a drop report on the healthy destination");
     let p = report.properties();
@@ -450,7 +456,7 @@ async fn drops_are_reported_rate_limited_to_healthy_destinations_and_never_recur
             .seen
             .lock()
             .unwrap()
-            .contains(&tower_telemetry::DROPPED_EVENT.to_owned())
+            .contains(&tower_telemetry::DropReport::EVENT_NAME.to_owned())
     );
     assert_eq!(t.stats().destination("picky").unwrap().failed, 1);
 

@@ -13,8 +13,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use support::umami_server::{UmamiServer, WEBSITE_ID, reserve_addr};
 use tower_telemetry::{
-    Config, Context, DeliveryConfig, Destination, DestinationConfig, Event, EventKind, Forward,
-    RetryConfig, Telemetry, UmamiConfig, UmamiDestination, UmamiMode, props, track,
+    Context, Event, EventKind, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, RetryConfig},
+    destination::Destination,
+    destination::umami::{Forward, UmamiConfig, UmamiDestination, UmamiMode},
+    props, track,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -537,7 +540,7 @@ async fn throughput() {
 async fn through_an_axum_app_with_the_layer_each_event_and_page_view_arrives_once() {
     use axum::extract::Query;
     use axum::routing::post;
-    use tower_telemetry::{TelemetryLayer, Tracker};
+    use tower_telemetry::{Tracker, layer::TelemetryLayer};
 
     async fn generate(tracker: Tracker, Query(q): Query<HashMap<String, u64>>) -> &'static str {
         tracker.track(

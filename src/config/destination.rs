@@ -94,7 +94,7 @@ impl DestinationConfig {
     /// the whole event. Redaction applies before, to every destination.
     ///
     /// ```
-    /// use tower_telemetry::DestinationConfig;
+    /// use tower_telemetry::config::DestinationConfig;
     ///
     /// let umami = DestinationConfig::new("umami")
     ///     .allow_properties(["model", "plan", "utm_*"])

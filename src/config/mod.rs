@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_telemetry::{Config, DeliveryConfig};
+//! use tower_telemetry::{config::{Config, DeliveryConfig}};
 //!
 //! let yaml = r#"
 //! telemetry:
@@ -130,10 +130,13 @@ pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub(crate) use kinds::{BuiltinKinds, CheckSettings};
 pub use sampling::{RequestsConfig, SampleKey, SamplingConfig};
 pub use settings::Settings;
+
+pub use crate::glob::validate_glob;
+pub use crate::redact::{DEFAULT_REDACT_KEYS, DEFAULT_REDACTION, RedactConfig};
+pub use crate::routing::MAX_DESTINATIONS;
 pub(crate) use settings::{describe_value, kind_of};
 
 use crate::limits::LimitsConfig;
-use crate::redact::RedactConfig;
 use yaml::{MAX_YAML_BYTES, shown};
 
 /// The whole configuration of a [`Telemetry`](crate::Telemetry) handle.
@@ -262,7 +265,7 @@ impl Config {
     /// environment (`env` returns `None` for an unset variable).
     ///
     /// ```
-    /// use tower_telemetry::Config;
+    /// use tower_telemetry::config::Config;
     ///
     /// let yaml = "telemetry:\n  enabled: ${ON:-false}\n";
     /// assert!(!Config::from_yaml_str_with_env(yaml, |_| None).unwrap().is_enabled());
@@ -316,7 +319,7 @@ impl Config {
     /// whose path is the variable's name, and then nothing is changed.
     ///
     /// ```
-    /// use tower_telemetry::Config;
+    /// use tower_telemetry::config::Config;
     ///
     /// let mut config = Config::default();
     /// config.apply_env_overrides(|name| (name == "TELEMETRY_ENABLED").then(|| "no".to_owned())).unwrap();

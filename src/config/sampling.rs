@@ -85,7 +85,7 @@ impl SamplingConfig {
 }
 
 /// Automatic per-request events (`telemetry.requests`), emitted by
-/// [`TelemetryLayer`](crate::TelemetryLayer).
+/// [`TelemetryLayer`](crate::layer::TelemetryLayer).
 #[derive(Clone, Debug)]
 pub struct RequestsConfig {
     pub(crate) enabled: bool,

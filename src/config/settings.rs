@@ -130,7 +130,7 @@ impl Settings {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower_telemetry::DestinationConfig;
+    /// use tower_telemetry::config::DestinationConfig;
     ///
     /// let d = DestinationConfig::new("mine").setting("max_age", "7d").setting("wait", 1.5);
     /// let s = d.settings();

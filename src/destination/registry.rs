@@ -24,7 +24,7 @@ use crate::config::{ConfigError, ConfigErrorKind, DestinationConfig, Settings};
 /// ```
 /// use std::sync::Arc;
 /// use tower_telemetry::config::{ConfigError, Settings};
-/// use tower_telemetry::{BoxFuture, DeliveryError, Destination, Event, Telemetry};
+/// use tower_telemetry::{Event, Telemetry, destination::{BoxFuture, DeliveryError, Destination}};
 ///
 /// struct Webhook {
 ///     url: String,
@@ -62,7 +62,7 @@ use crate::config::{ConfigError, ConfigErrorKind, DestinationConfig, Settings};
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let config = tower_telemetry::Config::from_yaml_str(r#"
+/// let config = tower_telemetry::config::Config::from_yaml_str(r#"
 /// telemetry:
 ///   destinations:
 ///     hooks:
@@ -149,9 +149,9 @@ impl Default for Registry {
         kinds.register("logging", LoggingDestination::from_settings);
         kinds.register("memory", memory_from_settings);
         #[cfg(feature = "umami")]
-        kinds.register("umami", super::UmamiDestination::from_settings);
+        kinds.register("umami", super::umami::UmamiDestination::from_settings);
         #[cfg(feature = "nats")]
-        kinds.register("nats", super::NatsDestination::from_settings);
+        kinds.register("nats", super::nats::NatsDestination::from_settings);
         kinds
     }
 }

@@ -285,7 +285,7 @@ pub struct DestinationStats {
     pub discarded: u64,
     /// Retried delivery attempts.
     pub retries: u64,
-    /// [`DROPPED_EVENT`](crate::DROPPED_EVENT) reports not queued because the queue was
+    /// [`DropReport::EVENT_NAME`](crate::DropReport::EVENT_NAME) reports not queued because the queue was
     /// full (not counted as drops: a report's loss is never reported).
     pub drop_reports_lost: u64,
     /// Events accepted but not (yet) delivered, failed or discarded: queued or in flight.

@@ -216,8 +216,8 @@ impl Telemetry {
         installed
     }
 
-    /// The global handle (the seed's `Telemetry.get_instance()`); a disabled one, with one
-    /// warning, if none was installed.
+    /// The global handle, installed with [`install_global`](Self::install_global); a disabled
+    /// one, with one warning, if none was installed.
     pub fn global() -> &'static Telemetry {
         match GLOBAL.get() {
             Some(t) => t,

@@ -2,7 +2,7 @@
 //! straight to stdout, stderr or a writer of your own.
 //!
 //! ```
-//! use tower_telemetry::{LoggingDestination, Telemetry};
+//! use tower_telemetry::{Telemetry, destination::LoggingDestination};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let rt = tokio::runtime::Runtime::new()?;
@@ -141,7 +141,7 @@ impl LoggingDestination {
     /// use std::io::Write;
     /// use std::sync::{Arc, Mutex};
     /// use std::time::Duration;
-    /// use tower_telemetry::{LoggingDestination, Telemetry, track};
+    /// use tower_telemetry::{Telemetry, track, destination::LoggingDestination};
     ///
     /// /// Collects what is written, to look at it below.
     /// #[derive(Clone, Default)]

@@ -174,7 +174,7 @@ impl NatsStreamConfig {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_telemetry::{NatsConfig, NatsDestination, NatsStreamConfig};
+/// use tower_telemetry::{destination::nats::{NatsConfig, NatsDestination, NatsStreamConfig}};
 ///
 /// let nats = NatsDestination::new(
 ///     NatsConfig::new(["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "nats://10.0.0.3:4222"])

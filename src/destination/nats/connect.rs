@@ -301,7 +301,7 @@ mod tests {
     use super::*;
 
     fn parse_duration(s: &str) -> Option<Duration> {
-        let d = crate::DestinationConfig::new("nats").setting("d", s);
+        let d = crate::config::DestinationConfig::new("nats").setting("d", s);
         let mut errors = Vec::new();
         let parsed = duration(d.settings(), "d", &mut errors);
         assert_eq!(parsed.is_none(), errors.len() == 1, "{errors:?}");

@@ -132,7 +132,7 @@ impl Forward {
 /// example. Validation happens in [`UmamiDestination::new`](super::UmamiDestination::new).
 ///
 /// ```
-/// use tower_telemetry::{UmamiConfig, UmamiDestination, UmamiMode};
+/// use tower_telemetry::{destination::umami::{UmamiConfig, UmamiDestination, UmamiMode}};
 ///
 /// let config = UmamiConfig::new("https://umami.example.com", "5a1d0c5e-8c6e-4a3b-9f0a-1b2c3d4e5f60")
 ///     .hostname("app.example.com")

@@ -1,7 +1,7 @@
 //! The `umami` destination: events to an [Umami](https://umami.is) server over HTTP.
 //!
 //! Each event becomes an Umami event (`name`, `data` = its properties) or, for the automatic
-//! request events of [`TelemetryLayer`](crate::TelemetryLayer), a page view; the request's
+//! request events of [`TelemetryLayer`](crate::layer::TelemetryLayer), a page view; the request's
 //! path, host, language, referrer and the end user's User-Agent come from the event's context,
 //! `id` from its user id. Events are posted in batches to `/api/batch` (one request for up to
 //! `batch_size` events, several requests in flight over kept-alive connections), with a
@@ -28,7 +28,7 @@
 //! The same in code, keeping a handle for [`UmamiDestination::stats`]:
 //!
 //! ```
-//! use tower_telemetry::{Forward, Telemetry, UmamiConfig, UmamiDestination};
+//! use tower_telemetry::{Telemetry, destination::umami::{Forward, UmamiConfig, UmamiDestination}};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let umami = UmamiDestination::new(
