@@ -32,17 +32,17 @@ impl Destination for Count {
 
 fn handle(rt: &tokio::runtime::Runtime, sampling: Option<SamplingConfig>) -> Telemetry {
     let _guard = rt.enter();
-    let mut config = Config::default().destination(
+    let mut config = Config::default().with_destination(
         DestinationConfig::new("count")
-            .events(["generation.*"])
-            .delivery(
+            .with_events(["generation.*"])
+            .with_delivery(
                 DeliveryConfig::default()
-                    .queue_capacity(1 << 20)
-                    .flush_interval(Duration::from_millis(1)),
+                    .with_queue_capacity(1 << 20)
+                    .with_flush_interval(Duration::from_millis(1)),
             ),
     );
     if let Some(s) = sampling {
-        config = config.sampling(s);
+        config = config.with_sampling(s);
     }
     Telemetry::builder()
         .config(config)
@@ -125,7 +125,10 @@ fn bench(c: &mut Criterion) {
         s.dropped_queue_full()
     );
 
-    let sampled = handle(&rt, Some(SamplingConfig::rate(0.0).key(SampleKey::Request)));
+    let sampled = handle(
+        &rt,
+        Some(SamplingConfig::new(0.0).with_key(SampleKey::Request)),
+    );
     sampled.scope_sync(request(), || {
         c.bench_function("track/sampled_out", |b| {
             b.iter(|| track!(&sampled => "generation.started", model = "flux-dev", steps = 4, credits_cost = black_box(10)))

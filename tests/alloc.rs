@@ -46,10 +46,10 @@ fn not_routed_sampled_out_and_disabled_do_not_allocate() {
     let _guard = rt.enter();
     let routed = Telemetry::builder()
         .config(
-            Config::default().destination(
+            Config::default().with_destination(
                 DestinationConfig::new("m")
-                    .kind("memory")
-                    .events(["user.*"]),
+                    .with_kind("memory")
+                    .with_events(["user.*"]),
             ),
         )
         .build()
@@ -57,8 +57,8 @@ fn not_routed_sampled_out_and_disabled_do_not_allocate() {
     let sampled = Telemetry::builder()
         .config(
             Config::default()
-                .sampling(SamplingConfig::rate(0.0).key(SampleKey::Request))
-                .destination(DestinationConfig::new("m").kind("memory")),
+                .with_sampling(SamplingConfig::new(0.0).with_key(SampleKey::Request))
+                .with_destination(DestinationConfig::new("m").with_kind("memory")),
         )
         .build()
         .unwrap();
@@ -163,10 +163,10 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
     // A destination that keeps nothing (the memory destination keeps every event).
     let telemetry = Telemetry::builder()
         .config(
-            Config::default().destination(
+            Config::default().with_destination(
                 DestinationConfig::new("m")
-                    .kind("logging")
-                    .events(["generation.*"]),
+                    .with_kind("logging")
+                    .with_events(["generation.*"]),
             ),
         )
         .build()
@@ -289,10 +289,10 @@ fn events_delivered_on_another_thread_come_back_to_the_tracking_thread() {
         let _guard = rt.enter(); // the worker runs on the runtime's thread, not this one
         Telemetry::builder()
             .config(
-                Config::default().destination(
+                Config::default().with_destination(
                     DestinationConfig::new("log")
-                        .kind("logging")
-                        .events(["generation.*"]),
+                        .with_kind("logging")
+                        .with_events(["generation.*"]),
                 ),
             )
             .build()

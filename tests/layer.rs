@@ -47,11 +47,11 @@ async fn auth(mut req: Request, next: Next) -> Response {
 
 fn telemetry() -> (Telemetry, MemoryDestination) {
     let t = Telemetry::builder()
-        .config(Config::default().destination(
-            DestinationConfig::new("memory").delivery(
-                tower_telemetry::config::DeliveryConfig::default().queue_capacity(100_000),
-            ),
-        ))
+        .config(
+            Config::default().with_destination(DestinationConfig::new("memory").with_delivery(
+                tower_telemetry::config::DeliveryConfig::default().with_queue_capacity(100_000),
+            )),
+        )
         .build()
         .unwrap();
     let m = t.memory("memory").unwrap();
@@ -423,8 +423,8 @@ async fn automatic_request_events() {
     let t = Telemetry::builder()
         .config(
             Config::default()
-                .requests(RequestsConfig::enabled().exclude(["/health"]))
-                .destination(DestinationConfig::new("memory")),
+                .with_requests(RequestsConfig::enabled().with_exclude(["/health"]))
+                .with_destination(DestinationConfig::new("memory")),
         )
         .build()
         .unwrap();

@@ -41,21 +41,36 @@ impl Default for RetryConfig {
 
 impl RetryConfig {
     /// Attempts in all, the first included (1 = no retry). Defaults to 5.
-    pub fn max_attempts(mut self, n: u32) -> Self {
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n.max(1);
         self
     }
 
     /// The first backoff ceiling. Defaults to 200 ms.
-    pub fn initial_backoff(mut self, d: Duration) -> Self {
+    pub fn with_initial_backoff(mut self, d: Duration) -> Self {
         self.initial_backoff = d;
         self
     }
 
     /// The largest backoff ceiling. Defaults to 30 s.
-    pub fn max_backoff(mut self, d: Duration) -> Self {
+    pub fn with_max_backoff(mut self, d: Duration) -> Self {
         self.max_backoff = d;
         self
+    }
+
+    /// Attempts in all, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The first backoff ceiling.
+    pub fn initial_backoff(&self) -> Duration {
+        self.initial_backoff
+    }
+
+    /// The largest backoff ceiling.
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
     }
 }
 
@@ -85,38 +100,68 @@ impl Default for DeliveryConfig {
 
 impl DeliveryConfig {
     /// Events the queue holds before new ones are dropped (and counted). Defaults to 10 000.
-    pub fn queue_capacity(mut self, n: usize) -> Self {
+    pub fn with_queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
         self
     }
 
     /// The largest batch. Defaults to 100.
-    pub fn batch_size(mut self, n: usize) -> Self {
+    pub fn with_batch_size(mut self, n: usize) -> Self {
         self.batch_size = n.max(1);
         self
     }
 
     /// How long a partial batch waits for more events. Defaults to 1 s.
-    pub fn flush_interval(mut self, d: Duration) -> Self {
+    pub fn with_flush_interval(mut self, d: Duration) -> Self {
         self.flush_interval = d;
         self
     }
 
     /// Batches in flight at once. Defaults to 1.
-    pub fn concurrency(mut self, n: usize) -> Self {
+    pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
     }
 
     /// Timeout of one delivery attempt. Defaults to 10 s.
-    pub fn timeout(mut self, d: Duration) -> Self {
+    pub fn with_timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
         self
     }
 
     /// The retry policy. Defaults to [`RetryConfig::default`].
-    pub fn retry(mut self, retry: RetryConfig) -> Self {
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// Events the queue holds before new ones are dropped.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
+    /// The largest batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// How long a partial batch waits for more events.
+    pub fn flush_interval(&self) -> Duration {
+        self.flush_interval
+    }
+
+    /// Batches in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Timeout of one delivery attempt.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryConfig {
+        &self.retry
     }
 }

@@ -143,7 +143,7 @@ impl Destination for MemoryDestination {
     }
 
     fn delivery_defaults(&self) -> DeliveryConfig {
-        DeliveryConfig::default().flush_interval(Duration::ZERO)
+        DeliveryConfig::default().with_flush_interval(Duration::ZERO)
     }
 }
 

@@ -80,7 +80,7 @@ pub trait Destination: Send + Sync + 'static {
     /// Delivery settings used for the keys a configuration does not give. Defaults to
     /// [`DeliveryConfig::default`] with [`preferred_batch_size`](Self::preferred_batch_size).
     fn delivery_defaults(&self) -> DeliveryConfig {
-        DeliveryConfig::default().batch_size(self.preferred_batch_size())
+        DeliveryConfig::default().with_batch_size(self.preferred_batch_size())
     }
 
     /// Called once after the last batch at shutdown. Defaults to nothing.

@@ -184,7 +184,7 @@ impl Registry {
 
     /// Builds the destination `dc` configures, from its kind's builder.
     pub(crate) fn build(&self, dc: &DestinationConfig) -> Result<Built, Vec<ConfigError>> {
-        let kind = dc.kind_name();
+        let kind = dc.kind();
         if let Some((_, builder)) = self.kinds.iter().find(|(n, _)| n == kind) {
             return builder.build(&dc.settings);
         }
@@ -253,7 +253,7 @@ mod tests {
     fn an_unknown_kind_names_every_known_one() {
         let mut kinds = Registry::default();
         kinds.register("mykind", |_: &Settings| Ok(MemoryDestination::new()));
-        let Err(errors) = kinds.build(&DestinationConfig::new("audit").kind("nope")) else {
+        let Err(errors) = kinds.build(&DestinationConfig::new("audit").with_kind("nope")) else {
             panic!("an unknown kind builds nothing");
         };
         assert_eq!(errors[0].path(), "telemetry.destinations.audit.type");

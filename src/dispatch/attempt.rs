@@ -397,12 +397,12 @@ mod tests {
 
     fn policy(max_attempts: u32) -> DeliveryConfig {
         DeliveryConfig::default()
-            .timeout(Duration::from_secs(1))
-            .retry(
+            .with_timeout(Duration::from_secs(1))
+            .with_retry(
                 RetryConfig::default()
-                    .max_attempts(max_attempts)
-                    .initial_backoff(Duration::from_millis(100))
-                    .max_backoff(Duration::from_secs(1)),
+                    .with_max_attempts(max_attempts)
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(1)),
             )
     }
 

@@ -302,7 +302,7 @@ mod tests {
         LaneSpec {
             name: name.to_owned(),
             destination: Arc::new(MemoryDestination::new()),
-            delivery: DeliveryConfig::default().queue_capacity(capacity),
+            delivery: DeliveryConfig::default().with_queue_capacity(capacity),
             view: None,
         }
     }

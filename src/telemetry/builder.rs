@@ -23,7 +23,7 @@ use crate::redact::RedactConfig;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let memory = MemoryDestination::new();
 /// let telemetry = Telemetry::builder()
-///     .config(Config::default().destination(DestinationConfig::new("audit").events(["payment.*"])))
+///     .config(Config::default().with_destination(DestinationConfig::new("audit").with_events(["payment.*"])))
 ///     .destination("audit", memory.clone())
 ///     .context(Context::new().with_hostname("api.example.com").with_field("version", "1.4.2"))
 ///     .build()
@@ -128,7 +128,7 @@ impl TelemetryBuilder {
     /// use tower_telemetry::{Telemetry, config::RedactConfig};
     ///
     /// let telemetry = Telemetry::builder()
-    ///     .redact(RedactConfig::default().keys(["email", "phone"]).replacement("***"))
+    ///     .redact(RedactConfig::default().with_keys(["email", "phone"]).with_replacement("***"))
     ///     .build()
     ///     .unwrap();
     /// ```
@@ -245,7 +245,7 @@ impl Telemetry {
         let mut config = match std::env::var("TELEMETRY_CONFIG") {
             Ok(path) => Config::from_yaml_file(path)?,
             Err(_) if Path::new("config.yaml").exists() => Config::from_yaml_file("config.yaml")?,
-            Err(_) => Config::default().destination(DestinationConfig::new("logging")),
+            Err(_) => Config::default().with_destination(DestinationConfig::new("logging")),
         };
         config.apply_env_overrides(|k| std::env::var(k).ok())?;
         Self::from_config(config)
@@ -277,14 +277,14 @@ mod tests {
         let err = Telemetry::builder()
             .config(
                 Config::default()
-                    .enabled(false)
-                    .destination(DestinationConfig::new("kafka")),
+                    .with_enabled(false)
+                    .with_destination(DestinationConfig::new("kafka")),
             )
             .build()
             .unwrap_err();
         assert_eq!(err.errors()[0].path(), "telemetry.destinations.kafka");
         let t = Telemetry::builder()
-            .config(Config::default().enabled(false))
+            .config(Config::default().with_enabled(false))
             .memory_destination("m")
             .build()
             .unwrap();

@@ -339,7 +339,7 @@ impl Destination for LoggingDestination {
         // Lines are out within 10 ms, and under load a batch fills before its timer fires:
         // with 1 ms, 45 000 events a second made ~1 000 part-filled batches and timer
         // wake-ups a second, about 1 % of a small server's throughput.
-        DeliveryConfig::default().flush_interval(Duration::from_millis(10))
+        DeliveryConfig::default().with_flush_interval(Duration::from_millis(10))
     }
 }
 

@@ -471,9 +471,9 @@ impl Destination for NatsDestination {
         // One attempt may republish for `failover_wait`; the core's timeout must not cut it.
         let c = &self.inner.config;
         DeliveryConfig::default()
-            .batch_size(DEFAULT_BATCH)
-            .concurrency(DEFAULT_CONCURRENCY)
-            .flush_interval(Duration::from_millis(100))
-            .timeout(c.failover_wait + c.publish_timeout * 2 + c.connect.connect_timeout)
+            .with_batch_size(DEFAULT_BATCH)
+            .with_concurrency(DEFAULT_CONCURRENCY)
+            .with_flush_interval(Duration::from_millis(100))
+            .with_timeout(c.failover_wait + c.publish_timeout * 2 + c.connect.connect_timeout)
     }
 }
