@@ -30,7 +30,7 @@ pub(crate) const KEYS: &[&str] = &[
 
 const FORWARD_KEYS: &[&str] = &["user_agent", "language", "referrer", "ip"];
 
-/// Context fields that [`UmamiConfig::context_data`] may name, besides free-form fields.
+/// Context fields that [`UmamiConfig::with_context_data`] may name, besides free-form fields.
 const CONTEXT_FIELDS: &[&str] = &[
     "user_id",
     "session_id",
