@@ -116,6 +116,7 @@ fn effective_delivery(dc: &DestinationConfig, destination: &dyn Destination) -> 
     let explicit = dc.delivery_explicit;
     DeliveryConfig {
         queue_capacity: given.queue_capacity,
+        overflow: given.overflow,
         retry: given.retry,
         batch_size: if explicit.batch_size {
             given.batch_size

@@ -12,8 +12,12 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_CONCURRENCY: usize = 1;
 /// Default timeout of one delivery attempt.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default number of delivery attempts, the first included.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Default number of delivery attempts, the first included: no count limit (`u32::MAX`), so
+/// the time budget ([`DEFAULT_MAX_ELAPSED`]) decides when a failing batch is given up.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = u32::MAX;
+/// Default time budget for delivering a batch: retryable failures are retried for up to
+/// 10 minutes from the batch's first attempt.
+pub const DEFAULT_MAX_ELAPSED: Duration = Duration::from_secs(600);
 /// Default first backoff ceiling (full jitter: the wait is uniform in `[0, ceiling]`).
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Default largest backoff ceiling.
@@ -21,10 +25,31 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The longest server-given `Retry-After` that is honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// Retry policy for a destination: attempts and full-jitter exponential backoff.
+/// Retry policy for a destination: a time budget, an optional attempt count, and full-jitter
+/// exponential backoff.
+///
+/// A batch that fails retryably is sent again after a wait (uniform in `[0, ceiling]`, the
+/// ceiling doubling from `initial_backoff` up to `max_backoff`; a server's `Retry-After` is a
+/// floor) until it is taken or **either** limit runs out: `max_elapsed` (the next attempt
+/// would start later than that after the first one began) or `max_attempts`. By default only
+/// the time budget applies (10 minutes; no attempt count).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_telemetry::config::RetryConfig;
+///
+/// // Keep retrying for up to an hour, however many attempts that takes.
+/// let patient = RetryConfig::default().with_max_elapsed(Duration::from_secs(3600));
+/// // At most 5 attempts, and never longer than 10 s.
+/// let brief = RetryConfig::default()
+///     .with_max_attempts(5)
+///     .with_max_elapsed(Duration::from_secs(10));
+/// # let _ = (patient, brief);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetryConfig {
     pub(crate) max_attempts: u32,
+    pub(crate) max_elapsed: Duration,
     pub(crate) initial_backoff: Duration,
     pub(crate) max_backoff: Duration,
 }
@@ -33,6 +58,7 @@ impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_elapsed: DEFAULT_MAX_ELAPSED,
             initial_backoff: DEFAULT_INITIAL_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
         }
@@ -40,9 +66,18 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
-    /// Attempts in all, the first included (1 = no retry). Defaults to 5.
+    /// Attempts in all, the first included (1 = no retry). Defaults to no limit: the time
+    /// budget ([`with_max_elapsed`](Self::with_max_elapsed)) rules. Whichever runs out first ends the
+    /// retries.
     pub fn with_max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n.max(1);
+        self
+    }
+
+    /// How long a batch is retried, from the start of its first attempt: no attempt starts
+    /// later than this. Defaults to 10 minutes ([`DEFAULT_MAX_ELAPSED`]); zero means no retry.
+    pub fn with_max_elapsed(mut self, d: Duration) -> Self {
+        self.max_elapsed = d;
         self
     }
 
@@ -63,6 +98,11 @@ impl RetryConfig {
         self.max_attempts
     }
 
+    /// How long a batch is retried, from the start of its first attempt.
+    pub fn max_elapsed(&self) -> Duration {
+        self.max_elapsed
+    }
+
     /// The first backoff ceiling.
     pub fn initial_backoff(&self) -> Duration {
         self.initial_backoff
@@ -74,10 +114,34 @@ impl RetryConfig {
     }
 }
 
+/// What a destination's full queue does with one more event.
+///
+/// ```
+/// use tower_telemetry::config::{DeliveryConfig, Overflow};
+///
+/// // Keep the most recent events through a long outage.
+/// let delivery = DeliveryConfig::default().with_overflow(Overflow::DropOldest);
+/// # let _ = delivery;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// The new event is dropped (counted in `dropped_queue_full`). The default.
+    #[default]
+    DropNewest,
+    /// The new event is queued and the oldest queued one is dropped (counted in
+    /// `dropped_oldest`). Not the events of a batch being sent or retried: they are no longer
+    /// in the queue. The destination's worker drops them, off the tracking path; should it be
+    /// unable to run (a destination blocking its thread), new events are dropped as under
+    /// `DropNewest` once twice the capacity is queued, so memory stays bounded.
+    DropOldest,
+}
+
 /// How events are queued and delivered to one destination.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DeliveryConfig {
     pub(crate) queue_capacity: usize,
+    pub(crate) overflow: Overflow,
     pub(crate) batch_size: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) concurrency: usize,
@@ -89,6 +153,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            overflow: Overflow::DropNewest,
             batch_size: DEFAULT_BATCH_SIZE,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             concurrency: DEFAULT_CONCURRENCY,
@@ -99,9 +164,17 @@ impl Default for DeliveryConfig {
 }
 
 impl DeliveryConfig {
-    /// Events the queue holds before new ones are dropped (and counted). Defaults to 10 000.
+    /// Events the queue holds before events are dropped (and counted, as
+    /// [`with_overflow`](Self::with_overflow) says). Defaults to 10 000. The batches being sent or
+    /// retried (up to `concurrency` × `batch_size` events) are not in the queue.
     pub fn with_queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Which event a full queue drops. Defaults to [`Overflow::DropNewest`].
+    pub fn with_overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
         self
     }
 
@@ -138,6 +211,11 @@ impl DeliveryConfig {
     /// Events the queue holds before new ones are dropped.
     pub fn queue_capacity(&self) -> usize {
         self.queue_capacity
+    }
+
+    /// Which event a full queue drops.
+    pub fn overflow(&self) -> Overflow {
+        self.overflow
     }
 
     /// The largest batch.

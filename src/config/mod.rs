@@ -60,11 +60,12 @@
 //!       events: [user.*]     # event globs; absent: every event
 //!       sample_rate: 0.5     # 0 to 1, default 1
 //!       queue_capacity: 10000
+//!       overflow: drop_newest  # or drop_oldest: what a full queue drops
 //!       batch_size: 100
 //!       flush_interval: 1s   # "250ms", "1s", "1.5s", "2m", "1h", or a number of seconds
 //!       concurrency: 4
 //!       timeout: 10s
-//!       retry: { max_attempts: 5, initial_backoff: 200ms, max_backoff: 30s }
+//!       retry: { max_elapsed: 10m, initial_backoff: 200ms, max_backoff: 30s }  # max_attempts: unset
 //!       url: https://umami.example.com   # any other key is the kind's own setting
 //!   sampling:
 //!     enabled: false
@@ -127,8 +128,8 @@ mod yaml;
 
 pub use delivery::{
     DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_FLUSH_INTERVAL, DEFAULT_INITIAL_BACKOFF,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, DEFAULT_QUEUE_CAPACITY, DEFAULT_TIMEOUT,
-    DeliveryConfig, MAX_RETRY_AFTER, RetryConfig,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_ELAPSED, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_TIMEOUT, DeliveryConfig, MAX_RETRY_AFTER, Overflow, RetryConfig,
 };
 pub use destination::DestinationConfig;
 pub(crate) use document::Document;

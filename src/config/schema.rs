@@ -5,7 +5,7 @@ use super::kinds::{BuiltinKinds, CheckSettings};
 use super::settings::to_json;
 use super::yaml::{Entry, Node, NodeValue, describe, join, shown};
 use super::{
-    Config, ConfigError, ConfigErrorKind, DestinationConfig, RequestsConfig, RetryConfig,
+    Config, ConfigError, ConfigErrorKind, DestinationConfig, Overflow, RequestsConfig, RetryConfig,
     SampleKey, SamplingConfig,
 };
 use crate::limits::{LimitsConfig, MAX_DEPTH_LIMIT};
@@ -30,7 +30,12 @@ const LIMITS_KEYS: &[&str] = &[
 ];
 const SAMPLING_KEYS: &[&str] = &["enabled", "rate", "key", "always"];
 const REQUESTS_KEYS: &[&str] = &["enabled", "name", "exclude"];
-const RETRY_KEYS: &[&str] = &["max_attempts", "initial_backoff", "max_backoff"];
+const RETRY_KEYS: &[&str] = &[
+    "max_attempts",
+    "max_elapsed",
+    "initial_backoff",
+    "max_backoff",
+];
 
 impl Check {
     /// The document: a `telemetry:` mapping, and beside it only the `sections` another
@@ -244,6 +249,19 @@ impl Check {
                         delivery.queue_capacity = n as usize;
                     }
                 }
+                "overflow" => {
+                    const EXPECTED: &str = "`drop_newest` or `drop_oldest`";
+                    match self.string(e, path, EXPECTED) {
+                        Some("drop_newest") => delivery.overflow = Overflow::DropNewest,
+                        Some("drop_oldest") => delivery.overflow = Overflow::DropOldest,
+                        Some(other) => self.error(
+                            path,
+                            e.line,
+                            format!("unknown overflow policy `{other}`; expected {EXPECTED}"),
+                        ),
+                        None => {}
+                    }
+                }
                 "batch_size" => {
                     explicit.batch_size = true;
                     if let Some(n) = self.positive(e, path, usize::MAX as u64) {
@@ -361,6 +379,11 @@ impl Check {
                 "max_attempts" => {
                     if let Some(n) = self.positive(e, &path, u64::from(u32::MAX)) {
                         retry.max_attempts = n as u32;
+                    }
+                }
+                "max_elapsed" => {
+                    if let Some(d) = self.duration(e, &path, true) {
+                        retry.max_elapsed = d;
                     }
                 }
                 "initial_backoff" => {

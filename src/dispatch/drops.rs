@@ -60,9 +60,12 @@ pub struct DropReport {
 pub struct DestinationDrops {
     /// The destination's name.
     pub name: String,
-    /// Dropped because its queue was full (the destination is slow or down).
+    /// Dropped because its queue was full (the destination is slow or down): the new events
+    /// under [`Overflow::DropNewest`](crate::config::Overflow::DropNewest), the oldest queued ones
+    /// under [`Overflow::DropOldest`](crate::config::Overflow::DropOldest).
     pub queue_full: u64,
-    /// Failed for good (permanent errors, or retries exhausted).
+    /// Failed for good (permanent errors, the retry budget exhausted, or a panic in the
+    /// destination).
     pub failed: u64,
     /// Accepted and thrown away by the receiver (e.g. Umami's bot check).
     pub discarded: u64,
@@ -178,7 +181,7 @@ struct State {
 fn drops_of(lane: &Lane) -> [u64; 3] {
     let c = &lane.shared.counters;
     [
-        Counters::get(&c.dropped_queue_full),
+        Counters::get(&c.dropped_queue_full) + Counters::get(&c.dropped_oldest),
         Counters::get(&c.failed).saturating_sub(Counters::get(&c.report_failed)),
         Counters::get(&c.discarded).saturating_sub(Counters::get(&c.report_discarded)),
     ]

@@ -249,6 +249,7 @@ impl Dispatcher {
                     enqueued,
                     delivered: Counters::get(&c.delivered),
                     dropped_queue_full: Counters::get(&c.dropped_queue_full),
+                    dropped_oldest: Counters::get(&c.dropped_oldest),
                     sampled_out: Counters::get(&c.sampled_out),
                     failed: Counters::get(&c.failed),
                     discarded: Counters::get(&c.discarded),
@@ -275,11 +276,16 @@ pub struct DestinationStats {
     pub enqueued: u64,
     /// Events delivered.
     pub delivered: u64,
-    /// Events dropped because the queue was full.
+    /// Events dropped because the queue was full (the new event, under
+    /// [`Overflow::DropNewest`](crate::config::Overflow::DropNewest)): never enqueued.
     pub dropped_queue_full: u64,
+    /// Queued events dropped to make room for newer ones, under
+    /// [`Overflow::DropOldest`](crate::config::Overflow::DropOldest): counted in `enqueued` first.
+    pub dropped_oldest: u64,
     /// Events not sent there because sampling dropped them.
     pub sampled_out: u64,
-    /// Events that failed for good (permanent errors, or retries exhausted).
+    /// Events that failed for good (permanent errors, the retry budget exhausted, or a
+    /// panic in the destination).
     pub failed: u64,
     /// Events the receiver accepted and threw away (e.g. Umami's bot check).
     pub discarded: u64,
@@ -288,7 +294,9 @@ pub struct DestinationStats {
     /// [`DropReport::EVENT_NAME`](crate::DropReport::EVENT_NAME) reports not queued because the queue was
     /// full (not counted as drops: a report's loss is never reported).
     pub drop_reports_lost: u64,
-    /// Events accepted but not (yet) delivered, failed or discarded: queued or in flight.
+    /// Events accepted but not (yet) delivered, failed, discarded or dropped as the oldest:
+    /// queued or in flight. `enqueued = delivered + failed + discarded + dropped_oldest +
+    /// undelivered`.
     pub undelivered: u64,
 }
 
@@ -354,6 +362,24 @@ mod tests {
             event()
         });
         assert_eq!(made, 0, "no healthy lane: no event built");
+    }
+
+    #[test]
+    fn drop_oldest_takes_new_events_past_capacity_up_to_a_hard_bound() {
+        let mut oldest = spec("oldest", 2);
+        oldest.delivery = oldest
+            .delivery
+            .with_overflow(crate::config::Overflow::DropOldest);
+        // No worker runs here to evict: the queue takes up to twice its capacity, then
+        // refuses as under drop-newest.
+        let (d, _workers) = Dispatcher::new(vec![oldest], Duration::ZERO);
+        for _ in 0..4 {
+            assert!(matches!(d.push(0, event()), Push::Queued));
+        }
+        assert!(matches!(d.push(0, event()), Push::Full));
+        let stats = &d.stats()[0];
+        assert_eq!((stats.enqueued, stats.dropped_queue_full), (4, 1));
+        assert_eq!(stats.queued, 2, "reported up to the capacity");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::config::DeliveryConfig;
+use crate::config::{DeliveryConfig, Overflow};
 use crate::destination::Destination;
 use crate::diag::RateLimitedWarning;
 use crate::event::Event;
@@ -35,6 +35,9 @@ pub(crate) struct Counters {
     pub(super) enqueued: AtomicU64,
     pub(super) delivered: AtomicU64,
     pub(super) dropped_queue_full: AtomicU64,
+    /// Queued events dropped to make room for newer ones ([`Overflow::DropOldest`]); unlike
+    /// `dropped_queue_full`, they were counted in `enqueued` first.
+    pub(super) dropped_oldest: AtomicU64,
     pub(super) sampled_out: AtomicU64,
     pub(super) failed: AtomicU64,
     pub(super) discarded: AtomicU64,
@@ -55,9 +58,13 @@ impl Counters {
         c.load(Ordering::Relaxed)
     }
 
-    /// Events that reached an end: delivered, failed for good, or discarded by the receiver.
+    /// Events accepted that reached an end: delivered, failed for good, discarded by the
+    /// receiver, or dropped from the queue for newer ones.
     pub(super) fn settled(&self) -> u64 {
-        Self::get(&self.delivered) + Self::get(&self.failed) + Self::get(&self.discarded)
+        Self::get(&self.delivered)
+            + Self::get(&self.failed)
+            + Self::get(&self.discarded)
+            + Self::get(&self.dropped_oldest)
     }
 }
 
@@ -67,6 +74,11 @@ pub(crate) struct LaneShared {
     pub(super) name: String,
     pub(super) counters: Counters,
     pub(super) capacity: usize,
+    /// [`Overflow::DropOldest`]: a full queue takes the new event and has the worker drop
+    /// the oldest (see `Lane::offer`).
+    pub(super) drop_oldest: bool,
+    /// Raised when the queue is over its capacity (drop-oldest only): the worker evicts.
+    pub(super) evict: Notify,
     /// Events in the queue: sent and not yet taken by the worker. The queue itself is
     /// unbounded; this bounds it. (tokio's bounded channel gives each taken event's permit
     /// back under a mutex; the worker here gives a whole batch back with one subtraction.)
@@ -104,6 +116,13 @@ impl LaneShared {
     #[inline(never)]
     fn wake_worker(&self) {
         self.batch_full.notify_one();
+    }
+
+    /// The most events the queue may hold for a moment under drop-oldest, before the worker
+    /// evicts: past it, new events are refused as under drop-newest (a worker that cannot
+    /// run, e.g. a destination blocking its thread, never lets the queue grow unbounded).
+    fn hard_capacity(&self) -> usize {
+        self.capacity.saturating_mul(2)
     }
 }
 
@@ -144,6 +163,8 @@ pub(super) fn lane(
         name,
         counters: Counters::default(),
         capacity: delivery.queue_capacity,
+        drop_oldest: delivery.overflow == Overflow::DropOldest,
+        evict: Notify::new(),
         queued: AtomicUsize::new(0),
         full_batch: delivery.batch_size.clamp(1, delivery.queue_capacity.max(1)),
         fills_batch: AtomicUsize::new(usize::MAX),
@@ -216,7 +237,7 @@ impl Lane {
         // `queued`): of the two, one sees the other, so the event that fills a batch is never
         // missed. (On x86 the same instructions as relaxed ones.)
         let before = shared.queued.fetch_add(1, Ordering::SeqCst);
-        if before >= shared.capacity {
+        if before >= shared.capacity && !self.overflow(before) {
             shared.queued.fetch_sub(1, Ordering::Relaxed);
             return Push::Full;
         }
@@ -232,6 +253,19 @@ impl Lane {
                 Push::Closed
             }
         }
+    }
+
+    /// The queue is full: whether to take the event anyway (drop-oldest: the worker is told
+    /// to evict the oldest). Out of line: the full queue is the slow path.
+    #[cold]
+    #[inline(never)]
+    fn overflow(&self, before: usize) -> bool {
+        let shared = &*self.shared;
+        if !shared.drop_oldest || before >= shared.hard_capacity() {
+            return false;
+        }
+        shared.evict.notify_one();
+        true
     }
 
     /// Tells the worker to stop taking events, deliver what is queued without lingering for

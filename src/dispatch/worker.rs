@@ -108,6 +108,7 @@ async fn run(parts: WorkerParts) {
             rx.close(); // take the rest as it comes, without lingering
         }
         // Wait for the first event: the queue wakes us. Idle, the worker has no timer.
+        evict(&mut rx, &shared);
         let n = if closing {
             rx.recv_many(&mut batch, max).await
         } else {
@@ -122,7 +123,8 @@ async fn run(parts: WorkerParts) {
         }
         shared.queued.fetch_sub(n, Ordering::Relaxed);
         if !closing && batch.len() < max {
-            linger(&shared, &delivery, batch.len()).await;
+            evicting(&mut rx, &shared, linger(&shared, &delivery, batch.len())).await;
+            evict(&mut rx, &shared);
             take_queued(&mut rx, &mut batch, max, &shared);
         }
         let mut full = std::mem::replace(&mut batch, Vec::with_capacity(max));
@@ -131,11 +133,13 @@ async fn run(parts: WorkerParts) {
             full = view.apply(full);
         }
         if delivery.concurrency <= 1 {
-            deliver(&*destination, full, &shared, &delivery).await;
+            let delivered = deliver(&*destination, full, &shared, &delivery);
+            evicting(&mut rx, &shared, delivered).await;
             progress.notify_waiters();
         } else {
             while in_flight.len() >= delivery.concurrency {
-                in_flight.join_next().await;
+                let joined = evicting(&mut rx, &shared, in_flight.join_next()).await;
+                lost(&shared, joined);
             }
             let (d, s, p) = (destination.clone(), shared.clone(), progress.clone());
             in_flight.spawn(async move {
@@ -144,7 +148,9 @@ async fn run(parts: WorkerParts) {
             });
         }
     }
-    while in_flight.join_next().await.is_some() {}
+    while let Some(joined) = in_flight.join_next().await {
+        lost(&shared, Some(joined));
+    }
     destination.shutdown().await;
 }
 
@@ -175,6 +181,61 @@ async fn linger(shared: &LaneShared, delivery: &crate::config::DeliveryConfig, h
             _ = shared.batch_full.notified() => if full() { return },
             _ = &mut deadline => return,
         }
+    }
+}
+
+/// Logs a delivery task that ended without settling its batch. Not expected: the attempt
+/// loop catches the destination's panics, so only a panic in the crate's own code gets here.
+fn lost(shared: &LaneShared, joined: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = joined {
+        tracing::error!(
+            target: "tower_telemetry",
+            destination = %Escaped(&shared.name),
+            error = %e,
+            "a telemetry delivery task ended without settling its batch"
+        );
+    }
+}
+
+/// Runs `work` while evicting the oldest queued events whenever the queue is over its
+/// capacity (drop-oldest: see `Lane::overflow`), so a batch in retry never stops the queue
+/// from keeping the newest events.
+async fn evicting<F: std::future::Future>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
+    shared: &LaneShared,
+    work: F,
+) -> F::Output {
+    if !shared.drop_oldest {
+        return work.await;
+    }
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            output = &mut work => return output,
+            _ = shared.evict.notified() => evict(rx, shared),
+        }
+    }
+}
+
+/// Drops the oldest queued events while the queue is over its capacity, counting them.
+fn evict(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>, shared: &LaneShared) {
+    if !shared.drop_oldest {
+        return;
+    }
+    let mut evicted = 0;
+    while shared.queued.load(Ordering::SeqCst) > shared.capacity {
+        match rx.try_recv() {
+            Ok(_) => {
+                shared.queued.fetch_sub(1, Ordering::Relaxed);
+                evicted += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    if evicted > 0 {
+        Counters::add(&shared.counters.dropped_oldest, evicted);
+        shared.drop_signal.raise();
     }
 }
 

@@ -42,7 +42,10 @@
 //! - No loss: a message is acknowledged only when every routed destination settled it
 //!   (accepted it, or rejected it for good), and JetStream redelivers what a relay did not
 //!   acknowledge (it crashed, or a destination kept failing) after `ack_wait` or the retry
-//!   delay, at most `max_deliver` times.
+//!   delay, at most `max_deliver` times. A destination's batch is retried as in the app, for
+//!   up to its `retry.max_elapsed` (10 min by default; `max_attempts` if set), the messages
+//!   kept alive meanwhile; a panic in a destination fails its events for that destination
+//!   (acknowledged, not redelivered) and the relay goes on.
 //! - A graceful stop ([`RunningRelay::shutdown`] within its timeout) is exactly once: the relay
 //!   stops pulling, finishes the batch its destinations were given (delivers, records and
 //!   acknowledges it), and hands every message it fetched and did not start back to the

@@ -42,6 +42,12 @@ impl Stats {
     pub fn dropped_queue_full(&self) -> u64 {
         self.destinations.iter().map(|d| d.dropped_queue_full).sum()
     }
+
+    /// Queued events dropped for newer ones ([`Overflow::DropOldest`](crate::config::Overflow)),
+    /// over all destinations.
+    pub fn dropped_oldest(&self) -> u64 {
+        self.destinations.iter().map(|d| d.dropped_oldest).sum()
+    }
 }
 
 /// What [`Telemetry::shutdown`](crate::Telemetry::shutdown) achieved: final counters and whether the timeout was hit.
@@ -90,6 +96,9 @@ impl fmt::Display for ShutdownReport {
                 d.failed,
                 d.discarded
             )?;
+            if d.dropped_oldest > 0 {
+                write!(f, ", dropped (oldest) {}", d.dropped_oldest)?;
+            }
         }
         let s = &self.stats;
         if s.rejected > 0 || s.after_shutdown > 0 || s.truncated > 0 || s.oversized > 0 {
@@ -115,6 +124,7 @@ mod tests {
             enqueued: delivered + undelivered,
             delivered,
             dropped_queue_full: 1,
+            dropped_oldest: 0,
             sampled_out: 0,
             failed: 0,
             discarded: 0,

@@ -396,7 +396,7 @@ fn write_all(writer: &mut dyn Write, buf: &[u8]) -> (usize, io::Result<()>) {
 /// log shipper that exited) or a writer that cannot take bytes will not get better, so those
 /// are permanent: the events are counted as failed at once instead of being retried with
 /// backoff while the queue fills. Anything else (a full disk, a would-block writer) is
-/// retryable, within the destination's `retry.max_attempts`.
+/// retryable, within the destination's retry policy (`retry.max_elapsed`, `max_attempts`).
 fn classify(e: &io::Error, label: &str) -> DeliveryError {
     use io::ErrorKind::*;
     let message = format!("writing JSON lines to {label} failed: {e}");
