@@ -70,8 +70,11 @@ use axum::routing::get;
 use support::umami_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_telemetry::{
-    BoxFuture, Config, DeliveryError, Destination, DestinationConfig, Event, LoggingDestination,
-    Telemetry, TelemetryLayer, track,
+    Event, Telemetry,
+    config::{Config, DestinationConfig},
+    destination::{BoxFuture, DeliveryError, Destination, LoggingDestination},
+    layer::TelemetryLayer,
+    track,
 };
 
 const VARIANTS: &[(&str, &str)] = &[
@@ -238,13 +241,13 @@ fn serve(variant: &str, umami_url: Option<String>) {
                             .with_max_level(tracing::Level::INFO)
                             .finish();
                         tracing::subscriber::set_global_default(subscriber).expect("subscriber");
-                        builder.config(Config::default().destination(DestinationConfig::new("logging")))
+                        builder.config(Config::default().with_destination(DestinationConfig::new("logging")))
                     }
                     _ => builder.config(
-                        Config::default().destination(
+                        Config::default().with_destination(
                             DestinationConfig::new("umami")
-                                .setting("url", umami_url.clone().expect("umami url"))
-                                .setting("website_id", umami_server::WEBSITE_ID),
+                                .with_setting("url", umami_url.clone().expect("umami url"))
+                                .with_setting("website_id", umami_server::WEBSITE_ID),
                         ),
                     ),
                 };

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower_telemetry::{
-    BoxFuture, Config, Context, DeliveryConfig, DeliveryError, Destination, DestinationConfig,
-    Event, SampleKey, SamplingConfig, Telemetry, track,
+    Context, Event, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, SampleKey, SamplingConfig},
+    destination::{BoxFuture, DeliveryError, Destination},
+    track,
 };
 
 /// Counts and forgets: delivery as cheap as it gets, so the bench measures `track!`.
@@ -30,17 +32,17 @@ impl Destination for Count {
 
 fn handle(rt: &tokio::runtime::Runtime, sampling: Option<SamplingConfig>) -> Telemetry {
     let _guard = rt.enter();
-    let mut config = Config::default().destination(
+    let mut config = Config::default().with_destination(
         DestinationConfig::new("count")
-            .events(["generation.*"])
-            .delivery(
+            .with_events(["generation.*"])
+            .with_delivery(
                 DeliveryConfig::default()
-                    .queue_capacity(1 << 20)
-                    .flush_interval(Duration::from_millis(1)),
+                    .with_queue_capacity(1 << 20)
+                    .with_flush_interval(Duration::from_millis(1)),
             ),
     );
     if let Some(s) = sampling {
-        config = config.sampling(s);
+        config = config.with_sampling(s);
     }
     Telemetry::builder()
         .config(config)
@@ -123,7 +125,10 @@ fn bench(c: &mut Criterion) {
         s.dropped_queue_full()
     );
 
-    let sampled = handle(&rt, Some(SamplingConfig::rate(0.0).key(SampleKey::Request)));
+    let sampled = handle(
+        &rt,
+        Some(SamplingConfig::new(0.0).with_key(SampleKey::Request)),
+    );
     sampled.scope_sync(request(), || {
         c.bench_function("track/sampled_out", |b| {
             b.iter(|| track!(&sampled => "generation.started", model = "flux-dev", steps = 4, credits_cost = black_box(10)))
@@ -211,7 +216,7 @@ fn layer(c: &mut Criterion) {
     c.bench_function("layer/bare_service", |b| {
         b.iter(|| black_box(run(&mut bare, small)))
     });
-    let mut layered = tower_telemetry::TelemetryLayer::new(t.clone()).layer(ok);
+    let mut layered = tower_telemetry::layer::TelemetryLayer::new(t.clone()).layer(ok);
     // `iters` requests timed, then whatever they queued delivered (not timed).
     let mut timed = |iters: u64, request: fn() -> http::Request<()>| {
         let start = std::time::Instant::now();
@@ -231,7 +236,7 @@ fn layer(c: &mut Criterion) {
     c.bench_function("layer/bare_service_browser_request", |b| {
         b.iter(|| black_box(run(&mut bare, browser)))
     });
-    let mut layered_track = tower_telemetry::TelemetryLayer::new(t.clone()).layer(tracked);
+    let mut layered_track = tower_telemetry::layer::TelemetryLayer::new(t.clone()).layer(tracked);
     c.bench_function("layer/telemetry_layer_plus_track", |b| {
         b.iter_custom(|iters| {
             in_batches(

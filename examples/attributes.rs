@@ -23,7 +23,8 @@ mod app {
     use hyper_util::rt::TokioExecutor;
     use serde::Deserialize;
     use tower_telemetry::{
-        LoggingDestination, Telemetry, TelemetryLayer, track_duration, track_error, track_function,
+        Telemetry, destination::LoggingDestination, layer::TelemetryLayer, track_duration,
+        track_error, track_function,
     };
 
     // ----- plain functions ---------------------------------------------------------------------

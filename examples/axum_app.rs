@@ -22,7 +22,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tower_telemetry::{
-    Telemetry, TelemetryLayer, TrackDurationExt, TrackDurationLayer, Tracker, props, track,
+    Telemetry, Tracker,
+    layer::TelemetryLayer,
+    props,
+    timing::{TrackDurationExt, TrackDurationLayer},
+    track,
 };
 
 #[derive(Clone)]

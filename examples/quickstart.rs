@@ -27,8 +27,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tower_telemetry::{
-    Config, Context, LoggingDestination, Telemetry, TelemetryLayer, TrackDurationExt, Tracker,
-    props, track, track_error,
+    Context, Telemetry, Tracker,
+    config::Config,
+    destination::LoggingDestination,
+    layer::TelemetryLayer,
+    props,
+    timing::{TrackDurationExt, track_error},
+    track,
 };
 
 /// What the (pretend) auth layer found: the signed-in user.

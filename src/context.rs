@@ -3,7 +3,7 @@
 //! A [`Telemetry`](crate::Telemetry) handle has a *base* context (hostname, app version, ...).
 //! A request adds a *scope*: a context that is current while the request's future runs (set on
 //! the thread each time the future is polled, as `tokio::task_local!` does).
-//! [`TelemetryLayer`](crate::TelemetryLayer) enters one for every request; you can enter one
+//! [`TelemetryLayer`](crate::layer::TelemetryLayer) enters one for every request; you can enter one
 //! yourself with [`Telemetry::scope`](crate::Telemetry::scope). Every event snapshots
 //! `base ⊕ scope` when it is tracked.
 //!

@@ -19,7 +19,7 @@ use crate::timing::{DurationNames, Outcome, TrackDuration, TrackDurationExt};
 /// The telemetry handle plus the current request's context, as an axum extractor.
 ///
 /// `Clone + Send + 'static`: move it into a spawned task and its events still carry the
-/// request's context. Extraction never fails: without [`TelemetryLayer`](crate::TelemetryLayer)
+/// request's context. Extraction never fails: without [`TelemetryLayer`](crate::layer::TelemetryLayer)
 /// it uses the global handle (or, with none installed, tracks nothing) with its base context.
 ///
 /// ```
@@ -97,8 +97,8 @@ impl Tracker {
         self.scope.snapshot()
     }
 
-    /// Tracks the duration of `future` in this request's context (the seed's
-    /// `@track_duration`): `{prefix}.started`, then `.completed` / `.failed` / `.cancelled`
+    /// Tracks the duration of `future` in this request's context:
+    /// `{prefix}.started`, then `.completed` / `.failed` / `.cancelled`
     /// with `duration_ms`. See [`TrackDurationExt::track_duration`].
     ///
     /// ```

@@ -37,6 +37,28 @@
 //! # }
 //! ```
 //!
+//! # Where things are
+//!
+//! Every public item has exactly one path. The crate root holds what code that *tracks* uses:
+//! the handle ([`Telemetry`], [`TelemetryBuilder`], [`Tracker`], and what their methods take
+//! and return: [`Context`], [`WithContext`], [`Stats`], [`ShutdownReport`], [`DropReport`],
+//! ...), the event ([`Event`], [`Properties`], [`PropertyValue`], [`Text`]), the functions
+//! [`track()`], [`track_event`], [`set_context`], [`clear_context`], and every macro ([`track!`],
+//! [`props!`], and with the `macros` feature `#[track_duration]`, `#[track_function]`,
+//! `#[track_error]`). Everything else lives in the one module named after its subject, and
+//! nowhere else:
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`config`] | [`Config`](config::Config) and every configuration type it is made of, its errors, their `DEFAULT_*` constants, and [`validate_glob`](config::validate_glob) for event globs |
+//! | [`destination`] | the [`Destination`](destination::Destination) trait and its companions, the built-in kinds; [`destination::umami`] and `destination::nats` for those kinds' own types |
+//! | [`layer`] | [`TelemetryLayer`](layer::TelemetryLayer), the middleware that gives each request its context |
+//! | [`timing`] | duration and outcome tracking: the future, closure and `tower` forms |
+//! | [`limits`] | [`LimitsConfig`](limits::LimitsConfig) and the limits' constants |
+//! | `relay` | the NATS-to-destinations relay (`nats` feature) |
+//!
+//! Constants live in their module (or, for [`DropReport`], on the type).
+//!
 //! # Cargo features
 //!
 //! | feature | default | what it switches on |
@@ -81,49 +103,15 @@ pub mod timing;
 mod tls;
 mod value;
 
-pub use config::{
-    Config, ConfigError, ConfigErrorKind, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY,
-    DEFAULT_FLUSH_INTERVAL, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF,
-    DEFAULT_MAX_ELAPSED, DEFAULT_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DeliveryConfig,
-    DestinationConfig, MAX_RETRY_AFTER, Overflow, RequestsConfig, RetryConfig, SampleKey,
-    SamplingConfig, Settings,
-};
 pub use context::Context;
-pub use destination::{
-    BoxFuture, DeliveryError, DeliveryErrorKind, Destination, DestinationKind, LoggingDestination,
-    MemoryDestination,
-};
-#[cfg(feature = "umami")]
-pub use destination::{DistinctId, Forward, UmamiConfig, UmamiDestination, UmamiMode, UmamiStats};
-#[cfg(feature = "nats")]
-pub use destination::{
-    EVENT_SCHEMA, EVENT_SCHEMA_VERSION, EventSchemaError, NatsAuth, NatsConfig, NatsDestination,
-    NatsStats, NatsStorage, NatsStreamConfig, NatsTls, decode_event, encode_event,
-};
-pub use dispatch::{
-    DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DestinationStats, DropReport,
-};
-pub use event::{
-    Event, EventCategory, EventKind, InvalidName, MAX_NAME_LEN, Properties, Rfc3339, validate_name,
-};
+pub use dispatch::{DestinationDrops, DestinationStats, DropReport};
+pub use event::{Event, EventCategory, EventKind, InvalidName, Properties, Rfc3339, validate_name};
 pub use extract::Tracker;
-pub use glob::validate_glob;
-pub use layer::{ClientIp, TelemetryLayer, TelemetryService};
-pub use limits::{
-    DEFAULT_MAX_DEPTH, DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_PROPERTIES, DEFAULT_MAX_STRING_LENGTH,
-    LimitsConfig, MAX_DEPTH_LIMIT,
-};
-pub use redact::{DEFAULT_REDACT_KEYS, DEFAULT_REDACTION, RedactConfig};
-pub use routing::{Explanation, MAX_DESTINATIONS, RouteExplanation};
+pub use routing::{Explanation, RouteExplanation};
 pub use telemetry::{
     ShutdownReport, Stats, Telemetry, TelemetryBuilder, WithContext, WithContextExt,
 };
 pub use text::Text;
-pub use timing::{
-    ClassifyStatus, DurationNames, ExtraProperties, Failure, Outcome, ServerErrors, TrackDuration,
-    TrackDurationExt, TrackDurationLayer, TrackDurationService, TrackError, TrackFunction,
-    track_duration, track_error, track_function,
-};
 #[cfg(feature = "macros")]
 pub use tower_telemetry_macros::{track_duration, track_error, track_function};
 pub use value::PropertyValue;

@@ -20,12 +20,12 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_telemetry::{LimitsConfig, Telemetry, track};
+//! use tower_telemetry::{Telemetry, track, limits::LimitsConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let telemetry = Telemetry::builder()
 //!     .memory_destination("memory")
-//!     .limits(LimitsConfig::default().max_string_length(4))
+//!     .limits(LimitsConfig::default().with_max_string_length(4))
 //!     .build()
 //!     .unwrap();
 //! track!(&telemetry => "user.note", text = "abcdefgh");
@@ -47,6 +47,8 @@ use crate::redact::Redactor;
 use crate::text::floor_char_boundary;
 use crate::value::{Limit, PropertyValue};
 
+pub use crate::event::MAX_NAME_LEN;
+
 /// Default most properties per event (and entries per nested object or array).
 pub const DEFAULT_MAX_PROPERTIES: usize = 64;
 /// Default longest string value, in bytes.
@@ -64,11 +66,11 @@ pub(crate) const TOO_DEEP: &str = "[TRUNCATED]";
 /// What one event may carry (`telemetry.limits`). See the [module docs](self).
 ///
 /// ```
-/// use tower_telemetry::LimitsConfig;
+/// use tower_telemetry::limits::LimitsConfig;
 ///
-/// let limits = LimitsConfig::default().max_properties(16).max_event_size(16 * 1024);
-/// assert_eq!(limits.properties(), 16);
-/// assert_eq!(limits.depth(), 8);
+/// let limits = LimitsConfig::default().with_max_properties(16).with_max_event_size(16 * 1024);
+/// assert_eq!(limits.max_properties(), 16);
+/// assert_eq!(limits.max_depth(), 8);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitsConfig {
@@ -92,47 +94,47 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     /// Most properties per event, and entries per nested object or array. Defaults to
     /// [`DEFAULT_MAX_PROPERTIES`].
-    pub fn max_properties(mut self, n: usize) -> Self {
+    pub fn with_max_properties(mut self, n: usize) -> Self {
         self.max_properties = n;
         self
     }
 
     /// Longest string value (and key), in bytes. Defaults to [`DEFAULT_MAX_STRING_LENGTH`].
-    pub fn max_string_length(mut self, n: usize) -> Self {
+    pub fn with_max_string_length(mut self, n: usize) -> Self {
         self.max_string_length = n;
         self
     }
 
     /// Deepest nesting of objects and arrays in a property value (0: none allowed), at most
     /// [`MAX_DEPTH_LIMIT`]. Defaults to [`DEFAULT_MAX_DEPTH`].
-    pub fn max_depth(mut self, n: usize) -> Self {
+    pub fn with_max_depth(mut self, n: usize) -> Self {
         self.max_depth = n.min(MAX_DEPTH_LIMIT);
         self
     }
 
     /// Largest serialized event, in bytes. Defaults to [`DEFAULT_MAX_EVENT_SIZE`].
-    pub fn max_event_size(mut self, n: usize) -> Self {
+    pub fn with_max_event_size(mut self, n: usize) -> Self {
         self.max_event_size = n;
         self
     }
 
     /// The property limit.
-    pub fn properties(&self) -> usize {
+    pub fn max_properties(&self) -> usize {
         self.max_properties
     }
 
     /// The string length limit.
-    pub fn string_length(&self) -> usize {
+    pub fn max_string_length(&self) -> usize {
         self.max_string_length
     }
 
     /// The depth limit.
-    pub fn depth(&self) -> usize {
+    pub fn max_depth(&self) -> usize {
         self.max_depth
     }
 
     /// The serialized size limit.
-    pub fn event_size(&self) -> usize {
+    pub fn max_event_size(&self) -> usize {
         self.max_event_size
     }
 }
@@ -561,7 +563,7 @@ mod tests {
         assert_eq!(p.apply("x", &mut none, &mut other, false).redacted, 2);
         // Another policy (another handle) does not trust this one's cache.
         let lax = Policy::new(
-            Redactor::new(&RedactConfig::default().enabled(false)),
+            Redactor::new(&RedactConfig::default().with_enabled(false)),
             LimitsConfig::default(),
         );
         let mut ctx2 = Arc::new(Context::new().with_field("token", "t"));
@@ -591,7 +593,9 @@ mod tests {
 
     #[test]
     fn warnings_name_the_limits_as_a_user_sets_them() {
-        let limits = LimitsConfig::default().max_string_length(5).max_depth(2);
+        let limits = LimitsConfig::default()
+            .with_max_string_length(5)
+            .with_max_depth(2);
         let p = policy(limits);
         let mut pr = props(json!({"a": "too long", "b": {"c": {"d": {"e": 1}}}}));
         let mut ctx = Arc::new(Context::new());
@@ -601,9 +605,9 @@ mod tests {
             "max_string_length: 5, max_depth: 2"
         );
         let mut pr = props(json!({"a": 1, "b": 2}));
-        let out = policy(limits.max_properties(1)).apply("user.x", &mut pr, &mut ctx, false);
+        let out = policy(limits.with_max_properties(1)).apply("user.x", &mut pr, &mut ctx, false);
         assert_eq!(
-            out.limits_hit(&limits.max_properties(1)).to_string(),
+            out.limits_hit(&limits.with_max_properties(1)).to_string(),
             "max_properties: 1"
         );
         let oversized = Outcome {
@@ -620,9 +624,9 @@ mod tests {
     fn every_limit_cuts() {
         let p = policy(
             LimitsConfig::default()
-                .max_properties(3)
-                .max_string_length(5)
-                .max_depth(2),
+                .with_max_properties(3)
+                .with_max_string_length(5)
+                .with_max_depth(2),
         );
         // Keys in sorted order, so the result does not depend on serde_json's map order.
         let mut pr = props(json!({
@@ -648,7 +652,7 @@ mod tests {
 
     #[test]
     fn strings_are_cut_at_a_character_boundary() {
-        let p = policy(LimitsConfig::default().max_string_length(4));
+        let p = policy(LimitsConfig::default().with_max_string_length(4));
         let mut pr = props(json!({"s": "ééé"}));
         p.apply("x", &mut pr, &mut Arc::default(), false);
         assert_eq!(pr.get("s").unwrap(), "éé");
@@ -656,7 +660,7 @@ mod tests {
 
     #[test]
     fn oversized_is_measured_exactly_only_when_the_bound_is_exceeded() {
-        let p = policy(LimitsConfig::default().max_event_size(4096));
+        let p = policy(LimitsConfig::default().with_max_event_size(4096));
         // 3000 plain bytes: the bound (18 000) is over, the exact size is under.
         let mut pr = props(json!({"s": "x".repeat(3000)}));
         assert_eq!(

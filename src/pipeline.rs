@@ -157,9 +157,9 @@ mod tests {
     #[test]
     fn lanes_follow_the_configuration_then_the_supplied_extras() {
         let config = Config::default()
-            .destination(DestinationConfig::new("logging"))
-            .destination(DestinationConfig::new("off").enabled(false))
-            .destination(DestinationConfig::new("audit").kind("memory"));
+            .with_destination(DestinationConfig::new("logging"))
+            .with_destination(DestinationConfig::new("off").with_enabled(false))
+            .with_destination(DestinationConfig::new("audit").with_kind("memory"));
         let supplied = vec![
             ("extra".to_owned(), Built::new(MemoryDestination::new())),
             (
@@ -180,9 +180,9 @@ mod tests {
     #[test]
     fn explicit_delivery_keys_override_the_destinations_defaults_and_only_those() {
         let given = DeliveryConfig::default()
-            .batch_size(7)
-            .flush_interval(Duration::from_secs(9));
-        let mut dc = DestinationConfig::new("m").delivery(given);
+            .with_batch_size(7)
+            .with_flush_interval(Duration::from_secs(9));
+        let mut dc = DestinationConfig::new("m").with_delivery(given);
         dc.delivery_explicit.flush_interval = false;
         let memory = MemoryDestination::new();
         let effective = effective_delivery(&dc, &memory);
@@ -196,9 +196,17 @@ mod tests {
     #[test]
     fn errors_come_per_destination_in_configuration_order() {
         let config = Config::default()
-            .destination(DestinationConfig::new("a").kind("memory").events(["["]))
-            .destination(DestinationConfig::new("b").kind("nope"))
-            .destination(DestinationConfig::new("c").kind("memory").events(["x.["]));
+            .with_destination(
+                DestinationConfig::new("a")
+                    .with_kind("memory")
+                    .with_events(["["]),
+            )
+            .with_destination(DestinationConfig::new("b").with_kind("nope"))
+            .with_destination(
+                DestinationConfig::new("c")
+                    .with_kind("memory")
+                    .with_events(["x.["]),
+            );
         let (c, errors) = compiled(&config, Vec::new());
         let paths: Vec<_> = errors.iter().map(ConfigError::path).collect();
         assert_eq!(

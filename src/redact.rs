@@ -8,12 +8,12 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_telemetry::{RedactConfig, Telemetry, track};
+//! use tower_telemetry::{Telemetry, track, config::RedactConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let telemetry = Telemetry::builder()
 //!     .memory_destination("memory")
-//!     .redact(RedactConfig::default().keys(["email"]))   // added to the default list
+//!     .redact(RedactConfig::default().with_keys(["email"]))   // added to the default list
 //!     .build()
 //!     .unwrap();
 //! track!(&telemetry => "user.signup", email = "a@example.com", Password = "hunter2", plan = "pro");
@@ -64,12 +64,12 @@ pub const DEFAULT_REDACTION: &str = "[REDACTED]";
 /// Defaults to enabled, with [`DEFAULT_REDACT_KEYS`] and [`DEFAULT_REDACTION`].
 ///
 /// ```
-/// use tower_telemetry::RedactConfig;
+/// use tower_telemetry::config::RedactConfig;
 ///
-/// let r = RedactConfig::default().keys(["email"]).replacement("***");
+/// let r = RedactConfig::default().with_keys(["email"]).with_replacement("***");
 /// assert!(r.effective_keys().any(|k| k == "password"));
 /// assert!(r.effective_keys().any(|k| k == "email"));
-/// let only = RedactConfig::default().without_defaults().keys(["email"]);
+/// let only = RedactConfig::default().without_defaults().with_keys(["email"]);
 /// assert_eq!(only.effective_keys().collect::<Vec<_>>(), ["email"]);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,14 +93,14 @@ impl Default for RedactConfig {
 
 impl RedactConfig {
     /// Turns redaction on or off. Defaults to on.
-    pub fn enabled(mut self, enabled: bool) -> Self {
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
         self
     }
 
     /// Adds keys to redact (to the default list, unless [`without_defaults`](Self::without_defaults)).
     /// Defaults to none beyond [`DEFAULT_REDACT_KEYS`].
-    pub fn keys<I, S>(mut self, keys: I) -> Self
+    pub fn with_keys<I, S>(mut self, keys: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -109,14 +109,14 @@ impl RedactConfig {
         self
     }
 
-    /// Redacts only the keys given with [`keys`](Self::keys), not [`DEFAULT_REDACT_KEYS`].
+    /// Redacts only the keys given with [`with_keys`](Self::with_keys), not [`DEFAULT_REDACT_KEYS`].
     pub fn without_defaults(mut self) -> Self {
         self.defaults = false;
         self
     }
 
     /// What replaces a redacted value. Defaults to [`DEFAULT_REDACTION`].
-    pub fn replacement(mut self, replacement: impl Into<String>) -> Self {
+    pub fn with_replacement(mut self, replacement: impl Into<String>) -> Self {
         self.replacement = replacement.into();
         self
     }
@@ -124,6 +124,18 @@ impl RedactConfig {
     /// Whether redaction is on.
     pub fn is_enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// The keys added with [`with_keys`](Self::with_keys) (see
+    /// [`effective_keys`](Self::effective_keys) for every key redacted).
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// Whether [`DEFAULT_REDACT_KEYS`] are redacted (unless
+    /// [`without_defaults`](Self::without_defaults)).
+    pub fn uses_defaults(&self) -> bool {
+        self.defaults
     }
 
     /// Every key that is redacted (defaults first), before case folding.
@@ -140,7 +152,7 @@ impl RedactConfig {
     }
 
     /// The replacement text.
-    pub fn replacement_text(&self) -> &str {
+    pub fn replacement(&self) -> &str {
         &self.replacement
     }
 }
@@ -315,7 +327,7 @@ mod tests {
         let long = "k".repeat(63);
         let longer = "q".repeat(90);
         let keys = ["a", "bb", "cc", "dd", "eee", long.as_str(), longer.as_str()];
-        let r = Redactor::new(&RedactConfig::default().without_defaults().keys(keys));
+        let r = Redactor::new(&RedactConfig::default().without_defaults().with_keys(keys));
         for k in keys {
             assert!(r.matches(k), "{k}");
             assert!(r.matches(&k.to_uppercase()), "{k}");
@@ -335,12 +347,12 @@ mod tests {
         for k in &misses {
             assert!(!r.matches(k), "{k}");
         }
-        assert!(!Redactor::new(&RedactConfig::default().enabled(false)).matches("password"));
+        assert!(!Redactor::new(&RedactConfig::default().with_enabled(false)).matches("password"));
     }
 
     #[test]
     fn nested_keys_are_redacted_within_the_depth() {
-        let r = Redactor::new(&RedactConfig::default().keys(["email"]));
+        let r = Redactor::new(&RedactConfig::default().with_keys(["email"]));
         let mut v = serde_json::json!({
             "user": { "Email": "a@b", "name": "x", "cards": [{ "cvv": 123 }] },
             "token": "t"
@@ -357,8 +369,12 @@ mod tests {
 
     #[test]
     fn disabled_or_without_defaults() {
-        assert!(Redactor::new(&RedactConfig::default().enabled(false)).is_empty());
-        let r = Redactor::new(&RedactConfig::default().without_defaults().keys(["pin"]));
+        assert!(Redactor::new(&RedactConfig::default().with_enabled(false)).is_empty());
+        let r = Redactor::new(
+            &RedactConfig::default()
+                .without_defaults()
+                .with_keys(["pin"]),
+        );
         assert!(r.matches("PIN"));
         assert!(!r.matches("password"));
     }
@@ -366,7 +382,7 @@ mod tests {
     #[test]
     fn long_keys_are_matched_too() {
         let long = "k".repeat(100);
-        let r = Redactor::new(&RedactConfig::default().keys([long.clone()]));
+        let r = Redactor::new(&RedactConfig::default().with_keys([long.clone()]));
         assert!(r.matches(&long.to_uppercase()));
         assert!(!r.matches(&"k".repeat(99)));
     }

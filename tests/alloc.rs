@@ -7,7 +7,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use tower_telemetry::{
-    Config, Context, DestinationConfig, SampleKey, SamplingConfig, Telemetry, track,
+    Context, Telemetry,
+    config::{Config, DestinationConfig, SampleKey, SamplingConfig},
+    track,
 };
 
 struct Counting;
@@ -44,10 +46,10 @@ fn not_routed_sampled_out_and_disabled_do_not_allocate() {
     let _guard = rt.enter();
     let routed = Telemetry::builder()
         .config(
-            Config::default().destination(
+            Config::default().with_destination(
                 DestinationConfig::new("m")
-                    .kind("memory")
-                    .events(["user.*"]),
+                    .with_kind("memory")
+                    .with_events(["user.*"]),
             ),
         )
         .build()
@@ -55,8 +57,8 @@ fn not_routed_sampled_out_and_disabled_do_not_allocate() {
     let sampled = Telemetry::builder()
         .config(
             Config::default()
-                .sampling(SamplingConfig::rate(0.0).key(SampleKey::Request))
-                .destination(DestinationConfig::new("m").kind("memory")),
+                .with_sampling(SamplingConfig::new(0.0).with_key(SampleKey::Request))
+                .with_destination(DestinationConfig::new("m").with_kind("memory")),
         )
         .build()
         .unwrap();
@@ -161,10 +163,10 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
     // A destination that keeps nothing (the memory destination keeps every event).
     let telemetry = Telemetry::builder()
         .config(
-            Config::default().destination(
+            Config::default().with_destination(
                 DestinationConfig::new("m")
-                    .kind("logging")
-                    .events(["generation.*"]),
+                    .with_kind("logging")
+                    .with_events(["generation.*"]),
             ),
         )
         .build()
@@ -180,8 +182,9 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
         Ok::<_, Infallible>(response())
     });
     let mut bare = ok;
-    let mut layered = tower_telemetry::TelemetryLayer::new(telemetry.clone()).layer(ok);
-    let mut layered_track = tower_telemetry::TelemetryLayer::new(telemetry.clone()).layer(tracked);
+    let mut layered = tower_telemetry::layer::TelemetryLayer::new(telemetry.clone()).layer(ok);
+    let mut layered_track =
+        tower_telemetry::layer::TelemetryLayer::new(telemetry.clone()).layer(tracked);
     // Warm-up: call-site route caches, thread-local generators.
     for _ in 0..2 {
         per_request(&mut bare);
@@ -237,7 +240,11 @@ fn a_request_through_the_layer_allocates_within_its_budget() {
 #[test]
 fn json_lines_allocate_nothing_per_event() {
     use std::sync::Arc;
-    use tower_telemetry::{Destination, Event, LoggingDestination, props};
+    use tower_telemetry::{
+        Event,
+        destination::{Destination, LoggingDestination},
+        props,
+    };
 
     let d = LoggingDestination::default().with_writer(std::io::sink());
     let batch: Vec<Arc<Event>> = (0..100)
@@ -282,10 +289,10 @@ fn events_delivered_on_another_thread_come_back_to_the_tracking_thread() {
         let _guard = rt.enter(); // the worker runs on the runtime's thread, not this one
         Telemetry::builder()
             .config(
-                Config::default().destination(
+                Config::default().with_destination(
                     DestinationConfig::new("log")
-                        .kind("logging")
-                        .events(["generation.*"]),
+                        .with_kind("logging")
+                        .with_events(["generation.*"]),
                 ),
             )
             .build()

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tower_telemetry::{Config, ConfigErrors, DeliveryConfig, RetryConfig, SampleKey};
+use tower_telemetry::config::{Config, ConfigErrors, DeliveryConfig, RetryConfig, SampleKey};
 
 /// An environment made of `pairs`; never the process environment.
 fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
@@ -41,23 +41,23 @@ fn the_seed_config_parses() {
     let names: Vec<_> = config.destinations().iter().map(|d| d.name()).collect();
     assert_eq!(names, ["umami", "logging"]);
 
-    let umami = config.destination_config("umami").unwrap();
+    let umami = config.destination("umami").unwrap();
     assert!(umami.is_enabled());
-    assert_eq!(umami.kind_name(), "umami");
+    assert_eq!(umami.kind(), "umami");
     assert_eq!(
-        umami.event_globs().unwrap(),
+        umami.events().unwrap(),
         ["user.*", "generation.*", "payment.*"]
     );
     assert_eq!(umami.settings().keys().count(), 0);
-    assert_eq!(umami.delivery_config(), &DeliveryConfig::default());
+    assert_eq!(umami.delivery(), &DeliveryConfig::default());
 
-    let logging = config.destination_config("logging").unwrap();
-    assert_eq!(logging.event_globs().unwrap(), ["error.*", "system.*"]);
+    let logging = config.destination("logging").unwrap();
+    assert_eq!(logging.events().unwrap(), ["error.*", "system.*"]);
     assert_eq!(logging.settings().get("level").unwrap(), "INFO");
     assert_eq!(logging.settings().path(), "telemetry.destinations.logging");
 
-    assert!(!config.sampling_config().is_enabled());
-    assert_eq!(config.sampling_config().sample_rate(), 1.0);
+    assert!(!config.sampling().is_enabled());
+    assert_eq!(config.sampling().rate(), 1.0);
 }
 
 #[test]
@@ -87,16 +87,12 @@ telemetry:
     let names: Vec<_> = config.destinations().iter().map(|d| d.name()).collect();
     assert_eq!(names, ["umami", "logging"]);
     assert_eq!(
-        config
-            .destination_config("umami")
-            .unwrap()
-            .event_globs()
-            .unwrap(),
+        config.destination("umami").unwrap().events().unwrap(),
         ["user.*", "generation.*", "payment.*"]
     );
     assert_eq!(
         config
-            .destination_config("logging")
+            .destination("logging")
             .unwrap()
             .settings()
             .get("level")
@@ -111,7 +107,7 @@ fn the_shipped_config_yaml_parses() {
     let config = parse(yaml).unwrap();
     let names: Vec<_> = config.destinations().iter().map(|d| d.name()).collect();
     assert_eq!(names, ["umami", "logging"]);
-    let umami = config.destination_config("umami").unwrap();
+    let umami = config.destination("umami").unwrap();
     assert_eq!(
         umami.settings().get("url").unwrap(),
         "http://127.0.0.1:3000"
@@ -124,10 +120,7 @@ fn destination_order_is_the_file_order() {
     let config = parse(yaml).unwrap();
     let names: Vec<_> = config.destinations().iter().map(|d| d.name()).collect();
     assert_eq!(names, ["zeta", "alpha", "memory", "mid"]);
-    assert_eq!(
-        config.destination_config("mid").unwrap().kind_name(),
-        "memory"
-    );
+    assert_eq!(config.destination("mid").unwrap().kind(), "memory");
 }
 
 #[test]
@@ -163,27 +156,24 @@ telemetry:
     assert!(!config.is_enabled());
     assert!(config.is_debug());
 
-    let audit = config.destination_config("audit").unwrap();
-    assert_eq!(audit.kind_name(), "memory");
+    let audit = config.destination("audit").unwrap();
+    assert_eq!(audit.kind(), "memory");
     assert!(!audit.is_enabled());
-    assert_eq!(
-        audit.event_globs().unwrap(),
-        ["payment.*", "!payment.debug.*"]
-    );
-    assert_eq!(audit.sampling_rate(), 0.25);
+    assert_eq!(audit.events().unwrap(), ["payment.*", "!payment.debug.*"]);
+    assert_eq!(audit.sample_rate(), 0.25);
     let expected = DeliveryConfig::default()
-        .queue_capacity(500)
-        .batch_size(50)
-        .flush_interval(Duration::from_millis(250))
-        .concurrency(4)
-        .timeout(Duration::from_millis(1500))
-        .retry(
+        .with_queue_capacity(500)
+        .with_batch_size(50)
+        .with_flush_interval(Duration::from_millis(250))
+        .with_concurrency(4)
+        .with_timeout(Duration::from_millis(1500))
+        .with_retry(
             RetryConfig::default()
-                .max_attempts(3)
-                .initial_backoff(Duration::from_millis(100))
-                .max_backoff(Duration::from_secs(120)),
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(120)),
         );
-    assert_eq!(audit.delivery_config(), &expected);
+    assert_eq!(audit.delivery(), &expected);
     let settings = audit.settings();
     assert_eq!(settings.keys().collect::<Vec<_>>(), ["custom"]);
     assert_eq!(
@@ -204,16 +194,16 @@ telemetry:
     );
     assert_eq!(err.line(), Some(16));
 
-    let sampling = config.sampling_config();
+    let sampling = config.sampling();
     assert!(sampling.is_enabled());
-    assert_eq!(sampling.sample_rate(), 0.5);
-    assert_eq!(sampling.sample_key(), SampleKey::User);
-    assert_eq!(sampling.always_globs(), ["error.*", "payment.*"]);
+    assert_eq!(sampling.rate(), 0.5);
+    assert_eq!(sampling.key(), SampleKey::User);
+    assert_eq!(sampling.always(), ["error.*", "payment.*"]);
 
-    let requests = config.requests_config();
+    let requests = config.requests();
     assert!(requests.is_enabled());
-    assert_eq!(requests.event_name(), "http.served");
-    assert_eq!(requests.excluded(), ["/health", "/metrics/*"]);
+    assert_eq!(requests.name(), "http.served");
+    assert_eq!(requests.exclude(), ["/health", "/metrics/*"]);
 }
 
 #[test]
@@ -238,37 +228,32 @@ telemetry:
 ",
     )
     .unwrap();
-    let redact = config.redact_config();
+    let redact = config.redact();
     assert!(redact.is_enabled());
     assert_eq!(
         redact.effective_keys().collect::<Vec<_>>(),
         ["email", "phone"]
     );
-    assert_eq!(redact.replacement_text(), "***");
+    assert_eq!(redact.replacement(), "***");
     assert_eq!(
-        config.limits_config(),
-        &tower_telemetry::LimitsConfig::default()
-            .max_properties(16)
-            .max_string_length(1024)
-            .max_depth(4)
-            .max_event_size(16_000)
+        config.limits(),
+        &tower_telemetry::limits::LimitsConfig::default()
+            .with_max_properties(16)
+            .with_max_string_length(1024)
+            .with_max_depth(4)
+            .with_max_event_size(16_000)
     );
-    let umami = config.destination_config("umami").unwrap();
-    assert_eq!(umami.allowed_properties().unwrap(), ["model", "utm_*"]);
-    assert_eq!(umami.dropped_properties(), ["utm_id"]);
+    let umami = config.destination("umami").unwrap();
+    assert_eq!(umami.allow_properties().unwrap(), ["model", "utm_*"]);
+    assert_eq!(umami.drop_properties(), ["utm_id"]);
     // The new keys are not passed to the kind as its own settings.
     assert_eq!(umami.settings().keys().count(), 0);
     // Defaults: the default sensitive keys, the default limits.
     let config = parse("telemetry: {}\n").unwrap();
-    assert!(
-        config
-            .redact_config()
-            .effective_keys()
-            .any(|k| k == "password")
-    );
+    assert!(config.redact().effective_keys().any(|k| k == "password"));
     assert_eq!(
-        config.limits_config(),
-        &tower_telemetry::LimitsConfig::default()
+        config.limits(),
+        &tower_telemetry::limits::LimitsConfig::default()
     );
     for (size, bytes) in [
         ("64KB", 64_000),
@@ -280,7 +265,7 @@ telemetry:
             "telemetry:\n  limits:\n    max_event_size: {size}\n"
         ))
         .unwrap();
-        assert_eq!(c.limits_config().event_size(), bytes, "{size}");
+        assert_eq!(c.limits().max_event_size(), bytes, "{size}");
     }
 }
 
@@ -289,7 +274,7 @@ fn settings_keep_their_lines_for_kind_errors() {
     let yaml =
         "telemetry:\n  destinations:\n    umami:\n      url: not a url\n      website_id: abc\n";
     let config = parse(yaml).unwrap();
-    let settings = config.destination_config("umami").unwrap().settings();
+    let settings = config.destination("umami").unwrap().settings();
     let err = settings.error("website_id", "not a UUID");
     assert_eq!(err.path(), "telemetry.destinations.umami.website_id");
     assert_eq!(err.line(), Some(5));
@@ -759,7 +744,7 @@ telemetry:
     )
     .unwrap();
     assert!(config.is_enabled(), "an empty variable takes the default");
-    let umami = config.destination_config("umami").unwrap();
+    let umami = config.destination("umami").unwrap();
     assert!(umami.is_enabled());
     let s = umami.settings();
     assert_eq!(s.get("url").unwrap(), "http://127.0.0.1:3000");
@@ -767,8 +752,8 @@ telemetry:
     assert_eq!(s.get("hostname").unwrap(), "app.test.org");
     assert_eq!(s.get("literal").unwrap(), "cost $5 and ${NOT_A_VAR}");
     assert_eq!(
-        umami.delivery_config(),
-        &DeliveryConfig::default().batch_size(20)
+        umami.delivery(),
+        &DeliveryConfig::default().with_batch_size(20)
     );
 }
 
@@ -784,7 +769,7 @@ fn interpolation_of_a_missing_variable_names_the_key_and_the_variable() {
 
     // A present variable, even empty, satisfies `${VAR}`; an empty plain value is null, as in YAML.
     let config = Config::from_yaml_str_with_env(yaml, env(&[("UMAMI_WEBSITE_ID", "")])).unwrap();
-    let settings = config.destination_config("umami").unwrap().settings();
+    let settings = config.destination("umami").unwrap().settings();
     assert_eq!(
         settings.get("website_id").unwrap(),
         &serde_json::Value::Null
@@ -817,7 +802,9 @@ fn env_overrides_accept_the_documented_values() {
         ("NO", false),
         ("\tfalse\n", false),
     ] {
-        let mut config = Config::default().enabled(!expected).debug(!expected);
+        let mut config = Config::default()
+            .with_enabled(!expected)
+            .with_debug(!expected);
         config
             .apply_env_overrides(env(&[
                 ("TELEMETRY_ENABLED", value),
@@ -828,7 +815,7 @@ fn env_overrides_accept_the_documented_values() {
         assert_eq!(config.is_debug(), expected, "{value:?}");
     }
     // Unset or empty: no change.
-    let mut config = Config::default().enabled(false);
+    let mut config = Config::default().with_enabled(false);
     config
         .apply_env_overrides(env(&[("TELEMETRY_ENABLED", "")]))
         .unwrap();
@@ -875,10 +862,10 @@ fn durations() {
     for (text, expected) in cases {
         let yaml = format!("telemetry:\n  destinations:\n    m:\n      flush_interval: {text}\n");
         let config = parse(&yaml).unwrap_or_else(|e| panic!("{text}: {e}"));
-        let d = config.destination_config("m").unwrap().delivery_config();
+        let d = config.destination("m").unwrap().delivery();
         assert_eq!(
             d,
-            &DeliveryConfig::default().flush_interval(expected),
+            &DeliveryConfig::default().with_flush_interval(expected),
             "{text}"
         );
     }
@@ -924,14 +911,11 @@ telemetry:
       events: *ev
 ";
     let config = parse(yaml).unwrap();
-    let first = config.destination_config("first").unwrap();
-    let second = config.destination_config("second").unwrap();
-    assert_eq!(second.kind_name(), "memory");
-    assert_eq!(second.event_globs().unwrap(), ["user.*"]);
-    assert_eq!(
-        second.delivery_config(),
-        &first.delivery_config().batch_size(9)
-    );
+    let first = config.destination("first").unwrap();
+    let second = config.destination("second").unwrap();
+    assert_eq!(second.kind(), "memory");
+    assert_eq!(second.events().unwrap(), ["user.*"]);
+    assert_eq!(second.delivery(), &first.delivery().with_batch_size(9));
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use tower_telemetry::{Config, ConfigErrorKind};
+use tower_telemetry::config::{Config, ConfigErrorKind};
 
 const KEYS: usize = 36_000;
 

@@ -6,7 +6,10 @@
 //! a file that cannot be read, a source over the size limit, an empty document, the
 //! `TELEMETRY_*` overrides (they come from the environment, not the file).
 
-use tower_telemetry::{Config, ConfigError, ConfigErrorKind, Telemetry};
+use tower_telemetry::{
+    Telemetry,
+    config::{Config, ConfigError, ConfigErrorKind},
+};
 
 /// Every error `yaml` gives: from parsing, or (when it parses) from building the handle,
 /// where the destination kinds check their own settings.

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use support::{Answer, Scripted};
 use tower_telemetry::{
-    Config, Context, DeliveryConfig, DeliveryError, DestinationConfig, MemoryDestination,
-    RetryConfig, SampleKey, SamplingConfig, Telemetry, props, track,
+    Context, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, RetryConfig, SampleKey, SamplingConfig},
+    destination::{DeliveryError, MemoryDestination},
+    props, track,
 };
 
 /// The seed module's `config.yaml`, exactly.
@@ -65,12 +67,12 @@ async fn exclusions_and_no_filter() {
     let telemetry = Telemetry::builder()
         .config(
             Config::default()
-                .destination(
+                .with_destination(
                     DestinationConfig::new("a")
-                        .kind("memory")
-                        .events(["user.*", "!user.debug.*"]),
+                        .with_kind("memory")
+                        .with_events(["user.*", "!user.debug.*"]),
                 )
-                .destination(DestinationConfig::new("b").kind("memory")),
+                .with_destination(DestinationConfig::new("b").with_kind("memory")),
         )
         .build()
         .unwrap();
@@ -87,14 +89,14 @@ fn sampled(rate: f64, key: SampleKey, always: &[&str]) -> Telemetry {
     Telemetry::builder()
         .config(
             Config::default()
-                .sampling(
-                    SamplingConfig::rate(rate)
-                        .key(key)
-                        .always(always.iter().copied()),
+                .with_sampling(
+                    SamplingConfig::new(rate)
+                        .with_key(key)
+                        .with_always(always.iter().copied()),
                 )
-                .destination(
+                .with_destination(
                     DestinationConfig::new("memory")
-                        .delivery(DeliveryConfig::default().queue_capacity(100_000)),
+                        .with_delivery(DeliveryConfig::default().with_queue_capacity(100_000)),
                 ),
         )
         .build()
@@ -158,11 +160,11 @@ async fn per_destination_sample_rate() {
     let t = Telemetry::builder()
         .config(
             Config::default()
-                .destination(DestinationConfig::new("all").kind("memory"))
-                .destination(
+                .with_destination(DestinationConfig::new("all").with_kind("memory"))
+                .with_destination(
                     DestinationConfig::new("none")
-                        .kind("memory")
-                        .sample_rate(0.0),
+                        .with_kind("memory")
+                        .with_sample_rate(0.0),
                 ),
         )
         .build()
@@ -291,7 +293,7 @@ telemetry:
     };
     for debug in [false, true] {
         let t = Telemetry::builder()
-            .config(config.clone().debug(debug))
+            .config(config.clone().with_debug(debug))
             .build()
             .unwrap();
         for i in 0..300 {
@@ -383,10 +385,10 @@ async fn invalid_names_and_payloads_are_counted_rejections() {
 async fn properties_are_not_evaluated_when_not_routed() {
     let telemetry = Telemetry::builder()
         .config(
-            Config::default().destination(
+            Config::default().with_destination(
                 DestinationConfig::new("m")
-                    .kind("memory")
-                    .events(["user.*"]),
+                    .with_kind("memory")
+                    .with_events(["user.*"]),
             ),
         )
         .build()
@@ -403,14 +405,16 @@ async fn properties_are_not_evaluated_when_not_routed() {
 
 fn with_destination(d: Scripted, delivery: DeliveryConfig) -> Telemetry {
     Telemetry::builder()
-        .config(Config::default().destination(DestinationConfig::new("d").delivery(delivery)))
+        .config(
+            Config::default().with_destination(DestinationConfig::new("d").with_delivery(delivery)),
+        )
         .destination("d", d)
         .build()
         .unwrap()
 }
 
 fn fast() -> DeliveryConfig {
-    DeliveryConfig::default().flush_interval(Duration::ZERO)
+    DeliveryConfig::default().with_flush_interval(Duration::ZERO)
 }
 
 #[tokio::test(start_paused = true)]
@@ -419,7 +423,7 @@ async fn fails_twice_then_succeeds_delivers_once() {
         Answer::Fail(DeliveryError::retryable("503")),
         Answer::Fail(DeliveryError::retryable("connection refused")),
     ]);
-    let t = with_destination(d.clone(), fast().batch_size(10));
+    let t = with_destination(d.clone(), fast().with_batch_size(10));
     for i in 0..5 {
         track!(&t => "user.x", i = i);
     }
@@ -449,8 +453,8 @@ async fn batches_leave_when_full_or_due_and_the_wait_wakes_nothing() {
     let t = with_destination(
         d.clone(),
         DeliveryConfig::default()
-            .batch_size(10)
-            .flush_interval(interval),
+            .with_batch_size(10)
+            .with_flush_interval(interval),
     );
     let queued = |t: &Telemetry| t.stats().destination("d").unwrap().queued;
     let start = tokio::time::Instant::now();
@@ -496,7 +500,7 @@ async fn the_last_handle_dropped_sends_what_is_queued_without_waiting_for_the_in
     let d = Scripted::new([]);
     let t = with_destination(
         d.clone(),
-        DeliveryConfig::default().flush_interval(Duration::from_secs(3600)),
+        DeliveryConfig::default().with_flush_interval(Duration::from_secs(3600)),
     );
     let start = tokio::time::Instant::now();
     for i in 0..3 {
@@ -536,8 +540,8 @@ async fn retries_exhausted_and_permanent_failures_are_counted() {
     let t = with_destination(
         d.clone(),
         fast()
-            .batch_size(1)
-            .retry(RetryConfig::default().max_attempts(3)),
+            .with_batch_size(1)
+            .with_retry(RetryConfig::default().with_max_attempts(3)),
     );
     track!(&t => "user.a");
     assert!(t.flush(SECOND).await);
@@ -558,7 +562,7 @@ async fn partial_failures_retry_only_the_failed_items() {
         (2, DeliveryError::permanent("400")),
         (3, DeliveryError::discarded("bot")),
     ]))]);
-    let t = with_destination(d.clone(), fast().batch_size(10));
+    let t = with_destination(d.clone(), fast().with_batch_size(10));
     for i in 0..5 {
         track!(&t => "user.x", i = i);
     }
@@ -576,7 +580,7 @@ async fn partial_failures_retry_only_the_failed_items() {
 #[tokio::test]
 async fn full_queue_counts_drops_exactly() {
     let d = Scripted::gated();
-    let t = with_destination(d.clone(), fast().queue_capacity(10).batch_size(1));
+    let t = with_destination(d.clone(), fast().with_queue_capacity(10).with_batch_size(1));
     track!(&t => "user.first");
     // The worker holds the first event in delivery; it still takes one of the 10 places.
     d.wait_calls(1).await;
@@ -600,7 +604,7 @@ async fn full_queue_counts_drops_exactly() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_delivers_everything_to_a_slow_destination() {
     let d = Scripted::slow(Duration::from_millis(300));
-    let t = with_destination(d.clone(), fast().batch_size(4));
+    let t = with_destination(d.clone(), fast().with_batch_size(4));
     for i in 0..20 {
         track!(&t => "user.x", i = i);
     }
@@ -620,7 +624,7 @@ async fn shutdown_delivers_everything_to_a_slow_destination() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_with_a_short_deadline_returns_on_time_with_exact_counts() {
     let d = Scripted::gated(); // never answers
-    let t = with_destination(d.clone(), fast().batch_size(2));
+    let t = with_destination(d.clone(), fast().with_batch_size(2));
     for i in 0..7 {
         track!(&t => "user.x", i = i);
     }
@@ -670,7 +674,7 @@ fn works_from_plain_threads_without_a_runtime() {
 async fn disabled_tracks_nothing() {
     let memory = MemoryDestination::new();
     let t = Telemetry::builder()
-        .config(Config::default().enabled(false))
+        .config(Config::default().with_enabled(false))
         .destination("m", memory.clone())
         .build()
         .unwrap();

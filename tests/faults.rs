@@ -47,9 +47,12 @@ use serde_json::Value;
 use support::http::{HttpClient, Server, client, get as req, send};
 use support::umami_server::{Behaviour, UmamiServer, WEBSITE_ID};
 use tower_telemetry::{
-    BoxFuture, Config, DROPPED_EVENT, DeliveryConfig, DeliveryError, Destination,
-    DestinationConfig, DestinationStats, Event, MemoryDestination, RetryConfig, Telemetry,
-    TelemetryLayer, UmamiConfig, UmamiDestination, UmamiMode, track,
+    DestinationStats, DropReport, Event, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, RetryConfig},
+    destination::umami::{UmamiConfig, UmamiDestination, UmamiMode},
+    destination::{BoxFuture, DeliveryError, Destination, MemoryDestination},
+    layer::TelemetryLayer,
+    track,
 };
 
 /// The longest wait for a condition that should hold within milliseconds.
@@ -78,19 +81,19 @@ fn app(telemetry: &Telemetry) -> Router {
 /// Quick retries: a batch is tried again within `max_backoff` while a fault lasts.
 fn delivery(max_backoff: Duration) -> DeliveryConfig {
     DeliveryConfig::default()
-        .batch_size(20)
-        .concurrency(4)
-        .timeout(Duration::from_secs(2))
-        .flush_interval(Duration::from_millis(20))
-        .retry(
+        .with_batch_size(20)
+        .with_concurrency(4)
+        .with_timeout(Duration::from_secs(2))
+        .with_flush_interval(Duration::from_millis(20))
+        .with_retry(
             RetryConfig::default()
-                .initial_backoff(Duration::from_millis(20))
-                .max_backoff(max_backoff),
+                .with_initial_backoff(Duration::from_millis(20))
+                .with_max_backoff(max_backoff),
         )
 }
 
 fn umami(server: &UmamiServer, mode: UmamiMode) -> UmamiDestination {
-    UmamiDestination::new(UmamiConfig::new(server.url(), WEBSITE_ID).mode(mode)).unwrap()
+    UmamiDestination::new(UmamiConfig::new(server.url(), WEBSITE_ID).with_mode(mode)).unwrap()
 }
 
 /// One app delivering to one destination, `umami`.
@@ -104,7 +107,8 @@ impl Side {
     async fn new(destination: impl Destination, delivery: DeliveryConfig) -> Side {
         let telemetry = Telemetry::builder()
             .config(
-                Config::default().destination(DestinationConfig::new("umami").delivery(delivery)),
+                Config::default()
+                    .with_destination(DestinationConfig::new("umami").with_delivery(delivery)),
             )
             .destination("umami", destination)
             .build()
@@ -365,7 +369,7 @@ async fn c_requests_never_answered_are_bounded_by_the_timeout_and_retried() {
     const HANGS: u64 = 3;
     const EVERY: Duration = Duration::from_millis(10);
     const N: u64 = 200;
-    let config = delivery(Duration::from_millis(100)).timeout(Duration::from_secs(1));
+    let config = delivery(Duration::from_millis(100)).with_timeout(Duration::from_secs(1));
     let server = UmamiServer::start().await;
     server.script(|n| {
         if n < HANGS {
@@ -495,8 +499,8 @@ async fn f_a_panic_in_send_fails_that_batch_only() {
     const N: u64 = 200;
     for concurrency in [1, 4] {
         let config = delivery(Duration::from_millis(100))
-            .batch_size(10)
-            .concurrency(concurrency);
+            .with_batch_size(10)
+            .with_concurrency(concurrency);
         let server = UmamiServer::start().await;
         let panicking = PanicsOnThird {
             umami: umami(&server, UmamiMode::Auto),
@@ -508,8 +512,8 @@ async fn f_a_panic_in_send_fails_that_batch_only() {
         let telemetry = Telemetry::builder()
             .config(
                 Config::default()
-                    .destination(DestinationConfig::new("umami").delivery(config))
-                    .destination(DestinationConfig::new("other").delivery(config)),
+                    .with_destination(DestinationConfig::new("umami").with_delivery(config))
+                    .with_destination(DestinationConfig::new("other").with_delivery(config)),
             )
             .destination("umami", panicking.clone())
             .destination("other", other.clone())
@@ -554,7 +558,7 @@ async fn f_a_panic_in_send_fails_that_batch_only() {
         let (work, reports): (Vec<_>, Vec<_>) = got.iter().partition(|e| e.name() == "work.done");
         assert_eq!(work.len() as u64, N);
         assert!(!reports.is_empty());
-        assert!(reports.iter().all(|e| e.name() == DROPPED_EVENT));
+        assert!(reports.iter().all(|e| e.name() == DropReport::EVENT_NAME));
         assert_accounted(&o, N + reports.len() as u64);
         assert_eq!((o.delivered, o.failed), (N + reports.len() as u64, 0));
         assert_baseline(&healthy, &base, 0..N).await;
@@ -595,10 +599,10 @@ async fn g_a_clock_jump_of_hours_mid_delivery_changes_no_count() {
         }
     }));
     let config = DeliveryConfig::default()
-        .batch_size(10)
-        .concurrency(2)
-        .timeout(Duration::from_secs(5))
-        .flush_interval(Duration::from_secs(60));
+        .with_batch_size(10)
+        .with_concurrency(2)
+        .with_timeout(Duration::from_secs(5))
+        .with_flush_interval(Duration::from_secs(60));
     let server = UmamiServer::start().await;
     let mut side = Side::new(umami(&server, UmamiMode::Auto), config).await;
 

@@ -17,8 +17,13 @@ use http_body_util::Empty;
 use support::http::{Server, client, get as req, send};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_telemetry::{
-    Config, DestinationConfig, EventKind, MemoryDestination, RequestsConfig, Telemetry,
-    TelemetryLayer, TrackDurationExt, Tracker, WithContextExt, props, track,
+    EventKind, Telemetry, Tracker, WithContextExt,
+    config::{Config, DestinationConfig, RequestsConfig},
+    destination::MemoryDestination,
+    layer::TelemetryLayer,
+    props,
+    timing::TrackDurationExt,
+    track,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -43,10 +48,9 @@ async fn auth(mut req: Request, next: Next) -> Response {
 fn telemetry() -> (Telemetry, MemoryDestination) {
     let t = Telemetry::builder()
         .config(
-            Config::default().destination(
-                DestinationConfig::new("memory")
-                    .delivery(tower_telemetry::DeliveryConfig::default().queue_capacity(100_000)),
-            ),
+            Config::default().with_destination(DestinationConfig::new("memory").with_delivery(
+                tower_telemetry::config::DeliveryConfig::default().with_queue_capacity(100_000),
+            )),
         )
         .build()
         .unwrap();
@@ -419,8 +423,8 @@ async fn automatic_request_events() {
     let t = Telemetry::builder()
         .config(
             Config::default()
-                .requests(RequestsConfig::enabled().exclude(["/health"]))
-                .destination(DestinationConfig::new("memory")),
+                .with_requests(RequestsConfig::enabled().with_exclude(["/health"]))
+                .with_destination(DestinationConfig::new("memory")),
         )
         .build()
         .unwrap();
@@ -491,7 +495,9 @@ async fn client_ip_only_when_configured() {
                 "ok"
             }),
         )
-        .layer(TelemetryLayer::new(t.clone()).client_ip(tower_telemetry::ClientIp::ConnectInfo));
+        .layer(
+            TelemetryLayer::new(t.clone()).client_ip(tower_telemetry::layer::ClientIp::ConnectInfo),
+        );
     let proxied = Router::new()
         .route(
             "/fwd",
@@ -501,7 +507,7 @@ async fn client_ip_only_when_configured() {
             }),
         )
         .layer(
-            TelemetryLayer::new(t.clone()).client_ip(tower_telemetry::ClientIp::Header(
+            TelemetryLayer::new(t.clone()).client_ip(tower_telemetry::layer::ClientIp::Header(
                 http::HeaderName::from_static("x-forwarded-for"),
             )),
         );

@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::logs::Logs;
 use tower_telemetry::{
-    Config, Context, DeliveryConfig, DestinationConfig, LoggingDestination, RetryConfig, Telemetry,
+    Context, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, RetryConfig},
+    destination::LoggingDestination,
     track,
 };
 
@@ -19,7 +21,10 @@ const SECOND: Duration = Duration::from_secs(1);
 /// A telemetry handle whose only destination, `logging`, writes JSON lines to `writer`.
 fn lines_to(writer: impl Write + Send + 'static, delivery: DeliveryConfig) -> Telemetry {
     Telemetry::builder()
-        .config(Config::default().destination(DestinationConfig::new("logging").delivery(delivery)))
+        .config(
+            Config::default()
+                .with_destination(DestinationConfig::new("logging").with_delivery(delivery)),
+        )
         .destination("logging", LoggingDestination::default().with_writer(writer))
         .build()
         .unwrap()
@@ -207,8 +212,7 @@ fn output_is_configured_case_insensitively() {
     let yaml = "telemetry:\n  destinations:\n    logging:\n      level: debug\n      output: StdErr\n    audit:\n      type: logging\n      output: tracing\n    plain:\n      type: logging\n";
     let config = Config::from_yaml_str_with_env(yaml, |_| None).unwrap();
     let of = |name: &str| {
-        LoggingDestination::from_settings(config.destination_config(name).unwrap().settings())
-            .unwrap()
+        LoggingDestination::from_settings(config.destination(name).unwrap().settings()).unwrap()
     };
     let stderr = of("logging");
     assert!(stderr.writes_json_lines());
@@ -238,7 +242,7 @@ fn an_unknown_output_is_an_error_naming_the_key() {
     let err = Telemetry::builder()
         .config(
             Config::default()
-                .destination(DestinationConfig::new("logging").setting("output", "file")),
+                .with_destination(DestinationConfig::new("logging").with_setting("output", "file")),
         )
         .build()
         .unwrap_err();
@@ -303,8 +307,8 @@ async fn a_closed_pipe_fails_the_events_at_once() {
 #[tokio::test]
 async fn other_write_errors_are_retried() {
     let w = Failing::new(io::ErrorKind::Other, Some(1));
-    let retry = RetryConfig::default().initial_backoff(Duration::from_millis(1));
-    let t = lines_to(w.clone(), DeliveryConfig::default().retry(retry));
+    let retry = RetryConfig::default().with_initial_backoff(Duration::from_millis(1));
+    let t = lines_to(w.clone(), DeliveryConfig::default().with_retry(retry));
     for _ in 0..3 {
         track!(&t => "user.click");
     }

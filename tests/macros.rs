@@ -19,7 +19,9 @@ use serde::Deserialize;
 use serde_json::json;
 use support::timing::*;
 use tokio::sync::oneshot;
-use tower_telemetry::{TelemetryLayer, Tracker, track_duration, track_error, track_function};
+use tower_telemetry::{
+    Tracker, layer::TelemetryLayer, track_duration, track_error, track_function,
+};
 
 // ----- plain functions --------------------------------------------------------------------------
 

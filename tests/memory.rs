@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use support::Scripted;
 use tower_telemetry::{
-    Config, DEFAULT_QUEUE_CAPACITY, DeliveryConfig, DestinationConfig, Telemetry, track,
+    Telemetry,
+    config::{Config, DEFAULT_QUEUE_CAPACITY, DeliveryConfig, DestinationConfig},
+    track,
 };
 
 fn status(field: &str) -> Option<u64> {
@@ -21,9 +23,9 @@ async fn a_million_events_into_a_blocked_destination_stay_within_the_queue_capac
     let stuck = Scripted::gated();
     let t = Telemetry::builder()
         .config(
-            Config::default().destination(
+            Config::default().with_destination(
                 DestinationConfig::new("stuck")
-                    .delivery(DeliveryConfig::default().flush_interval(Duration::ZERO)),
+                    .with_delivery(DeliveryConfig::default().with_flush_interval(Duration::ZERO)),
             ),
         )
         .destination("stuck", stuck.clone())

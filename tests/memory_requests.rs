@@ -14,7 +14,10 @@ use axum::routing::get;
 use support::Scripted;
 use support::http::{Server, client, send};
 use tower_telemetry::{
-    Config, DeliveryConfig, DestinationConfig, Telemetry, TelemetryLayer, track,
+    Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig},
+    layer::TelemetryLayer,
+    track,
 };
 
 fn rss_kib() -> u64 {
@@ -33,11 +36,11 @@ async fn queued_events_do_not_keep_the_requests_read_buffers_alive() {
     let stuck = Scripted::gated();
     let t = Telemetry::builder()
         .config(
-            Config::default().destination(
-                DestinationConfig::new("stuck").delivery(
+            Config::default().with_destination(
+                DestinationConfig::new("stuck").with_delivery(
                     DeliveryConfig::default()
-                        .queue_capacity(REQUESTS + 1)
-                        .flush_interval(Duration::ZERO),
+                        .with_queue_capacity(REQUESTS + 1)
+                        .with_flush_interval(Duration::ZERO),
                 ),
             ),
         )

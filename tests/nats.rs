@@ -20,8 +20,10 @@ use support::nats_server::{self, NatsCluster, NatsServer};
 use support::umami_server;
 use tower_telemetry::relay::{Relay, RelayConfig};
 use tower_telemetry::{
-    BoxFuture, Config, DeliveryConfig, DeliveryError, Destination, DestinationConfig, Event,
-    MemoryDestination, NatsConfig, NatsDestination, NatsStreamConfig, RetryConfig, Telemetry,
+    Event, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, RetryConfig},
+    destination::nats::{NatsConfig, NatsDestination, NatsStreamConfig},
+    destination::{BoxFuture, DeliveryError, Destination, MemoryDestination},
     props,
 };
 
@@ -30,32 +32,32 @@ const BOUND: Duration = Duration::from_secs(25);
 
 fn stream(name: &str, replicas: usize) -> NatsStreamConfig {
     NatsStreamConfig::default()
-        .name(name)
-        .replicas(replicas)
-        .subjects([format!("{}.>", name.to_lowercase())])
+        .with_name(name)
+        .with_replicas(replicas)
+        .with_subjects([format!("{}.>", name.to_lowercase())])
 }
 
 fn nats_config(urls: Vec<String>, stream_name: &str, replicas: usize) -> NatsConfig {
     NatsConfig::new(urls)
-        .subject(format!("{}.{{category}}", stream_name.to_lowercase()))
-        .stream(stream(stream_name, replicas))
-        .publish_timeout(Duration::from_secs(1))
-        .connect_timeout(Duration::from_secs(2))
+        .with_subject(format!("{}.{{category}}", stream_name.to_lowercase()))
+        .with_stream(stream(stream_name, replicas))
+        .with_publish_timeout(Duration::from_secs(1))
+        .with_connect_timeout(Duration::from_secs(2))
 }
 
 /// Delivery settings that ride out an outage of up to ~20 s without giving up.
 fn patient(queue: usize) -> DeliveryConfig {
     DeliveryConfig::default()
-        .queue_capacity(queue)
-        .batch_size(256)
-        .concurrency(4)
-        .flush_interval(Duration::from_millis(5))
-        .timeout(Duration::from_secs(20))
-        .retry(
+        .with_queue_capacity(queue)
+        .with_batch_size(256)
+        .with_concurrency(4)
+        .with_flush_interval(Duration::from_millis(5))
+        .with_timeout(Duration::from_secs(20))
+        .with_retry(
             RetryConfig::default()
-                .max_attempts(200)
-                .initial_backoff(Duration::from_millis(50))
-                .max_backoff(Duration::from_millis(500)),
+                .with_max_attempts(200)
+                .with_initial_backoff(Duration::from_millis(50))
+                .with_max_backoff(Duration::from_millis(500)),
         )
 }
 
@@ -64,8 +66,8 @@ fn app(nats: NatsDestination, delivery: DeliveryConfig) -> (Telemetry, MemoryDes
     let telemetry = Telemetry::builder()
         .config(
             Config::default()
-                .destination(DestinationConfig::new("nats").delivery(delivery))
-                .destination(DestinationConfig::new("emitted")),
+                .with_destination(DestinationConfig::new("nats").with_delivery(delivery))
+                .with_destination(DestinationConfig::new("emitted")),
         )
         .destination("nats", nats)
         .destination("emitted", memory.clone())
@@ -181,9 +183,9 @@ async fn single_node_stores_each_event_once_and_relays_fast() {
     let memory = MemoryDestination::new();
     let relay = Relay::builder(
         RelayConfig::new(urls.clone())
-            .stream("RATE")
-            .durable("bench")
-            .batch_size(500),
+            .with_stream("RATE")
+            .with_durable("bench")
+            .with_batch_size(500),
     )
     .destination("memory", memory.clone())
     .build()
@@ -360,28 +362,28 @@ impl SharedWork {
 
     /// A relay of the durable consumer `relays`, started.
     async fn relay(&self) -> tower_telemetry::relay::RunningRelay {
-        use tower_telemetry::{UmamiConfig, UmamiDestination};
+        use tower_telemetry::destination::umami::{UmamiConfig, UmamiDestination};
         let umami =
             UmamiDestination::new(UmamiConfig::new(self.umami.url(), umami_server::WEBSITE_ID))
                 .unwrap();
         Relay::builder(
             RelayConfig::new(self.urls.clone())
-                .stream(self.stream)
-                .durable("relays")
-                .ack_wait(Duration::from_secs(2))
-                .batch_size(RELAY_BATCH),
+                .with_stream(self.stream)
+                .with_durable("relays")
+                .with_ack_wait(Duration::from_secs(2))
+                .with_batch_size(RELAY_BATCH),
         )
         .config(
             Config::default()
-                .destination(
+                .with_destination(
                     DestinationConfig::new("memory")
-                        .delivery(DeliveryConfig::default().batch_size(DEST_BATCH)),
+                        .with_delivery(DeliveryConfig::default().with_batch_size(DEST_BATCH)),
                 )
-                .destination(
-                    DestinationConfig::new("umami").delivery(
+                .with_destination(
+                    DestinationConfig::new("umami").with_delivery(
                         DeliveryConfig::default()
-                            .batch_size(DEST_BATCH)
-                            .timeout(Duration::from_secs(5)),
+                            .with_batch_size(DEST_BATCH)
+                            .with_timeout(Duration::from_secs(5)),
                     ),
                 ),
         )
@@ -581,14 +583,17 @@ async fn batches_slower_than_ack_wait_are_not_redelivered_meanwhile() {
     let relay = || {
         Relay::builder(
             RelayConfig::new(urls.clone())
-                .stream("SLOW")
-                .durable("slow")
-                .ack_wait(Duration::from_secs(2))
-                .batch_size(500),
+                .with_stream("SLOW")
+                .with_durable("slow")
+                .with_ack_wait(Duration::from_secs(2))
+                .with_batch_size(500),
         )
-        .config(Config::default().destination(
-            DestinationConfig::new("slow").delivery(DeliveryConfig::default().batch_size(100)),
-        ))
+        .config(
+            Config::default().with_destination(
+                DestinationConfig::new("slow")
+                    .with_delivery(DeliveryConfig::default().with_batch_size(100)),
+            ),
+        )
         .destination(
             "slow",
             Slow {
@@ -635,10 +640,10 @@ async fn relay_gives_each_destination_its_own_view_of_the_properties() {
     // A bad glob is a configuration error with its path, as it is for a `Telemetry` handle.
     let err = Relay::builder(RelayConfig::new(["nats://127.0.0.1:4222"]))
         .config(
-            Config::default().destination(
+            Config::default().with_destination(
                 DestinationConfig::new("trimmed")
-                    .kind("memory")
-                    .drop_properties(["email", "a b"]),
+                    .with_kind("memory")
+                    .with_drop_properties(["email", "a b"]),
             ),
         )
         .build()
@@ -666,23 +671,27 @@ async fn relay_gives_each_destination_its_own_view_of_the_properties() {
         .collect();
     nats.send(&sent).await.unwrap();
 
-    let relay = Relay::builder(RelayConfig::new(urls).stream("VIEW").durable("view"))
-        .config(
-            Config::default()
-                .destination(DestinationConfig::new("everything").kind("memory"))
-                .destination(
-                    DestinationConfig::new("trimmed")
-                        .kind("memory")
-                        .drop_properties(["email"]),
-                )
-                .destination(
-                    DestinationConfig::new("narrow")
-                        .kind("memory")
-                        .allow_properties(["pl*"]),
-                ),
-        )
-        .build()
-        .unwrap();
+    let relay = Relay::builder(
+        RelayConfig::new(urls)
+            .with_stream("VIEW")
+            .with_durable("view"),
+    )
+    .config(
+        Config::default()
+            .with_destination(DestinationConfig::new("everything").with_kind("memory"))
+            .with_destination(
+                DestinationConfig::new("trimmed")
+                    .with_kind("memory")
+                    .with_drop_properties(["email"]),
+            )
+            .with_destination(
+                DestinationConfig::new("narrow")
+                    .with_kind("memory")
+                    .with_allow_properties(["pl*"]),
+            ),
+    )
+    .build()
+    .unwrap();
     let memory = |name: &str| relay.memory(name).unwrap();
     let (everything, trimmed, narrow) = (memory("everything"), memory("trimmed"), memory("narrow"));
     let running = relay.start().await.unwrap();
@@ -719,13 +728,17 @@ async fn relay_pulls_again_after_the_server_restarts() {
     let batch = events(200, "user.action");
     nats.send(&batch[..100]).await.unwrap();
     let memory = MemoryDestination::new();
-    let relay = Relay::builder(RelayConfig::new(urls).stream("RESTART").durable("restart"))
-        .destination("memory", memory.clone())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let relay = Relay::builder(
+        RelayConfig::new(urls)
+            .with_stream("RESTART")
+            .with_durable("restart"),
+    )
+    .destination("memory", memory.clone())
+    .build()
+    .unwrap()
+    .start()
+    .await
+    .unwrap();
     wait_for(BOUND, || memory.len() >= 100).await;
 
     // A restarted server forgets the relay's waiting pull requests; the relay asks again.
@@ -766,7 +779,7 @@ async fn quorum_lost_then_restored() {
     let mut cluster = NatsCluster::start(&bin, 3).await;
     let urls = cluster.urls();
     let nats = NatsDestination::new(
-        nats_config(urls[..1].to_vec(), "QUORUM", 3).failover_wait(Duration::from_millis(500)),
+        nats_config(urls[..1].to_vec(), "QUORUM", 3).with_failover_wait(Duration::from_millis(500)),
     )
     .unwrap();
     setup(&nats).await;
@@ -792,7 +805,10 @@ async fn quorum_lost_then_restored() {
 
     // Two of three nodes gone: no quorum, no acknowledgements.
     const CAPACITY: usize = 300;
-    let (telemetry, _) = app(nats, patient(CAPACITY).concurrency(1).batch_size(50));
+    let (telemetry, _) = app(
+        nats,
+        patient(CAPACITY).with_concurrency(1).with_batch_size(50),
+    );
     cluster.kill("n2");
     cluster.kill("n3");
     for i in 0..1000u64 {

@@ -11,8 +11,10 @@ use std::time::Duration;
 use support::logs::Logs;
 use tokio::time::Instant;
 use tower_telemetry::{
-    BoxFuture, Config, DROPPED_EVENT, DeliveryConfig, DeliveryError, Destination,
-    DestinationConfig, DestinationStats, Event, MemoryDestination, Overflow, Telemetry, track,
+    DestinationStats, DropReport, Event, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, Overflow},
+    destination::{BoxFuture, DeliveryError, Destination, MemoryDestination},
+    track,
 };
 
 mod support;
@@ -72,7 +74,10 @@ impl Destination for Outage {
 
 fn handle(delivery: DeliveryConfig, d: impl Destination) -> Telemetry {
     Telemetry::builder()
-        .config(Config::default().destination(DestinationConfig::new("outage").delivery(delivery)))
+        .config(
+            Config::default()
+                .with_destination(DestinationConfig::new("outage").with_delivery(delivery)),
+        )
         .destination("outage", d)
         .build()
         .unwrap()
@@ -132,10 +137,10 @@ async fn a_two_minute_outage_at_10_events_a_second_loses_nothing() {
 async fn overflow(policy: Overflow, concurrency: usize) -> (Vec<u64>, DestinationStats) {
     let outage = Outage::for_(SECOND * 30);
     let delivery = DeliveryConfig::default()
-        .queue_capacity(1_000)
-        .batch_size(100)
-        .concurrency(concurrency)
-        .overflow(policy);
+        .with_queue_capacity(1_000)
+        .with_batch_size(100)
+        .with_concurrency(concurrency)
+        .with_overflow(policy);
     let t = handle(delivery, outage.clone());
     track_steadily(&t, 10_000, Duration::from_millis(1)).await;
     assert!(t.flush(SECOND * 60).await, "{:?}", t.stats());
@@ -193,12 +198,12 @@ async fn drop_oldest_is_reported_like_any_queue_full_drop() {
     let seen = reports.clone();
     let t = Telemetry::builder()
         .config(
-            Config::default().destination(
-                DestinationConfig::new("outage").delivery(
+            Config::default().with_destination(
+                DestinationConfig::new("outage").with_delivery(
                     DeliveryConfig::default()
-                        .queue_capacity(10)
-                        .batch_size(5)
-                        .overflow(Overflow::DropOldest),
+                        .with_queue_capacity(10)
+                        .with_batch_size(5)
+                        .with_overflow(Overflow::DropOldest),
                 ),
             ),
         )
@@ -245,9 +250,10 @@ async fn flush_and_shutdown_keep_their_deadlines_during_an_outage() {
 
 #[tokio::test(start_paused = true)]
 async fn retries_end_when_the_time_budget_runs_out() {
-    use tower_telemetry::RetryConfig;
+    use tower_telemetry::config::RetryConfig;
     let outage = Outage::for_(SECOND * 3_600);
-    let delivery = DeliveryConfig::default().retry(RetryConfig::default().max_elapsed(SECOND * 60));
+    let delivery =
+        DeliveryConfig::default().with_retry(RetryConfig::default().with_max_elapsed(SECOND * 60));
     let t = handle(delivery, outage);
     track!(&t => "page.view", seq = 0u64);
     let start = Instant::now();
@@ -288,7 +294,7 @@ impl Destination for Panicky {
             self.taken.lock().unwrap().extend(
                 batch
                     .iter()
-                    .filter(|e| e.name() != DROPPED_EVENT)
+                    .filter(|e| e.name() != DropReport::EVENT_NAME)
                     .map(|e| seq_of(e)),
             );
             Ok(())
@@ -308,14 +314,14 @@ async fn panics_on_the_third_batch(concurrency: usize, in_future: bool) {
     };
     let memory = MemoryDestination::new();
     let delivery = DeliveryConfig::default()
-        .batch_size(10)
-        .flush_interval(Duration::ZERO)
-        .concurrency(concurrency);
+        .with_batch_size(10)
+        .with_flush_interval(Duration::ZERO)
+        .with_concurrency(concurrency);
     let t = Telemetry::builder()
         .config(
             Config::default()
-                .destination(DestinationConfig::new("panicky").delivery(delivery))
-                .destination(DestinationConfig::new("memory")),
+                .with_destination(DestinationConfig::new("panicky").with_delivery(delivery))
+                .with_destination(DestinationConfig::new("memory")),
         )
         .destination("panicky", panicky)
         .destination("memory", memory.clone())
@@ -350,8 +356,9 @@ async fn panics_on_the_third_batch(concurrency: usize, in_future: bool) {
     assert_eq!((m.delivered, m.failed, m.undelivered), (61, 0, 0));
     assert_accounted(m, 61);
     let events = memory.events();
-    let (reports, tracked): (Vec<_>, Vec<_>) =
-        events.iter().partition(|e| e.name() == DROPPED_EVENT);
+    let (reports, tracked): (Vec<_>, Vec<_>) = events
+        .iter()
+        .partition(|e| e.name() == DropReport::EVENT_NAME);
     assert_eq!(tracked.len(), 60);
     assert_eq!(reports.len(), 1);
     let failed = reports[0]
@@ -394,28 +401,22 @@ async fn a_panic_fails_only_its_batch_with_concurrency() {
 
 #[test]
 fn the_budget_and_the_overflow_policy_are_configured_in_yaml() {
-    use tower_telemetry::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_ELAPSED, RetryConfig};
+    use tower_telemetry::config::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_ELAPSED, RetryConfig};
 
     let yaml = "telemetry:\n  destinations:\n    memory:\n      overflow: drop_oldest\n      retry: { max_elapsed: 1h, max_attempts: 50 }\n    other: { type: memory }\n";
     let config = Config::from_yaml_str(yaml).unwrap();
-    let memory = config
-        .destination_config("memory")
-        .unwrap()
-        .delivery_config();
+    let memory = config.destination("memory").unwrap().delivery();
     let expected = DeliveryConfig::default()
-        .overflow(Overflow::DropOldest)
-        .retry(
+        .with_overflow(Overflow::DropOldest)
+        .with_retry(
             RetryConfig::default()
-                .max_elapsed(SECOND * 3_600)
-                .max_attempts(50),
+                .with_max_elapsed(SECOND * 3_600)
+                .with_max_attempts(50),
         );
     assert_eq!(memory, &expected);
 
     // The defaults: drop the newest, retry for 10 minutes, no attempt count.
-    let other = config
-        .destination_config("other")
-        .unwrap()
-        .delivery_config();
+    let other = config.destination("other").unwrap().delivery();
     assert_eq!(other, &DeliveryConfig::default());
     assert_eq!(DEFAULT_MAX_ELAPSED, SECOND * 600);
     assert_eq!(DEFAULT_MAX_ATTEMPTS, u32::MAX);

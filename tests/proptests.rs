@@ -8,8 +8,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::Value;
 use tower_telemetry::{
-    Config, Context, DestinationConfig, Event, LimitsConfig, Properties, SampleKey, SamplingConfig,
-    Telemetry,
+    Context, Event, Properties, Telemetry,
+    config::{Config, DestinationConfig, SampleKey, SamplingConfig},
+    limits::LimitsConfig,
 };
 
 fn rt() -> tokio::runtime::Runtime {
@@ -123,12 +124,16 @@ fn check(v: &Value, limits: &LimitsConfig, sensitive: &dyn Fn(&str) -> bool) -> 
     match v {
         // The depth marker, like the redaction replacement, is the library's text, not input.
         Value::String(s) if s == "[TRUNCATED]" => Ok(()),
-        Value::String(s) if s.len() > limits.string_length() => {
+        Value::String(s) if s.len() > limits.max_string_length() => {
             Err(format!("string of {}", s.len()))
         }
-        Value::Array(a) if a.len() > limits.properties() => Err(format!("array of {}", a.len())),
+        Value::Array(a) if a.len() > limits.max_properties() => {
+            Err(format!("array of {}", a.len()))
+        }
         Value::Array(a) => a.iter().try_for_each(|v| check(v, limits, sensitive)),
-        Value::Object(m) if m.len() > limits.properties() => Err(format!("object of {}", m.len())),
+        Value::Object(m) if m.len() > limits.max_properties() => {
+            Err(format!("object of {}", m.len()))
+        }
         Value::Object(m) => m.iter().try_for_each(|(k, v)| {
             // The replacement is configuration, not input: it need not fit the string limit.
             if sensitive(k) {
@@ -156,10 +161,10 @@ proptest! {
         max_event_size in 256usize..8192,
     ) {
         let limits = LimitsConfig::default()
-            .max_properties(max_properties)
-            .max_string_length(max_string_length)
-            .max_depth(max_depth)
-            .max_event_size(max_event_size);
+            .with_max_properties(max_properties)
+            .with_max_string_length(max_string_length)
+            .with_max_depth(max_depth)
+            .with_max_event_size(max_event_size);
         let rt = rt();
         let (events, stats) = rt.block_on(async {
             let t = Telemetry::builder().memory_destination("m").limits(limits).build().unwrap();
@@ -220,8 +225,8 @@ proptest! {
         }
         // Disabled: routing is compiled and explained, no worker is started.
         let t = Telemetry::builder()
-            .config(Config::default().enabled(false).destination(
-                DestinationConfig::new("d").kind("memory").events(globs),
+            .config(Config::default().with_enabled(false).with_destination(
+                DestinationConfig::new("d").with_kind("memory").with_events(globs),
             ))
             .build()
             .unwrap();
@@ -251,8 +256,8 @@ proptest! {
                 let t = Telemetry::builder()
                     .config(
                         Config::default()
-                            .sampling(SamplingConfig::rate(rate).key(SampleKey::Request))
-                            .destination(DestinationConfig::new("m").kind("memory")),
+                            .with_sampling(SamplingConfig::new(rate).with_key(SampleKey::Request))
+                            .with_destination(DestinationConfig::new("m").with_kind("memory")),
                     )
                     .build()
                     .unwrap();

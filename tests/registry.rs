@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use tower_telemetry::config::{ConfigError, Settings};
 use tower_telemetry::{
-    BoxFuture, Config, ConfigErrors, DeliveryError, Destination, Event, Telemetry, props,
+    Event, Telemetry,
+    config::{Config, ConfigErrors},
+    destination::{BoxFuture, DeliveryError, Destination},
+    props,
 };
 
 /// A destination of the user's own kind: keeps `<tag>:<event name>` per delivered event.

@@ -20,9 +20,12 @@ use support::Scripted;
 use support::http::{Server, client, get as req, send};
 use support::logs::Logs;
 use tower_telemetry::{
-    BoxFuture, Config, Context, DeliveryConfig, DeliveryError, Destination, DestinationConfig,
-    DropReport, Event, LimitsConfig, MemoryDestination, Telemetry, TelemetryLayer, Tracker, props,
-    track,
+    Context, DropReport, Event, Telemetry, Tracker,
+    config::{Config, DeliveryConfig, DestinationConfig},
+    destination::{BoxFuture, DeliveryError, Destination, MemoryDestination},
+    layer::TelemetryLayer,
+    limits::LimitsConfig,
+    props, track,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -30,12 +33,15 @@ const SECOND: Duration = Duration::from_secs(1);
 // ----- helpers -----------------------------------------------------------------------------
 
 fn fast() -> DeliveryConfig {
-    DeliveryConfig::default().flush_interval(Duration::ZERO)
+    DeliveryConfig::default().with_flush_interval(Duration::ZERO)
 }
 
 fn one(name: &str, delivery: DeliveryConfig, d: impl Destination) -> Telemetry {
     Telemetry::builder()
-        .config(Config::default().destination(DestinationConfig::new(name).delivery(delivery)))
+        .config(
+            Config::default()
+                .with_destination(DestinationConfig::new(name).with_delivery(delivery)),
+        )
         .destination(name, d)
         .build()
         .unwrap()
@@ -71,7 +77,7 @@ impl Destination for RefusesReports {
             let mut failed = Vec::new();
             for (i, e) in batch.iter().enumerate() {
                 seen.push(e.name().to_owned());
-                if e.name() == tower_telemetry::DROPPED_EVENT {
+                if e.name() == tower_telemetry::DropReport::EVENT_NAME {
                     failed.push((i, DeliveryError::permanent("no reports here")));
                 }
             }
@@ -123,7 +129,7 @@ async fn a_destination_that_blocks_forever_never_blocks_requests_or_tracking() {
     let stuck = Scripted::gated(); // never answers
     let t = one(
         "stuck",
-        fast().queue_capacity(CAPACITY).batch_size(1),
+        fast().with_queue_capacity(CAPACITY).with_batch_size(1),
         stuck.clone(),
     );
     // The worker takes the first event and hangs in `send`: from now on the queue only fills.
@@ -201,17 +207,23 @@ async fn a_destination_that_blocks_forever_never_blocks_requests_or_tracking() {
 #[tokio::test]
 async fn a_refused_connection_then_recovery_delivers_what_was_queued_exactly_once() {
     use support::umami_server::{UmamiServer, WEBSITE_ID, reserve_addr};
-    use tower_telemetry::{RetryConfig, UmamiConfig, UmamiDestination};
+    use tower_telemetry::{
+        config::RetryConfig,
+        destination::umami::{UmamiConfig, UmamiDestination},
+    };
 
     let addr = reserve_addr(); // nothing listens: connections are refused
     let umami =
         UmamiDestination::new(UmamiConfig::new(format!("http://{addr}"), WEBSITE_ID)).unwrap();
-    let delivery = fast().queue_capacity(20).batch_size(5).retry(
-        RetryConfig::default()
-            .max_attempts(10_000)
-            .initial_backoff(Duration::from_millis(5))
-            .max_backoff(Duration::from_millis(50)),
-    );
+    let delivery = fast()
+        .with_queue_capacity(20)
+        .with_batch_size(5)
+        .with_retry(
+            RetryConfig::default()
+                .with_max_attempts(10_000)
+                .with_initial_backoff(Duration::from_millis(5))
+                .with_max_backoff(Duration::from_millis(50)),
+        );
     let t = one("umami", delivery, umami);
     // A current-thread runtime: the worker runs only when this task awaits, so the queue is
     // filled before it takes its first batch of 5.
@@ -260,8 +272,10 @@ async fn a_dead_destination_does_not_affect_the_live_one() {
     let t = Telemetry::builder()
         .config(
             Config::default()
-                .destination(DestinationConfig::new("dead").delivery(fast().queue_capacity(10)))
-                .destination(DestinationConfig::new("live").delivery(fast())),
+                .with_destination(
+                    DestinationConfig::new("dead").with_delivery(fast().with_queue_capacity(10)),
+                )
+                .with_destination(DestinationConfig::new("live").with_delivery(fast())),
         )
         .destination("dead", dead.clone())
         .destination("live", live.clone())
@@ -289,7 +303,7 @@ async fn a_dead_destination_does_not_affect_the_live_one() {
 
     // The dead one's drops are reported to the live one.
     let report = live
-        .wait_for(tower_telemetry::DROPPED_EVENT, SECOND * 5)
+        .wait_for(tower_telemetry::DropReport::EVENT_NAME, SECOND * 5)
         .await
         .expect("a drop report on the healthy destination");
     let p = report.properties();
@@ -309,7 +323,7 @@ fn flush_and_shutdown_never_deadlock_and_are_safe_twice_or_concurrently() {
         for (flavour, rt) in runtimes() {
             rt.block_on(async {
                 let slow = Scripted::slow(Duration::from_millis(2));
-                let t = one("d", fast().batch_size(8), slow.clone());
+                let t = one("d", fast().with_batch_size(8), slow.clone());
                 for i in 0..50 {
                     track!(&t => "user.x", i = i);
                 }
@@ -382,9 +396,12 @@ fn dropping_the_last_handle_without_shutdown_warns_with_the_count() {
     rt.block_on(async {
         let stuck = Scripted::gated();
         let t = Telemetry::builder()
-            .config(Config::default().destination(
-                DestinationConfig::new("d").delivery(fast().queue_capacity(4).batch_size(1)),
-            ))
+            .config(
+                Config::default().with_destination(
+                    DestinationConfig::new("d")
+                        .with_delivery(fast().with_queue_capacity(4).with_batch_size(1)),
+                ),
+            )
             .destination("d", stuck.clone())
             .on_drop(move |r: &DropReport| sink.lock().unwrap().push(r.clone()))
             .build()
@@ -423,9 +440,11 @@ async fn drops_are_reported_rate_limited_to_healthy_destinations_and_never_recur
     let t = Telemetry::builder()
         .config(
             Config::default()
-                .destination(DestinationConfig::new("dead").delivery(fast().batch_size(1)))
-                .destination(DestinationConfig::new("discarding").delivery(fast()))
-                .destination(DestinationConfig::new("picky").delivery(fast())),
+                .with_destination(
+                    DestinationConfig::new("dead").with_delivery(fast().with_batch_size(1)),
+                )
+                .with_destination(DestinationConfig::new("discarding").with_delivery(fast()))
+                .with_destination(DestinationConfig::new("picky").with_delivery(fast())),
         )
         .destination("dead", Failing(DeliveryError::permanent("403")))
         .destination("discarding", Failing(DeliveryError::discarded("bot")))
@@ -451,7 +470,7 @@ async fn drops_are_reported_rate_limited_to_healthy_destinations_and_never_recur
             .seen
             .lock()
             .unwrap()
-            .contains(&tower_telemetry::DROPPED_EVENT.to_owned())
+            .contains(&tower_telemetry::DropReport::EVENT_NAME.to_owned())
     );
     assert_eq!(t.stats().destination("picky").unwrap().failed, 1);
 
@@ -500,7 +519,10 @@ async fn the_first_drop_is_reported_at_once_and_an_idle_handle_runs_no_timer() {
     let reported = Arc::new(tokio::sync::Notify::new());
     let signal = reported.clone();
     let t = Telemetry::builder()
-        .config(Config::default().destination(DestinationConfig::new("dead").delivery(fast())))
+        .config(
+            Config::default()
+                .with_destination(DestinationConfig::new("dead").with_delivery(fast())),
+        )
         .destination("dead", Failing(DeliveryError::permanent("403")))
         .on_drop(move |_: &DropReport| signal.notify_one())
         .build()
@@ -527,7 +549,10 @@ async fn the_first_drop_is_reported_at_once_and_an_idle_handle_runs_no_timer() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_on_drop_callback_is_contained() {
     let t = Telemetry::builder()
-        .config(Config::default().destination(DestinationConfig::new("dead").delivery(fast())))
+        .config(
+            Config::default()
+                .with_destination(DestinationConfig::new("dead").with_delivery(fast())),
+        )
         .destination("dead", Failing(DeliveryError::permanent("403")))
         .on_drop(|_: &DropReport| panic!("user callback bug"))
         .build()
@@ -741,7 +766,7 @@ async fn a_call_site_checks_its_keys_against_each_handles_policy_on_every_call()
         .unwrap();
     let short_keys = Telemetry::builder()
         .memory_destination("memory")
-        .limits(LimitsConfig::default().max_string_length(12))
+        .limits(LimitsConfig::default().with_max_string_length(12))
         .build()
         .unwrap();
     // Alternating handles, several calls each: the call site caches one verdict at a time.
@@ -800,8 +825,8 @@ fn note_at_one_call_site(t: &Telemetry, note: &str, extra: &Value) {
 #[tokio::test]
 async fn what_a_call_site_remembers_never_lets_a_changed_value_or_context_past_the_limits() {
     let limits = LimitsConfig::default()
-        .max_string_length(8)
-        .max_event_size(1024);
+        .with_max_string_length(8)
+        .with_max_event_size(1024);
     let narrow = Telemetry::builder()
         .memory_destination("memory")
         .limits(limits)
@@ -932,10 +957,10 @@ async fn over_limit_events_are_truncated_or_rejected_and_counted_never_a_panic()
         .memory_destination("m")
         .limits(
             LimitsConfig::default()
-                .max_properties(8)
-                .max_string_length(100)
-                .max_depth(3)
-                .max_event_size(4096),
+                .with_max_properties(8)
+                .with_max_string_length(100)
+                .with_max_depth(3)
+                .with_max_event_size(4096),
         )
         .build()
         .unwrap();

@@ -16,8 +16,10 @@ use support::timing::*;
 use tokio::sync::oneshot;
 use tower::ServiceExt;
 use tower_telemetry::{
-    Properties, TelemetryLayer, TrackDurationExt, TrackDurationLayer, props, track_duration,
-    track_error, track_function,
+    Properties,
+    layer::TelemetryLayer,
+    props,
+    timing::{TrackDurationExt, TrackDurationLayer, track_duration, track_error, track_function},
 };
 
 fn assert_send<T: Send>(_: &T) {}

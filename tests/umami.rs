@@ -13,8 +13,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use support::umami_server::{UmamiServer, WEBSITE_ID, reserve_addr};
 use tower_telemetry::{
-    Config, Context, DeliveryConfig, Destination, DestinationConfig, Event, EventKind, Forward,
-    RetryConfig, Telemetry, UmamiConfig, UmamiDestination, UmamiMode, props, track,
+    Context, Event, EventKind, Telemetry,
+    config::{Config, DeliveryConfig, DestinationConfig, RetryConfig},
+    destination::Destination,
+    destination::umami::{Forward, UmamiConfig, UmamiDestination, UmamiMode},
+    props, track,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -22,22 +25,25 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Quick retries and a short linger, so faults resolve in milliseconds.
 fn fast() -> DeliveryConfig {
     DeliveryConfig::default()
-        .batch_size(100)
-        .concurrency(4)
-        .timeout(Duration::from_secs(5))
-        .flush_interval(Duration::from_millis(5))
-        .retry(
+        .with_batch_size(100)
+        .with_concurrency(4)
+        .with_timeout(Duration::from_secs(5))
+        .with_flush_interval(Duration::from_millis(5))
+        .with_retry(
             RetryConfig::default()
-                .max_attempts(20)
-                .initial_backoff(Duration::from_millis(10))
-                .max_backoff(Duration::from_millis(100)),
+                .with_max_attempts(20)
+                .with_initial_backoff(Duration::from_millis(10))
+                .with_max_backoff(Duration::from_millis(100)),
         )
 }
 
 fn handle(config: UmamiConfig, delivery: DeliveryConfig) -> (Telemetry, UmamiDestination) {
     let umami = UmamiDestination::new(config).unwrap();
     let telemetry = Telemetry::builder()
-        .config(Config::default().destination(DestinationConfig::new("umami").delivery(delivery)))
+        .config(
+            Config::default()
+                .with_destination(DestinationConfig::new("umami").with_delivery(delivery)),
+        )
         .destination("umami", umami.clone())
         .build()
         .unwrap();
@@ -89,8 +95,8 @@ async fn events_arrive_once_with_names_data_url_hostname_and_id() {
     let server = UmamiServer::start().await;
     let (telemetry, umami) = handle(
         config(&server)
-            .include_query(true)
-            .context_data(["request_id"]),
+            .with_include_query(true)
+            .with_context_data(["request_id"]),
         fast(),
     );
     const N: u64 = 60;
@@ -191,7 +197,7 @@ async fn a_bot_like_user_agent_is_counted_as_discarded_and_warned_once() {
     let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
 
     let server = UmamiServer::start().await;
-    let (telemetry, umami) = handle(config(&server).user_agent("curl/8.5.0"), fast());
+    let (telemetry, umami) = handle(config(&server).with_user_agent("curl/8.5.0"), fast());
     for seq in 0..12 {
         track!(&telemetry => "user.clicked", seq = seq);
     }
@@ -275,7 +281,7 @@ async fn three_500s_then_success_delivers_each_event_once() {
     for mode in [UmamiMode::Batch, UmamiMode::Send, UmamiMode::Auto] {
         let server = UmamiServer::start().await;
         server.fail_next(3);
-        let (telemetry, _) = handle(config(&server).mode(mode), fast());
+        let (telemetry, _) = handle(config(&server).with_mode(mode), fast());
         for seq in 0..20 {
             track!(&telemetry => "generation.completed", seq = seq);
         }
@@ -312,7 +318,10 @@ async fn retry_after_is_honoured() {
 async fn a_timed_out_request_is_retried() {
     let server = UmamiServer::start().await;
     server.delay_next(1, Duration::from_secs(2));
-    let (telemetry, _) = handle(config(&server), fast().timeout(Duration::from_millis(300)));
+    let (telemetry, _) = handle(
+        config(&server),
+        fast().with_timeout(Duration::from_millis(300)),
+    );
     for seq in 0..8 {
         track!(&telemetry => "user.signup", seq = seq);
     }
@@ -327,7 +336,7 @@ async fn a_timed_out_request_is_retried() {
 async fn one_rejected_item_of_a_batch_fails_alone() {
     let server = UmamiServer::start().await;
     server.reject_in_batch("user.bad");
-    let (telemetry, _) = handle(config(&server).mode(UmamiMode::Batch), fast());
+    let (telemetry, _) = handle(config(&server).with_mode(UmamiMode::Batch), fast());
     for seq in 0..10 {
         let name = if seq == 4 { "user.bad" } else { "user.good" };
         track!(&telemetry => name, seq = seq);
@@ -374,7 +383,7 @@ async fn events_queued_while_the_server_is_down_arrive_once_after_recovery() {
 #[tokio::test]
 async fn over_long_names_and_values_are_truncated_and_counted_never_rejected() {
     let server = UmamiServer::start().await;
-    let (telemetry, umami) = handle(config(&server).hostname("app.example.com"), fast());
+    let (telemetry, umami) = handle(config(&server).with_hostname("app.example.com"), fast());
     let long_name = format!("generation.{}", "x".repeat(70));
     track!(&telemetry => long_name.clone(),
         seq = 0u64,
@@ -439,7 +448,7 @@ async fn shutdown_delivers_everything_queued() {
     // A long linger: nothing would leave before shutdown by itself.
     let (telemetry, _) = handle(
         config(&server),
-        fast().flush_interval(Duration::from_secs(30)),
+        fast().with_flush_interval(Duration::from_secs(30)),
     );
     for seq in 0..250 {
         track!(&telemetry => "generation.started", seq = seq);
@@ -453,7 +462,10 @@ async fn shutdown_delivers_everything_queued() {
 #[tokio::test]
 async fn forwarding_the_ip_is_opt_in() {
     let server = UmamiServer::start().await;
-    let (telemetry, _) = handle(config(&server).forward(Forward::default().ip(true)), fast());
+    let (telemetry, _) = handle(
+        config(&server).with_forward(Forward::default().with_ip(true)),
+        fast(),
+    );
     telemetry
         .scope(Context::new().with_client_ip("203.0.113.7"), async {
             track!(&telemetry => "user.clicked", seq = 0u64);
@@ -466,11 +478,11 @@ async fn forwarding_the_ip_is_opt_in() {
 #[tokio::test]
 async fn configured_destinations_validate_their_keys() {
     let dc = DestinationConfig::new("umami")
-        .setting("url", "not a url")
-        .setting("website_id", "not-a-uuid")
-        .setting("mode", "fast")
-        .setting("colour", "blue");
-    let err = Telemetry::from_config(Config::default().destination(dc)).unwrap_err();
+        .with_setting("url", "not a url")
+        .with_setting("website_id", "not-a-uuid")
+        .with_setting("mode", "fast")
+        .with_setting("colour", "blue");
+    let err = Telemetry::from_config(Config::default().with_destination(dc)).unwrap_err();
     let paths: Vec<&str> = err.errors().iter().map(|e| e.path()).collect();
     for key in ["url", "website_id", "mode", "colour"] {
         let path = format!("telemetry.destinations.umami.{key}");
@@ -479,12 +491,12 @@ async fn configured_destinations_validate_their_keys() {
 
     let server = UmamiServer::start().await;
     let dc = DestinationConfig::new("analytics")
-        .kind("umami")
-        .setting("url", format!("{}/api/send", server.url()))
-        .setting("website_id", WEBSITE_ID)
-        .setting("forward", json!({ "language": false }))
-        .setting("distinct_id", "none");
-    let telemetry = Telemetry::from_config(Config::default().destination(dc)).unwrap();
+        .with_kind("umami")
+        .with_setting("url", format!("{}/api/send", server.url()))
+        .with_setting("website_id", WEBSITE_ID)
+        .with_setting("forward", json!({ "language": false }))
+        .with_setting("distinct_id", "none");
+    let telemetry = Telemetry::from_config(Config::default().with_destination(dc)).unwrap();
     telemetry
         .scope(
             Context::new().with_user_id("u1").with_language("en"),
@@ -507,12 +519,12 @@ async fn throughput() {
     for mode in [UmamiMode::Batch, UmamiMode::Send] {
         let server = UmamiServer::start().await;
         let (telemetry, umami) = handle(
-            config(&server).mode(mode),
+            config(&server).with_mode(mode),
             DeliveryConfig::default()
-                .queue_capacity(N as usize)
-                .batch_size(100)
-                .concurrency(4)
-                .flush_interval(Duration::from_millis(1)),
+                .with_queue_capacity(N as usize)
+                .with_batch_size(100)
+                .with_concurrency(4)
+                .with_flush_interval(Duration::from_millis(1)),
         );
         let started = Instant::now();
         for seq in 0..N {
@@ -537,7 +549,7 @@ async fn throughput() {
 async fn through_an_axum_app_with_the_layer_each_event_and_page_view_arrives_once() {
     use axum::extract::Query;
     use axum::routing::post;
-    use tower_telemetry::{TelemetryLayer, Tracker};
+    use tower_telemetry::{Tracker, layer::TelemetryLayer};
 
     async fn generate(tracker: Tracker, Query(q): Query<HashMap<String, u64>>) -> &'static str {
         tracker.track(

@@ -1,11 +1,12 @@
-//! Attribute macros for [`tower-telemetry`](https://docs.rs/tower-telemetry): the Python
-//! decorators `@track_duration`, `@track_function` and `@track_error`, in Rust.
+//! Attribute macros for [`tower-telemetry`](https://docs.rs/tower-telemetry):
+//! `#[track_duration]`, `#[track_function]` and `#[track_error]` track a function's duration,
+//! its calls, and its errors.
 //!
 //! Use them through `tower_telemetry` (feature `macros`, on by default), which documents what
 //! each one emits. They keep the function's signature — an annotated axum handler is still a
 //! `Handler` — and expand to `tower_telemetry`'s combinators, so the semantics are the same as
-//! `fut.track_duration(..)`, `tower_telemetry::track_function(..)` and
-//! `tower_telemetry::track_error(..)`.
+//! `fut.track_duration(..)`, `tower_telemetry::timing::track_function(..)` and
+//! `tower_telemetry::timing::track_error(..)`.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2, TokenTree};
@@ -16,7 +17,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, Ident, ItemFn, LitStr, ReturnType, Token, Type};
 
-/// Tracks a function's duration, like the Python `@track_duration(prefix)` decorator.
+/// Tracks a function's duration: `#[track_duration(prefix)]`.
 ///
 /// | event | when | properties |
 /// |---|---|---|
@@ -59,7 +60,7 @@ use syn::{Expr, Ident, ItemFn, LitStr, ReturnType, Token, Type};
 ///
 /// Which outputs are failures: an `Err` of any `Result` (its error's `Display` text, else its
 /// `Debug` text, else its type name, is reported as `error`), and anything implementing
-/// `tower_telemetry::Outcome` that says so (e.g. a 5xx `http::Response`). Other return types
+/// `tower_telemetry::timing::Outcome` that says so (e.g. a 5xx `http::Response`). Other return types
 /// always complete. For a function that *returns* a future without being `async`, only the
 /// creation of the future is timed: write it as an `async fn`.
 #[proc_macro_attribute]
@@ -67,7 +68,7 @@ pub fn track_duration(args: TokenStream, item: TokenStream) -> TokenStream {
     run(Kind::Duration, args.into(), item.into())
 }
 
-/// Emits one event per call, like the Python `@track_function(name, **extra)` decorator.
+/// Emits one event per call: `#[track_function(name, key = value, ...)]`.
 ///
 /// `#[track_function("generate_image", model = "flux", "gpu.kind" = GPU)]` emits
 /// `generate_image` when the call finishes with:
@@ -113,7 +114,7 @@ pub fn track_function(args: TokenStream, item: TokenStream) -> TokenStream {
     run(Kind::Function, args.into(), item.into())
 }
 
-/// Reports a function's errors, like the Python `@track_error(name)` decorator.
+/// Reports a function's errors: `#[track_error(name)]`.
 ///
 /// `#[track_error("critical_function")]` on a function returning a `Result` (any type whose
 /// name ends in `Result`: `io::Result<T>`, `anyhow::Result<T>`, ...) emits
@@ -364,7 +365,8 @@ fn expand(kind: Kind, args: TokenStream2, item: TokenStream2) -> syn::Result<Tok
             } else {
                 format_ident!("duration_sync")
             };
-            let names = quote!(::tower_telemetry::DurationNames::__from_static(&[#(#names),*]));
+            let names =
+                quote!(::tower_telemetry::timing::DurationNames::__from_static(&[#(#names),*]));
             let call = if is_async {
                 quote!(#private::#make(__tower_telemetry_body, #names, __tower_telemetry_classify))
             } else {

@@ -36,14 +36,14 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_telemetry::RetryConfig;
+/// use tower_telemetry::config::RetryConfig;
 ///
 /// // Keep retrying for up to an hour, however many attempts that takes.
-/// let patient = RetryConfig::default().max_elapsed(Duration::from_secs(3600));
+/// let patient = RetryConfig::default().with_max_elapsed(Duration::from_secs(3600));
 /// // At most 5 attempts, and never longer than 10 s.
 /// let brief = RetryConfig::default()
-///     .max_attempts(5)
-///     .max_elapsed(Duration::from_secs(10));
+///     .with_max_attempts(5)
+///     .with_max_elapsed(Duration::from_secs(10));
 /// # let _ = (patient, brief);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -67,40 +67,60 @@ impl Default for RetryConfig {
 
 impl RetryConfig {
     /// Attempts in all, the first included (1 = no retry). Defaults to no limit: the time
-    /// budget ([`max_elapsed`](Self::max_elapsed)) rules. Whichever runs out first ends the
+    /// budget ([`with_max_elapsed`](Self::with_max_elapsed)) rules. Whichever runs out first ends the
     /// retries.
-    pub fn max_attempts(mut self, n: u32) -> Self {
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n.max(1);
         self
     }
 
     /// How long a batch is retried, from the start of its first attempt: no attempt starts
     /// later than this. Defaults to 10 minutes ([`DEFAULT_MAX_ELAPSED`]); zero means no retry.
-    pub fn max_elapsed(mut self, d: Duration) -> Self {
+    pub fn with_max_elapsed(mut self, d: Duration) -> Self {
         self.max_elapsed = d;
         self
     }
 
     /// The first backoff ceiling. Defaults to 200 ms.
-    pub fn initial_backoff(mut self, d: Duration) -> Self {
+    pub fn with_initial_backoff(mut self, d: Duration) -> Self {
         self.initial_backoff = d;
         self
     }
 
     /// The largest backoff ceiling. Defaults to 30 s.
-    pub fn max_backoff(mut self, d: Duration) -> Self {
+    pub fn with_max_backoff(mut self, d: Duration) -> Self {
         self.max_backoff = d;
         self
+    }
+
+    /// Attempts in all, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// How long a batch is retried, from the start of its first attempt.
+    pub fn max_elapsed(&self) -> Duration {
+        self.max_elapsed
+    }
+
+    /// The first backoff ceiling.
+    pub fn initial_backoff(&self) -> Duration {
+        self.initial_backoff
+    }
+
+    /// The largest backoff ceiling.
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
     }
 }
 
 /// What a destination's full queue does with one more event.
 ///
 /// ```
-/// use tower_telemetry::{DeliveryConfig, Overflow};
+/// use tower_telemetry::config::{DeliveryConfig, Overflow};
 ///
 /// // Keep the most recent events through a long outage.
-/// let delivery = DeliveryConfig::default().overflow(Overflow::DropOldest);
+/// let delivery = DeliveryConfig::default().with_overflow(Overflow::DropOldest);
 /// # let _ = delivery;
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -145,47 +165,82 @@ impl Default for DeliveryConfig {
 
 impl DeliveryConfig {
     /// Events the destination holds before events are dropped (and counted, as
-    /// [`overflow`](Self::overflow) says): those waiting in its queue plus those its worker
-    /// took and has not settled (the batch it fills, batches being sent or waiting for a
-    /// retry). Defaults to 10 000.
-    pub fn queue_capacity(mut self, n: usize) -> Self {
+    /// [`with_overflow`](Self::with_overflow) says): those waiting in its queue plus those its
+    /// worker took and has not settled (the batch it fills, batches being sent or waiting for
+    /// a retry). Defaults to 10 000.
+    pub fn with_queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
         self
     }
 
     /// Which event a full queue drops. Defaults to [`Overflow::DropNewest`].
-    pub fn overflow(mut self, overflow: Overflow) -> Self {
+    pub fn with_overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
         self
     }
 
     /// The largest batch. Defaults to 100.
-    pub fn batch_size(mut self, n: usize) -> Self {
+    pub fn with_batch_size(mut self, n: usize) -> Self {
         self.batch_size = n.max(1);
         self
     }
 
     /// How long a partial batch waits for more events. Defaults to 1 s.
-    pub fn flush_interval(mut self, d: Duration) -> Self {
+    pub fn with_flush_interval(mut self, d: Duration) -> Self {
         self.flush_interval = d;
         self
     }
 
     /// Batches in flight at once. Defaults to 1.
-    pub fn concurrency(mut self, n: usize) -> Self {
+    pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
     }
 
     /// Timeout of one delivery attempt. Defaults to 10 s.
-    pub fn timeout(mut self, d: Duration) -> Self {
+    pub fn with_timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
         self
     }
 
     /// The retry policy. Defaults to [`RetryConfig::default`].
-    pub fn retry(mut self, retry: RetryConfig) -> Self {
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// Events the queue holds before new ones are dropped.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
+    /// Which event a full queue drops.
+    pub fn overflow(&self) -> Overflow {
+        self.overflow
+    }
+
+    /// The largest batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// How long a partial batch waits for more events.
+    pub fn flush_interval(&self) -> Duration {
+        self.flush_interval
+    }
+
+    /// Batches in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Timeout of one delivery attempt.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryConfig {
+        &self.retry
     }
 }

@@ -29,7 +29,7 @@ pub(crate) struct DeliveryExplicit {
 
 impl DestinationConfig {
     /// A destination named `name`, enabled, receiving every event, with default delivery.
-    /// Its kind is `name` unless [`kind`](Self::kind) says otherwise.
+    /// Its kind is `name` unless [`with_kind`](Self::with_kind) says otherwise.
     pub fn new(name: impl Into<String>) -> Self {
         let name = name.into();
         DestinationConfig {
@@ -47,19 +47,19 @@ impl DestinationConfig {
     }
 
     /// The kind (`logging`, `memory`, `umami`, ...). Defaults to the name.
-    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+    pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
         self.kind = Some(kind.into());
         self
     }
 
     /// Enables or disables it. Defaults to `true`.
-    pub fn enabled(mut self, enabled: bool) -> Self {
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
         self
     }
 
     /// The event globs it receives (`user.*`, `!user.debug.*`). Defaults to every event.
-    pub fn events<I, S>(mut self, globs: I) -> Self
+    pub fn with_events<I, S>(mut self, globs: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -69,14 +69,14 @@ impl DestinationConfig {
     }
 
     /// The fraction of its events it keeps, on top of global sampling. Defaults to 1.0.
-    pub fn sample_rate(mut self, rate: f64) -> Self {
+    pub fn with_sample_rate(mut self, rate: f64) -> Self {
         self.sample_rate = rate.clamp(0.0, 1.0);
         self
     }
 
     /// Queueing and delivery. Defaults to [`DeliveryConfig::default`] (a kind may choose other
     /// defaults for the keys not given).
-    pub fn delivery(mut self, delivery: DeliveryConfig) -> Self {
+    pub fn with_delivery(mut self, delivery: DeliveryConfig) -> Self {
         self.delivery = delivery;
         self.delivery_explicit = DeliveryExplicit {
             batch_size: true,
@@ -94,14 +94,14 @@ impl DestinationConfig {
     /// the whole event. Redaction applies before, to every destination.
     ///
     /// ```
-    /// use tower_telemetry::DestinationConfig;
+    /// use tower_telemetry::config::DestinationConfig;
     ///
     /// let umami = DestinationConfig::new("umami")
-    ///     .allow_properties(["model", "plan", "utm_*"])
-    ///     .drop_properties(["utm_id"]);
-    /// assert_eq!(umami.allowed_properties().unwrap().len(), 3);
+    ///     .with_allow_properties(["model", "plan", "utm_*"])
+    ///     .with_drop_properties(["utm_id"]);
+    /// assert_eq!(umami.allow_properties().unwrap().len(), 3);
     /// ```
-    pub fn allow_properties<I, S>(mut self, globs: I) -> Self
+    pub fn with_allow_properties<I, S>(mut self, globs: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -111,8 +111,8 @@ impl DestinationConfig {
     }
 
     /// Top-level properties whose names match one of these globs never reach this destination
-    /// (exact case). Defaults to none. Applied after [`allow_properties`](Self::allow_properties).
-    pub fn drop_properties<I, S>(mut self, globs: I) -> Self
+    /// (exact case). Defaults to none. Applied after [`with_allow_properties`](Self::with_allow_properties).
+    pub fn with_drop_properties<I, S>(mut self, globs: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -122,17 +122,21 @@ impl DestinationConfig {
     }
 
     /// Its `allow_properties` globs (`None`: every property).
-    pub fn allowed_properties(&self) -> Option<&[String]> {
+    pub fn allow_properties(&self) -> Option<&[String]> {
         self.allow_properties.as_deref()
     }
 
     /// Its `drop_properties` globs.
-    pub fn dropped_properties(&self) -> &[String] {
+    pub fn drop_properties(&self) -> &[String] {
         &self.drop_properties
     }
 
     /// A kind-specific setting (`level` for logging, `url` for umami, ...).
-    pub fn setting(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+    pub fn with_setting(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
         self.settings.values.insert(key.into(), value.into());
         self
     }
@@ -143,7 +147,7 @@ impl DestinationConfig {
     }
 
     /// The destination's kind.
-    pub fn kind_name(&self) -> &str {
+    pub fn kind(&self) -> &str {
         self.kind.as_deref().unwrap_or(&self.name)
     }
 
@@ -153,17 +157,17 @@ impl DestinationConfig {
     }
 
     /// Its event globs (`None`: every event).
-    pub fn event_globs(&self) -> Option<&[String]> {
+    pub fn events(&self) -> Option<&[String]> {
         self.events.as_deref()
     }
 
     /// The fraction of its events it keeps, on top of global sampling.
-    pub fn sampling_rate(&self) -> f64 {
+    pub fn sample_rate(&self) -> f64 {
         self.sample_rate
     }
 
     /// Its delivery settings.
-    pub fn delivery_config(&self) -> &DeliveryConfig {
+    pub fn delivery(&self) -> &DeliveryConfig {
         &self.delivery
     }
 

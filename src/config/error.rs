@@ -5,7 +5,7 @@ use std::fmt;
 /// One problem in a configuration: where (key path, line), what kind of problem, and what.
 ///
 /// ```
-/// use tower_telemetry::{Config, ConfigErrorKind};
+/// use tower_telemetry::{config::{Config, ConfigErrorKind}};
 ///
 /// let errors = Config::from_yaml_str_with_env("telemetry:\n  sampling:\n    ratio: 0.5\n", |_| None)
 ///     .unwrap_err();
@@ -44,7 +44,7 @@ pub enum ConfigErrorKind {
     /// setting another one needs).
     Missing,
     /// A value of the wrong type, out of range, or otherwise unusable. The default of
-    /// [`ConfigError::new`] and [`Settings::error`](crate::Settings::error).
+    /// [`ConfigError::new`] and [`Settings::error`](crate::config::Settings::error).
     Invalid,
     /// The environment: a `${VAR}` without a value or default, a malformed `${...}`, or a
     /// `TELEMETRY_*` override with a value that is not a boolean.

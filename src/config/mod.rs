@@ -4,9 +4,15 @@
 //! [`Config::from_yaml_str`], [`Config::from_yaml_str_with_env`] or [`Config::from_yaml_file`].
 //! [`Config::apply_env_overrides`] then applies `TELEMETRY_ENABLED` / `TELEMETRY_DEBUG`.
 //!
+//! Every configuration type in this crate ([`Config`], [`DestinationConfig`],
+//! [`DeliveryConfig`], [`LimitsConfig`], the destinations' own
+//! `UmamiConfig`, `NatsConfig`, ...) works the same way: it starts from `Default` (or `new`),
+//! each `with_<field>` method returns it with that field set, and the getter is named after the
+//! field (`is_<field>` for a flag): `DeliveryConfig::default().with_batch_size(50).batch_size()`.
+//!
 //! ```
 //! use std::time::Duration;
-//! use tower_telemetry::{Config, DeliveryConfig};
+//! use tower_telemetry::{config::{Config, DeliveryConfig}};
 //!
 //! let yaml = r#"
 //! telemetry:
@@ -30,9 +36,9 @@
 //!
 //! let names: Vec<_> = config.destinations().iter().map(|d| d.name()).collect();
 //! assert_eq!(names, ["umami", "logging"]);
-//! let umami = config.destination_config("umami").unwrap();
+//! let umami = config.destination("umami").unwrap();
 //! assert_eq!(umami.settings().get("url").unwrap(), "http://127.0.0.1:3000");
-//! assert_eq!(umami.delivery_config(), &DeliveryConfig::default().flush_interval(Duration::from_millis(250)));
+//! assert_eq!(umami.delivery(), &DeliveryConfig::default().with_flush_interval(Duration::from_millis(250)));
 //!
 //! // Every problem is reported, each with its key path and line.
 //! let errors = Config::from_yaml_str_with_env("telemetry:\n  enabled: maybe\n  sampling:\n    rate: 2\n", |_| None)
@@ -131,10 +137,13 @@ pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub(crate) use kinds::{BuiltinKinds, CheckSettings};
 pub use sampling::{RequestsConfig, SampleKey, SamplingConfig};
 pub use settings::Settings;
+
+pub use crate::glob::validate_glob;
+pub use crate::redact::{DEFAULT_REDACT_KEYS, DEFAULT_REDACTION, RedactConfig};
+pub use crate::routing::MAX_DESTINATIONS;
 pub(crate) use settings::{describe_value, kind_of};
 
 use crate::limits::LimitsConfig;
-use crate::redact::RedactConfig;
 use yaml::{MAX_YAML_BYTES, shown};
 
 /// The whole configuration of a [`Telemetry`](crate::Telemetry) handle.
@@ -165,57 +174,57 @@ impl Default for Config {
 
 impl Config {
     /// Enables or disables all tracking. Defaults to `true`; `TELEMETRY_ENABLED` overrides it.
-    pub fn enabled(mut self, enabled: bool) -> Self {
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
         self
     }
 
     /// Logs every event with the destinations it was routed to. Defaults to `false`;
     /// `TELEMETRY_DEBUG` overrides it.
-    pub fn debug(mut self, debug: bool) -> Self {
+    pub fn with_debug(mut self, debug: bool) -> Self {
         self.debug = debug;
         self
     }
 
     /// Adds a destination (or replaces the one of the same name).
-    pub fn destination(mut self, destination: DestinationConfig) -> Self {
+    pub fn with_destination(mut self, destination: DestinationConfig) -> Self {
         self.destinations.retain(|d| d.name != destination.name);
         self.destinations.push(destination);
         self
     }
 
     /// Sets the global sampling.
-    pub fn sampling(mut self, sampling: SamplingConfig) -> Self {
+    pub fn with_sampling(mut self, sampling: SamplingConfig) -> Self {
         self.sampling = sampling;
         self
     }
 
     /// Sets the automatic per-request events.
-    pub fn requests(mut self, requests: RequestsConfig) -> Self {
+    pub fn with_requests(mut self, requests: RequestsConfig) -> Self {
         self.requests = requests;
         self
     }
 
     /// Sets which property keys are redacted. Defaults to [`RedactConfig::default`]: the
     /// default sensitive keys.
-    pub fn redact(mut self, redact: RedactConfig) -> Self {
+    pub fn with_redact(mut self, redact: RedactConfig) -> Self {
         self.redact = redact;
         self
     }
 
     /// Sets what one event may carry. Defaults to [`LimitsConfig::default`].
-    pub fn limits(mut self, limits: LimitsConfig) -> Self {
+    pub fn with_limits(mut self, limits: LimitsConfig) -> Self {
         self.limits = limits;
         self
     }
 
     /// The redaction settings.
-    pub fn redact_config(&self) -> &RedactConfig {
+    pub fn redact(&self) -> &RedactConfig {
         &self.redact
     }
 
     /// The limits.
-    pub fn limits_config(&self) -> &LimitsConfig {
+    pub fn limits(&self) -> &LimitsConfig {
         &self.limits
     }
 
@@ -235,17 +244,17 @@ impl Config {
     }
 
     /// The destination named `name`.
-    pub fn destination_config(&self, name: &str) -> Option<&DestinationConfig> {
+    pub fn destination(&self, name: &str) -> Option<&DestinationConfig> {
         self.destinations.iter().find(|d| d.name == name)
     }
 
     /// The global sampling settings.
-    pub fn sampling_config(&self) -> &SamplingConfig {
+    pub fn sampling(&self) -> &SamplingConfig {
         &self.sampling
     }
 
     /// The automatic request events settings.
-    pub fn requests_config(&self) -> &RequestsConfig {
+    pub fn requests(&self) -> &RequestsConfig {
         &self.requests
     }
 }
@@ -263,7 +272,7 @@ impl Config {
     /// environment (`env` returns `None` for an unset variable).
     ///
     /// ```
-    /// use tower_telemetry::Config;
+    /// use tower_telemetry::config::Config;
     ///
     /// let yaml = "telemetry:\n  enabled: ${ON:-false}\n";
     /// assert!(!Config::from_yaml_str_with_env(yaml, |_| None).unwrap().is_enabled());
@@ -317,7 +326,7 @@ impl Config {
     /// whose path is the variable's name, and then nothing is changed.
     ///
     /// ```
-    /// use tower_telemetry::Config;
+    /// use tower_telemetry::config::Config;
     ///
     /// let mut config = Config::default();
     /// config.apply_env_overrides(|name| (name == "TELEMETRY_ENABLED").then(|| "no".to_owned())).unwrap();
@@ -385,21 +394,14 @@ mod tests {
             "telemetry:\n  destinations:\n    a:\n      batch_size: 5\n      timeout: 2s\n    b:\n      flush_interval: 1s\n      concurrency: 2\n      queue_capacity: 9\n    c: {}\n",
         );
         let flags = |name: &str| {
-            let e = config.destination_config(name).unwrap().delivery_explicit;
+            let e = config.destination(name).unwrap().delivery_explicit;
             (e.batch_size, e.flush_interval, e.concurrency, e.timeout)
         };
         assert_eq!(flags("a"), (true, false, false, true));
         assert_eq!(flags("b"), (false, true, true, false));
         assert_eq!(flags("c"), (false, false, false, false));
-        assert_eq!(
-            config
-                .destination_config("b")
-                .unwrap()
-                .delivery
-                .queue_capacity,
-            9
-        );
-        assert_eq!(config.destination_config("c").unwrap().kind, None);
+        assert_eq!(config.destination("b").unwrap().delivery.queue_capacity, 9);
+        assert_eq!(config.destination("c").unwrap().kind, None);
     }
 
     #[test]
@@ -409,7 +411,7 @@ mod tests {
             |name| (name == "V").then(|| "12".to_owned()),
         )
         .unwrap();
-        let s = config.destination_config("m").unwrap().settings();
+        let s = config.destination("m").unwrap().settings();
         assert_eq!(s.get("${K}").unwrap(), 12);
         assert_eq!(s.get("q").unwrap(), "12");
     }
@@ -418,7 +420,7 @@ mod tests {
     fn merge_keys_give_way_to_explicit_keys() {
         let yaml = "telemetry:\n  destinations:\n    m:\n      batch_size: 5\n      <<: [{ batch_size: 3, concurrency: 2, extra: 1 }, { concurrency: 4, timeout: 9s }]\n      after: 2\n";
         let config = parse(yaml);
-        let d = config.destination_config("m").unwrap();
+        let d = config.destination("m").unwrap();
         assert_eq!(d.delivery.batch_size, 5);
         assert_eq!(d.delivery.concurrency, 2);
         assert_eq!(d.delivery.timeout, Duration::from_secs(9));
@@ -432,7 +434,7 @@ mod tests {
         let config = parse(
             "telemetry:\n  destinations:\n    umami:\n      forward:\n        a: 1\n        b:\n          c: x\n",
         );
-        let s = config.destination_config("umami").unwrap().settings();
+        let s = config.destination("umami").unwrap().settings();
         assert_eq!(s.lines.get("forward"), Some(&4));
         assert_eq!(s.lines.get("forward.a"), Some(&5));
         assert_eq!(s.lines.get("forward.b.c"), Some(&7));
@@ -445,7 +447,7 @@ mod tests {
         let config = parse(
             "telemetry:\n  destinations:\n    m:\n      a: !!str 12\n      b: !!int 12\n      c: !!map {}\n",
         );
-        let s = config.destination_config("m").unwrap().settings();
+        let s = config.destination("m").unwrap().settings();
         assert_eq!(s.get("a").unwrap(), "12");
         assert_eq!(s.get("b").unwrap(), 12);
         let err = Config::from_yaml_str_with_env("telemetry:\n  debug: !flag true\n", |_| None)

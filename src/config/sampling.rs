@@ -39,7 +39,7 @@ impl Default for SamplingConfig {
 
 impl SamplingConfig {
     /// Sampling at `rate` (0.0 to 1.0, clamped), enabled.
-    pub fn rate(rate: f64) -> Self {
+    pub fn new(rate: f64) -> Self {
         SamplingConfig {
             enabled: true,
             rate: rate.clamp(0.0, 1.0),
@@ -48,13 +48,13 @@ impl SamplingConfig {
     }
 
     /// What decisions are keyed on. Defaults to [`SampleKey::Request`].
-    pub fn key(mut self, key: SampleKey) -> Self {
+    pub fn with_key(mut self, key: SampleKey) -> Self {
         self.key = key;
         self
     }
 
     /// Globs of event names that are never sampled out (e.g. `error.*`). Defaults to none.
-    pub fn always<I, S>(mut self, globs: I) -> Self
+    pub fn with_always<I, S>(mut self, globs: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -69,23 +69,23 @@ impl SamplingConfig {
     }
 
     /// The fraction of events kept.
-    pub fn sample_rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         self.rate
     }
 
     /// The sampling key.
-    pub fn sample_key(&self) -> SampleKey {
+    pub fn key(&self) -> SampleKey {
         self.key
     }
 
     /// The globs of event names that are never sampled out.
-    pub fn always_globs(&self) -> &[String] {
+    pub fn always(&self) -> &[String] {
         &self.always
     }
 }
 
 /// Automatic per-request events (`telemetry.requests`), emitted by
-/// [`TelemetryLayer`](crate::TelemetryLayer).
+/// [`TelemetryLayer`](crate::layer::TelemetryLayer).
 #[derive(Clone, Debug)]
 pub struct RequestsConfig {
     pub(crate) enabled: bool,
@@ -113,13 +113,13 @@ impl RequestsConfig {
     }
 
     /// The event name. Defaults to `http.request`.
-    pub fn name(mut self, name: impl Into<Text>) -> Self {
+    pub fn with_name(mut self, name: impl Into<Text>) -> Self {
         self.name = name.into();
         self
     }
 
     /// Path globs that get no request event (e.g. `/health`). Defaults to none.
-    pub fn exclude<I, S>(mut self, globs: I) -> Self
+    pub fn with_exclude<I, S>(mut self, globs: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -134,12 +134,12 @@ impl RequestsConfig {
     }
 
     /// The event name.
-    pub fn event_name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The excluded path globs.
-    pub fn excluded(&self) -> &[String] {
+    pub fn exclude(&self) -> &[String] {
         &self.exclude
     }
 }

@@ -304,7 +304,7 @@ impl Check {
         }
         // The kind checks its own values now, so they are reported with the rest.
         self.errors.extend(<BuiltinKinds as CheckSettings>::check(
-            d.kind_name(),
+            d.kind(),
             &d.settings,
         ));
         Some(d)

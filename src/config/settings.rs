@@ -130,9 +130,9 @@ impl Settings {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower_telemetry::DestinationConfig;
+    /// use tower_telemetry::config::DestinationConfig;
     ///
-    /// let d = DestinationConfig::new("mine").setting("max_age", "7d").setting("wait", 1.5);
+    /// let d = DestinationConfig::new("mine").with_setting("max_age", "7d").with_setting("wait", 1.5);
     /// let s = d.settings();
     /// assert_eq!(s.duration("max_age").unwrap(), Some(Duration::from_secs(7 * 86_400)));
     /// assert_eq!(s.duration("wait").unwrap(), Some(Duration::from_millis(1500)));

@@ -17,7 +17,7 @@ use crate::event::Event;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_telemetry::{MemoryDestination, Telemetry, assert_tracked, track};
+/// use tower_telemetry::{Telemetry, assert_tracked, track, destination::MemoryDestination};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let memory = MemoryDestination::new();
@@ -143,7 +143,7 @@ impl Destination for MemoryDestination {
     }
 
     fn delivery_defaults(&self) -> DeliveryConfig {
-        DeliveryConfig::default().flush_interval(Duration::ZERO)
+        DeliveryConfig::default().with_flush_interval(Duration::ZERO)
     }
 }
 
@@ -151,7 +151,7 @@ impl Destination for MemoryDestination {
 /// these properties; on failure, lists what it did receive.
 ///
 /// ```
-/// # use tower_telemetry::{MemoryDestination, Event, Destination, props, assert_tracked};
+/// # use tower_telemetry::{Event, props, assert_tracked, destination::{MemoryDestination, Destination}};
 /// # use std::sync::Arc;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// # let memory = MemoryDestination::new();
@@ -163,7 +163,7 @@ impl Destination for MemoryDestination {
 #[macro_export]
 macro_rules! assert_tracked {
     ($memory:expr, $name:expr $(, $key:ident = $value:expr)* $(,)?) => {{
-        let memory: &$crate::MemoryDestination = &$memory;
+        let memory: &$crate::destination::MemoryDestination = &$memory;
         let subset: ::std::vec::Vec<(&str, $crate::__private::serde_json::Value)> = ::std::vec![
             $( (::core::stringify!($key), $crate::__private::serde_json::json!($value)) ),*
         ];

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use tower_telemetry::{BoxFuture, DeliveryError, Destination, Event};
+//! use tower_telemetry::{Event, destination::{BoxFuture, DeliveryError, Destination}};
 //!
 //! struct Stdout;
 //!
@@ -54,14 +54,7 @@ pub mod umami;
 
 pub use logging::LoggingDestination;
 pub use memory::MemoryDestination;
-#[cfg(feature = "nats")]
-pub use nats::{
-    EVENT_SCHEMA, EVENT_SCHEMA_VERSION, EventSchemaError, NatsAuth, NatsConfig, NatsDestination,
-    NatsStats, NatsStorage, NatsStreamConfig, NatsTls, decode_event, encode_event,
-};
 pub use registry::DestinationKind;
-#[cfg(feature = "umami")]
-pub use umami::{DistinctId, Forward, UmamiConfig, UmamiDestination, UmamiMode, UmamiStats};
 
 /// A boxed, `Send` future: what [`Destination::send`] returns, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -87,7 +80,7 @@ pub trait Destination: Send + Sync + 'static {
     /// Delivery settings used for the keys a configuration does not give. Defaults to
     /// [`DeliveryConfig::default`] with [`preferred_batch_size`](Self::preferred_batch_size).
     fn delivery_defaults(&self) -> DeliveryConfig {
-        DeliveryConfig::default().batch_size(self.preferred_batch_size())
+        DeliveryConfig::default().with_batch_size(self.preferred_batch_size())
     }
 
     /// Called once after the last batch at shutdown. Defaults to nothing.
@@ -130,7 +123,7 @@ pub enum DeliveryErrorKind {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_telemetry::{DeliveryError, DeliveryErrorKind};
+/// use tower_telemetry::{destination::{DeliveryError, DeliveryErrorKind}};
 ///
 /// let throttled = DeliveryError::retryable("429 Too Many Requests").with_retry_after(Duration::from_secs(2));
 /// assert!(throttled.is_retryable());

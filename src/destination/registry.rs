@@ -24,7 +24,7 @@ use crate::config::{ConfigError, ConfigErrorKind, DestinationConfig, Settings};
 /// ```
 /// use std::sync::Arc;
 /// use tower_telemetry::config::{ConfigError, Settings};
-/// use tower_telemetry::{BoxFuture, DeliveryError, Destination, Event, Telemetry};
+/// use tower_telemetry::{Event, Telemetry, destination::{BoxFuture, DeliveryError, Destination}};
 ///
 /// struct Webhook {
 ///     url: String,
@@ -62,7 +62,7 @@ use crate::config::{ConfigError, ConfigErrorKind, DestinationConfig, Settings};
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let config = tower_telemetry::Config::from_yaml_str(r#"
+/// let config = tower_telemetry::config::Config::from_yaml_str(r#"
 /// telemetry:
 ///   destinations:
 ///     hooks:
@@ -149,9 +149,9 @@ impl Default for Registry {
         kinds.register("logging", LoggingDestination::from_settings);
         kinds.register("memory", memory_from_settings);
         #[cfg(feature = "umami")]
-        kinds.register("umami", super::UmamiDestination::from_settings);
+        kinds.register("umami", super::umami::UmamiDestination::from_settings);
         #[cfg(feature = "nats")]
-        kinds.register("nats", super::NatsDestination::from_settings);
+        kinds.register("nats", super::nats::NatsDestination::from_settings);
         kinds
     }
 }
@@ -184,7 +184,7 @@ impl Registry {
 
     /// Builds the destination `dc` configures, from its kind's builder.
     pub(crate) fn build(&self, dc: &DestinationConfig) -> Result<Built, Vec<ConfigError>> {
-        let kind = dc.kind_name();
+        let kind = dc.kind();
         if let Some((_, builder)) = self.kinds.iter().find(|(n, _)| n == kind) {
             return builder.build(&dc.settings);
         }
@@ -253,7 +253,7 @@ mod tests {
     fn an_unknown_kind_names_every_known_one() {
         let mut kinds = Registry::default();
         kinds.register("mykind", |_: &Settings| Ok(MemoryDestination::new()));
-        let Err(errors) = kinds.build(&DestinationConfig::new("audit").kind("nope")) else {
+        let Err(errors) = kinds.build(&DestinationConfig::new("audit").with_kind("nope")) else {
             panic!("an unknown kind builds nothing");
         };
         assert_eq!(errors[0].path(), "telemetry.destinations.audit.type");

@@ -7,10 +7,10 @@
 //!
 //! - logs one warning with the counts,
 //! - calls the `on_drop` callback (see [`TelemetryBuilder::on_drop`](crate::TelemetryBuilder::on_drop)),
-//! - emits a [`DROPPED_EVENT`] event to the destinations that are healthy (no drops of their
+//! - emits a [`DropReport::EVENT_NAME`] event to the destinations that are healthy (no drops of their
 //!   own in the report, not failing, queue not full) and whose `events` globs match it.
 //!
-//! Drops of a [`DROPPED_EVENT`] event are never reported, so a report can not cause another.
+//! Drops of a [`DropReport::EVENT_NAME`] event are never reported, so a report can not cause another.
 //! [`Telemetry::shutdown`](crate::Telemetry::shutdown) reports what is left unreported at once,
 //! whatever the interval.
 
@@ -24,15 +24,15 @@ use tokio::time::Instant;
 
 use super::{Counters, Lane};
 
-/// The name of the drop report event.
-pub const DROPPED_EVENT: &str = "telemetry.dropped";
+/// The name of the drop report event ([`DropReport::EVENT_NAME`]).
+pub(crate) const DROPPED_EVENT: &str = "telemetry.dropped";
 
-/// The default least time between two drop reports of a handle.
-pub const DEFAULT_DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// The default least time between two drop reports ([`DropReport::DEFAULT_INTERVAL`]).
+pub(crate) const DEFAULT_DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Events dropped since the previous report, per destination and reason.
 ///
-/// Given to the `on_drop` callback and, as properties, carried by the [`DROPPED_EVENT`] event:
+/// Given to the `on_drop` callback and, as properties, carried by the [`DropReport::EVENT_NAME`] event:
 /// `{"total": 15, "destinations": {"umami": {"queue_full": 12, "failed": 3, "discarded": 0}}}`.
 ///
 /// ```
@@ -61,8 +61,8 @@ pub struct DestinationDrops {
     /// The destination's name.
     pub name: String,
     /// Dropped because its queue was full (the destination is slow or down): the new events
-    /// under [`Overflow::DropNewest`](crate::Overflow::DropNewest), the oldest queued ones
-    /// under [`Overflow::DropOldest`](crate::Overflow::DropOldest).
+    /// under [`Overflow::DropNewest`](crate::config::Overflow::DropNewest), the oldest queued ones
+    /// under [`Overflow::DropOldest`](crate::config::Overflow::DropOldest).
     pub queue_full: u64,
     /// Failed for good (permanent errors, the retry budget exhausted, or a panic in the
     /// destination).
@@ -79,6 +79,13 @@ impl DestinationDrops {
 }
 
 impl DropReport {
+    /// The name of the event that carries a report: `telemetry.dropped`.
+    pub const EVENT_NAME: &'static str = DROPPED_EVENT;
+
+    /// The default least time between two reports of a handle (10 s); see
+    /// [`TelemetryBuilder::drop_report_interval`](crate::TelemetryBuilder::drop_report_interval).
+    pub const DEFAULT_INTERVAL: Duration = DEFAULT_DROP_REPORT_INTERVAL;
+
     /// All drops in the report.
     pub fn total(&self) -> u64 {
         self.destinations.iter().map(DestinationDrops::total).sum()

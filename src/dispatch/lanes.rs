@@ -277,10 +277,10 @@ pub struct DestinationStats {
     /// Events delivered.
     pub delivered: u64,
     /// Events dropped because the queue was full (the new event, under
-    /// [`Overflow::DropNewest`](crate::Overflow::DropNewest)): never enqueued.
+    /// [`Overflow::DropNewest`](crate::config::Overflow::DropNewest)): never enqueued.
     pub dropped_queue_full: u64,
     /// Queued events dropped to make room for newer ones, under
-    /// [`Overflow::DropOldest`](crate::Overflow::DropOldest): counted in `enqueued` first.
+    /// [`Overflow::DropOldest`](crate::config::Overflow::DropOldest): counted in `enqueued` first.
     pub dropped_oldest: u64,
     /// Events not sent there because sampling dropped them.
     pub sampled_out: u64,
@@ -291,7 +291,7 @@ pub struct DestinationStats {
     pub discarded: u64,
     /// Retried delivery attempts.
     pub retries: u64,
-    /// [`DROPPED_EVENT`](crate::DROPPED_EVENT) reports not queued because the queue was
+    /// [`DropReport::EVENT_NAME`](crate::DropReport::EVENT_NAME) reports not queued because the queue was
     /// full (not counted as drops: a report's loss is never reported).
     pub drop_reports_lost: u64,
     /// Events accepted but not (yet) delivered, failed, discarded or dropped as the oldest:
@@ -310,7 +310,7 @@ mod tests {
         LaneSpec {
             name: name.to_owned(),
             destination: Arc::new(MemoryDestination::new()),
-            delivery: DeliveryConfig::default().queue_capacity(capacity),
+            delivery: DeliveryConfig::default().with_queue_capacity(capacity),
             view: None,
         }
     }
@@ -369,7 +369,7 @@ mod tests {
         let mut oldest = spec("oldest", 2);
         oldest.delivery = oldest
             .delivery
-            .overflow(crate::config::Overflow::DropOldest);
+            .with_overflow(crate::config::Overflow::DropOldest);
         // No worker runs here to evict: the queue takes up to twice its capacity, then
         // refuses as under drop-newest.
         let (d, _workers) = Dispatcher::new(vec![oldest], Duration::ZERO);

@@ -21,7 +21,8 @@ use crate::diag::RateLimitedWarning;
 use crate::event::Event;
 
 pub(crate) use drops::DropSignal;
-pub use drops::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT, DestinationDrops, DropReport};
+pub(crate) use drops::{DEFAULT_DROP_REPORT_INTERVAL, DROPPED_EVENT};
+pub use drops::{DestinationDrops, DropReport};
 pub use lanes::DestinationStats;
 pub(crate) use lanes::{Dispatcher, LaneSpec};
 pub(crate) use view::PropertyView;

@@ -27,7 +27,7 @@ pub const MAX_NAME_LEN: usize = 200;
 /// What an event is about, derived from the first segment of its name.
 ///
 /// `generation.started` is [`EventCategory::Generation`]; `checkout.completed` is
-/// `Custom("checkout")`. The six named categories are the seed module's.
+/// `Custom("checkout")`. The six named categories are the common product-analytics ones.
 ///
 /// ```
 /// use tower_telemetry::EventCategory;
@@ -134,7 +134,7 @@ pub enum EventKind {
     /// An event tracked by name (`track!`, `Tracker::track`, ...).
     #[default]
     Custom,
-    /// The automatic per-request event of [`TelemetryLayer`](crate::TelemetryLayer)
+    /// The automatic per-request event of [`TelemetryLayer`](crate::layer::TelemetryLayer)
     /// (`telemetry.requests`): destinations such as Umami record it as a page view.
     PageView,
 }

@@ -1,7 +1,7 @@
 //! The tower middleware: a request scope per request, so every event carries its context.
 //!
-//! [`TelemetryLayer`] is the Flask `before_request` / `after_request` pattern as a tower
-//! layer. For each request it builds a [`Context`](crate::Context) — request id, path, matched
+//! [`TelemetryLayer`] does the work of a before-request / after-request hook pair, as a
+//! tower layer. For each request it builds a [`Context`](crate::Context) — request id, path, matched
 //! route, method, host, user agent, language, referrer, the user and session from your
 //! resolvers, the client IP only if you ask — and runs the inner service inside a task-local
 //! scope holding it. The scope ends with the request's future (completed, failed, panicked or
@@ -17,7 +17,7 @@
 //! ```
 //! use axum::{Router, routing::get};
 //! use http::request::Parts;
-//! use tower_telemetry::{Telemetry, TelemetryLayer, Tracker, track};
+//! use tower_telemetry::{Telemetry, Tracker, track, layer::TelemetryLayer};
 //!
 //! async fn generate(tracker: Tracker) -> &'static str {
 //!     track!("generation.started", model = "flux-dev");          // carries the request's context

@@ -68,7 +68,7 @@ impl fmt::Debug for LayerConfig {
 ///
 /// ```
 /// use axum::{Router, routing::get};
-/// use tower_telemetry::{ClientIp, Telemetry, TelemetryLayer};
+/// use tower_telemetry::{Telemetry, layer::{ClientIp, TelemetryLayer}};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// # let telemetry = Telemetry::builder().build().unwrap();

@@ -37,10 +37,10 @@ const KEYS: &[&str] = &[
 /// use tower_telemetry::relay::RelayConfig;
 ///
 /// let config = RelayConfig::new(["nats://127.0.0.1:4222"])
-///     .stream("TELEMETRY")
-///     .durable("telemetry-relay")
-///     .ack_wait(Duration::from_secs(30))
-///     .max_deliver(20);
+///     .with_stream("TELEMETRY")
+///     .with_durable("telemetry-relay")
+///     .with_ack_wait(Duration::from_secs(30))
+///     .with_max_deliver(20);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelayConfig {
@@ -86,20 +86,20 @@ impl RelayConfig {
     }
 
     /// The stream to read (`stream:`); it must exist. Defaults to `TELEMETRY`.
-    pub fn stream(mut self, name: impl Into<String>) -> Self {
+    pub fn with_stream(mut self, name: impl Into<String>) -> Self {
         self.stream = name.into();
         self
     }
 
     /// The durable consumer's name (`durable:`); relays with the same name share the work.
     /// Created if missing. Defaults to `telemetry-relay`.
-    pub fn durable(mut self, name: impl Into<String>) -> Self {
+    pub fn with_durable(mut self, name: impl Into<String>) -> Self {
         self.durable = name.into();
         self
     }
 
     /// Only events on subjects matching this filter (`filter_subject:`). Defaults to all.
-    pub fn filter_subject(mut self, filter: impl Into<String>) -> Self {
+    pub fn with_filter_subject(mut self, filter: impl Into<String>) -> Self {
         self.filter_subject = Some(filter.into());
         self
     }
@@ -108,34 +108,34 @@ impl RelayConfig {
     /// relay (`ack_wait:`). Defaults to 30 s. A relay still working on a message (retrying a
     /// destination) tells JetStream so every third of it, so only a dead relay's messages
     /// are redelivered.
-    pub fn ack_wait(mut self, wait: Duration) -> Self {
+    pub fn with_ack_wait(mut self, wait: Duration) -> Self {
         self.ack_wait = wait;
         self
     }
 
     /// Deliveries of one message before JetStream stops redelivering it (`max_deliver:`).
     /// Defaults to 20.
-    pub fn max_deliver(mut self, n: i64) -> Self {
+    pub fn with_max_deliver(mut self, n: i64) -> Self {
         self.max_deliver = n;
         self
     }
 
     /// Messages handled together (`batch_size:`). Defaults to 256.
-    pub fn batch_size(mut self, n: usize) -> Self {
+    pub fn with_batch_size(mut self, n: usize) -> Self {
         self.batch_size = n;
         self
     }
 
     /// Messages delivered to relays and not yet acknowledged, over all relays
     /// (`max_ack_pending:`). Defaults to 16 batches.
-    pub fn max_ack_pending(mut self, n: i64) -> Self {
+    pub fn with_max_ack_pending(mut self, n: i64) -> Self {
         self.max_ack_pending = Some(n);
         self
     }
 
     /// How long event ids are remembered so that a redelivered message does not reach a
     /// destination that already has it (`dedupe_window:`). Defaults to 10 minutes.
-    pub fn dedupe_window(mut self, window: Duration) -> Self {
+    pub fn with_dedupe_window(mut self, window: Duration) -> Self {
         self.dedupe_window = window;
         self
     }
@@ -143,19 +143,19 @@ impl RelayConfig {
     /// Whether relays share what they delivered through a JetStream key-value bucket
     /// (`shared_dedupe:`), so a message redelivered to *another* relay after one died is not
     /// delivered twice either. Defaults to `true`; off, only the relay's own memory is used.
-    pub fn shared_dedupe(mut self, on: bool) -> Self {
+    pub fn with_shared_dedupe(mut self, on: bool) -> Self {
         self.shared_dedupe = on;
         self
     }
 
     /// How to authenticate. Defaults to none.
-    pub fn auth(mut self, auth: NatsAuth) -> Self {
+    pub fn with_auth(mut self, auth: NatsAuth) -> Self {
         self.connect.auth = auth;
         self
     }
 
     /// TLS settings. Defaults to [`NatsTls::default`].
-    pub fn tls(mut self, tls: NatsTls) -> Self {
+    pub fn with_tls(mut self, tls: NatsTls) -> Self {
         self.connect.tls = tls;
         self
     }
@@ -324,6 +324,79 @@ impl RelayConfig {
     pub(crate) fn ack_pending(&self) -> i64 {
         self.max_ack_pending
             .unwrap_or((self.batch_size as i64).saturating_mul(16))
+    }
+}
+
+/// Getters, named after the fields the `with_*` methods set.
+impl RelayConfig {
+    /// The server addresses.
+    pub fn servers(&self) -> &[String] {
+        &self.connect.servers
+    }
+
+    /// How to authenticate.
+    pub fn auth(&self) -> &NatsAuth {
+        &self.connect.auth
+    }
+
+    /// The TLS settings.
+    pub fn tls(&self) -> &NatsTls {
+        &self.connect.tls
+    }
+
+    /// The connection timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect.connect_timeout
+    }
+
+    /// The client name shown by the server.
+    pub fn client_name(&self) -> Option<&str> {
+        self.connect.client_name.as_deref()
+    }
+
+    /// The stream read.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The durable consumer's name.
+    pub fn durable(&self) -> &str {
+        &self.durable
+    }
+
+    /// The consumer's subject filter.
+    pub fn filter_subject(&self) -> Option<&str> {
+        self.filter_subject.as_deref()
+    }
+
+    /// How long the server waits for an acknowledgement.
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
+    }
+
+    /// The most deliveries of one message.
+    pub fn max_deliver(&self) -> i64 {
+        self.max_deliver
+    }
+
+    /// Messages fetched per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The most unacknowledged messages.
+    pub fn max_ack_pending(&self) -> Option<i64> {
+        self.max_ack_pending
+    }
+
+    /// How long event ids are remembered, so a redelivered message is not delivered twice.
+    pub fn dedupe_window(&self) -> Duration {
+        self.dedupe_window
+    }
+
+    /// Whether relays share deduplication through a key-value bucket.
+    pub fn shared_dedupe(&self) -> bool {
+        self.shared_dedupe
     }
 }
 

@@ -1,7 +1,7 @@
 //! The relay: reads events from a JetStream stream and delivers them to the other
 //! destinations — Umami, logging, your own — with the normal routing and sampling.
 //!
-//! Apps publish with the [`nats`](crate::NatsDestination) destination; one or more relays,
+//! Apps publish with the [`nats`](crate::destination::nats::NatsDestination) destination; one or more relays,
 //! anywhere, read the stream through one durable pull consumer and share the work. A message
 //! is acknowledged only after every destination its event routes to has accepted it or
 //! rejected it for good; otherwise it is redelivered (to this relay or another) after a

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{Lane, RelayError, Shared};
 use crate::config::SampleKey;
-use crate::destination::nats::decode_event;
+use crate::destination::nats::schema::decode_event;
 use crate::dispatch::PropertyView;
 use crate::dispatch::attempt::{Attempt, Items, Settle, Verdict, backoff};
 use crate::event::Event;

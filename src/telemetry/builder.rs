@@ -18,12 +18,12 @@ use crate::redact::RedactConfig;
 /// Builds a [`Telemetry`] handle: configuration plus destinations supplied in code.
 ///
 /// ```
-/// use tower_telemetry::{Config, Context, DestinationConfig, MemoryDestination, Telemetry};
+/// use tower_telemetry::{Context, Telemetry, config::{Config, DestinationConfig}, destination::MemoryDestination};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let memory = MemoryDestination::new();
 /// let telemetry = Telemetry::builder()
-///     .config(Config::default().destination(DestinationConfig::new("audit").events(["payment.*"])))
+///     .config(Config::default().with_destination(DestinationConfig::new("audit").with_events(["payment.*"])))
 ///     .destination("audit", memory.clone())
 ///     .context(Context::new().with_hostname("api.example.com").with_field("version", "1.4.2"))
 ///     .build()
@@ -83,7 +83,7 @@ impl TelemetryBuilder {
     ///
     /// ```
     /// use tower_telemetry::config::{ConfigError, Settings};
-    /// use tower_telemetry::{MemoryDestination, Telemetry};
+    /// use tower_telemetry::{Telemetry, destination::MemoryDestination};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let telemetry = Telemetry::builder()
@@ -91,7 +91,7 @@ impl TelemetryBuilder {
     ///         let errors = settings.unknown_keys(&[]);
     ///         if errors.is_empty() { Ok(MemoryDestination::new()) } else { Err(errors) }
     ///     })
-    ///     .config(tower_telemetry::Config::from_yaml_str(
+    ///     .config(tower_telemetry::config::Config::from_yaml_str(
     ///         "telemetry:\n  destinations:\n    audit:\n      type: capture\n",
     ///     ).unwrap())
     ///     .build()
@@ -121,14 +121,14 @@ impl TelemetryBuilder {
     }
 
     /// Which property keys are redacted (replaces the configuration's `redact` section).
-    /// Defaults to [`RedactConfig::default`]: the [default keys](crate::DEFAULT_REDACT_KEYS).
+    /// Defaults to [`RedactConfig::default`]: the [default keys](crate::config::DEFAULT_REDACT_KEYS).
     /// Call it after [`config`](Self::config), which replaces everything.
     ///
     /// ```
-    /// use tower_telemetry::{RedactConfig, Telemetry};
+    /// use tower_telemetry::{Telemetry, config::RedactConfig};
     ///
     /// let telemetry = Telemetry::builder()
-    ///     .redact(RedactConfig::default().keys(["email", "phone"]).replacement("***"))
+    ///     .redact(RedactConfig::default().with_keys(["email", "phone"]).with_replacement("***"))
     ///     .build()
     ///     .unwrap();
     /// ```
@@ -170,8 +170,8 @@ impl TelemetryBuilder {
     }
 
     /// The least time between two drop reports (warning, callback and
-    /// [`DROPPED_EVENT`](crate::DROPPED_EVENT) event). Defaults to
-    /// [`DEFAULT_DROP_REPORT_INTERVAL`](crate::DEFAULT_DROP_REPORT_INTERVAL) (10 s).
+    /// [`DropReport::EVENT_NAME`](crate::DropReport::EVENT_NAME) event). Defaults to
+    /// [`DropReport::DEFAULT_INTERVAL`](crate::DropReport::DEFAULT_INTERVAL) (10 s).
     pub fn drop_report_interval(mut self, interval: Duration) -> Self {
         self.drop_report_interval = interval;
         self
@@ -245,7 +245,7 @@ impl Telemetry {
         let mut config = match std::env::var("TELEMETRY_CONFIG") {
             Ok(path) => Config::from_yaml_file(path)?,
             Err(_) if Path::new("config.yaml").exists() => Config::from_yaml_file("config.yaml")?,
-            Err(_) => Config::default().destination(DestinationConfig::new("logging")),
+            Err(_) => Config::default().with_destination(DestinationConfig::new("logging")),
         };
         config.apply_env_overrides(|k| std::env::var(k).ok())?;
         Self::from_config(config)
@@ -277,14 +277,14 @@ mod tests {
         let err = Telemetry::builder()
             .config(
                 Config::default()
-                    .enabled(false)
-                    .destination(DestinationConfig::new("kafka")),
+                    .with_enabled(false)
+                    .with_destination(DestinationConfig::new("kafka")),
             )
             .build()
             .unwrap_err();
         assert_eq!(err.errors()[0].path(), "telemetry.destinations.kafka");
         let t = Telemetry::builder()
-            .config(Config::default().enabled(false))
+            .config(Config::default().with_enabled(false))
             .memory_destination("m")
             .build()
             .unwrap();

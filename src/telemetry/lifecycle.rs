@@ -26,7 +26,7 @@ impl Telemetry {
     /// queued. Calling it again (or concurrently) is safe and reports the same end state.
     ///
     /// Drops not yet reported are reported at once (see [`DropReport`](crate::DropReport)):
-    /// first those before shutdown (also as a [`DROPPED_EVENT`](crate::DROPPED_EVENT) event,
+    /// first those before shutdown (also as a [`DropReport::EVENT_NAME`](crate::DropReport::EVENT_NAME) event,
     /// to healthy destinations, before their queues close), then those during the drain
     /// (warning and `on_drop` callback only).
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {

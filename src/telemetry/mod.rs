@@ -191,8 +191,8 @@ impl Telemetry {
 
     /// A handle that tracks nothing (what free functions use when nothing is installed).
     pub fn disabled() -> Telemetry {
-        let mut config = Config::default().enabled(false);
-        config.redact = RedactConfig::default().enabled(false);
+        let mut config = Config::default().with_enabled(false);
+        config.redact = RedactConfig::default().with_enabled(false);
         let mut errors = Vec::new();
         let compiled = pipeline::compile(&config, Vec::new(), &Default::default(), &mut errors);
         debug_assert!(errors.is_empty(), "{errors:?}");
@@ -216,8 +216,8 @@ impl Telemetry {
         installed
     }
 
-    /// The global handle (the seed's `Telemetry.get_instance()`); a disabled one, with one
-    /// warning, if none was installed.
+    /// The global handle, installed with [`install_global`](Self::install_global); a disabled
+    /// one, with one warning, if none was installed.
     pub fn global() -> &'static Telemetry {
         match GLOBAL.get() {
             Some(t) => t,

@@ -14,11 +14,11 @@ pub struct Stats {
     pub rejected: u64,
     /// Events tracked after shutdown began (counted, not queued).
     pub after_shutdown: u64,
-    /// Events cut to fit the [limits](crate::LimitsConfig) (and still sent).
+    /// Events cut to fit the [limits](crate::limits::LimitsConfig) (and still sent).
     pub truncated: u64,
     /// Events rejected for being larger than the `max_event_size` limit.
     pub oversized: u64,
-    /// Property values (and context fields) replaced by [redaction](crate::RedactConfig).
+    /// Property values (and context fields) replaced by [redaction](crate::config::RedactConfig).
     pub redacted: u64,
 }
 
@@ -43,7 +43,7 @@ impl Stats {
         self.destinations.iter().map(|d| d.dropped_queue_full).sum()
     }
 
-    /// Queued events dropped for newer ones ([`Overflow::DropOldest`](crate::Overflow)),
+    /// Queued events dropped for newer ones ([`Overflow::DropOldest`](crate::config::Overflow)),
     /// over all destinations.
     pub fn dropped_oldest(&self) -> u64 {
         self.destinations.iter().map(|d| d.dropped_oldest).sum()

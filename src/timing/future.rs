@@ -130,14 +130,15 @@ pub(super) fn error_future<F: Future>(
     }
 }
 
-/// Duration, function and error tracking for any future (the seed's decorators, for `async`).
+/// Duration, function and error tracking for any future: the combinator form of
+/// `#[track_duration]`, `#[track_function]` and `#[track_error]`, for `async` code.
 ///
 /// Each wrapper is `Send` when the future is, allocates nothing of its own (event names
 /// aside, see [`DurationNames`]), and builds an event's properties only when some destination
 /// keeps it. Events carry the context of the request scope the future is polled in.
 ///
 /// ```
-/// use tower_telemetry::{TrackDurationExt, props};
+/// use tower_telemetry::{props, timing::TrackDurationExt};
 ///
 /// # async fn charge() -> Result<(), std::io::Error> { Ok(()) }
 /// # async fn run() -> Result<(), std::io::Error> {
@@ -198,7 +199,7 @@ impl<F: Future> TrackDurationExt for F {}
 /// per [`Outcome`] (or with `panic: true` when `f` panics; the panic then continues).
 ///
 /// ```
-/// let n: Result<u32, _> = tower_telemetry::track_duration("config.parse", || "42".parse());
+/// let n: Result<u32, _> = tower_telemetry::timing::track_duration("config.parse", || "42".parse());
 /// assert_eq!(n.unwrap(), 42);
 /// ```
 pub fn track_duration<O: Outcome>(prefix: impl Into<DurationNames>, f: impl FnOnce() -> O) -> O {
@@ -218,7 +219,7 @@ pub fn track_duration<O: Outcome>(prefix: impl Into<DurationNames>, f: impl FnOn
 ///
 /// ```
 /// use tower_telemetry::props;
-/// let image = tower_telemetry::track_function("generate_image", props! { "model" => "flux" }, || {
+/// let image = tower_telemetry::timing::track_function("generate_image", props! { "model" => "flux" }, || {
 ///     Ok::<_, std::io::Error>(vec![0u8; 4])
 /// });
 /// assert!(image.is_ok());
@@ -237,7 +238,7 @@ pub fn track_function<O: Outcome>(
 /// continues after it is reported (with `panic: true`).
 ///
 /// ```
-/// let r = tower_telemetry::track_error("critical_function", || "x".parse::<i32>());
+/// let r = tower_telemetry::timing::track_error("critical_function", || "x".parse::<i32>());
 /// assert!(r.is_err());
 /// ```
 pub fn track_error<O: Outcome>(name: impl Into<Text>, f: impl FnOnce() -> O) -> O {

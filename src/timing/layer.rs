@@ -19,7 +19,7 @@ use crate::text::Text;
 /// The default, [`ServerErrors`], fails on 5xx. Any `Fn(StatusCode) -> bool + Clone` works:
 ///
 /// ```
-/// use tower_telemetry::TrackDurationLayer;
+/// use tower_telemetry::timing::TrackDurationLayer;
 /// let layer = TrackDurationLayer::new("api.generate")
 ///     .failure_if(|status: http::StatusCode| status.is_server_error() || status.as_u16() == 429);
 /// ```
@@ -62,12 +62,12 @@ impl<B, E: Display, C: ClassifyStatus> Classify<Result<Response<B>, E>> for BySt
 /// `{prefix}.completed`, `{prefix}.failed` (a service error, a 5xx response, or a panic) or
 /// `{prefix}.cancelled` (the client went away), each with `duration_ms`.
 ///
-/// Events go through the current handle, so put [`TelemetryLayer`](crate::TelemetryLayer)
+/// Events go through the current handle, so put [`TelemetryLayer`](crate::layer::TelemetryLayer)
 /// outside this layer for them to carry the request's context.
 ///
 /// ```
 /// use axum::{Router, routing::post};
-/// use tower_telemetry::{Telemetry, TelemetryLayer, TrackDurationLayer};
+/// use tower_telemetry::{Telemetry, layer::TelemetryLayer, timing::TrackDurationLayer};
 ///
 /// async fn generate() -> &'static str { "ok" }
 ///

@@ -1,5 +1,6 @@
-//! Duration, function and error tracking: the seed's `@track_duration`, `@track_function` and
-//! `@track_error` decorators as future combinators, a tower layer and closure wrappers.
+//! Duration, function and error tracking: how long a call took, whether it succeeded, and what
+//! failed, as future combinators, a tower layer and closure wrappers (and, with the `macros`
+//! feature, the attributes `#[track_duration]`, `#[track_function]` and `#[track_error]`).
 //!
 //! | what | futures | closures | routes and services |
 //! |---|---|---|---|
@@ -19,7 +20,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_telemetry::{Context, Telemetry, TrackDurationExt, props};
+//! use tower_telemetry::{Context, Telemetry, props, timing::TrackDurationExt};
 //!
 //! #[derive(Debug)]
 //! struct Image;
@@ -43,7 +44,7 @@
 //!         .await;
 //!
 //!     // `error.parse_count` { error, error_type: "ParseIntError" }; the Err passes through.
-//!     let parsed = tower_telemetry::track_error("parse_count", || "x".parse::<u32>());
+//!     let parsed = tower_telemetry::timing::track_error("parse_count", || "x".parse::<u32>());
 //!     assert!(parsed.is_err());
 //! }).await;
 //!

@@ -14,7 +14,7 @@ use crate::text::Text;
 /// names once, for a prefix used over and over (the layer does this); clones share them.
 ///
 /// ```
-/// use tower_telemetry::{DurationNames, TrackDurationExt};
+/// use tower_telemetry::{timing::{DurationNames, TrackDurationExt}};
 ///
 /// # async fn generate() {}
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -119,12 +119,12 @@ impl ErrorName {
 
 // ----- extra properties -------------------------------------------------------------------------
 
-/// The extra properties of a [`track_function`](fn@crate::track_function) event: a ready [`Properties`], or a closure
+/// The extra properties of a [`track_function`](fn@crate::timing::track_function) event: a ready [`Properties`], or a closure
 /// that adds them, called only when the event is recorded (so a call whose event goes nowhere
 /// builds nothing).
 ///
 /// ```
-/// use tower_telemetry::{props, track_function};
+/// use tower_telemetry::{props, timing::track_function};
 ///
 /// let model = "flux";
 /// let a = track_function("generate_image", props! { "model" => model }, || Ok::<_, std::io::Error>(2));

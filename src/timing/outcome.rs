@@ -13,7 +13,7 @@ use crate::event::Properties;
 /// Built by [`Outcome::failure`]; nothing is formatted until an event is actually recorded.
 ///
 /// ```
-/// use tower_telemetry::Failure;
+/// use tower_telemetry::timing::Failure;
 ///
 /// let err = "x".parse::<u32>().unwrap_err();
 /// let failure = Failure::new(&err);
@@ -122,8 +122,8 @@ impl Debug for Failure<'_> {
 }
 
 /// Whether a finished call succeeded: the output of a function or future tracked with
-/// [`track_duration`](fn@crate::track_duration), [`track_function`](fn@crate::track_function)
-/// or [`track_error`](fn@crate::track_error) (and their future and attribute
+/// [`track_duration`](fn@crate::timing::track_duration), [`track_function`](fn@crate::timing::track_function)
+/// or [`track_error`](fn@crate::timing::track_error) (and their future and attribute
 /// forms).
 ///
 /// Implemented for `Result<T, E>` where `E: Display` (an `Err` fails), `()` (always succeeds),
@@ -131,7 +131,7 @@ impl Debug for Failure<'_> {
 /// `Some(Failure::...)` when a value means failure:
 ///
 /// ```
-/// use tower_telemetry::{Failure, Outcome};
+/// use tower_telemetry::{timing::{Failure, Outcome}};
 ///
 /// enum Generation { Done(Vec<u8>), Refused(String) }
 ///

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
-use tower_telemetry::{BoxFuture, DeliveryError, Destination, Event};
+use tower_telemetry::{
+    Event,
+    destination::{BoxFuture, DeliveryError, Destination},
+};
 
 /// One scripted answer of a [`Scripted`] destination.
 #[derive(Clone, Debug)]

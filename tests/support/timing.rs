@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::http::{Server, client, send};
 use http_body_util::Empty;
-use tower_telemetry::{Context, Event, MemoryDestination, Telemetry};
+use tower_telemetry::{Context, Event, Telemetry, destination::MemoryDestination};
 
 pub const WAIT: Duration = Duration::from_secs(5);
 

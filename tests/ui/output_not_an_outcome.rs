@@ -1,4 +1,4 @@
-use tower_telemetry::TrackDurationExt;
+use tower_telemetry::timing::TrackDurationExt;
 
 struct Image;
 

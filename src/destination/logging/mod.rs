@@ -2,7 +2,7 @@
 //! straight to stdout, stderr or a writer of your own.
 //!
 //! ```
-//! use tower_telemetry::{LoggingDestination, Telemetry};
+//! use tower_telemetry::{Telemetry, destination::LoggingDestination};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let rt = tokio::runtime::Runtime::new()?;
@@ -141,7 +141,7 @@ impl LoggingDestination {
     /// use std::io::Write;
     /// use std::sync::{Arc, Mutex};
     /// use std::time::Duration;
-    /// use tower_telemetry::{LoggingDestination, Telemetry, track};
+    /// use tower_telemetry::{Telemetry, track, destination::LoggingDestination};
     ///
     /// /// Collects what is written, to look at it below.
     /// #[derive(Clone, Default)]
@@ -339,7 +339,7 @@ impl Destination for LoggingDestination {
         // Lines are out within 10 ms, and under load a batch fills before its timer fires:
         // with 1 ms, 45 000 events a second made ~1 000 part-filled batches and timer
         // wake-ups a second, about 1 % of a small server's throughput.
-        DeliveryConfig::default().flush_interval(Duration::from_millis(10))
+        DeliveryConfig::default().with_flush_interval(Duration::from_millis(10))
     }
 }
 

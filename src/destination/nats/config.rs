@@ -85,28 +85,28 @@ impl Default for NatsStreamConfig {
 
 impl NatsStreamConfig {
     /// The stream's name (`name:`). Defaults to `TELEMETRY`.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
     /// Create the stream when it is missing (`create:`). Defaults to `true`; turn it off when
     /// operators manage streams and the app's credentials may not create them.
-    pub fn create(mut self, on: bool) -> Self {
+    pub fn with_create(mut self, on: bool) -> Self {
         self.create = on;
         self
     }
 
     /// Copies kept by the cluster, 1 to 5 (`replicas:`). Defaults to 1; use 3 in a cluster
     /// so an acknowledged event survives the loss of a server.
-    pub fn replicas(mut self, n: usize) -> Self {
+    pub fn with_replicas(mut self, n: usize) -> Self {
         self.replicas = n;
         self
     }
 
     /// The subjects the stream captures (`subjects:`). Defaults to the subject template up to
     /// its first placeholder, then `>`: `telemetry.events.>`.
-    pub fn subjects<I, S>(mut self, subjects: I) -> Self
+    pub fn with_subjects<I, S>(mut self, subjects: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -117,27 +117,27 @@ impl NatsStreamConfig {
 
     /// How long JetStream remembers event ids to drop re-sent events (`duplicate_window:`).
     /// Defaults to 2 minutes; it must cover the longest time an event may be retried.
-    pub fn duplicate_window(mut self, window: Duration) -> Self {
+    pub fn with_duplicate_window(mut self, window: Duration) -> Self {
         self.duplicate_window = window;
         self
     }
 
     /// Events older than this are removed (`max_age:`). Defaults to zero: kept until
     /// `max_bytes` is reached.
-    pub fn max_age(mut self, age: Duration) -> Self {
+    pub fn with_max_age(mut self, age: Duration) -> Self {
         self.max_age = age;
         self
     }
 
     /// The stream's size limit; the oldest events are removed beyond it (`max_bytes:`).
     /// Defaults to unlimited.
-    pub fn max_bytes(mut self, bytes: u64) -> Self {
+    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = Some(bytes);
         self
     }
 
     /// Where messages are stored (`storage:`). Defaults to [`NatsStorage::File`].
-    pub fn storage(mut self, storage: NatsStorage) -> Self {
+    pub fn with_storage(mut self, storage: NatsStorage) -> Self {
         self.storage = storage;
         self
     }
@@ -174,12 +174,12 @@ impl NatsStreamConfig {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_telemetry::{NatsConfig, NatsDestination, NatsStreamConfig};
+/// use tower_telemetry::{destination::nats::{NatsConfig, NatsDestination, NatsStreamConfig}};
 ///
 /// let nats = NatsDestination::new(
 ///     NatsConfig::new(["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "nats://10.0.0.3:4222"])
-///         .stream(NatsStreamConfig::default().replicas(3).max_age(Duration::from_secs(7 * 86_400)))
-///         .publish_timeout(Duration::from_secs(2)),
+///         .with_stream(NatsStreamConfig::default().with_replicas(3).with_max_age(Duration::from_secs(7 * 86_400)))
+///         .with_publish_timeout(Duration::from_secs(2)),
 /// )
 /// .unwrap();
 /// ```
@@ -222,53 +222,53 @@ impl NatsConfig {
     /// The subject of each event (`subject:`): a template where `{category}` is the event's
     /// category and `{name}` its name (dot-separated, so several tokens). Characters a subject
     /// cannot hold become `_`. Defaults to `telemetry.events.{category}`.
-    pub fn subject(mut self, template: impl Into<String>) -> Self {
+    pub fn with_subject(mut self, template: impl Into<String>) -> Self {
         self.subject = template.into();
         self
     }
 
     /// The stream (`stream:`). Defaults to [`NatsStreamConfig::default`].
-    pub fn stream(mut self, stream: NatsStreamConfig) -> Self {
+    pub fn with_stream(mut self, stream: NatsStreamConfig) -> Self {
         self.stream = stream;
         self
     }
 
     /// How to authenticate (`token:`, `user:` + `password:`, `credentials:`). Defaults to
     /// none.
-    pub fn auth(mut self, auth: NatsAuth) -> Self {
+    pub fn with_auth(mut self, auth: NatsAuth) -> Self {
         self.connect.auth = auth;
         self
     }
 
     /// TLS settings (`tls:`). Defaults to [`NatsTls::default`].
-    pub fn tls(mut self, tls: NatsTls) -> Self {
+    pub fn with_tls(mut self, tls: NatsTls) -> Self {
         self.connect.tls = tls;
         self
     }
 
     /// The longest wait for a connection (`connect_timeout:`). Defaults to 5 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect.connect_timeout = timeout;
         self
     }
 
     /// The client name the servers show in their monitoring (`client_name:`). Defaults to
     /// none.
-    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+    pub fn with_client_name(mut self, name: impl Into<String>) -> Self {
         self.connect.client_name = Some(name.into());
         self
     }
 
     /// The longest wait for a publish acknowledgement, and for stream requests
     /// (`publish_timeout:`). Defaults to 5 s.
-    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
         self.publish_timeout = timeout;
         self
     }
 
     /// Publishes awaiting their acknowledgement at once (`in_flight:`); more wait. Defaults to
     /// 1024.
-    pub fn in_flight(mut self, n: usize) -> Self {
+    pub fn with_in_flight(mut self, n: usize) -> Self {
         self.in_flight = n;
         self
     }
@@ -277,7 +277,7 @@ impl NatsConfig {
     /// responders", a timeout or a lost connection — with the same ids, so nothing is
     /// duplicated — before it reports a retryable failure to the core (`failover_wait:`).
     /// Defaults to 10 s: a stream leader election takes about 5.
-    pub fn failover_wait(mut self, wait: Duration) -> Self {
+    pub fn with_failover_wait(mut self, wait: Duration) -> Self {
         self.failover_wait = wait;
         self
     }
@@ -544,6 +544,103 @@ pub(crate) fn subjects_covered(theirs: &[String], ours: &[String]) -> bool {
             .iter()
             .any(|t| t == o || t == ">" || (t.ends_with(".>") && subject_matches(t, o)))
     })
+}
+
+/// Getters, named after the fields the `with_*` methods set.
+impl NatsStreamConfig {
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether a missing stream is created.
+    pub fn create(&self) -> bool {
+        self.create
+    }
+
+    /// The replica count.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// The stream's subjects (`None`: the subject template up to its first placeholder, then `>`).
+    pub fn subjects(&self) -> Option<&[String]> {
+        self.subjects.as_deref()
+    }
+
+    /// The duplicate window.
+    pub fn duplicate_window(&self) -> Duration {
+        self.duplicate_window
+    }
+
+    /// The longest a message is kept.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// The most bytes the stream keeps.
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.max_bytes
+    }
+
+    /// The storage kind.
+    pub fn storage(&self) -> NatsStorage {
+        self.storage
+    }
+}
+
+/// Getters, named after the fields the `with_*` methods set.
+impl NatsConfig {
+    /// The server addresses.
+    pub fn servers(&self) -> &[String] {
+        &self.connect.servers
+    }
+
+    /// How to authenticate.
+    pub fn auth(&self) -> &NatsAuth {
+        &self.connect.auth
+    }
+
+    /// The TLS settings.
+    pub fn tls(&self) -> &NatsTls {
+        &self.connect.tls
+    }
+
+    /// The connection timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect.connect_timeout
+    }
+
+    /// The client name shown by the server.
+    pub fn client_name(&self) -> Option<&str> {
+        self.connect.client_name.as_deref()
+    }
+
+    /// The subject template.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The stream settings.
+    pub fn stream(&self) -> &NatsStreamConfig {
+        &self.stream
+    }
+
+    /// The timeout of one acknowledged publish.
+    pub fn publish_timeout(&self) -> Duration {
+        self.publish_timeout
+    }
+
+    /// Publishes awaiting acknowledgement at once.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// How long one delivery attempt keeps republishing what failed before it reports a
+    /// retryable failure.
+    pub fn failover_wait(&self) -> Duration {
+        self.failover_wait
+    }
 }
 
 #[cfg(test)]

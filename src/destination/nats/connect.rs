@@ -52,21 +52,21 @@ pub struct NatsTls {
 
 impl NatsTls {
     /// Refuse to connect without TLS (`required:`). Defaults to `false`.
-    pub fn required(mut self, on: bool) -> Self {
+    pub fn with_required(mut self, on: bool) -> Self {
         self.required = on;
         self
     }
 
     /// Trust the CA certificates in this PEM file (`ca_file:`), besides the system's.
     /// Defaults to none.
-    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_file = Some(path.into());
         self
     }
 
     /// Present this client certificate and key (PEM files; `cert_file:`, `key_file:`) for
     /// mutual TLS. Defaults to none.
-    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+    pub fn with_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.client_cert = Some((cert.into(), key.into()));
         self
     }
@@ -296,12 +296,32 @@ pub(crate) fn duration(
     })
 }
 
+/// Getters, named after the fields the `with_*` methods set.
+impl NatsTls {
+    /// Whether TLS is required.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// The CA certificate file.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
+    }
+
+    /// The client certificate and key files.
+    pub fn client_cert(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        self.client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse_duration(s: &str) -> Option<Duration> {
-        let d = crate::DestinationConfig::new("nats").setting("d", s);
+        let d = crate::config::DestinationConfig::new("nats").with_setting("d", s);
         let mut errors = Vec::new();
         let parsed = duration(d.settings(), "d", &mut errors);
         assert_eq!(parsed.is_none(), errors.len() == 1, "{errors:?}");

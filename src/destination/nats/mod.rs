@@ -43,7 +43,7 @@
 //! is retried.
 //!
 //! ```no_run
-//! use tower_telemetry::{NatsConfig, NatsDestination, Telemetry};
+//! use tower_telemetry::{Telemetry, destination::nats::{NatsConfig, NatsDestination}};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let nats = NatsDestination::new(NatsConfig::new(["nats://127.0.0.1:4222"])).unwrap();
@@ -77,10 +77,7 @@ pub(crate) use config::{DEFAULT_STREAM, render_subject, subjects_covered};
 pub use config::{NatsConfig, NatsStorage, NatsStreamConfig};
 pub(crate) use connect::{CONNECT_KEYS, ConnectSettings, connect_settings_from, duration};
 pub use connect::{NatsAuth, NatsTls};
-pub(crate) use schema::SCHEMA_HEADER;
-pub use schema::{
-    EVENT_SCHEMA, EVENT_SCHEMA_VERSION, EventSchemaError, decode_event, encode_event,
-};
+pub(crate) use schema::{EVENT_SCHEMA, SCHEMA_HEADER, encode_event};
 
 use super::{BoxFuture, DeliveryError, Destination};
 use crate::config::{ConfigError, ConfigErrors, DeliveryConfig, Settings};
@@ -474,9 +471,9 @@ impl Destination for NatsDestination {
         // One attempt may republish for `failover_wait`; the core's timeout must not cut it.
         let c = &self.inner.config;
         DeliveryConfig::default()
-            .batch_size(DEFAULT_BATCH)
-            .concurrency(DEFAULT_CONCURRENCY)
-            .flush_interval(Duration::from_millis(100))
-            .timeout(c.failover_wait + c.publish_timeout * 2 + c.connect.connect_timeout)
+            .with_batch_size(DEFAULT_BATCH)
+            .with_concurrency(DEFAULT_CONCURRENCY)
+            .with_flush_interval(Duration::from_millis(100))
+            .with_timeout(c.failover_wait + c.publish_timeout * 2 + c.connect.connect_timeout)
     }
 }

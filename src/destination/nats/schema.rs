@@ -95,7 +95,7 @@ fn kind_name(kind: EventKind) -> &'static str {
 /// The event as a version 1 JSON payload (see the [`schema` module docs](crate::destination::nats::schema)).
 ///
 /// ```
-/// use tower_telemetry::{Event, decode_event, encode_event, props};
+/// use tower_telemetry::{Event, props, destination::nats::schema::{decode_event, encode_event}};
 ///
 /// let event = Event::new("user.signup", props! { "plan" => "pro" });
 /// let back = decode_event(&encode_event(&event)).unwrap();

@@ -30,7 +30,7 @@ pub(crate) const KEYS: &[&str] = &[
 
 const FORWARD_KEYS: &[&str] = &["user_agent", "language", "referrer", "ip"];
 
-/// Context fields that [`UmamiConfig::context_data`] may name, besides free-form fields.
+/// Context fields that [`UmamiConfig::with_context_data`] may name, besides free-form fields.
 const CONTEXT_FIELDS: &[&str] = &[
     "user_id",
     "session_id",
@@ -100,19 +100,19 @@ impl Forward {
     /// Umami runs its bot check on it, so requests from API clients with bare `name/version`
     /// agents (`okhttp/4.12`, `python-requests/2.32`) are discarded; turn this off if your
     /// users are such clients.
-    pub fn user_agent(mut self, on: bool) -> Self {
+    pub fn with_user_agent(mut self, on: bool) -> Self {
         self.user_agent = on;
         self
     }
 
     /// The first tag of the end user's `Accept-Language` as `language`. Defaults to `true`.
-    pub fn language(mut self, on: bool) -> Self {
+    pub fn with_language(mut self, on: bool) -> Self {
         self.language = on;
         self
     }
 
     /// The request's `Referer` as `referrer`. Defaults to `true`.
-    pub fn referrer(mut self, on: bool) -> Self {
+    pub fn with_referrer(mut self, on: bool) -> Self {
         self.referrer = on;
         self
     }
@@ -120,7 +120,7 @@ impl Forward {
     /// The end user's IP address as `ip`. Defaults to `false`: an IP address is personal data
     /// (GDPR), Umami uses it for geolocation and session hashing, and the context only has
     /// one if the layer was told how to read it. Turn it on when your privacy policy covers it.
-    pub fn ip(mut self, on: bool) -> Self {
+    pub fn with_ip(mut self, on: bool) -> Self {
         self.ip = on;
         self
     }
@@ -132,11 +132,11 @@ impl Forward {
 /// example. Validation happens in [`UmamiDestination::new`](super::UmamiDestination::new).
 ///
 /// ```
-/// use tower_telemetry::{UmamiConfig, UmamiDestination, UmamiMode};
+/// use tower_telemetry::{destination::umami::{UmamiConfig, UmamiDestination, UmamiMode}};
 ///
 /// let config = UmamiConfig::new("https://umami.example.com", "5a1d0c5e-8c6e-4a3b-9f0a-1b2c3d4e5f60")
-///     .hostname("app.example.com")
-///     .mode(UmamiMode::Auto);
+///     .with_hostname("app.example.com")
+///     .with_mode(UmamiMode::Auto);
 /// let umami = UmamiDestination::new(config).unwrap();
 /// ```
 #[derive(Clone, Debug)]
@@ -176,40 +176,40 @@ impl UmamiConfig {
 
     /// The `hostname` of every event (at most 100 characters). Defaults to the request's host
     /// from the event's context.
-    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+    pub fn with_hostname(mut self, hostname: impl Into<String>) -> Self {
         self.hostname = Some(hostname.into());
         self
     }
 
     /// The User-Agent header of the requests to Umami. Defaults to [`UmamiConfig::DEFAULT_USER_AGENT`].
     /// Umami silently discards events whose agent looks like a bot: keep it browser-like.
-    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+    pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
         self
     }
 
     /// What is forwarded about the end user. Defaults to [`Forward::default`]: User-Agent,
     /// language and referrer, not the IP address.
-    pub fn forward(mut self, forward: Forward) -> Self {
+    pub fn with_forward(mut self, forward: Forward) -> Self {
         self.forward = forward;
         self
     }
 
     /// Where Umami's `id` comes from. Defaults to [`DistinctId::UserId`].
-    pub fn distinct_id(mut self, distinct_id: DistinctId) -> Self {
+    pub fn with_distinct_id(mut self, distinct_id: DistinctId) -> Self {
         self.distinct_id = distinct_id;
         self
     }
 
     /// Which endpoint events are posted to. Defaults to [`UmamiMode::Auto`].
-    pub fn mode(mut self, mode: UmamiMode) -> Self {
+    pub fn with_mode(mut self, mode: UmamiMode) -> Self {
         self.mode = mode;
         self
     }
 
     /// Whether `url` carries the request's query string (`/search?q=shoes`). Defaults to
     /// `false`: query strings often hold tokens and personal data.
-    pub fn include_query(mut self, on: bool) -> Self {
+    pub fn with_include_query(mut self, on: bool) -> Self {
         self.include_query = on;
         self
     }
@@ -217,7 +217,7 @@ impl UmamiConfig {
     /// Context fields Umami has no field for (`session_id`, `request_id`, `route`, a free-form
     /// field, ...) to add to each event's `data`. A property of the same name wins. Defaults
     /// to none.
-    pub fn context_data<I, S>(mut self, fields: I) -> Self
+    pub fn with_context_data<I, S>(mut self, fields: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -446,6 +446,77 @@ fn parse_base_url(raw: &str) -> Result<Url, String> {
 fn endpoint(base: &Url, path: &str) -> Url {
     // `base` always ends with `/`, so joining a relative path appends to it.
     base.join(path).unwrap_or_else(|_| base.clone())
+}
+
+/// Getters, named after the fields the `with_*` methods set.
+impl Forward {
+    /// Whether the request's User-Agent is forwarded.
+    pub fn user_agent(&self) -> bool {
+        self.user_agent
+    }
+
+    /// Whether the request's language is forwarded.
+    pub fn language(&self) -> bool {
+        self.language
+    }
+
+    /// Whether the request's referrer is forwarded.
+    pub fn referrer(&self) -> bool {
+        self.referrer
+    }
+
+    /// Whether the client IP is forwarded.
+    pub fn ip(&self) -> bool {
+        self.ip
+    }
+}
+
+/// Getters, named after the fields the `with_*` methods set.
+impl UmamiConfig {
+    /// The Umami server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The website id.
+    pub fn website_id(&self) -> &str {
+        &self.website_id
+    }
+
+    /// The `hostname` of every event (`None`: the request's host from the event's context).
+    pub fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref()
+    }
+
+    /// The User-Agent header of the requests to Umami.
+    pub fn user_agent(&self) -> &str {
+        &self.user_agent
+    }
+
+    /// What is forwarded from the request.
+    pub fn forward(&self) -> Forward {
+        self.forward
+    }
+
+    /// What is sent as Umami's distinct id.
+    pub fn distinct_id(&self) -> DistinctId {
+        self.distinct_id
+    }
+
+    /// The delivery mode.
+    pub fn mode(&self) -> UmamiMode {
+        self.mode
+    }
+
+    /// Whether `url` carries the request's query string.
+    pub fn include_query(&self) -> bool {
+        self.include_query
+    }
+
+    /// The context fields added to each event's `data`.
+    pub fn context_data(&self) -> &[String] {
+        &self.context_data
+    }
 }
 
 #[cfg(test)]

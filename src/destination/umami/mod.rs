@@ -1,7 +1,7 @@
 //! The `umami` destination: events to an [Umami](https://umami.is) server over HTTP.
 //!
 //! Each event becomes an Umami event (`name`, `data` = its properties) or, for the automatic
-//! request events of [`TelemetryLayer`](crate::TelemetryLayer), a page view; the request's
+//! request events of [`TelemetryLayer`](crate::layer::TelemetryLayer), a page view; the request's
 //! path, host, language, referrer and the end user's User-Agent come from the event's context,
 //! `id` from its user id. Events are posted in batches to `/api/batch` (one request for up to
 //! `batch_size` events, several requests in flight over kept-alive connections), with a
@@ -28,13 +28,13 @@
 //! The same in code, keeping a handle for [`UmamiDestination::stats`]:
 //!
 //! ```
-//! use tower_telemetry::{Forward, Telemetry, UmamiConfig, UmamiDestination};
+//! use tower_telemetry::{Telemetry, destination::umami::{Forward, UmamiConfig, UmamiDestination}};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let umami = UmamiDestination::new(
 //!     UmamiConfig::new("http://127.0.0.1:3000", "5a1d0c5e-8c6e-4a3b-9f0a-1b2c3d4e5f60")
-//!         .forward(Forward::default().ip(false))
-//!         .context_data(["session_id"]),
+//!         .with_forward(Forward::default().with_ip(false))
+//!         .with_context_data(["session_id"]),
 //! )
 //! .unwrap();
 //! let telemetry = Telemetry::builder().destination("umami", umami.clone()).build().unwrap();
@@ -308,9 +308,9 @@ impl Destination for UmamiDestination {
 
     fn delivery_defaults(&self) -> DeliveryConfig {
         DeliveryConfig::default()
-            .batch_size(DEFAULT_BATCH_SIZE)
-            .concurrency(DEFAULT_REQUESTS_IN_FLIGHT)
-            .timeout(DEFAULT_TIMEOUT)
+            .with_batch_size(DEFAULT_BATCH_SIZE)
+            .with_concurrency(DEFAULT_REQUESTS_IN_FLIGHT)
+            .with_timeout(DEFAULT_TIMEOUT)
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

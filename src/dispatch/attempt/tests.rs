@@ -132,12 +132,12 @@ fn names(indices: &[usize]) -> Vec<String> {
 
 fn policy(max_attempts: u32) -> DeliveryConfig {
     DeliveryConfig::default()
-        .timeout(Duration::from_secs(1))
-        .retry(
+        .with_timeout(Duration::from_secs(1))
+        .with_retry(
             RetryConfig::default()
-                .max_attempts(max_attempts)
-                .initial_backoff(Duration::from_millis(100))
-                .max_backoff(Duration::from_secs(1)),
+                .with_max_attempts(max_attempts)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(1)),
         )
 }
 
@@ -386,11 +386,11 @@ async fn by_default_retries_last_the_time_budget_not_a_count() {
 #[tokio::test(start_paused = true)]
 async fn retries_stop_when_the_next_attempt_would_begin_past_the_budget() {
     let script = Script::new((0..1000).map(|_| Answer(Err(DeliveryError::retryable("down")))));
-    let policy = DeliveryConfig::default().retry(
+    let policy = DeliveryConfig::default().with_retry(
         RetryConfig::default()
-            .max_elapsed(Duration::from_secs(10))
-            .initial_backoff(Duration::from_millis(500))
-            .max_backoff(Duration::from_secs(2)),
+            .with_max_elapsed(Duration::from_secs(10))
+            .with_initial_backoff(Duration::from_millis(500))
+            .with_max_backoff(Duration::from_secs(2)),
     );
     let start = Instant::now();
     let (tally, log) = run(&script, &policy, 2).await;
@@ -407,8 +407,8 @@ async fn retries_stop_when_the_next_attempt_would_begin_past_the_budget() {
 
     // A zero budget: no retry.
     let script = Script::new([Answer(Err(DeliveryError::retryable("down")))]);
-    let policy =
-        DeliveryConfig::default().retry(RetryConfig::default().max_elapsed(Duration::ZERO));
+    let policy = DeliveryConfig::default()
+        .with_retry(RetryConfig::default().with_max_elapsed(Duration::ZERO));
     let (tally, _) = run(&script, &policy, 1).await;
     assert_eq!((tally.gave_up, tally.retries), (1, 0));
 }
