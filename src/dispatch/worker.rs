@@ -295,10 +295,17 @@ async fn deliver(
         shared,
         events: batch.len(),
     };
+    let mut count = Count {
+        shared,
+        delivered: 0,
+    };
     Attempt::new(destination, delivery)
-        .run(&batch, &mut Count { shared })
+        .run(&batch, &mut count)
         .await;
     recycle::give(batch);
+    // Counts the delivered events after the batch went back to the pool: once `flush` sees
+    // them settled, the tracking thread finds them there for its next events.
+    drop(count);
 }
 
 /// Gives a batch's room in the queue back once it settled (or, were its delivery ever to end
@@ -318,9 +325,19 @@ impl Drop for Release<'_> {
     }
 }
 
-/// Counts a batch's verdicts in its lane's counters as they come, and logs failures.
+/// Counts a batch's verdicts in its lane's counters as they come (the delivered ones once the
+/// batch settled), and logs failures.
 struct Count<'a> {
     shared: &'a LaneShared,
+    /// Delivered events, added to the counters when this is dropped: by `deliver` after it
+    /// recycled the batch, or wherever its delivery is abandoned (an aborted task).
+    delivered: usize,
+}
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        Counters::add(&self.shared.counters.delivered, self.delivered);
+    }
 }
 
 impl Settle for Count<'_> {
@@ -345,7 +362,10 @@ impl Settle for Count<'_> {
         let n = items.len();
         let reports = || reports_in(items.events());
         match verdict {
-            Verdict::Delivered => return Counters::add(&c.delivered, n),
+            Verdict::Delivered => {
+                self.delivered += n;
+                return;
+            }
             Verdict::Discarded => {
                 Counters::add(&c.discarded, n);
                 Counters::add(&c.report_discarded, reports());
