@@ -308,6 +308,53 @@ async fn a_connection_refused_for_30s_then_recovery_loses_nothing() {
     assert_baseline(&healthy, &base, 0..N).await;
 }
 
+/// Issue #20's acceptance, the same outage with a queue of 1 000: all 10 000 events are tracked
+/// while the server refuses, so the destination keeps the first 1 000 (its batches in retry
+/// included: `queue_capacity` bounds everything it holds) and drops the other 9 000, counted;
+/// after recovery exactly those 1 000 are stored, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_the_same_outage_with_a_queue_of_1000_keeps_1000_and_counts_9000_dropped() {
+    const EVERY: Duration = Duration::from_micros(500);
+    const N: u64 = 10_000;
+    let config = delivery(Duration::from_millis(200)).with_queue_capacity(1_000);
+    let server = UmamiServer::start().await;
+    server.refuse().await;
+    let mut fault = Side::new(umami(&server, UmamiMode::Auto), config).await;
+
+    drive(&mut fault, None, 0..N, EVERY).await;
+    let d = fault.stats();
+    assert_eq!((d.enqueued, d.dropped_queue_full), (1_000, 9_000), "{d:?}");
+    assert!(
+        server.events().is_empty(),
+        "nothing got through the refusal"
+    );
+    server.listen().await;
+
+    assert!(fault.telemetry.flush(WAIT).await);
+    let d = fault.stats();
+    let (p50, p99) = (
+        percentile(&fault.latencies, 0.50),
+        percentile(&fault.latencies, 0.99),
+    );
+    println!(
+        "a2. refused, queue of 1 000: app p50 {p50:?} p99 {p99:?}; delivered {} dropped {} failed {} retries {}",
+        d.delivered, d.dropped_queue_full, d.failed, d.retries
+    );
+    assert_eq!(
+        (
+            d.delivered,
+            d.failed,
+            d.discarded,
+            d.dropped_oldest,
+            d.undelivered
+        ),
+        (1_000, 0, 0, 0, 0),
+        "{d:?}"
+    );
+    assert_eq!(d.enqueued + d.dropped_queue_full, N);
+    assert_exactly_once(&server, 0..1_000);
+}
+
 // ----- b. 503 with Retry-After: 2 for 20 s -----------------------------------------------------
 
 /// Real time, the full 20 s: a `Retry-After: 2` is a floor for each wait, so every batch is
