@@ -268,7 +268,8 @@ impl Dispatcher {
 pub struct DestinationStats {
     /// The destination's name.
     pub name: String,
-    /// Events in its queue now.
+    /// Events waiting in its queue now (not those its worker took: the batch it fills and
+    /// those being sent or waiting for a retry, which also count against `queue_capacity`).
     pub queued: usize,
     /// The queue's capacity.
     pub capacity: usize,

@@ -263,8 +263,8 @@ fn draw_ids(batch: &mut [Arc<Event>]) {
     }
 }
 
-/// Moves what is queued into `batch`, up to `max` events, and gives their room in the queue
-/// back to the producers (one subtraction for all of them).
+/// Moves what is queued into `batch`, up to `max` events, counting them as taken by the worker
+/// (their room in the queue comes back when their batch settles: see `Release`).
 fn take_queued(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
     batch: &mut Vec<Arc<Event>>,
