@@ -1,7 +1,7 @@
 //! The HTTP side: posting to `/api/send` and `/api/batch`, and classifying the answers as
 //! UMAMI.md describes them.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -223,62 +223,23 @@ fn quote(body: &[u8]) -> String {
     }
 }
 
-/// A `Retry-After` value: delay-seconds, or an HTTP date (IMF-fixdate) relative to `now`.
+/// A `Retry-After` value: delay-seconds, or an HTTP date relative to `now` (a date in the past
+/// is "now"). Dates are read by `httpdate`: IMF-fixdate and the two obsolete forms RFC 9110
+/// asks recipients to accept, years 1970–9999; anything else, however large or malformed, is
+/// `None`, never a panic.
 pub(crate) fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = http_date(value)?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(at.saturating_sub(now)))
-}
-
-/// Seconds since the epoch of an IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`.
-fn http_date(s: &str) -> Option<u64> {
-    let mut parts = s.split_ascii_whitespace();
-    let _weekday = parts.next()?;
-    let day: u64 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':').map(|x| x.parse::<u64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if parts.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day as i64);
-    u64::try_from(days)
-        .ok()
-        .map(|d| d * 86_400 + h * 3600 + m * 60 + sec)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]
@@ -295,11 +256,53 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after("soon", now), None);
-        assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        let epoch = UNIX_EPOCH;
         assert_eq!(
-            http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
-            Some(951_825_600)
+            retry_after("Thu, 01 Jan 1970 00:00:10 GMT", epoch),
+            Some(Duration::from_secs(10))
         );
+        assert_eq!(
+            retry_after("Tue, 29 Feb 2000 12:00:00 GMT", epoch),
+            Some(Duration::from_secs(951_825_600))
+        );
+        // The obsolete forms RFC 9110 asks recipients to accept.
+        assert_eq!(
+            retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after("Sun Nov  6 08:49:37 1994", now),
+            Some(Duration::from_secs(7))
+        );
+    }
+
+    /// A hostile server's dates: huge years, huge numbers, garbage. None of them may panic
+    /// (a panic in the delivery task lost its batch uncounted); an unreadable one is `None`.
+    #[test]
+    fn hostile_retry_after_values_never_panic() {
+        let now = SystemTime::now();
+        for value in [
+            "Sun, 06 Nov 9223372036854775807 08:49:37 GMT",
+            "Sun, 06 Nov -9223372036854775808 08:49:37 GMT",
+            "Sun, 06 Nov 99999999999999 08:49:37 GMT",
+            "Sun, 31 Dec 9999 23:59:60 GMT",
+            "Sun, 99 Nov 1994 99:99:99 GMT",
+        ] {
+            assert_eq!(retry_after(value, now), None, "{value}");
+        }
+        assert_eq!(
+            retry_after("18446744073709551615", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_retry_after_value_is_read_without_a_panic(value in "\\PC{0,64}", secs in proptest::num::u64::ANY) {
+            let _ = retry_after(&value, UNIX_EPOCH + Duration::from_secs(secs % (1 << 40)));
+            let date = format!("Sun, 06 Nov {secs} 08:49:37 GMT");
+            let _ = retry_after(&date, SystemTime::now());
+        }
     }
 
     #[test]
