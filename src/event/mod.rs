@@ -13,6 +13,8 @@ mod time;
 
 pub(crate) use id::{hyphenated, new_event_id, new_event_id_at};
 pub use time::Rfc3339;
+#[cfg(feature = "nats")]
+pub(crate) use time::parse_rfc3339;
 pub(crate) use time::unix_millis;
 
 use crate::context::Context;

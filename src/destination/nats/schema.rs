@@ -27,8 +27,6 @@
 //! JSON objects are unordered: a decoded event's properties and free-form context fields come
 //! back sorted by key.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use serde::Serialize;
 use serde::ser::SerializeStruct;
 use uuid::Uuid;
@@ -142,7 +140,8 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, EventSchemaError> {
         .and_then(Value::as_str)
         .ok_or_else(|| field("timestamp", "is missing or not a string"))
         .and_then(|s| {
-            parse_rfc3339(s).ok_or_else(|| field("timestamp", &format!("`{s}` is not RFC 3339")))
+            crate::event::parse_rfc3339(s)
+                .ok_or_else(|| field("timestamp", &format!("`{s}` is not RFC 3339")))
         })?;
     let kind = match obj.get("kind").and_then(Value::as_str) {
         Some("page_view") => EventKind::PageView,
@@ -201,70 +200,10 @@ fn context_from_json(map: serde_json::Map<String, serde_json::Value>) -> Context
     c
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` to a time.
-fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut nanos: u64 = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        for (i, c) in frac[..digits].bytes().take(9).enumerate() {
-            nanos += u64::from(c - b'0') * 10u64.pow(8 - i as u32);
-        }
-        rest = &frac[digits..];
-    }
-    let offset_secs: i64 = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let rb = rest.as_bytes();
-            if rb.len() != 6 || !matches!(rb[0], b'+' | b'-') || rb[3] != b':' {
-                return None;
-            }
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
-            let sign = if rb[0] == b'-' { -1 } else { 1 };
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos as u32))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
     use crate::props;
 
@@ -308,16 +247,5 @@ mod tests {
             e,
             Err(EventSchemaError::Field { field: "id", .. })
         ));
-    }
-
-    #[test]
-    fn rfc3339_forms() {
-        let ms = |s| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis());
-        assert_eq!(ms("2025-11-25T12:50:35.123Z"), Some(1_764_075_035_123));
-        assert_eq!(ms("2025-11-25T13:50:35.123+01:00"), Some(1_764_075_035_123));
-        assert_eq!(ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(ms("2000-02-29T00:00:00.000Z"), Some(951_782_400_000));
-        assert_eq!(ms("2025-13-01T00:00:00Z"), None);
-        assert_eq!(ms("yesterday"), None);
     }
 }
