@@ -6,10 +6,11 @@
 //! targets. Either way a destination is built, checked and routed the same.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use crate::config::{Config, ConfigError, DeliveryConfig, DestinationConfig};
 use crate::destination::registry::{Built, Registry};
-use crate::destination::{Destination, MemoryDestination};
+use crate::destination::{Destination, DestinationKind, MemoryDestination};
 use crate::dispatch::{LaneSpec, PropertyView};
 use crate::routing::{Filter, MAX_DESTINATIONS, RouteTarget, Router, threshold};
 
@@ -21,18 +22,55 @@ pub(crate) struct Compiled {
     pub(crate) memories: HashMap<String, MemoryDestination>,
 }
 
-/// Builds every enabled destination of `config` (a `supplied` one by name, else its kind's
-/// from `kinds`), with its effective delivery settings, property view and route target.
+/// What a builder gathers in code besides the configuration: destinations supplied by name and
+/// the destination kinds registered. The same for the handle's builder and the relay's.
+#[derive(Default)]
+pub(crate) struct Sources {
+    supplied: Vec<(String, Built)>,
+    kinds: Registry,
+}
+
+impl Sources {
+    /// Supplies destination `name`; supplying a name again keeps the last.
+    pub(crate) fn supply(&mut self, name: String, destination: impl Destination) {
+        self.supplied.retain(|(n, _)| *n != name);
+        self.supplied.push((name, Built::new(destination)));
+    }
+
+    /// Registers (or replaces) destination kind `kind`.
+    pub(crate) fn register(&mut self, kind: String, builder: impl DestinationKind) {
+        self.kinds.register(kind, builder);
+    }
+}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sources")
+            .field(
+                "supplied",
+                &self.supplied.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("kinds", &self.kinds)
+            .finish()
+    }
+}
+
+/// Builds every enabled destination of `config` (a supplied one by name, else its kind's
+/// from the registered kinds), with its effective delivery settings, property view and route
+/// target.
 ///
 /// A supplied destination the configuration does not name is added, receiving every event.
 /// Every problem found is appended to `errors`, per destination in configuration order; what
 /// is returned then is incomplete and only good for more checks.
 pub(crate) fn compile(
     config: &Config,
-    mut supplied: Vec<(String, Built)>,
-    kinds: &Registry,
+    sources: Sources,
     errors: &mut Vec<ConfigError>,
 ) -> Compiled {
+    let Sources {
+        mut supplied,
+        kinds,
+    } = sources;
     let mut configs = config.destinations.clone();
     for (name, _) in &supplied {
         if !configs.iter().any(|d| d.name == *name) {
@@ -150,7 +188,11 @@ mod tests {
 
     fn compiled(config: &Config, supplied: Vec<(String, Built)>) -> (Compiled, Vec<ConfigError>) {
         let mut errors = Vec::new();
-        let c = compile(config, supplied, &Registry::default(), &mut errors);
+        let sources = Sources {
+            supplied,
+            kinds: Registry::default(),
+        };
+        let c = compile(config, sources, &mut errors);
         (c, errors)
     }
 

@@ -78,10 +78,10 @@ use tokio::sync::Notify;
 pub use config::RelayConfig;
 
 use crate::config::{Config, ConfigError, ConfigErrors, DeliveryConfig};
-use crate::destination::registry::{Built, DestinationKind, Registry};
+use crate::destination::registry::DestinationKind;
 use crate::destination::{Destination, MemoryDestination};
 use crate::dispatch::PropertyView;
-use crate::pipeline;
+use crate::pipeline::{self, Sources};
 use crate::routing::Router;
 
 /// A relay, configured and not yet started. See the [module docs](self).
@@ -129,8 +129,7 @@ impl fmt::Debug for Relay {
 pub struct RelayBuilder {
     relay: RelayConfig,
     config: Config,
-    supplied: Vec<(String, Built)>,
-    kinds: Registry,
+    sources: Sources,
 }
 
 impl fmt::Debug for RelayBuilder {
@@ -138,11 +137,7 @@ impl fmt::Debug for RelayBuilder {
         f.debug_struct("RelayBuilder")
             .field("relay", &self.relay)
             .field("config", &self.config)
-            .field(
-                "supplied",
-                &self.supplied.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field("kinds", &self.kinds)
+            .field("sources", &self.sources)
             .finish()
     }
 }
@@ -158,9 +153,7 @@ impl RelayBuilder {
     /// Supplies the implementation of destination `name`, as
     /// [`TelemetryBuilder::destination`](crate::TelemetryBuilder::destination) does.
     pub fn destination(mut self, name: impl Into<String>, destination: impl Destination) -> Self {
-        let name = name.into();
-        self.supplied.retain(|(n, _)| *n != name);
-        self.supplied.push((name, Built::new(destination)));
+        self.sources.supply(name.into(), destination);
         self
     }
 
@@ -171,7 +164,7 @@ impl RelayBuilder {
         kind: impl Into<String>,
         builder: impl DestinationKind,
     ) -> Self {
-        self.kinds.register(kind, builder);
+        self.sources.register(kind.into(), builder);
         self
     }
 
@@ -180,11 +173,10 @@ impl RelayBuilder {
         let RelayBuilder {
             relay,
             config,
-            supplied,
-            kinds,
+            sources,
         } = self;
         let mut errors = relay.validate();
-        let compiled = pipeline::compile(&config, supplied, &kinds, &mut errors);
+        let compiled = pipeline::compile(&config, sources, &mut errors);
         if compiled.lanes.is_empty() {
             errors.push(ConfigError::new(
                 "telemetry.destinations",
@@ -246,8 +238,7 @@ impl Relay {
         RelayBuilder {
             relay: config,
             config: Config::default(),
-            supplied: Vec::new(),
-            kinds: Registry::default(),
+            sources: Sources::default(),
         }
     }
 

@@ -8,11 +8,11 @@ use std::time::Duration;
 use super::{OnDrop, Telemetry};
 use crate::config::{Config, ConfigErrors, DestinationConfig};
 use crate::context::Context;
-use crate::destination::registry::{Built, DestinationKind, Registry};
+use crate::destination::registry::DestinationKind;
 use crate::destination::{Destination, MemoryDestination};
 use crate::dispatch::{DEFAULT_DROP_REPORT_INTERVAL, DropReport};
 use crate::limits::LimitsConfig;
-use crate::pipeline;
+use crate::pipeline::{self, Sources};
 use crate::redact::RedactConfig;
 
 /// Builds a [`Telemetry`] handle: configuration plus destinations supplied in code.
@@ -33,8 +33,7 @@ use crate::redact::RedactConfig;
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct TelemetryBuilder {
     config: Config,
-    supplied: Vec<(String, Built)>,
-    kinds: Registry,
+    sources: Sources,
     base: Context,
     on_drop: Option<OnDrop>,
     drop_report_interval: Duration,
@@ -44,11 +43,7 @@ impl fmt::Debug for TelemetryBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TelemetryBuilder")
             .field("config", &self.config)
-            .field(
-                "supplied",
-                &self.supplied.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field("kinds", &self.kinds)
+            .field("sources", &self.sources)
             .field("base", &self.base)
             .field("on_drop", &self.on_drop.is_some())
             .field("drop_report_interval", &self.drop_report_interval)
@@ -70,9 +65,7 @@ impl TelemetryBuilder {
     /// its kind-specific settings are not checked); otherwise it is added and receives every
     /// event. Supplying the same name twice keeps the last.
     pub fn destination(mut self, name: impl Into<String>, destination: impl Destination) -> Self {
-        let name = name.into();
-        self.supplied.retain(|(n, _)| *n != name);
-        self.supplied.push((name, Built::new(destination)));
+        self.sources.supply(name.into(), destination);
         self
     }
 
@@ -104,7 +97,7 @@ impl TelemetryBuilder {
         kind: impl Into<String>,
         builder: impl DestinationKind,
     ) -> Self {
-        self.kinds.register(kind, builder);
+        self.sources.register(kind.into(), builder);
         self
     }
 
@@ -185,14 +178,13 @@ impl TelemetryBuilder {
     pub fn build(self) -> Result<Telemetry, ConfigErrors> {
         let TelemetryBuilder {
             config,
-            supplied,
-            kinds,
+            sources,
             base,
             on_drop,
             drop_report_interval,
         } = self;
         let mut errors = Vec::new();
-        let compiled = pipeline::compile(&config, supplied, &kinds, &mut errors);
+        let compiled = pipeline::compile(&config, sources, &mut errors);
         if !errors.is_empty() {
             return Err(errors.into());
         }
@@ -211,8 +203,7 @@ impl Telemetry {
     pub fn builder() -> TelemetryBuilder {
         TelemetryBuilder {
             config: Config::default(),
-            supplied: Vec::new(),
-            kinds: Registry::default(),
+            sources: Sources::default(),
             base: Context::new(),
             on_drop: None,
             drop_report_interval: DEFAULT_DROP_REPORT_INTERVAL,

@@ -194,7 +194,7 @@ impl Telemetry {
         let mut config = Config::default().with_enabled(false);
         config.redact = RedactConfig::default().with_enabled(false);
         let mut errors = Vec::new();
-        let compiled = pipeline::compile(&config, Vec::new(), &Default::default(), &mut errors);
+        let compiled = pipeline::compile(&config, Default::default(), &mut errors);
         debug_assert!(errors.is_empty(), "{errors:?}");
         Telemetry::start(
             config,
