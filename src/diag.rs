@@ -1,6 +1,9 @@
-//! Diagnostics shared across the crate: text made safe to log, and warnings that repeat at
-//! most every few seconds.
+//! Diagnostics shared across the crate: text made safe to log ([`Escaped`], the one escape
+//! helper for every value the crate writes into its own log records; [`Quoted`] for the
+//! logging destination's `tracing` fields), URL passwords kept out of logs, errors and `Debug`
+//! ([`mask_userinfo`], [`Masked`]), and warnings that repeat at most every few seconds.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +46,111 @@ impl fmt::Display for Escaped<'_> {
             i = next;
         }
         f.write_str(&s[start..])
+    }
+}
+
+/// Displays a string as [`Escaped`] does, in double quotes (`"` and `\\` inside escaped
+/// with a backslash) when it is empty or contains a blank, `=` or a quote, so a logfmt reader
+/// cannot read part of a value as another field (`session_id="s1 user_id=admin"`).
+pub(crate) struct Quoted<'a>(pub(crate) &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        let plain = !s.is_empty()
+            && !s
+                .bytes()
+                .any(|b| matches!(b, b' ' | b'=' | b'"' | b'\'' | b'\\' | b'\t'));
+        if plain {
+            return Escaped(s).fmt(f);
+        }
+        f.write_str("\"")?;
+        let mut rest = s;
+        while let Some(i) = rest.find(['"', '\\']) {
+            Escaped(&rest[..i]).fmt(f)?;
+            f.write_str("\\")?;
+            f.write_str(&rest[i..=i])?;
+            rest = &rest[i + 1..];
+        }
+        Escaped(rest).fmt(f)?;
+        f.write_str("\"")
+    }
+}
+
+/// `text` with the userinfo of every URL in it masked: the password of `scheme://user:pass@`
+/// becomes `***` (`nats://telemetry:***@host`), and a userinfo without a password (a token,
+/// `nats://tok@host`) becomes `***` whole. A string without `://` that looks like one address
+/// (`user:pass@host:4222`, which NATS accepts) is masked the same way. Borrowed when nothing
+/// is masked.
+pub(crate) fn mask_userinfo(text: &str) -> Cow<'_, str> {
+    // Where a URL written in text ends: a blank, a quote, or the next URL.
+    fn token_end(s: &str) -> usize {
+        let end = s
+            .find(|c: char| matches!(c, '`' | '"' | '\'' | '<' | '>') || c.is_whitespace())
+            .unwrap_or(s.len());
+        s[..end].find("://").map_or(end, |next| {
+            // Back to the start of the next URL's scheme.
+            s[..next]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+                .map_or(0, |i| i + 1)
+        })
+    }
+    // Pushes `token` to `out` with its userinfo masked; whether it had one. The userinfo
+    // runs to the token's last `@`: a password with an unencoded `/`, `?`, `#` or `@` is
+    // masked whole, at the price of masking a path's `@` too.
+    fn masked(token: &str, out: &mut String) -> bool {
+        let Some(at) = token.rfind('@') else {
+            out.push_str(token);
+            return false;
+        };
+        match token[..at].split_once(':') {
+            Some((user, _)) => {
+                out.push_str(user);
+                out.push_str(":***");
+            }
+            None => out.push_str("***"),
+        }
+        out.push_str(&token[at..]);
+        true
+    }
+    if !text.contains('@') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    let mut rest = text;
+    if !text.contains("://") && !text.contains(char::is_whitespace) {
+        // One address without a scheme (`user:pass@host:4222`).
+        changed |= masked(text, &mut out);
+        rest = "";
+    }
+    while let Some(i) = rest.find("://") {
+        let start = i + 3;
+        out.push_str(&rest[..start]);
+        let end = start + token_end(&rest[start..]);
+        changed |= masked(&rest[start..end], &mut out);
+        rest = &rest[end..];
+    }
+    if !changed {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Displays a string with URL userinfo masked ([`mask_userinfo`]) and then [`Escaped`]: for
+/// addresses and for error messages that may quote one.
+pub(crate) struct Masked<'a>(pub(crate) &'a str);
+
+impl fmt::Display for Masked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Escaped(&mask_userinfo(self.0)).fmt(f)
+    }
+}
+
+impl fmt::Debug for Masked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
     }
 }
 
@@ -127,6 +235,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn quotes_values_a_logfmt_reader_would_split() {
+        assert_eq!(Quoted("s1").to_string(), "s1");
+        assert_eq!(
+            Quoted("s1 user_id=admin").to_string(),
+            "\"s1 user_id=admin\""
+        );
+        assert_eq!(Quoted("a=b").to_string(), "\"a=b\"");
+        assert_eq!(Quoted("").to_string(), "\"\"");
+        assert_eq!(
+            Quoted("say \"hi\" \\ \n").to_string(),
+            "\"say \\\"hi\\\" \\\\ \\n\""
+        );
+        assert_eq!(Quoted("x\u{1b}[2J").to_string(), "x\\u{1b}[2J");
+    }
+
+    #[test]
+    fn masks_url_userinfo() {
+        let m = |s: &str| mask_userinfo(s).into_owned();
+        assert_eq!(
+            m("nats://telemetry:pw@host:4222"),
+            "nats://telemetry:***@host:4222"
+        );
+        assert_eq!(
+            m("https://user:p%40ss@umami.example/x"),
+            "https://user:***@umami.example/x"
+        );
+        // Unencoded `/`, `#` and `@` in a password are masked with it.
+        assert_eq!(m("nats://u:a/b#c@d@host"), "nats://u:***@host");
+        assert_eq!(m("nats://tok@host"), "nats://***@host");
+        assert_eq!(m("telemetry:pw@host:4222"), "telemetry:***@host:4222");
+        assert_eq!(m("nats://h1:4222"), "nats://h1:4222");
+        assert_eq!(
+            m("cannot connect to NATS (nats://a:s1@h1, tls://b:s2@h2): timed out"),
+            "cannot connect to NATS (nats://a:***@h1, tls://b:***@h2): timed out"
+        );
+        assert_eq!(
+            m("cannot connect to NATS (nats://a:s1@h1,nats://b:s2@h2)"),
+            "cannot connect to NATS (nats://a:***@h1,nats://b:***@h2)"
+        );
+        assert_eq!(m("user@example.com wrote"), "user@example.com wrote");
+        assert!(matches!(mask_userinfo("https://h/a"), Cow::Borrowed(_)));
+        assert_eq!(Masked("nats://u:p@h\n").to_string(), "nats://u:***@h\\n");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! their real line numbers.
 
 use super::check::Check;
-use super::interpolate::interpolate_tree;
+use super::interpolate::{Substitutions, interpolate_document};
 use super::settings::to_json;
 use super::yaml::{Node, NodeValue, Typed, describe, load};
 use super::{Config, ConfigError, ConfigErrors, Settings};
@@ -14,6 +14,8 @@ pub(crate) struct Document {
     root: Option<Node>,
     /// Problems found while loading and substituting (duplicate keys, unset variables, ...).
     errors: Vec<ConfigError>,
+    /// What `${VAR}` put in, taken back out of every message.
+    substitutions: Substitutions,
 }
 
 impl Document {
@@ -25,10 +27,15 @@ impl Document {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Document, ConfigErrors> {
         let (mut root, mut errors) = load(yaml)?;
-        if let Some(root) = &mut root {
-            interpolate_tree(root, "", &env, &mut errors);
-        }
-        Ok(Document { root, errors })
+        let substitutions = match &mut root {
+            Some(root) => interpolate_document(root, &env, &mut errors),
+            None => Substitutions::default(),
+        };
+        Ok(Document {
+            root,
+            errors,
+            substitutions,
+        })
     }
 
     /// The top-level section `name` as settings whose path is `name` and whose lines are the
@@ -49,6 +56,7 @@ impl Document {
         };
         let mut settings = Settings::new(name.to_owned());
         settings.line = Some(entry.line);
+        settings.substitutions = self.substitutions.clone();
         match &entry.value.value {
             NodeValue::Map(entries) => {
                 for e in entries {
@@ -61,9 +69,8 @@ impl Document {
             NodeValue::Scalar(s) if s.broken => {}
             NodeValue::Scalar(s) if matches!(s.typed(), Typed::Null) => {}
             _ => {
-                return Err(ConfigError::new(
-                    name,
-                    Some(entry.line),
+                return Err(settings.error(
+                    "",
                     format!("expected a mapping, found {}", describe(&entry.value)),
                 ));
             }
@@ -78,8 +85,12 @@ impl Document {
         let mut check = Check {
             errors: self.errors,
         };
-        let config = check.root(self.root.as_ref(), sections);
+        let mut config = check.root(self.root.as_ref(), sections);
         let mut errors = check.errors;
+        self.substitutions.scrub_all(&mut errors);
+        for d in &mut config.destinations {
+            d.settings.substitutions = self.substitutions.clone();
+        }
         errors.sort_by_key(|e| e.line.unwrap_or(0));
         (config, errors)
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::interpolate::Substitutions;
 use super::parse::parse_long_duration;
 use super::yaml::{Node, NodeValue, Typed};
 use super::{ConfigError, ConfigErrorKind};
@@ -12,7 +13,23 @@ use super::{ConfigError, ConfigErrorKind};
 ///
 /// Destination kinds read their keys with the typed getters, which fail with a
 /// [`ConfigError`] that names the key path and the line.
-#[derive(Clone, Debug, Default)]
+///
+/// A value that came from `${VAR}` is never shown: errors built with
+/// [`error`](Self::error) and the `Debug` output show the reference (`${NATS_TOKEN}`)
+/// instead, and URL passwords are masked in `Debug`.
+///
+/// ```
+/// use tower_telemetry::config::Config;
+///
+/// let yaml = "telemetry:\n  destinations:\n    mine:\n      type: custom\n      token: ${TOKEN}\n";
+/// let config = Config::from_yaml_str_with_env(yaml, |_| Some("tok_live_1234".into())).unwrap();
+/// let settings = config.destination("mine").unwrap().settings();
+/// assert_eq!(settings.str("token").unwrap(), Some("tok_live_1234"));
+/// let e = settings.error("token", "`tok_live_1234` is revoked");
+/// assert_eq!(e.message(), "`${TOKEN}` is revoked");
+/// assert!(!format!("{settings:?}").contains("tok_live"));
+/// ```
+#[derive(Clone, Default)]
 pub struct Settings {
     pub(crate) path: String,
     /// The line of the entry itself (`umami:`), for errors about the whole destination.
@@ -21,6 +38,21 @@ pub struct Settings {
     /// The line of each key read from YAML, nested keys as `a.b`; also `type`, which is not
     /// a setting but is what an unknown kind's error points at.
     pub(crate) lines: HashMap<String, usize>,
+    /// The document's `${VAR}` values, taken out of errors and `Debug`.
+    pub(crate) substitutions: Substitutions,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values as JSON with `${VAR}` values and URL passwords taken out.
+        let values = serde_json::to_string(&self.values).unwrap_or_default();
+        let values = self.substitutions.scrub(&values);
+        f.debug_struct("Settings")
+            .field("path", &self.path)
+            .field("line", &self.line)
+            .field("values", &crate::diag::Masked(&values))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {
@@ -58,6 +90,11 @@ impl Settings {
             self.path.clone()
         } else {
             format!("{}.{key}", self.path)
+        };
+        let message = message.into();
+        let message = match self.substitutions.scrub(&message) {
+            std::borrow::Cow::Owned(scrubbed) => scrubbed,
+            std::borrow::Cow::Borrowed(_) => message,
         };
         ConfigError::new(path, self.line_of(key), message)
     }
@@ -165,6 +202,7 @@ impl Settings {
             Some(serde_json::Value::Object(map)) => {
                 let prefix = format!("{key}.");
                 Ok(Some(Settings {
+                    substitutions: self.substitutions.clone(),
                     path: format!("{}.{key}", self.path),
                     line: self.lines.get(key).copied(),
                     values: map.clone(),

@@ -35,6 +35,9 @@ pub(super) struct Scalar {
     pub(super) plain: bool,
     /// Its `${...}` substitution failed (already reported); the value is unusable.
     pub(super) broken: bool,
+    /// The text as written when it held a `${VAR}` reference: messages show this, never
+    /// the value substituted.
+    pub(super) reference: Option<Box<str>>,
 }
 
 /// A mapping entry with the line of its key.
@@ -157,11 +160,24 @@ pub(super) fn shown(s: &str) -> String {
     out
 }
 
-/// What a node is, for "found ..." in messages.
+/// What a node is, for "found ..." in messages. A value that came from `${VAR}` is shown as
+/// the reference, never as its value: "a string from `${TOKEN}`".
 pub(super) fn describe(node: &Node) -> String {
     match &node.value {
         NodeValue::Seq(_) => "a list".to_owned(),
         NodeValue::Map(_) => "a mapping".to_owned(),
+        NodeValue::Scalar(s) if s.reference.is_some() => {
+            let what = match s.typed() {
+                Typed::Null => "nothing",
+                Typed::Bool(_) => "a boolean",
+                Typed::Int(_) | Typed::Float(_) => "a number",
+                Typed::Str(_) => "a string",
+            };
+            format!(
+                "{what} from `{}`",
+                shown(s.reference.as_deref().unwrap_or_default())
+            )
+        }
         NodeValue::Scalar(s) => match s.typed() {
             Typed::Null => "nothing".to_owned(),
             Typed::Bool(_) => format!("the boolean `{}`", s.text),
@@ -377,6 +393,7 @@ impl<'a> Loader<'a> {
                     text: text.into_owned(),
                     plain,
                     broken: false,
+                    reference: None,
                 };
                 (
                     Node {
@@ -585,6 +602,7 @@ mod tests {
             text: text.to_owned(),
             plain,
             broken: false,
+            reference: None,
         }
     }
 

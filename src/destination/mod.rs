@@ -236,7 +236,12 @@ impl fmt::Display for DeliveryError {
             DeliveryErrorKind::Permanent => "permanent",
             DeliveryErrorKind::Discarded => "discarded",
         };
-        write!(f, "{kind} delivery failure: {}", self.message)?;
+        // The message may quote a server's answer or an address: escaped, passwords masked.
+        write!(
+            f,
+            "{kind} delivery failure: {}",
+            crate::diag::Masked(&self.message)
+        )?;
         if let Some(r) = self.retry_after {
             write!(f, " (retry after {r:?})")?;
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::{ConnectOptions, ServerAddr};
 
 use crate::config::{ConfigError, Settings, kind_of};
+use crate::diag::{Masked, mask_userinfo};
 
 /// The server used when none is configured.
 pub(crate) const DEFAULT_SERVER: &str = "nats://127.0.0.1:4222";
@@ -72,14 +73,51 @@ impl NatsTls {
     }
 }
 
-/// Connection settings common to the destination and the relay.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Connection settings common to the destination and the relay. Its `Debug` masks the
+/// servers' passwords (`nats://telemetry:***@host`); [`NatsAuth`]'s keeps its secrets out.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct ConnectSettings {
     pub(crate) servers: Vec<String>,
     pub(crate) auth: NatsAuth,
     pub(crate) tls: NatsTls,
     pub(crate) connect_timeout: Duration,
     pub(crate) client_name: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectSettings")
+            .field("servers", &MaskedList(&self.servers))
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("client_name", &self.client_name)
+            .finish()
+    }
+}
+
+/// Server addresses with their passwords masked, as a `Debug` list or a `, `-separated
+/// `Display`.
+pub(crate) struct MaskedList<'a>(pub(crate) &'a [String]);
+
+impl std::fmt::Debug for MaskedList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|s| Masked(s)))
+            .finish()
+    }
+}
+
+impl std::fmt::Display for MaskedList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}", Masked(s))?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for ConnectSettings {
@@ -127,7 +165,11 @@ impl ConnectSettings {
                 Ok(a) => addrs.push(a),
                 Err(e) => errors.push(error(
                     "servers",
-                    format!("item {i} `{s}` is not a NATS server address: {e}"),
+                    format!(
+                        "item {i} `{}` is not a NATS server address: {}",
+                        Masked(s),
+                        Masked(&e.to_string())
+                    ),
                 )),
             }
         }
@@ -181,10 +223,14 @@ impl ConnectSettings {
         if let Some(name) = &self.client_name {
             options = options.name(name);
         }
-        options
-            .connect(addrs)
-            .await
-            .map_err(|e| format!("cannot connect to NATS ({}): {e}", self.servers.join(", ")))
+        options.connect(addrs).await.map_err(|e| {
+            let e = e.to_string();
+            format!(
+                "cannot connect to NATS ({}): {}",
+                MaskedList(&self.servers),
+                mask_userinfo(&e)
+            )
+        })
     }
 }
 

@@ -220,7 +220,7 @@ impl Inner {
                     tracing::error!(
                         target: "tower_telemetry",
                         destination = "nats",
-                        error = %e.message(),
+                        error = %crate::diag::Masked(e.message()),
                         "the NATS stream is not usable; events to it fail until the configuration or the stream is fixed"
                     );
                 }
@@ -446,7 +446,10 @@ fn check_stream(
 impl fmt::Debug for NatsDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsDestination")
-            .field("servers", &self.inner.config.connect.servers)
+            .field(
+                "servers",
+                &connect::MaskedList(&self.inner.config.connect.servers),
+            )
             .field("stream", &self.inner.config.stream.name)
             .field("subject", &self.inner.config.subject)
             .field("stats", &self.stats())

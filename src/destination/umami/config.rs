@@ -1,11 +1,14 @@
 //! The `umami` destination's settings: what the YAML keys mean, their defaults, and their
 //! validation.
 
+use std::fmt;
+
 use reqwest::Url;
 use uuid::Uuid;
 
 use super::payload::{MAX_HOSTNAME, js_len};
 use crate::config::{ConfigError, ConfigErrorKind, Settings};
+use crate::diag::Masked;
 
 /// The User-Agent sent when none is configured: browser-like, so Umami's bot check (the
 /// `isbot` library) keeps the events, and honest about what sends them.
@@ -139,7 +142,9 @@ impl Forward {
 ///     .with_mode(UmamiMode::Auto);
 /// let umami = UmamiDestination::new(config).unwrap();
 /// ```
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` masks the URL's password (`https://user:***@umami.example`).
+#[derive(Clone)]
 pub struct UmamiConfig {
     pub(crate) url: String,
     pub(crate) website_id: String,
@@ -150,6 +155,22 @@ pub struct UmamiConfig {
     pub(crate) mode: UmamiMode,
     pub(crate) include_query: bool,
     pub(crate) context_data: Vec<String>,
+}
+
+impl fmt::Debug for UmamiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UmamiConfig")
+            .field("url", &Masked(&self.url))
+            .field("website_id", &Masked(&self.website_id))
+            .field("hostname", &self.hostname)
+            .field("user_agent", &self.user_agent)
+            .field("forward", &self.forward)
+            .field("distinct_id", &self.distinct_id)
+            .field("mode", &self.mode)
+            .field("include_query", &self.include_query)
+            .field("context_data", &self.context_data)
+            .finish()
+    }
 }
 
 impl UmamiConfig {
@@ -335,12 +356,23 @@ impl UmamiConfig {
 }
 
 /// A validated configuration: what the destination runs with.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Validated {
     pub(crate) send_url: Url,
     pub(crate) batch_url: Url,
     pub(crate) website_id: Uuid,
     pub(crate) user_agent: reqwest::header::HeaderValue,
+}
+
+impl fmt::Debug for Validated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Validated")
+            .field("send_url", &Masked(self.send_url.as_str()))
+            .field("batch_url", &Masked(self.batch_url.as_str()))
+            .field("website_id", &self.website_id)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
 }
 
 impl UmamiConfig {
@@ -370,7 +402,7 @@ impl UmamiConfig {
             Err(e) => {
                 errors.push(error(
                     "website_id",
-                    format!("`{}` is not a UUID: {e}", self.website_id),
+                    format!("`{}` is not a UUID: {e}", Masked(&self.website_id)),
                 ));
                 None
             }
@@ -420,17 +452,19 @@ pub(crate) fn is_known_context_field(field: &str) -> bool {
 /// The server's base URL: http(s), a host, no query or fragment; a pasted `/api/send` or
 /// `/api/batch` endpoint is reduced to its base.
 fn parse_base_url(raw: &str) -> Result<Url, String> {
+    // Messages show the URL with its password masked.
     let raw = raw.trim();
-    let mut url = Url::parse(raw).map_err(|e| format!("`{raw}` is not a valid URL: {e}"))?;
+    let shown = Masked(raw);
+    let mut url = Url::parse(raw).map_err(|e| format!("`{shown}` is not a valid URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`{raw}` must start with http:// or https://"));
+        return Err(format!("`{shown}` must start with http:// or https://"));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("`{raw}` has no host"));
+        return Err(format!("`{shown}` has no host"));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
-            "`{raw}` must not have a query or fragment; give the server's base URL"
+            "`{shown}` must not have a query or fragment; give the server's base URL"
         ));
     }
     let path = url.path().trim_end_matches('/');

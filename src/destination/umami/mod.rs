@@ -71,6 +71,7 @@ use super::{BoxFuture, DeliveryError, Destination};
 use crate::config::{
     ConfigError, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, DeliveryConfig, Settings,
 };
+use crate::diag::{Escaped, Masked};
 use crate::event::Event;
 use client::Client;
 use payload::{Changes, Mapping};
@@ -258,7 +259,7 @@ impl Inner {
                 tracing::warn!(
                     target: "tower_telemetry",
                     destination = "umami",
-                    user_agent = %user_agent,
+                    user_agent = %Escaped(user_agent),
                     "Umami discarded events as bot traffic (answer {{\"beep\":\"boop\"}}) because of the configured \
                      user_agent; set `user_agent` to a browser-like value such as `{DEFAULT_USER_AGENT}` \
                      (or remove it to get that default)"
@@ -267,7 +268,7 @@ impl Inner {
                 tracing::warn!(
                     target: "tower_telemetry",
                     destination = "umami",
-                    user_agent = %user_agent,
+                    user_agent = %Escaped(user_agent),
                     "Umami discarded events as bot traffic (answer {{\"beep\":\"boop\"}}) because of the end user's \
                      forwarded User-Agent; that is Umami's design for bots, but if these are API clients you \
                      want counted, set `forward.user_agent: false`"
@@ -285,8 +286,8 @@ impl Inner {
 impl fmt::Debug for UmamiDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UmamiDestination")
-            .field("url", &self.inner.config.url)
-            .field("website_id", &self.inner.config.website_id)
+            .field("url", &Masked(&self.inner.config.url))
+            .field("website_id", &Masked(&self.inner.config.website_id))
             .field("mode", &self.inner.mode)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
