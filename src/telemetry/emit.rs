@@ -317,7 +317,7 @@ impl Telemetry {
             tracing::warn!(
                 target: "tower_telemetry",
                 event = %crate::diag::Escaped(&shown),
-                reason = %why,
+                reason = %crate::diag::Escaped(why),
                 rejected = n,
                 "telemetry event rejected"
             );
@@ -333,7 +333,7 @@ impl Telemetry {
         tracing::info!(
             target: "tower_telemetry::debug",
             event = %crate::diag::Escaped(event.name()),
-            properties = %serde_json::to_string(event.properties()).unwrap_or_default(),
+            properties = %crate::diag::Escaped(&serde_json::to_string(event.properties()).unwrap_or_default()),
             destinations = ?to,
             "telemetry event"
         );

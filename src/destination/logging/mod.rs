@@ -29,7 +29,7 @@ use super::{BoxFuture, DeliveryError, Destination};
 use crate::config::{
     BuiltinKinds, CheckSettings, ConfigError, DeliveryConfig, Settings, describe_value,
 };
-use crate::diag::Escaped;
+use crate::diag::Quoted;
 use crate::event::Event;
 
 mod lines;
@@ -84,7 +84,10 @@ use lines::JsonLines;
 ///
 /// Either way an event cannot forge log lines or drive a terminal: control characters (C0,
 /// DEL, C1 such as the one-byte CSI), Unicode line separators and bidirectional overrides in
-/// names and values are escaped (`\u2028` in JSON lines).
+/// names and values are escaped (`\u2028` in JSON lines). In `tracing` records a value that is
+/// empty or holds a blank, `=` or a quote (the properties' JSON, always) is written in double
+/// quotes with `"` and `\` escaped, so `session_id = "s1 user_id=admin"` reads as one field
+/// to logfmt readers: `session_id="s1 user_id=admin"`.
 ///
 /// # Configuration
 ///
@@ -273,8 +276,8 @@ pub(crate) fn parse_level(s: &str) -> Option<tracing::Level> {
 }
 
 /// An optional context field: absent fields are left out of the log record.
-fn opt(s: Option<&str>) -> Option<tracing::field::DisplayValue<Escaped<'_>>> {
-    s.map(|s| tracing::field::display(Escaped(s)))
+fn opt(s: Option<&str>) -> Option<tracing::field::DisplayValue<Quoted<'_>>> {
+    s.map(|s| tracing::field::display(Quoted(s)))
 }
 
 macro_rules! log_at {
@@ -297,13 +300,13 @@ impl LoggingDestination {
         if serde_json::to_writer(&mut *json, e.properties()).is_err() {
             json.clear();
         }
-        let properties = Escaped(std::str::from_utf8(json).unwrap_or_default());
+        let properties = Quoted(std::str::from_utf8(json).unwrap_or_default());
         let ctx = e.context();
         log_at!(
             self.level,
             target: "tower_telemetry",
-            event = %Escaped(e.name()),
-            category = %Escaped(e.category().as_str()),
+            event = %Quoted(e.name()),
+            category = %Quoted(e.category().as_str()),
             event_id = %e.id(),
             properties = %properties,
             user_id = opt(ctx.user_id()),
