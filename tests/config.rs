@@ -787,7 +787,11 @@ fn an_interpolated_value_is_typed_after_substitution() {
     );
     let err = Config::from_yaml_str_with_env(yaml, env(&[("ON", "sometimes")])).unwrap_err();
     assert_eq!(err.errors()[0].path(), "telemetry.enabled");
-    assert!(err.errors()[0].message().contains("`sometimes`"));
+    // The value came from the environment: the message shows the reference, never the value
+    // (issue #21: `${VAR}`s carry secrets).
+    let message = err.errors()[0].message();
+    assert!(message.contains("a string from `${ON}`"), "{message}");
+    assert!(!message.contains("sometimes"), "{message}");
 }
 
 #[test]

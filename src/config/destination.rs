@@ -3,7 +3,9 @@
 use super::{DeliveryConfig, Settings};
 
 /// One destination's configuration (`telemetry.destinations.<name>`).
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` shows values that came from `${VAR}` as the reference (see [`Settings`]).
+#[derive(Clone)]
 pub struct DestinationConfig {
     pub(crate) name: String,
     pub(crate) kind: Option<String>,
@@ -16,6 +18,34 @@ pub struct DestinationConfig {
     pub(crate) settings: Settings,
     pub(crate) allow_properties: Option<Vec<String>>,
     pub(crate) drop_properties: Vec<String>,
+}
+
+impl std::fmt::Debug for DestinationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `type:` and the globs may come from `${VAR}` too.
+        let scrubbed = |v: &dyn std::fmt::Debug| {
+            let text = format!("{v:?}");
+            self.settings.substitutions.scrub(&text).into_owned()
+        };
+        f.debug_struct("DestinationConfig")
+            .field("name", &self.name)
+            .field("kind", &format_args!("{}", scrubbed(&self.kind)))
+            .field("enabled", &self.enabled)
+            .field("events", &format_args!("{}", scrubbed(&self.events)))
+            .field("sample_rate", &self.sample_rate)
+            .field("delivery", &self.delivery)
+            .field("delivery_explicit", &self.delivery_explicit)
+            .field("settings", &self.settings)
+            .field(
+                "allow_properties",
+                &format_args!("{}", scrubbed(&self.allow_properties)),
+            )
+            .field(
+                "drop_properties",
+                &format_args!("{}", scrubbed(&self.drop_properties)),
+            )
+            .finish()
+    }
 }
 
 /// Which delivery keys a config gave explicitly.

@@ -160,9 +160,28 @@ impl ConnectSettings {
                 "is empty; give at least one server, e.g. nats://127.0.0.1:4222".into(),
             ));
         }
+        let mut url_auth = None;
         for (i, s) in self.servers.iter().enumerate() {
-            match ServerAddr::from_str(s.trim()) {
-                Ok(a) => addrs.push(a),
+            match ServerAddr::from_str(s.trim()).map(without_userinfo) {
+                Ok(Ok((a, auth))) => {
+                    addrs.push(a);
+                    match (auth, &url_auth) {
+                        (None, _) => {}
+                        (Some(auth), None) => url_auth = Some(auth),
+                        (Some(auth), Some(first)) if auth == *first => {}
+                        (Some(_), Some(_)) => errors.push(error(
+                            "servers",
+                            format!(
+                                "item {i} `{}` has other credentials than an earlier one; \
+                                 one set is used for every server",
+                                Masked(s)
+                            ),
+                        )),
+                    }
+                }
+                Ok(Err(e)) => {
+                    errors.push(error("servers", format!("item {i} `{}` {e}", Masked(s))))
+                }
                 Err(e) => errors.push(error(
                     "servers",
                     format!(
@@ -172,6 +191,14 @@ impl ConnectSettings {
                     ),
                 )),
             }
+        }
+        if url_auth.is_some() && self.auth != NatsAuth::None {
+            errors.push(error(
+                "servers",
+                "carry credentials (`user:password@`) and so do `token`, `user` or \
+                 `credentials`; give them once"
+                    .into(),
+            ));
         }
         match &self.auth {
             NatsAuth::Token(t) if t.is_empty() => errors.push(error(
@@ -193,9 +220,23 @@ impl ConnectSettings {
         }
     }
 
-    /// Connects (the client then reconnects by itself for as long as it lives).
+    /// The credentials the servers' addresses carry (`nats://user:password@host`), if any.
+    fn url_auth(&self) -> Option<NatsAuth> {
+        self.servers.iter().find_map(|s| {
+            let addr = ServerAddr::from_str(s.trim()).ok()?;
+            without_userinfo(addr).ok()?.1
+        })
+    }
+
+    /// Connects (the client then reconnects by itself for as long as it lives) to `addrs`,
+    /// from [`validate`](Self::validate): without userinfo, whose credentials go in the
+    /// options instead.
     pub(crate) async fn connect(&self, addrs: &[ServerAddr]) -> Result<async_nats::Client, String> {
-        let mut options = match &self.auth {
+        let url_auth = match self.auth {
+            NatsAuth::None => self.url_auth(),
+            _ => None,
+        };
+        let mut options = match url_auth.as_ref().unwrap_or(&self.auth) {
             NatsAuth::None => ConnectOptions::new(),
             NatsAuth::Token(t) => ConnectOptions::with_token(t.clone()),
             NatsAuth::UserPassword(u, p) => {
@@ -232,6 +273,48 @@ impl ConnectSettings {
             )
         })
     }
+}
+
+/// `addr` without its userinfo, and the credentials that stood for: a password makes a user
+/// and password, a user alone a token. async-nats authenticates with its options only (it
+/// would ignore them) and logs addresses whole at DEBUG (it would print the password).
+fn without_userinfo(addr: ServerAddr) -> Result<(ServerAddr, Option<NatsAuth>), String> {
+    let Some(user) = addr.username().map(percent_decoded) else {
+        return Ok((addr, None));
+    };
+    let auth = match addr.password() {
+        Some(password) => NatsAuth::UserPassword(user, percent_decoded(password)),
+        None => NatsAuth::Token(user),
+    };
+    let mut url = addr.into_inner();
+    let cleared = url.set_password(None).is_ok() && url.set_username("").is_ok();
+    let addr = ServerAddr::from_url(url).ok().filter(|_| cleared);
+    addr.map(|a| (a, Some(auth)))
+        .ok_or_else(|| "cannot be used without its credentials".to_owned())
+}
+
+/// `%XX` escapes decoded (a URL's userinfo comes percent-encoded); a malformed or non-UTF-8
+/// escape is kept as written.
+fn percent_decoded(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
 }
 
 /// Reads the connection keys of a `nats` destination or a relay, collecting errors.
@@ -372,6 +455,46 @@ mod tests {
         let parsed = duration(d.settings(), "d", &mut errors);
         assert_eq!(parsed.is_none(), errors.len() == 1, "{errors:?}");
         parsed
+    }
+
+    #[test]
+    fn userinfo_becomes_the_credentials_and_leaves_the_address() {
+        let split = |s: &str| without_userinfo(ServerAddr::from_str(s).unwrap()).unwrap();
+        let (addr, auth) = split("nats://telemetry:p%40ss%2Fw@127.0.0.1:4222");
+        assert_eq!(addr.into_inner().as_str(), "nats://127.0.0.1:4222");
+        assert_eq!(
+            auth,
+            Some(NatsAuth::UserPassword("telemetry".into(), "p@ss/w".into()))
+        );
+        let (addr, auth) = split("tls://tok3n@h:4443");
+        assert_eq!(addr.into_inner().as_str(), "tls://h:4443");
+        assert_eq!(auth, Some(NatsAuth::Token("tok3n".into())));
+        assert_eq!(split("nats://h:4222").1, None);
+        assert_eq!(percent_decoded("a%2"), "a%2");
+        assert_eq!(percent_decoded("%ff"), "%ff");
+
+        let settings = ConnectSettings {
+            servers: vec!["nats://u:a@h1".into(), "nats://u:b@h2".into()],
+            ..ConnectSettings::default()
+        };
+        let errors = settings
+            .validate(&|k, m| ConfigError::new(k, None, m))
+            .unwrap_err();
+        assert!(
+            errors[0].message().contains("other credentials"),
+            "{errors:?}"
+        );
+        assert!(!errors[0].message().contains(":b@"), "{errors:?}");
+        let settings = ConnectSettings {
+            servers: vec!["nats://u:a@h1".into()],
+            auth: NatsAuth::Token("t".into()),
+            ..ConnectSettings::default()
+        };
+        assert!(
+            settings
+                .validate(&|k, m| ConfigError::new(k, None, m))
+                .is_err()
+        );
     }
 
     #[test]
