@@ -306,3 +306,53 @@ async fn umami_down_with_userinfo_logs_no_password() {
     assert_clean("the logs", &text);
     assert_clean("the report", &format!("{report} {report:?} {umami:?}"));
 }
+
+#[tokio::test]
+async fn a_password_in_the_server_url_logs_in_and_is_never_logged() {
+    let logs = Logs::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::TRACE));
+    let bin = support::nats_server::binary();
+    let server = support::nats_server::NatsServer::start_with(
+        &bin,
+        &["--user", "telemetry", "--pass", SECRET],
+    )
+    .await;
+    let url = server
+        .url()
+        .replace("nats://", &format!("nats://telemetry:{SECRET}@"));
+    let nats = NatsDestination::new(NatsConfig::new([url])).unwrap();
+    let t = Telemetry::builder()
+        .config(
+            Config::default()
+                .with_destination(DestinationConfig::new("nats").with_delivery(fast())),
+        )
+        .destination("nats", nats.clone())
+        .build()
+        .unwrap();
+    for seq in 0..3u64 {
+        track!(&t => "user.clicked", seq = seq);
+    }
+    let report = t.shutdown(Duration::from_secs(20)).await;
+    let d = report.destination("nats").unwrap();
+    assert_eq!(d.delivered, 3, "the URL's credentials logged in: {d:?}");
+    accounted(d);
+    assert_clean("the logs", &logs.text());
+    // The wrong password is refused: the credentials are really used.
+    let wrong = server.url().replace("nats://", "nats://telemetry:wrong@");
+    let nats =
+        NatsDestination::new(NatsConfig::new([wrong]).with_connect_timeout(Duration::from_secs(2)))
+            .unwrap();
+    let t = Telemetry::builder()
+        .config(
+            Config::default()
+                .with_destination(DestinationConfig::new("nats").with_delivery(fast())),
+        )
+        .destination("nats", nats)
+        .build()
+        .unwrap();
+    track!(&t => "user.clicked");
+    let report = t.shutdown(Duration::from_secs(20)).await;
+    let d = report.destination("nats").unwrap();
+    assert_eq!((d.delivered, d.failed), (0, 1), "{d:?}");
+    assert_clean("the logs", &logs.text());
+}

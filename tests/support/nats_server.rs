@@ -169,9 +169,14 @@ pub struct NatsServer {
 impl NatsServer {
     /// A single node, ready.
     pub async fn start(bin: &Path) -> NatsServer {
+        Self::start_with(bin, &[]).await
+    }
+
+    /// A single node, ready, started with `extra` arguments too (`--user`, `--pass`, ...).
+    pub async fn start_with(bin: &Path, extra: &[&str]) -> NatsServer {
         let mut attempt = 1;
         loop {
-            let mut s = Self::spawn(bin, "n1", free_port(), free_port(), None);
+            let mut s = Self::spawn_with(bin, "n1", free_port(), free_port(), None, extra);
             match s.ready(READY_TIMEOUT).await {
                 Ok(()) => return s,
                 Err(e) if attempt < START_ATTEMPTS => {
@@ -189,6 +194,17 @@ impl NatsServer {
         port: u16,
         monitor_port: u16,
         cluster: Option<(u16, &[u16], &str)>,
+    ) -> NatsServer {
+        Self::spawn_with(bin, name, port, monitor_port, cluster, &[])
+    }
+
+    fn spawn_with(
+        bin: &Path,
+        name: &str,
+        port: u16,
+        monitor_port: u16,
+        cluster: Option<(u16, &[u16], &str)>,
+        extra: &[&str],
     ) -> NatsServer {
         let store = TempDir::new(&format!("nats-{name}"));
         let mut args: Vec<String> = vec![
@@ -221,6 +237,7 @@ impl NatsServer {
                 routes.join(","),
             ]);
         }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut s = NatsServer {
             name: name.to_owned(),
             port,
