@@ -143,19 +143,13 @@ pub(super) fn or_root(path: &str) -> String {
     }
 }
 
-/// A value for a message: at most 60 characters, control characters escaped.
+/// A value for a message: at most 60 characters, escaped as log records are
+/// ([`Escaped`](crate::diag::Escaped): controls, line separators, bidi overrides).
 pub(super) fn shown(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == 60 {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+    let cut = s.char_indices().nth(60).map_or(s.len(), |(i, _)| i);
+    let mut out = crate::diag::Escaped(&s[..cut]).to_string();
+    if cut < s.len() {
+        out.push('…');
     }
     out
 }
