@@ -330,3 +330,86 @@ impl Destination for UmamiDestination {
         Box::pin(async {})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+    use reqwest::StatusCode;
+    use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
+
+    use super::client::{classify, retry_after};
+
+    /// `Retry-After` values a hostile or broken server may send: seconds of any length, the
+    /// three date forms with any fields (years far past 9999), and anything printable.
+    fn retry_after_value() -> impl Strategy<Value = String> {
+        let day = prop_oneof![Just("Sun"), Just("Mon"), Just("Sunday"), Just("Xyz")];
+        let month = prop_oneof![Just("Nov"), Just("Feb"), Just("Dec"), Just("Foo")];
+        prop_oneof![
+            "[0-9]{1,40}",
+            "-[0-9]{1,20}",
+            (
+                day.clone(),
+                0u64..100,
+                month.clone(),
+                any::<u64>(),
+                0u32..100,
+                0u32..100,
+                0u32..100
+            )
+                .prop_map(|(d, dd, m, y, h, mi, s)| format!(
+                    "{d}, {dd:02} {m} {y} {h:02}:{mi:02}:{s:02} GMT"
+                )),
+            (
+                day.clone(),
+                0u64..100,
+                month.clone(),
+                any::<u64>(),
+                0u32..100
+            )
+                .prop_map(|(d, dd, m, y, h)| format!("{d}, {dd:02}-{m}-{y} {h:02}:49:37 GMT")),
+            (day, month, 0u64..100, any::<i64>())
+                .prop_map(|(d, m, dd, y)| format!("{d} {m} {dd:2} 08:49:37 {y}")),
+            "[ -~]{0,64}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any status with any `Retry-After` and `Location` gets a verdict without a panic:
+        /// retryable exactly for 408, 429 and 5xx, and a wait only on a retryable one.
+        #[test]
+        fn any_answer_is_classified(
+            status in 100u16..1000,
+            after in retry_after_value(),
+            location in "[ -~]{0,40}",
+            body in "\\PC{0,80}",
+            secs in 0u64..(1 << 40),
+        ) {
+            let status = StatusCode::from_u16(status).unwrap();
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(&after).unwrap());
+            headers.insert(LOCATION, HeaderValue::from_str(&location).unwrap());
+            let e = classify(status, &headers, "/api/send", &body);
+            let retryable = status == StatusCode::REQUEST_TIMEOUT
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status.is_server_error();
+            prop_assert_eq!(e.is_retryable(), retryable);
+            if !retryable {
+                prop_assert_eq!(e.retry_after(), None);
+            }
+            // Any clock: the epoch, now, far ahead.
+            for now in [UNIX_EPOCH, SystemTime::now(), UNIX_EPOCH + Duration::from_secs(secs)] {
+                if let Some(wait) = retry_after(&after, now) {
+                    // Seconds are taken as given; a date is never further than from the epoch.
+                    match after.trim().parse::<u64>() {
+                        Ok(s) => prop_assert_eq!(wait, Duration::from_secs(s)),
+                        Err(_) => prop_assert!(wait <= Duration::from_secs(253_402_300_800)),
+                    }
+                }
+            }
+        }
+    }
+}
