@@ -120,7 +120,11 @@ impl Settings {
             .map(|k| {
                 self.error(
                     k,
-                    format!("unknown key `{k}`; expected one of: {}", allowed.join(", ")),
+                    format!(
+                        "unknown key `{}`; expected one of: {}",
+                        super::yaml::shown(k),
+                        allowed.join(", ")
+                    ),
                 )
                 .with_kind(ConfigErrorKind::UnknownKey)
             })
@@ -183,7 +187,7 @@ impl Settings {
                 .and_then(|s| Duration::try_from_secs_f64(s).ok())
                 .ok_or_else(|| n.to_string()),
             Some(serde_json::Value::String(s)) => {
-                parse_long_duration(s).ok_or_else(|| format!("`{s}`"))
+                parse_long_duration(s).ok_or_else(|| format!("`{}`", super::yaml::shown(s)))
             }
             Some(other) => Err(kind_of(other).to_owned()),
         };

@@ -238,9 +238,9 @@ fn read<T>(
     if let Some(parsed) = value.as_str().and_then(parse) {
         return Some(parsed);
     }
-    let unknown = value
-        .as_str()
-        .map_or(String::new(), |s| format!("unknown {key} `{s}`; "));
+    let unknown = value.as_str().map_or(String::new(), |s| {
+        format!("unknown {key} `{}`; ", crate::diag::Escaped(s))
+    });
     errors.push(settings.error(
         key,
         format!(

@@ -6,6 +6,7 @@ use super::connect::{
     CONNECT_KEYS, ConnectSettings, NatsAuth, NatsTls, connect_settings_from, duration,
 };
 use crate::config::{ConfigError, Settings, kind_of};
+use crate::diag::Escaped;
 use crate::event::Event;
 
 /// The default subject template.
@@ -350,7 +351,7 @@ impl NatsConfig {
                 "stream.name",
                 format!(
                     "`{}` is not a stream name (no spaces, `.`, `*`, `>`, `/` or `\\`)",
-                    s.name
+                    Escaped(&s.name)
                 ),
             ));
         }
@@ -434,7 +435,10 @@ fn stream_from_settings(s: &Settings, errors: &mut Vec<ConfigError>) -> NatsStre
         Ok(Some("memory")) => c.storage = NatsStorage::Memory,
         Ok(Some(other)) => errors.push(s.error(
             "storage",
-            format!("unknown storage `{other}`; expected file or memory"),
+            format!(
+                "unknown storage `{}`; expected file or memory",
+                Escaped(other)
+            ),
         )),
         Err(e) => errors.push(e),
     }
@@ -470,15 +474,20 @@ fn check_template(t: &str) -> Result<(), String> {
     for token in rendered.split('.') {
         if token.is_empty() {
             return Err(format!(
-                "`{t}` has an empty token (`..` or a `.` at an end)"
+                "`{}` has an empty token (`..` or a `.` at an end)",
+                Escaped(t)
             ));
         }
         if token.contains(['*', '>']) || token.chars().any(char::is_whitespace) {
-            return Err(format!("`{t}` must not contain wildcards or spaces"));
+            return Err(format!(
+                "`{}` must not contain wildcards or spaces",
+                Escaped(t)
+            ));
         }
         if token.contains(['{', '}']) {
             return Err(format!(
-                "`{t}` has an unknown placeholder; use {{category}} or {{name}}"
+                "`{}` has an unknown placeholder; use {{category}} or {{name}}",
+                Escaped(t)
             ));
         }
     }

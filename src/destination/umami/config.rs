@@ -294,7 +294,10 @@ impl UmamiConfig {
             Some("none") => config.distinct_id = DistinctId::None,
             Some(other) => errors.push(settings.error(
                 "distinct_id",
-                format!("unknown value `{other}`; expected user_id or none"),
+                format!(
+                    "unknown value `{}`; expected user_id or none",
+                    Masked(other)
+                ),
             )),
         }
         match mode.as_deref() {
@@ -303,7 +306,10 @@ impl UmamiConfig {
             Some("send") => config.mode = UmamiMode::Send,
             Some(other) => errors.push(settings.error(
                 "mode",
-                format!("unknown mode `{other}`; expected auto, batch or send"),
+                format!(
+                    "unknown mode `{}`; expected auto, batch or send",
+                    Masked(other)
+                ),
             )),
         }
         match settings.bool("include_query") {
