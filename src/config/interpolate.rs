@@ -35,6 +35,21 @@ impl Substitutions {
             })
             .collect();
         pairs.extend(shown_forms);
+        // And as `Debug` and JSON write them inside quotes (`\"` and `\\` escaped), for the
+        // `Debug` of values and settings.
+        let quoted_forms: Vec<_> = pairs
+            .iter()
+            .flat_map(|(value, instead)| {
+                let debug = format!("{value:?}");
+                let json = serde_json::to_string(&**value).unwrap_or_default();
+                [debug, json].into_iter().filter_map(move |q| {
+                    let inner = q.get(1..q.len().saturating_sub(1)).unwrap_or_default();
+                    (inner != &**value && !inner.is_empty())
+                        .then(|| (Box::<str>::from(inner), instead.clone()))
+                })
+            })
+            .collect();
+        pairs.extend(quoted_forms);
         pairs.retain(|(value, _)| value.chars().count() >= MIN_SCRUBBED);
         // Longest first, so a whole value goes before a variable inside it.
         pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
@@ -238,5 +253,18 @@ mod tests {
         let long = "x".repeat(70);
         let subs = Substitutions::new(vec![(long.as_str().into(), "${LONG}".into())]);
         assert_eq!(subs.scrub(&format!("`{}`", shown(&long))), "`${LONG}`");
+    }
+
+    #[test]
+    fn values_with_quotes_and_backslashes_are_scrubbed_as_debug_and_json_write_them() {
+        let secret = r#"tok"live\9"#;
+        let subs = Substitutions::new(vec![(secret.into(), "${TOKEN}".into())]);
+        let debug = format!("{secret:?}");
+        let json = serde_json::to_string(secret).unwrap();
+        assert_eq!(subs.scrub(&debug), "\"${TOKEN}\"");
+        assert_eq!(subs.scrub(&json), "\"${TOKEN}\"");
+        let mut map = serde_json::Map::new();
+        map.insert("token".into(), secret.into());
+        assert!(!subs.scrub(&serde_json::to_string(&map).unwrap()).contains("live"));
     }
 }
