@@ -279,6 +279,8 @@ impl Policy {
                 kept += 1;
                 kept <= limits.max_properties
             });
+            // The room of the dropped ones goes too: what is kept is what is held.
+            props.shrink_to_fit();
             w.out.cut |= cut::PROPERTIES;
         }
         // `entry` drops only entries whose key is too long: without one, no `retain` shuffle.
@@ -292,6 +294,7 @@ impl Policy {
             .any(|(k, _)| k.len() > limits.max_string_length)
         {
             props.retain(|k, v| w.property(k, v));
+            props.shrink_to_fit();
         } else {
             for (k, v) in props.iter_mut() {
                 w.property(k, v);
@@ -445,6 +448,8 @@ impl Walk<'_> {
             Value::Array(items) => {
                 if items.len() > limits.max_properties {
                     items.truncate(limits.max_properties);
+                    // A million-element list cut to 64 must not keep the million's room.
+                    items.shrink_to_fit();
                     self.out.cut |= cut::PROPERTIES;
                 }
                 self.size += 2;
@@ -648,6 +653,32 @@ mod tests {
         pr.insert("too_long_key", 1);
         assert!(p.apply("user.x", &mut pr, &mut ctx, false).truncated());
         assert_eq!(pr.len(), 1, "a key over the string limit is left out");
+    }
+
+    #[test]
+    fn what_is_cut_gives_its_room_back() {
+        let p = policy(LimitsConfig::default());
+        let mut pr = Properties::new();
+        pr.insert("list", vec![0u8; 1_000_000]);
+        for i in 0..1_000 {
+            pr.insert(format!("k{i}"), i);
+        }
+        let mut ctx = Arc::new(Context::new());
+        assert!(p.apply("x", &mut pr, &mut ctx, false).truncated());
+        assert_eq!(pr.len(), DEFAULT_MAX_PROPERTIES);
+        assert!(pr.capacity() <= DEFAULT_MAX_PROPERTIES, "{}", pr.capacity());
+        let Value::Array(list) = pr.get("list").unwrap().as_json().unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(list.len(), DEFAULT_MAX_PROPERTIES);
+        assert!(
+            list.capacity() <= DEFAULT_MAX_PROPERTIES,
+            "{}",
+            list.capacity()
+        );
+        // What the event is counted as holding: the kept 64, not the million.
+        let held = crate::event::held_size(&pr, &ctx);
+        assert!(held < 64 * 1024, "{held}");
     }
 
     #[test]
