@@ -211,7 +211,7 @@ impl PropertyValue {
 pub(crate) const ALLOC_OVERHEAD: usize = 16;
 
 /// A `BTreeMap` node: 11 keys, 11 values, 12 child pointers and a header, generously.
-const MAP_NODE: usize =
+pub(crate) const MAP_NODE: usize =
     11 * (size_of::<String>() + size_of::<Json>()) + 12 * size_of::<usize>() + 16 + ALLOC_OVERHEAD;
 
 /// An upper bound of the heap bytes a JSON value holds besides its own slot: strings'
