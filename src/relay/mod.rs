@@ -408,7 +408,8 @@ pub struct RelayStats {
     /// Messages handed back for redelivery: later when a destination kept failing, at once
     /// when the relay stopped before starting them.
     pub nacked: u64,
-    /// Messages that are not events of a known schema version; terminated, never redelivered.
+    /// Messages that are not events of a known schema version, or not within the `limits`
+    /// (see the [module docs](self)); terminated, never redelivered.
     pub rejected: u64,
     /// Messages received that JetStream had delivered before.
     pub redelivered: u64,
