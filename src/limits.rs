@@ -320,23 +320,7 @@ impl Policy {
         };
         let limits = &self.limits;
         let redactor = &self.redactor;
-        let (mut ctx_size, redact) = ctx.examined(self.id, |ctx| {
-            // Each set field: its bound plus 16 for its key and punctuation; `bound_len` is
-            // linear, so one multiplication covers them all.
-            let (n, bytes) = ctx.known_lengths();
-            let mut size = bound_len(bytes)
-                .saturating_sub(2)
-                .saturating_add(n.saturating_mul(2 + 16));
-            for (k, v) in ctx.fields().iter() {
-                size += bound_str(k) + 1 + bound_property(v);
-            }
-            let redact = !redactor.is_empty()
-                && ctx
-                    .fields()
-                    .iter()
-                    .any(|(k, v)| redactor.matches(k) || redactor.finds_value(v, MAX_DEPTH_LIMIT));
-            (size, redact)
-        });
+        let (mut ctx_size, redact) = ctx.examined(self.id, |ctx| self.examine(ctx));
         if redact {
             let mut c = (**ctx).clone();
             c.fields_mut().retain(|k, v| {
@@ -361,6 +345,47 @@ impl Policy {
             }
         }
         w.out
+    }
+}
+
+impl Policy {
+    /// A context's cached check: an upper bound of both its serialized size and the bytes it
+    /// holds in memory (the larger of the two: the size check only gets more careful), and
+    /// whether it needs redaction.
+    fn examine(&self, ctx: &Context) -> (usize, bool) {
+        let redactor = &self.redactor;
+        // Each set field: its bound plus 16 for its key and punctuation; `bound_len` is
+        // linear, so one multiplication covers them all.
+        let (n, bytes) = ctx.known_lengths();
+        let mut size = bound_len(bytes)
+            .saturating_sub(2)
+            .saturating_add(n.saturating_mul(2 + 16));
+        for (k, v) in ctx.fields().iter() {
+            size += bound_str(k) + 1 + bound_property(v);
+        }
+        let redact = !redactor.is_empty()
+            && ctx
+                .fields()
+                .iter()
+                .any(|(k, v)| redactor.matches(k) || redactor.finds_value(v, MAX_DEPTH_LIMIT));
+        (size.max(crate::event::context_held(ctx)), redact)
+    }
+
+    /// [`held_size`](crate::event::held_size) of an event this policy just passed
+    /// ([`Policy::finish`]), from the context's cached check (no walk of the context).
+    /// `fixed`: every value is a literal, a number or a boolean (`track!`'s call-site verdict),
+    /// so the properties hold nothing but their spilled storage.
+    #[inline]
+    pub(crate) fn held_size(&self, props: &Properties, ctx: &Context, fixed: bool) -> usize {
+        let (ctx_held, _) = ctx.examined(self.id, |ctx| self.examine(ctx));
+        let props_held = if fixed {
+            props.spilled_bytes()
+        } else {
+            props.heap_bytes()
+        };
+        crate::event::EVENT_HELD
+            .saturating_add(props_held)
+            .saturating_add(ctx_held)
     }
 }
 
@@ -679,6 +704,28 @@ mod tests {
         // What the event is counted as holding: the kept 64, not the million.
         let held = crate::event::held_size(&pr, &ctx);
         assert!(held < 64 * 1024, "{held}");
+    }
+
+    #[test]
+    fn the_cached_held_size_covers_the_full_count() {
+        let p = policy(LimitsConfig::default());
+        let mut pr = props(json!({"s": "x".repeat(100), "tree": [{"a": 1}, {"b": [1, 2]}]}));
+        let mut ctx = Arc::new(
+            Context::new()
+                .with_user_id("u".repeat(300))
+                .with_field("f", json!([{"a": 1}, {"b": 2}])),
+        );
+        let _ = p.apply("x", &mut pr, &mut ctx, false);
+        let full = crate::event::held_size(&pr, &ctx);
+        assert!(p.held_size(&pr, &ctx, false) >= full);
+        // Literals and numbers: the call-site verdict gives the same as the walk.
+        let mut lit = Properties::new();
+        lit.insert_value("a", "lit").insert_value("n", 1);
+        let _ = p.apply("x", &mut lit, &mut ctx, false);
+        assert_eq!(
+            p.held_size(&lit, &ctx, true),
+            p.held_size(&lit, &ctx, false)
+        );
     }
 
     #[test]

@@ -143,16 +143,22 @@ impl Properties {
         self.entries.shrink_to_fit();
     }
 
+    /// The storage of entries that spilled to the heap (none for the first few).
+    #[inline]
+    pub(crate) fn spilled_bytes(&self) -> usize {
+        if self.entries.spilled() {
+            self.entries.capacity() * size_of::<(Key, PropertyValue)>() + ALLOC_OVERHEAD
+        } else {
+            0
+        }
+    }
+
     /// An upper bound of the heap bytes these properties hold: spilled entries' storage,
     /// owned keys, and every value's [`PropertyValue::heap_bytes`]. One pass; literal keys and
     /// scalar values add nothing.
     #[inline]
     pub(crate) fn heap_bytes(&self) -> usize {
-        let mut n = if self.entries.spilled() {
-            self.entries.capacity() * size_of::<(Key, PropertyValue)>() + ALLOC_OVERHEAD
-        } else {
-            0
-        };
+        let mut n = self.spilled_bytes();
         for (k, v) in &self.entries {
             if let Key::Shared(k) = k {
                 // An `Arc<str>`: its counts, its bytes.

@@ -309,18 +309,27 @@ impl Event {
     }
 }
 
+/// What an event holds besides its properties' and its context's heap: the event itself (in
+/// its `Arc`) and the allocator's overhead.
+pub(crate) const EVENT_HELD: usize = size_of::<Event>() + 16 + ALLOC_OVERHEAD;
+
 /// A cheap upper bound of the bytes an event with `properties` and `context` holds in memory:
-/// the event and its context themselves, their owned strings, spilled properties and JSON
-/// values as [`Properties::heap_bytes`] counts them (capacities, not lengths), plus an
-/// allocator's overhead per allocation. The context is counted whole for every event that
-/// shares it (an over-estimate). Computed once per event, when it is built, so a destination's
-/// queue only adds a number (`queue_max_bytes`).
-///
-/// One pass over the properties and the context's free-form fields: literal keys and scalar
-/// values add nothing, so a `track!` of literals and numbers costs a few comparisons.
-#[inline]
+/// the event itself, its owned strings, spilled properties and JSON values as
+/// [`Properties::heap_bytes`] counts them (capacities, not lengths), plus an allocator's
+/// overhead per allocation, and its context ([`context_held`]). The context is counted whole
+/// for every event that shares it (an over-estimate). Computed once per event, when it is
+/// built, so a destination's queue only adds a number (`queue_max_bytes`); `track!` gets the
+/// same sum from the cached context check instead (`Policy::held_size`).
 pub(crate) fn held_size(properties: &Properties, context: &Context) -> usize {
-    const BASE: usize = size_of::<Event>() + size_of::<Context>() + 4 * 16 + 2 * ALLOC_OVERHEAD;
+    EVENT_HELD
+        .saturating_add(properties.heap_bytes())
+        .saturating_add(context_held(context))
+}
+
+/// An upper bound of the bytes a context holds (in its `Arc`): its known fields' bytes (each
+/// possibly in its own allocation) and its free-form fields' [`Properties::heap_bytes`].
+pub(crate) fn context_held(context: &Context) -> usize {
+    const BASE: usize = size_of::<Context>() + 16 + ALLOC_OVERHEAD;
     let (n, bytes) = context.known_lengths();
     let fields = context.fields();
     let extra = if fields.is_empty() {
@@ -328,8 +337,8 @@ pub(crate) fn held_size(properties: &Properties, context: &Context) -> usize {
     } else {
         size_of::<Properties>() + ALLOC_OVERHEAD + fields.heap_bytes()
     };
-    BASE.saturating_add(properties.heap_bytes())
-        .saturating_add(bytes + n * (16 + ALLOC_OVERHEAD))
+    BASE.saturating_add(bytes)
+        .saturating_add(n * (16 + ALLOC_OVERHEAD))
         .saturating_add(extra)
 }
 
