@@ -275,3 +275,39 @@ impl DeliveryConfig {
         &self.retry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn queue_max_bytes_is_read_from_yaml_and_reaches_the_destination() {
+        let config = Config::from_yaml_str(
+            "telemetry:\n  destinations:\n    small:\n      type: memory\n      queue_max_bytes: 1048576\n    default:\n      type: memory\n",
+        )
+        .unwrap();
+        let small = config.destination("small").unwrap().delivery();
+        assert_eq!(small.queue_max_bytes(), 1 << 20);
+        let default = config.destination("default").unwrap().delivery();
+        assert_eq!(default.queue_max_bytes(), DEFAULT_QUEUE_MAX_BYTES);
+        let t = crate::Telemetry::builder().config(config).build().unwrap();
+        let stats = t.stats();
+        assert_eq!(stats.destination("small").unwrap().max_bytes, 1 << 20);
+        assert_eq!(
+            stats.destination("default").unwrap().max_bytes,
+            DEFAULT_QUEUE_MAX_BYTES
+        );
+
+        let err = Config::from_yaml_str(
+            "telemetry:\n  destinations:\n    m:\n      type: memory\n      queue_max_bytes: 0\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.errors()
+                .iter()
+                .any(|e| e.path() == "telemetry.destinations.m.queue_max_bytes"),
+            "{err:?}"
+        );
+    }
+}
