@@ -888,7 +888,10 @@ async fn relay_refuses_hostile_messages_and_warns_escaped() {
     .unwrap();
     let memory = relay.memory("memory").unwrap();
     let running = relay.start().await.unwrap();
-    wait_for(BOUND, || !memory.is_empty() && running.stats().rejected >= 3).await;
+    wait_for(BOUND, || {
+        !memory.is_empty() && running.stats().rejected >= 3
+    })
+    .await;
     let stats = running.shutdown(Duration::from_secs(5)).await;
     assert_eq!((stats.rejected, stats.acked), (3, 1), "{stats:?}");
     assert_eq!(memory.events()[0].name(), "user.ok");
