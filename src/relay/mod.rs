@@ -60,9 +60,9 @@
 //!   window. (With `shared_dedupe: false`, another relay does not see the record and delivers
 //!   again everything the crashed relay had not acknowledged.)
 //! - The relay never drops for lack of room: it reads only as fast as the destinations take.
-//!   (Per-destination `queue_capacity` and `queue_max_bytes` do not apply here: the relay holds
-//!   one batch of messages, each decoded within the limits below; `batch_size`, `timeout`, `retry`,
-//!   `allow_properties` and `drop_properties` do. The `redact` section does not: the apps
+//!   (Per-destination `queue_capacity` and `queue_max_bytes` do not apply here: the relay
+//!   decodes one batch of messages at a time, each within the limits below; `batch_size`,
+//!   `timeout`, `retry`, `allow_properties` and `drop_properties` do. The `redact` section does not: the apps
 //!   applied it before publishing.)
 //!
 //! # A stream it does not trust
