@@ -154,6 +154,7 @@ fn effective_delivery(dc: &DestinationConfig, destination: &dyn Destination) -> 
     let explicit = dc.delivery_explicit;
     DeliveryConfig {
         queue_capacity: given.queue_capacity,
+        queue_max_bytes: given.queue_max_bytes,
         overflow: given.overflow,
         retry: given.retry,
         batch_size: if explicit.batch_size {

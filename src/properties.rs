@@ -7,7 +7,7 @@ use serde::{Serialize, Serializer};
 use smallvec::SmallVec;
 
 use crate::text::{Key, Text};
-use crate::value::PropertyValue;
+use crate::value::{ALLOC_OVERHEAD, PropertyValue};
 
 /// Properties stored in the event itself before they spill to the heap.
 pub(crate) const INLINE_PROPERTIES: usize = 4;
@@ -135,6 +135,38 @@ impl Properties {
     /// How many properties fit before reallocating.
     pub(crate) fn capacity(&self) -> usize {
         self.entries.capacity()
+    }
+
+    /// Gives back the room of removed properties (after the limits cut some), so a kept
+    /// handful never carries the storage of the many dropped.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
+    /// The storage of entries that spilled to the heap (none for the first few).
+    #[inline]
+    pub(crate) fn spilled_bytes(&self) -> usize {
+        if self.entries.spilled() {
+            self.entries.capacity() * size_of::<(Key, PropertyValue)>() + ALLOC_OVERHEAD
+        } else {
+            0
+        }
+    }
+
+    /// An upper bound of the heap bytes these properties hold: spilled entries' storage,
+    /// owned keys, and every value's [`PropertyValue::heap_bytes`]. One pass; literal keys and
+    /// scalar values add nothing.
+    #[inline]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let mut n = self.spilled_bytes();
+        for (k, v) in &self.entries {
+            if let Key::Shared(k) = k {
+                // An `Arc<str>`: its counts, its bytes.
+                n += k.len() + 16 + ALLOC_OVERHEAD;
+            }
+            n = n.saturating_add(v.heap_bytes());
+        }
+        n
     }
 
     /// The number of properties.

@@ -192,6 +192,49 @@ impl PropertyValue {
     }
 }
 
+impl PropertyValue {
+    /// An upper bound of the heap bytes this value holds (see [`crate::event::Event::held`]):
+    /// an owned string's bytes, a container's [`json_heap`] plus its box; nothing for
+    /// literals, numbers, booleans and `null`.
+    #[inline]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Owned(s) if !s.is_empty() => s.len() + ALLOC_OVERHEAD,
+            Repr::Json(v) => (size_of::<Json>() + ALLOC_OVERHEAD).saturating_add(json_heap(v)),
+            _ => 0,
+        }
+    }
+}
+
+/// What one heap allocation may cost besides the bytes asked for (the allocator's header and
+/// rounding up): counted per allocation, so that many tiny ones are not under-estimated.
+pub(crate) const ALLOC_OVERHEAD: usize = 16;
+
+/// A `BTreeMap` node: 11 keys, 11 values, 12 child pointers and a header, generously.
+pub(crate) const MAP_NODE: usize =
+    11 * (size_of::<String>() + size_of::<Json>()) + 12 * size_of::<usize>() + 16 + ALLOC_OVERHEAD;
+
+/// An upper bound of the heap bytes a JSON value holds besides its own slot: strings'
+/// capacities, arrays' capacities times the slot size, objects' nodes (every node but the root
+/// is at least half full, 5 entries), nested. Linear in the value's size.
+pub(crate) fn json_heap(v: &Json) -> usize {
+    match v {
+        Json::String(s) if s.capacity() > 0 => s.capacity() + ALLOC_OVERHEAD,
+        Json::Array(items) if items.capacity() > 0 => items.iter().fold(
+            items.capacity() * size_of::<Json>() + ALLOC_OVERHEAD,
+            |n, i| n.saturating_add(json_heap(i)),
+        ),
+        Json::Object(map) if !map.is_empty() => {
+            map.iter()
+                .fold((map.len() / 5 + 1) * MAP_NODE, |n, (k, v)| {
+                    n.saturating_add(k.capacity() + ALLOC_OVERHEAD)
+                        .saturating_add(json_heap(v))
+                })
+        }
+        _ => 0,
+    }
+}
+
 /// Indexes into an array or object like [`serde_json::Value`] does: `value["key"]`,
 /// `value[0]`; anything missing (or a scalar) gives `null`.
 impl<I: serde_json::value::Index> std::ops::Index<I> for PropertyValue {

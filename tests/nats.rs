@@ -838,3 +838,77 @@ async fn quorum_lost_then_restored() {
         d.delivered, d.dropped_queue_full
     );
 }
+
+/// The relay distrusts its stream (issue #21, item 4): a 1 MB message of tiny objects (87 MB
+/// once decoded, before), a timestamp with a newline and an ESC (a forged log line, before)
+/// and a deep nesting are refused and terminated, the one warning escaped (and the others
+/// rate-limited); the sound event after them is delivered.
+#[tokio::test]
+async fn relay_refuses_hostile_messages_and_warns_escaped() {
+    let logs = support::logs::Logs::default();
+    let _logs = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
+    let bin = nats_server::binary();
+    let node = NatsServer::start(&bin).await;
+    let urls = vec![node.url()];
+    let nats = NatsDestination::new(nats_config(urls.clone(), "HOSTILE", 1)).unwrap();
+    setup(&nats).await;
+
+    let event = |timestamp: &str, properties: &str| {
+        format!(
+            r#"{{"v":1,"id":"0190b6d2-6f0a-7c3e-9a52-0b7d2f1e4c11","name":"user.x","timestamp":"{timestamp}","properties":{properties},"context":{{}}}}"#
+        )
+    };
+    let forged = event(r"2026-01-01T00:00:00Z\n\u001b[31mWARN forged line", "{}");
+    let tiny = vec![r#"{"a":0}"#; 124_000].join(",");
+    let megabyte = event("2026-01-01T00:00:00Z", &format!(r#"{{"p":[{tiny}]}}"#));
+    assert!(megabyte.len() > 990_000 && megabyte.len() < 1_000_000);
+    let deep = event(
+        "2026-01-01T00:00:00Z",
+        &format!(r#"{{"d":{}1{}}}"#, "[".repeat(100), "]".repeat(100)),
+    );
+    let js = js(&urls).await;
+    for payload in [forged, megabyte, deep] {
+        js.publish("hostile.user", payload.into_bytes().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    nats.send(&events(1, "user.ok")).await.unwrap();
+
+    let relay = Relay::builder(
+        RelayConfig::new(urls)
+            .with_stream("HOSTILE")
+            .with_durable("hostile"),
+    )
+    .config(
+        Config::default().with_destination(DestinationConfig::new("memory").with_kind("memory")),
+    )
+    .build()
+    .unwrap();
+    let memory = relay.memory("memory").unwrap();
+    let running = relay.start().await.unwrap();
+    wait_for(BOUND, || {
+        !memory.is_empty() && running.stats().rejected >= 3
+    })
+    .await;
+    let stats = running.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((stats.rejected, stats.acked), (3, 1), "{stats:?}");
+    assert_eq!(memory.events()[0].name(), "user.ok");
+
+    let text = logs.text();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("not a telemetry event"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "rate-limited to one: {text}");
+    assert!(
+        warnings[0].contains(r"\n\u{1b}[31mWARN forged line"),
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("WARN forged")),
+        "{text}"
+    );
+}

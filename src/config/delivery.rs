@@ -4,6 +4,9 @@ use std::time::Duration;
 
 /// Default capacity of a destination's queue, in events.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
+/// Default most bytes a destination holds in memory (64 MiB): see
+/// [`DeliveryConfig::with_queue_max_bytes`].
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Default largest batch handed to a destination.
 pub const DEFAULT_BATCH_SIZE: usize = 100;
 /// Default longest wait for a batch to fill before it is sent.
@@ -141,6 +144,7 @@ pub enum Overflow {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DeliveryConfig {
     pub(crate) queue_capacity: usize,
+    pub(crate) queue_max_bytes: usize,
     pub(crate) overflow: Overflow,
     pub(crate) batch_size: usize,
     pub(crate) flush_interval: Duration,
@@ -153,6 +157,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             overflow: Overflow::DropNewest,
             batch_size: DEFAULT_BATCH_SIZE,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
@@ -170,6 +175,27 @@ impl DeliveryConfig {
     /// a retry). Defaults to 10 000.
     pub fn with_queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Bytes the destination holds in memory before events are dropped, next to
+    /// [`with_queue_capacity`](Self::with_queue_capacity) and counted over the same events (queued,
+    /// in the batch being filled, in delivery, waiting for a retry). An event's size is what it
+    /// holds in memory, a cheap over-estimate computed once when it is built (its strings,
+    /// properties, JSON values and context, by capacity), not its serialized size. A full
+    /// destination drops as [`with_overflow`](Self::with_overflow) says, counted in
+    /// `dropped_queue_full` (or `dropped_oldest`). Defaults to 64 MiB
+    /// ([`DEFAULT_QUEUE_MAX_BYTES`]).
+    ///
+    /// ```
+    /// use tower_telemetry::config::DeliveryConfig;
+    ///
+    /// // At most 16 MiB of events wait for this destination, however many that is.
+    /// let delivery = DeliveryConfig::default().with_queue_max_bytes(16 << 20);
+    /// assert_eq!(delivery.queue_max_bytes(), 16 << 20);
+    /// ```
+    pub fn with_queue_max_bytes(mut self, n: usize) -> Self {
+        self.queue_max_bytes = n.max(1);
         self
     }
 
@@ -214,6 +240,11 @@ impl DeliveryConfig {
         self.queue_capacity
     }
 
+    /// Bytes the destination holds in memory before events are dropped.
+    pub fn queue_max_bytes(&self) -> usize {
+        self.queue_max_bytes
+    }
+
     /// Which event a full queue drops.
     pub fn overflow(&self) -> Overflow {
         self.overflow
@@ -242,5 +273,41 @@ impl DeliveryConfig {
     /// The retry policy.
     pub fn retry(&self) -> &RetryConfig {
         &self.retry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn queue_max_bytes_is_read_from_yaml_and_reaches_the_destination() {
+        let config = Config::from_yaml_str(
+            "telemetry:\n  destinations:\n    small:\n      type: memory\n      queue_max_bytes: 1048576\n    default:\n      type: memory\n",
+        )
+        .unwrap();
+        let small = config.destination("small").unwrap().delivery();
+        assert_eq!(small.queue_max_bytes(), 1 << 20);
+        let default = config.destination("default").unwrap().delivery();
+        assert_eq!(default.queue_max_bytes(), DEFAULT_QUEUE_MAX_BYTES);
+        let t = crate::Telemetry::builder().config(config).build().unwrap();
+        let stats = t.stats();
+        assert_eq!(stats.destination("small").unwrap().max_bytes, 1 << 20);
+        assert_eq!(
+            stats.destination("default").unwrap().max_bytes,
+            DEFAULT_QUEUE_MAX_BYTES
+        );
+
+        let err = Config::from_yaml_str(
+            "telemetry:\n  destinations:\n    m:\n      type: memory\n      queue_max_bytes: 0\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.errors()
+                .iter()
+                .any(|e| e.path() == "telemetry.destinations.m.queue_max_bytes"),
+            "{err:?}"
+        );
     }
 }

@@ -129,7 +129,8 @@ mod yaml;
 pub use delivery::{
     DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_FLUSH_INTERVAL, DEFAULT_INITIAL_BACKOFF,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_ELAPSED, DEFAULT_QUEUE_CAPACITY,
-    DEFAULT_TIMEOUT, DeliveryConfig, MAX_RETRY_AFTER, Overflow, RetryConfig,
+    DEFAULT_QUEUE_MAX_BYTES, DEFAULT_TIMEOUT, DeliveryConfig, MAX_RETRY_AFTER, Overflow,
+    RetryConfig,
 };
 pub use destination::DestinationConfig;
 pub(crate) use document::Document;

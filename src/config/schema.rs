@@ -249,6 +249,11 @@ impl Check {
                         delivery.queue_capacity = n as usize;
                     }
                 }
+                "queue_max_bytes" => {
+                    if let Some(n) = self.positive(e, path, usize::MAX as u64) {
+                        delivery.queue_max_bytes = n as usize;
+                    }
+                }
                 "overflow" => {
                     const EXPECTED: &str = "`drop_newest` or `drop_oldest`";
                     match self.string(e, path, EXPECTED) {

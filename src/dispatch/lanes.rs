@@ -246,6 +246,8 @@ impl Dispatcher {
                     name: l.shared.name.clone(),
                     queued: l.queued(),
                     capacity: l.shared.capacity,
+                    held_bytes: l.shared.held_bytes.load(Ordering::Relaxed),
+                    max_bytes: l.shared.max_bytes,
                     enqueued,
                     delivered: Counters::get(&c.delivered),
                     dropped_queue_full: Counters::get(&c.dropped_queue_full),
@@ -273,6 +275,12 @@ pub struct DestinationStats {
     pub queued: usize,
     /// The queue's capacity.
     pub capacity: usize,
+    /// Bytes the destination holds now, as `queue_max_bytes` counts them (the events waiting
+    /// in its queue and those its worker took and has not settled; each event's in-memory
+    /// size, over-estimated).
+    pub held_bytes: usize,
+    /// Its `queue_max_bytes`.
+    pub max_bytes: usize,
     /// Events accepted into its queue.
     pub enqueued: u64,
     /// Events delivered.
@@ -381,6 +389,46 @@ mod tests {
         let stats = &d.stats()[0];
         assert_eq!((stats.enqueued, stats.dropped_queue_full), (4, 1));
         assert_eq!(stats.queued, 2, "reported up to the capacity");
+    }
+
+    #[test]
+    fn the_byte_bound_drops_like_the_count_bound() {
+        let one = event().held();
+        let mut bytes = spec("bytes", 100);
+        bytes.delivery = bytes.delivery.with_queue_max_bytes(3 * one);
+        let (d, _workers) = Dispatcher::new(vec![bytes], Duration::ZERO);
+        for _ in 0..3 {
+            assert!(matches!(d.push(0, event()), Push::Queued));
+        }
+        assert!(matches!(d.push(0, event()), Push::Full), "over the bytes");
+        let stats = &d.stats()[0];
+        assert_eq!((stats.enqueued, stats.dropped_queue_full), (3, 1));
+        assert_eq!((stats.held_bytes, stats.max_bytes), (3 * one, 3 * one));
+        // An event larger than the whole bound is never taken.
+        let mut lone = spec("lone", 100);
+        lone.delivery = lone.delivery.with_queue_max_bytes(one - 1);
+        let (d, _workers) = Dispatcher::new(vec![lone], Duration::ZERO);
+        assert!(matches!(d.push(0, event()), Push::Full));
+        assert_eq!(
+            d.stats()[0].held_bytes,
+            0,
+            "a refused event's bytes are given back"
+        );
+    }
+
+    #[test]
+    fn drop_oldest_takes_new_events_past_the_byte_bound_up_to_twice_it() {
+        let one = event().held();
+        let mut oldest = spec("oldest", 100);
+        oldest.delivery = oldest
+            .delivery
+            .with_queue_max_bytes(2 * one)
+            .with_overflow(crate::config::Overflow::DropOldest);
+        let (d, _workers) = Dispatcher::new(vec![oldest], Duration::ZERO);
+        for _ in 0..4 {
+            assert!(matches!(d.push(0, event()), Push::Queued));
+        }
+        assert!(matches!(d.push(0, event()), Push::Full));
     }
 
     #[test]

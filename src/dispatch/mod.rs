@@ -74,6 +74,12 @@ pub(crate) struct LaneShared {
     pub(super) name: String,
     pub(super) counters: Counters,
     pub(super) capacity: usize,
+    /// `queue_max_bytes`: the most [`held_bytes`](Self::held_bytes) before events are dropped.
+    pub(super) max_bytes: usize,
+    /// [`Event::held`] summed over the same events `queued` counts (queued, in the batch
+    /// being filled, in delivery, waiting to retry): added by the push, given back with
+    /// `queued` (eviction, a settled batch's `Release`).
+    pub(super) held_bytes: AtomicUsize,
     /// [`Overflow::DropOldest`]: a full queue takes the new event and has the worker drop
     /// the oldest (see `Lane::offer`).
     pub(super) drop_oldest: bool,
@@ -129,6 +135,18 @@ impl LaneShared {
     fn hard_capacity(&self) -> usize {
         self.capacity.saturating_mul(2)
     }
+
+    /// [`hard_capacity`](Self::hard_capacity) in bytes.
+    fn hard_max_bytes(&self) -> usize {
+        self.max_bytes.saturating_mul(2)
+    }
+
+    /// Whether the destination holds more than it may: events or bytes (the worker evicts
+    /// under drop-oldest).
+    pub(super) fn over(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) > self.capacity
+            || self.held_bytes.load(Ordering::Relaxed) > self.max_bytes
+    }
 }
 
 /// One destination as the handle sees it.
@@ -168,6 +186,8 @@ pub(super) fn lane(
         name,
         counters: Counters::default(),
         capacity: delivery.queue_capacity,
+        max_bytes: delivery.queue_max_bytes,
+        held_bytes: AtomicUsize::new(0),
         drop_oldest: delivery.overflow == Overflow::DropOldest,
         evict: Notify::new(),
         queued: AtomicUsize::new(0),
@@ -230,8 +250,8 @@ impl Lane {
         }
     }
 
-    /// Queues `event` if there is room (a slot is taken first, so the queue never holds more
-    /// than its capacity, whatever the number of producers).
+    /// Queues `event` if there is room (a slot and its bytes are taken first, so the queue never
+    /// holds more than its capacity or `queue_max_bytes`, whatever the number of producers).
     ///
     /// The worker is woken twice per batch at most: through the queue by the first event (it
     /// starts the batch's clock), and here by the one that fills the batch. The worker takes
@@ -243,8 +263,16 @@ impl Lane {
         // `queued`): of the two, one sees the other, so the event that fills a batch is never
         // missed. (On x86 the same instructions as relaxed ones.)
         let before = shared.queued.fetch_add(1, Ordering::SeqCst);
-        if before >= shared.capacity && !self.overflow(before) {
+        // The byte bound: one more atomic add, of the size computed when the event was built.
+        let held = event.held();
+        let bytes = shared
+            .held_bytes
+            .fetch_add(held, Ordering::Relaxed)
+            .saturating_add(held);
+        if (before >= shared.capacity || bytes > shared.max_bytes) && !self.overflow(before, bytes)
+        {
             shared.queued.fetch_sub(1, Ordering::Relaxed);
+            shared.held_bytes.fetch_sub(held, Ordering::Relaxed);
             return Push::Full;
         }
         match self.tx.send(event) {
@@ -256,6 +284,7 @@ impl Lane {
             }
             Err(_) => {
                 shared.queued.fetch_sub(1, Ordering::Relaxed);
+                shared.held_bytes.fetch_sub(held, Ordering::Relaxed);
                 Push::Closed
             }
         }
@@ -265,9 +294,12 @@ impl Lane {
     /// to evict the oldest). Out of line: the full queue is the slow path.
     #[cold]
     #[inline(never)]
-    fn overflow(&self, before: usize) -> bool {
+    fn overflow(&self, before: usize, bytes: usize) -> bool {
         let shared = &*self.shared;
-        if !shared.drop_oldest || before >= shared.hard_capacity() {
+        if !shared.drop_oldest
+            || before >= shared.hard_capacity()
+            || bytes > shared.hard_max_bytes()
+        {
             return false;
         }
         shared.evict.notify_one();
@@ -283,7 +315,9 @@ impl Lane {
 
     /// Whether a drop report may be sent here: not failing and room in the queue.
     pub(super) fn healthy(&self) -> bool {
-        !self.shared.failing.load(Ordering::Relaxed) && self.queued() < self.shared.capacity
+        !self.shared.failing.load(Ordering::Relaxed)
+            && self.queued() < self.shared.capacity
+            && self.shared.held_bytes.load(Ordering::Relaxed) < self.shared.max_bytes
     }
 
     /// Events waiting in the queue (not those the worker took).

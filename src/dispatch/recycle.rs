@@ -107,6 +107,7 @@ fn empty(context: Arc<Context>) -> Event {
         timestamp: std::time::UNIX_EPOCH,
         properties: Properties::new(),
         context,
+        held: 0,
     }
 }
 

@@ -128,12 +128,14 @@ async fn run(parts: WorkerParts) {
             take_queued(&mut rx, &mut batch, max, &shared);
         }
         let mut full = std::mem::replace(&mut batch, Vec::with_capacity(max));
+        // What the taken events count against `queue_max_bytes` (before a view copies them).
+        let bytes = full.iter().map(|e| e.held()).sum();
         draw_ids(&mut full);
         if let Some(view) = &shared.view {
             full = view.apply(full);
         }
         if delivery.concurrency <= 1 {
-            let delivered = deliver(&*destination, full, &shared, &delivery);
+            let delivered = deliver(&*destination, full, bytes, &shared, &delivery);
             evicting(&mut rx, &shared, delivered).await;
             progress.notify_waiters();
         } else {
@@ -143,7 +145,7 @@ async fn run(parts: WorkerParts) {
             }
             let (d, s, p) = (destination.clone(), shared.clone(), progress.clone());
             in_flight.spawn(async move {
-                deliver(&*d, full, &s, &delivery).await;
+                deliver(&*d, full, bytes, &s, &delivery).await;
                 p.notify_waiters();
             });
         }
@@ -229,9 +231,10 @@ fn evict(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>, shared: &Lan
         return;
     }
     let mut evicted = 0;
-    while shared.queued.load(Ordering::SeqCst) > shared.capacity {
+    while shared.over() {
         match rx.try_recv() {
-            Ok(_) => {
+            Ok(event) => {
+                shared.held_bytes.fetch_sub(event.held(), Ordering::Relaxed);
                 shared.queued.fetch_sub(1, Ordering::Relaxed);
                 evicted += 1;
             }
@@ -288,12 +291,14 @@ fn take_queued(
 async fn deliver(
     destination: &dyn Destination,
     batch: Vec<Arc<Event>>,
+    bytes: usize,
     shared: &LaneShared,
     delivery: &crate::config::DeliveryConfig,
 ) {
     let _release = Release {
         shared,
         events: batch.len(),
+        bytes,
     };
     let mut count = Count {
         shared,
@@ -310,10 +315,13 @@ async fn deliver(
 
 /// Gives a batch's room in the queue back once it settled (or, were its delivery ever to end
 /// without settling, when it is dropped): until then its events count against the capacity,
-/// so an outage never makes the destination hold more than `queue_capacity` events.
+/// so an outage never makes the destination hold more than `queue_capacity` events (nor
+/// `queue_max_bytes` bytes).
 struct Release<'a> {
     shared: &'a LaneShared,
     events: usize,
+    /// The events' [`Event::held`] sizes, summed when the worker took them.
+    bytes: usize,
 }
 
 impl Drop for Release<'_> {
@@ -321,6 +329,9 @@ impl Drop for Release<'_> {
         self.shared
             .in_delivery
             .fetch_sub(self.events, Ordering::Relaxed);
+        self.shared
+            .held_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
         self.shared.queued.fetch_sub(self.events, Ordering::SeqCst);
     }
 }

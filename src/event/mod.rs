@@ -22,6 +22,7 @@ use crate::context::Context;
 pub(crate) use crate::properties::INLINE_PROPERTIES;
 pub use crate::properties::Properties;
 use crate::text::Text;
+use crate::value::ALLOC_OVERHEAD;
 
 /// The longest event name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 200;
@@ -190,6 +191,9 @@ pub struct Event {
     pub(crate) timestamp: SystemTime,
     pub(crate) properties: Properties,
     pub(crate) context: Arc<Context>,
+    /// An upper bound of the bytes the event holds in memory ([`held_size`]), computed once
+    /// when it is built: what a destination's `queue_max_bytes` counts.
+    pub(crate) held: usize,
 }
 
 impl Event {
@@ -207,7 +211,20 @@ impl Event {
             timestamp: SystemTime::now(),
             properties,
             context: Arc::default(),
+            held: 0,
         }
+        .measured()
+    }
+
+    /// The same event with its [`held`](Self::held) size computed again.
+    pub(crate) fn measured(mut self) -> Self {
+        self.held = held_size(&self.properties, &self.context);
+        self
+    }
+
+    /// An upper bound of the bytes the event holds in memory (see [`held_size`]).
+    pub(crate) fn held(&self) -> usize {
+        self.held
     }
 
     /// The same event as another kind (e.g. a page view).
@@ -224,7 +241,7 @@ impl Event {
     /// The same event with another context.
     pub fn with_context(mut self, context: Context) -> Self {
         self.context = Arc::new(context);
-        self
+        self.measured()
     }
 
     /// The same event with another timestamp.
@@ -292,6 +309,39 @@ impl Event {
     }
 }
 
+/// What an event holds besides its properties' and its context's heap: the event itself (in
+/// its `Arc`) and the allocator's overhead.
+pub(crate) const EVENT_HELD: usize = size_of::<Event>() + 16 + ALLOC_OVERHEAD;
+
+/// A cheap upper bound of the bytes an event with `properties` and `context` holds in memory:
+/// the event itself, its owned strings, spilled properties and JSON values as
+/// [`Properties::heap_bytes`] counts them (capacities, not lengths), plus an allocator's
+/// overhead per allocation, and its context ([`context_held`]). The context is counted whole
+/// for every event that shares it (an over-estimate). Computed once per event, when it is
+/// built, so a destination's queue only adds a number (`queue_max_bytes`); `track!` gets the
+/// same sum from the cached context check instead (`Policy::held_size`).
+pub(crate) fn held_size(properties: &Properties, context: &Context) -> usize {
+    EVENT_HELD
+        .saturating_add(properties.heap_bytes())
+        .saturating_add(context_held(context))
+}
+
+/// An upper bound of the bytes a context holds (in its `Arc`): its known fields' bytes (each
+/// possibly in its own allocation) and its free-form fields' [`Properties::heap_bytes`].
+pub(crate) fn context_held(context: &Context) -> usize {
+    const BASE: usize = size_of::<Context>() + 16 + ALLOC_OVERHEAD;
+    let (n, bytes) = context.known_lengths();
+    let fields = context.fields();
+    let extra = if fields.is_empty() {
+        0
+    } else {
+        size_of::<Properties>() + ALLOC_OVERHEAD + fields.heap_bytes()
+    };
+    BASE.saturating_add(bytes)
+        .saturating_add(n * (16 + ALLOC_OVERHEAD))
+        .saturating_add(extra)
+}
+
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
@@ -353,6 +403,32 @@ mod tests {
         );
         assert_eq!(validate_name(&"x".repeat(200)), Ok(()));
         assert_eq!(validate_name("user.signup"), Ok(()));
+    }
+
+    #[test]
+    fn the_held_size_counts_memory_not_serialized_bytes() {
+        let bare = Event::new("x", Properties::new()).held();
+        assert!(bare >= size_of::<Event>() + size_of::<Context>(), "{bare}");
+        // Literals and numbers hold nothing besides the event.
+        let mut p = Properties::new();
+        p.insert_value("model", "flux").insert_value("n", 4);
+        assert_eq!(Event::new("x", p).held(), bare);
+        // Many tiny objects: a few bytes each serialized, a map node each in memory.
+        let tiny: Vec<serde_json::Value> = (0..1000).map(|i| serde_json::json!({"a": i})).collect();
+        let serialized = serde_json::to_string(&tiny).unwrap().len();
+        let mut p = Properties::new();
+        p.insert_json("tiny", serde_json::Value::Array(tiny));
+        let held = Event::new("x", p).held() - bare;
+        assert!(held > 50 * serialized, "{held} vs {serialized}");
+        // Owned strings and the context's fields count by their bytes.
+        let mut p = Properties::new();
+        p.insert_value("s", "x".repeat(10_000));
+        let e = Event::new("x", p).with_context(
+            Context::new()
+                .with_user_id("u".repeat(5_000))
+                .with_field("f", "y".repeat(7_000)),
+        );
+        assert!(e.held() > bare + 22_000, "{}", e.held());
     }
 
     #[test]

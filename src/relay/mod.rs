@@ -60,9 +60,23 @@
 //!   window. (With `shared_dedupe: false`, another relay does not see the record and delivers
 //!   again everything the crashed relay had not acknowledged.)
 //! - The relay never drops for lack of room: it reads only as fast as the destinations take.
-//!   (Per-destination `queue_capacity` does not apply here; `batch_size`, `timeout`, `retry`,
-//!   `allow_properties` and `drop_properties` do. The `redact` and `limits` sections do not:
-//!   the apps applied them before publishing.)
+//!   (Per-destination `queue_capacity` and `queue_max_bytes` do not apply here: the relay
+//!   decodes one batch of messages at a time, each within the limits below; `batch_size`,
+//!   `timeout`, `retry`, `allow_properties` and `drop_properties` do. The `redact` section does not: the apps
+//!   applied it before publishing.)
+//!
+//! # A stream it does not trust
+//!
+//! Every message is decoded within the `limits` section (the defaults unless given; give the
+//! apps' own if they raised them) by
+//! [`decode_event_with_limits`](crate::destination::nats::schema::decode_event_with_limits):
+//! a message longer than `max_event_size` + 1 KiB is refused unread; properties over
+//! `max_properties`, `max_string_length` or `max_depth` are refused while they are decoded,
+//! before they are allocated, and so is an event that would hold more than 16 ×
+//! `max_event_size` in memory; the version, id, name and timestamp are validated. A refused
+//! message is terminated (not redelivered) and counted in [`RelayStats::rejected`]; the
+//! warning that says why is escaped (a field's newline or escape sequence forges no log
+//! line) and logged at most every 10 s, with the count since the last one.
 
 mod config;
 mod run;
@@ -80,13 +94,17 @@ pub use config::RelayConfig;
 use crate::config::{Config, ConfigError, ConfigErrors, DeliveryConfig};
 use crate::destination::registry::DestinationKind;
 use crate::destination::{Destination, MemoryDestination};
+use crate::diag::RateLimitedWarning;
 use crate::dispatch::PropertyView;
+use crate::limits::LimitsConfig;
 use crate::pipeline::{self, Sources};
 use crate::routing::Router;
 
 /// A relay, configured and not yet started. See the [module docs](self).
 pub struct Relay {
     config: RelayConfig,
+    /// What a message may decode to (the `limits` section).
+    limits: LimitsConfig,
     router: Router,
     lanes: Vec<Lane>,
     memories: HashMap<String, MemoryDestination>,
@@ -200,6 +218,7 @@ impl RelayBuilder {
             .collect();
         Ok(Relay {
             config: relay,
+            limits: *config.limits(),
             router: compiled.router,
             lanes,
             memories: compiled.memories,
@@ -252,6 +271,8 @@ impl Relay {
     pub async fn start(self) -> Result<RunningRelay, RelayError> {
         let shared = Arc::new(Shared {
             config: self.config,
+            limits: self.limits,
+            decode_warnings: RateLimitedWarning::default(),
             router: self.router,
             lanes: self.lanes,
             counters: RelayCounters::default(),
@@ -271,6 +292,10 @@ impl Relay {
 /// What the relay's task and its handle share.
 pub(crate) struct Shared {
     pub(crate) config: RelayConfig,
+    /// What a message may decode to.
+    pub(crate) limits: LimitsConfig,
+    /// Refused messages are logged at most every 10 s.
+    pub(crate) decode_warnings: RateLimitedWarning,
     pub(crate) router: Router,
     pub(crate) lanes: Vec<Lane>,
     pub(crate) counters: RelayCounters,
@@ -384,7 +409,8 @@ pub struct RelayStats {
     /// Messages handed back for redelivery: later when a destination kept failing, at once
     /// when the relay stopped before starting them.
     pub nacked: u64,
-    /// Messages that are not events of a known schema version; terminated, never redelivered.
+    /// Messages that are not events of a known schema version, or not within the `limits`
+    /// (see the [module docs](self)); terminated, never redelivered.
     pub rejected: u64,
     /// Messages received that JetStream had delivered before.
     pub redelivered: u64,

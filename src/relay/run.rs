@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::{Lane, RelayError, Shared};
 use crate::config::SampleKey;
-use crate::destination::nats::schema::decode_event;
+use crate::destination::nats::schema::decode_event_with_limits;
+use crate::diag::Escaped;
 use crate::dispatch::PropertyView;
 use crate::dispatch::attempt::{Attempt, Items, Settle, Verdict, backoff};
 use crate::event::Event;
@@ -329,11 +330,21 @@ async fn prepare(
             counters.redelivered.fetch_add(1, Ordering::Relaxed);
         }
         let seq = info.map(|(_, seq)| seq);
-        let event = match decode_event(&msg.payload) {
+        let event = match decode_event_with_limits(&msg.payload, &shared.limits) {
             Ok(e) => Arc::new(e),
             Err(e) => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(target: "tower_telemetry", subject = %msg.subject, error = %e, "relay: not a telemetry event; terminated");
+                if let Some(n) = shared.decode_warnings.hit() {
+                    // The error may quote the message (cut and escaped); the subject is the
+                    // publisher's: both escaped.
+                    tracing::warn!(
+                        target: "tower_telemetry",
+                        subject = %Escaped(msg.subject.as_str()),
+                        error = %Escaped(&e.to_string()),
+                        refused_since_last_warning = n,
+                        "relay: not a telemetry event within the limits; terminated"
+                    );
+                }
                 let _ = msg.ack_with(AckKind::Term).await;
                 held.release(seq);
                 continue;

@@ -222,6 +222,7 @@ impl Telemetry {
         if outcome != Outcome::default() && !self.limited(&e.name, &outcome) {
             return;
         }
+        e.held = policy.held_size(&e.properties, &e.context, fixed);
         e.timestamp = SystemTime::now();
         // An event for one destination gets its id from that destination's worker, which
         // draws the ids of a whole batch at once, off the request path (~150 instructions

@@ -121,6 +121,8 @@ mod tests {
             name: name.to_owned(),
             queued: 0,
             capacity: 10,
+            held_bytes: 0,
+            max_bytes: 1 << 20,
             enqueued: delivered + undelivered,
             delivered,
             dropped_queue_full: 1,

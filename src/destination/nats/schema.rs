@@ -24,17 +24,34 @@
 //! - `context`: the known context fields that were set, then free-form fields, flat.
 //!
 //! New optional fields may be added within a version; readers ignore fields they do not know.
+//!
+//! The reader distrusts its input ([`decode_event_with_limits`]): a payload longer than
+//! `max_event_size` plus 1 KiB is refused unread; what it decodes is checked *while* it is
+//! decoded, before it is allocated — properties by the same [limits](crate::limits) a tracked
+//! event gets (`max_properties` per object or array, `max_string_length`, `max_depth`, refused
+//! rather than cut), context fields no deeper than 64, and the whole event's in-memory size
+//! at most 16 × `max_event_size` (1 MiB by default) — and every field is validated: the
+//! version, the id (a UUID), the name (the rules of tracked names), the timestamp (RFC 3339).
 //! JSON objects are unordered: a decoded event's properties and free-form context fields come
 //! back sorted by key.
 
+use std::cell::Cell;
+
 use serde::Serialize;
+use serde::de::DeserializeSeed;
 use serde::ser::SerializeStruct;
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::context::Context;
-use crate::event::{Event, EventKind, Rfc3339};
+use crate::diag::Escaped;
+use crate::event::{Event, EventKind, Rfc3339, validate_name};
+use crate::limits::LimitsConfig;
 use crate::properties::Properties;
 use crate::text::Text;
+
+mod bounded;
+use bounded::{Budget, Root};
 
 /// The schema version [`encode_event`] writes and [`decode_event`] reads.
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
@@ -55,6 +72,10 @@ pub enum EventSchemaError {
     /// The `v` field is missing or names a version this build does not read.
     #[error("unsupported schema version {0:?}; this build reads version 1")]
     Version(Option<u64>),
+    /// The payload is over the reader's limits (its length, or what it would decode to): it
+    /// was refused before being decoded further.
+    #[error("over the limits: {0}")]
+    Limit(String),
     /// A required field is missing or has the wrong type.
     #[error("field `{field}` {problem}")]
     Field {
@@ -106,15 +127,70 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
 }
 
 /// Reads a payload written by [`encode_event`] back into an [`Event`], with its original id,
-/// timestamp, kind, properties and context.
+/// timestamp, kind, properties and context, within the default [limits](crate::limits) (see
+/// [`decode_event_with_limits`]).
 pub fn decode_event(payload: &[u8]) -> Result<Event, EventSchemaError> {
-    use serde_json::Value;
-    let value: Value =
-        serde_json::from_slice(payload).map_err(|e| EventSchemaError::NotJson(e.to_string()))?;
-    let Value::Object(mut obj) = value else {
-        return Err(EventSchemaError::NotJson(
-            "the payload is not an object".into(),
-        ));
+    decode_event_with_limits(payload, &LimitsConfig::default())
+}
+
+/// Bytes a payload may have beyond `max_event_size`: the wire's own fields.
+const WIRE_OVERHEAD: usize = 1024;
+/// A decoded event may hold this many times `max_event_size` in memory.
+const DECODED_FACTOR: usize = 16;
+
+/// [`decode_event`] within `limits`, checked before anything much is allocated (see the
+/// [module docs](self)): a payload longer than `max_event_size` + 1 KiB is refused unread;
+/// while it is decoded, properties over `max_properties` (per object or array),
+/// `max_string_length` or `max_depth`, context fields nested deeper than 64, and an event that
+/// would hold more than 16 × `max_event_size` bytes in memory are refused
+/// ([`EventSchemaError::Limit`]); the name must pass the rules of tracked names and the
+/// timestamp be RFC 3339.
+///
+/// ```
+/// use tower_telemetry::{Event, props, limits::LimitsConfig};
+/// use tower_telemetry::destination::nats::schema::{EventSchemaError, decode_event_with_limits, encode_event};
+///
+/// let event = Event::new("user.signup", props! { "tags" => ["a", "b", "c"] });
+/// let payload = encode_event(&event);
+/// assert!(decode_event_with_limits(&payload, &LimitsConfig::default()).is_ok());
+/// let strict = LimitsConfig::default().with_max_properties(2);
+/// assert!(matches!(
+///     decode_event_with_limits(&payload, &strict),
+///     Err(EventSchemaError::Limit(_))
+/// ));
+/// ```
+pub fn decode_event_with_limits(
+    payload: &[u8],
+    limits: &LimitsConfig,
+) -> Result<Event, EventSchemaError> {
+    let max_message = limits.max_event_size().saturating_add(WIRE_OVERHEAD);
+    if payload.len() > max_message {
+        return Err(EventSchemaError::Limit(format!(
+            "the message is {} bytes; at most {max_message} are read (max_event_size: {})",
+            payload.len(),
+            limits.max_event_size()
+        )));
+    }
+    let budget = Budget {
+        left: Cell::new(limits.max_event_size().saturating_mul(DECODED_FACTOR)),
+        max: limits.max_event_size().saturating_mul(DECODED_FACTOR),
+        violation: Cell::new(None),
+    };
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let parsed = Root {
+        limits,
+        budget: &budget,
+    }
+    .deserialize(&mut de)
+    .and_then(|obj| de.end().map(|()| obj));
+    let mut obj = match parsed {
+        Ok(obj) => obj,
+        Err(e) => {
+            return Err(match budget.violation.take() {
+                Some(why) => EventSchemaError::Limit(why),
+                None => EventSchemaError::NotJson(e.to_string()),
+            });
+        }
     };
     let version = obj.get("v").and_then(Value::as_u64);
     if version != Some(u64::from(EVENT_SCHEMA_VERSION)) {
@@ -129,19 +205,21 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, EventSchemaError> {
         .and_then(Value::as_str)
         .ok_or_else(|| field("id", "is missing or not a string"))
         .and_then(|s| {
-            Uuid::parse_str(s).map_err(|e| field("id", &format!("is not a UUID: {e}")))
+            Uuid::parse_str(s).map_err(|_| field("id", &format!("`{}` is not a UUID", shown(s))))
         })?;
     let name = match obj.remove("name") {
         Some(Value::String(s)) if !s.is_empty() => s,
         _ => return Err(field("name", "is missing, empty or not a string")),
     };
+    // The rules a tracked name passes (no control characters, at most 200 bytes).
+    validate_name(&name).map_err(|e| field("name", &e.to_string()))?;
     let timestamp = obj
         .get("timestamp")
         .and_then(Value::as_str)
         .ok_or_else(|| field("timestamp", "is missing or not a string"))
         .and_then(|s| {
             crate::event::parse_rfc3339(s)
-                .ok_or_else(|| field("timestamp", &format!("`{s}` is not RFC 3339")))
+                .ok_or_else(|| field("timestamp", &format!("`{}` is not RFC 3339", shown(s))))
         })?;
     let kind = match obj.get("kind").and_then(Value::as_str) {
         Some("page_view") => EventKind::PageView,
@@ -162,6 +240,14 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, EventSchemaError> {
         .with_timestamp(timestamp)
         .with_context(context)
         .with_id(id))
+}
+
+/// A field's text as an error shows it: escaped (a newline or an escape sequence can forge
+/// no log line) and cut to 64 characters.
+fn shown(s: &str) -> String {
+    let cut: String = s.chars().take(64).collect();
+    let more = if cut.len() < s.len() { "…" } else { "" };
+    format!("{}{more}", Escaped(&cut))
 }
 
 /// The flat context object back into a [`Context`]: known fields by name (when strings),
@@ -205,6 +291,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+    use crate::limits::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_STRING_LENGTH};
     use crate::props;
 
     #[test]
@@ -229,6 +316,112 @@ mod tests {
         assert_eq!(back.timestamp(), t);
         assert_eq!(back.properties(), e.properties());
         assert_eq!(back.context(), &ctx);
+    }
+
+    /// A version 1 payload with these `properties` and `context` (raw JSON).
+    fn payload(name: &str, timestamp: &str, properties: &str, context: &str) -> Vec<u8> {
+        format!(
+            r#"{{"v":1,"id":"0190b6d2-6f0a-7c3e-9a52-0b7d2f1e4c11","name":{},"timestamp":{},"properties":{properties},"context":{context}}}"#,
+            serde_json::to_string(name).unwrap(),
+            serde_json::to_string(timestamp).unwrap(),
+        )
+        .into_bytes()
+    }
+
+    const T: &str = "2026-01-01T00:00:00.000Z";
+
+    fn limit(payload: &[u8]) -> String {
+        match decode_event(payload) {
+            Err(EventSchemaError::Limit(why)) => why,
+            other => panic!("not refused for a limit: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_hostile_megabyte_is_refused_unread() {
+        // The issue's message: 1 MB of tiny objects, 87 MB once decoded.
+        let tiny = vec![r#"{"a":0}"#; 131_000].join(",");
+        let p = payload("user.x", T, &format!(r#"{{"p":[{tiny}]}}"#), "{}");
+        assert!(p.len() > 1_000_000);
+        assert!(limit(&p).contains("the message is"), "{}", limit(&p));
+    }
+
+    #[test]
+    fn what_would_hold_too_much_is_refused_while_decoding() {
+        // Under the message size (~57 KB) and every per-value limit, but 64 × 64 tiny objects
+        // hold megabytes: refused once the decoded budget (16 × max_event_size) runs out.
+        let tiny = vec![r#"{"a":{"b":0}}"#; 64].join(",");
+        let props: Vec<String> = (0..64).map(|i| format!(r#""p{i}":[{tiny}]"#)).collect();
+        let p = payload("user.x", T, &format!("{{{}}}", props.join(",")), "{}");
+        assert!(p.len() < DEFAULT_MAX_EVENT_SIZE, "{}", p.len());
+        assert!(limit(&p).contains("would hold more than"), "{}", limit(&p));
+    }
+
+    #[test]
+    fn properties_over_the_limits_are_refused_not_cut() {
+        let many = (0..65).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let p = payload("user.x", T, &format!(r#"{{"list":[{many}]}}"#), "{}");
+        assert!(limit(&p).contains("more than 64 entries"), "{}", limit(&p));
+        let long = "x".repeat(DEFAULT_MAX_STRING_LENGTH + 1);
+        let p = payload("user.x", T, &format!(r#"{{"s":"{long}"}}"#), "{}");
+        assert!(limit(&p).contains("max_string_length"), "{}", limit(&p));
+        // max_depth (8) levels of containers in a value are kept; a ninth is refused.
+        let deep = |n: usize| format!(r#"{{"d":{}1{}}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(decode_event(&payload("user.x", T, &deep(8), "{}")).is_ok());
+        assert!(limit(&payload("user.x", T, &deep(9), "{}")).contains("nested too deep"));
+        // A context field nests at most 64 deep.
+        let ctx = |n: usize| format!(r#"{{"f":{}1{}}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(decode_event(&payload("user.x", T, "{}", &ctx(64))).is_ok());
+        assert!(limit(&payload("user.x", T, "{}", &ctx(65))).contains("nested too deep"));
+        // Deeper than serde_json's own recursion limit: refused all the same.
+        let p = payload("user.x", T, &deep(10_000), "{}");
+        assert!(decode_event(&p).is_err());
+    }
+
+    #[test]
+    fn fields_are_validated_and_shown_escaped() {
+        // A timestamp with a newline and an ESC must not forge a log line.
+        let forged = r"2026-01-01T00:00:00Z\n\u001b[31mWARN forged line";
+        let raw = String::from_utf8(payload("user.x", "X", "{}", "{}"))
+            .unwrap()
+            .replace(r#""timestamp":"X""#, &format!(r#""timestamp":"{forged}""#));
+        let err = decode_event(raw.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("timestamp"), "{err}");
+        assert!(!err.contains('\n') && !err.contains('\u{1b}'), "{err:?}");
+        assert!(err.contains("\\n") && err.contains("\\u{1b}"), "{err}");
+        // The name follows the rules of tracked names.
+        let err = decode_event(&payload("user.x\nINFO forged", T, "{}", "{}")).unwrap_err();
+        assert!(
+            matches!(err, EventSchemaError::Field { field: "name", .. }),
+            "{err}"
+        );
+        assert!(!err.to_string().contains('\n'));
+        let long = "x".repeat(201);
+        assert!(decode_event(&payload(&long, T, "{}", "{}")).is_err());
+        // The id is a UUID, quoted escaped.
+        let raw = String::from_utf8(payload("user.x", T, "{}", "{}"))
+            .unwrap()
+            .replace(
+                "0190b6d2-6f0a-7c3e-9a52-0b7d2f1e4c11",
+                "\\u001b]0;pwned\\u0007",
+            );
+        let err = decode_event(raw.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.contains("is not a UUID") && !err.contains('\u{1b}'),
+            "{err:?}"
+        );
+        // Unknown top-level fields are skipped unread; a sound event decodes.
+        let raw = String::from_utf8(payload(
+            "user.x",
+            T,
+            r#"{"a":[1,{"b":"c"}]}"#,
+            r#"{"user_id":"u"}"#,
+        ))
+        .unwrap()
+        .replace(r#""v":1,"#, r#""v":1,"future":{"x":[1,2,3]},"#);
+        let e = decode_event(raw.as_bytes()).unwrap();
+        assert_eq!(e.properties().get("a").unwrap()[1]["b"], "c");
+        assert_eq!(e.context().user_id(), Some("u"));
     }
 
     #[test]
