@@ -44,6 +44,13 @@ use std::time::Duration;
 use crate::config::DeliveryConfig;
 use crate::event::Event;
 
+#[cfg(any(
+    feature = "umami",
+    feature = "posthog",
+    feature = "segment",
+    feature = "webhook"
+))]
+pub(crate) mod http;
 mod logging;
 mod memory;
 #[cfg(feature = "nats")]
