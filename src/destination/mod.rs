@@ -55,7 +55,10 @@ mod logging;
 mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "posthog")]
+pub mod posthog;
 pub(crate) mod registry;
+
 #[cfg(feature = "umami")]
 pub mod umami;
 

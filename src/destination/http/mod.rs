@@ -16,6 +16,8 @@
 //! Secrets (API keys, write keys, signing keys) are sent in headers or bodies built by the
 //! kind; nothing here prints a request, its headers or its URL's userinfo.
 
+#[cfg(any(feature = "posthog", feature = "segment", feature = "webhook"))]
+pub(crate) mod common;
 mod outcome;
 #[cfg_attr(
     not(any(feature = "posthog", feature = "segment", feature = "webhook")),
@@ -36,7 +38,7 @@ pub(crate) use outcome::Outcomes;
     not(any(feature = "posthog", feature = "segment", feature = "webhook")),
     allow(unused_imports)
 )]
-pub(crate) use split::{Limits, Split, split};
+pub(crate) use split::{Limits, split};
 
 use crate::config::DEFAULT_TIMEOUT;
 use crate::destination::DeliveryError;
