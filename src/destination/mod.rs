@@ -58,6 +58,8 @@ pub mod nats;
 #[cfg(feature = "posthog")]
 pub mod posthog;
 pub(crate) mod registry;
+#[cfg(feature = "segment")]
+pub mod segment;
 
 #[cfg(feature = "umami")]
 pub mod umami;

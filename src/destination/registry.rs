@@ -155,6 +155,8 @@ impl Default for Registry {
         kinds.register("nats", super::nats::NatsDestination::from_settings);
         #[cfg(feature = "posthog")]
         kinds.register("posthog", super::posthog::PostHogDestination::from_settings);
+        #[cfg(feature = "segment")]
+        kinds.register("segment", super::segment::SegmentDestination::from_settings);
         kinds
     }
 }
@@ -236,6 +238,9 @@ mod tests {
         }
         if cfg!(feature = "posthog") {
             expected.push("posthog");
+        }
+        if cfg!(feature = "segment") {
+            expected.push("segment");
         }
         assert_eq!(kinds.names().collect::<Vec<_>>(), expected);
         kinds.register("logging", |_: &Settings| Ok(MemoryDestination::new()));
