@@ -63,6 +63,8 @@ pub mod segment;
 
 #[cfg(feature = "umami")]
 pub mod umami;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use logging::LoggingDestination;
 pub use memory::MemoryDestination;
