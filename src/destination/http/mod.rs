@@ -80,6 +80,10 @@ pub(crate) struct Body {
 
 impl Body {
     /// A JSON body sent as is.
+    #[cfg_attr(
+        not(any(feature = "umami", feature = "segment", feature = "webhook")),
+        allow(dead_code)
+    )]
     pub(crate) fn json(json: Vec<u8>) -> Body {
         Body { json, gzip: false }
     }

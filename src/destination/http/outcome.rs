@@ -23,6 +23,7 @@ impl Outcomes {
     }
 
     /// Whether event `i` has no verdict yet.
+    #[cfg_attr(not(feature = "umami"), allow(dead_code))]
     pub(crate) fn is_pending(&self, i: usize) -> bool {
         matches!(self.items[i], Outcome::Pending)
     }
@@ -37,6 +38,7 @@ impl Outcomes {
         self.items[i] = Outcome::Failed(error);
     }
 
+    #[cfg_attr(not(feature = "umami"), allow(dead_code))]
     /// Whether event `i` is settled for good: delivered, or failed without a retry.
     pub(crate) fn is_settled(&self, i: usize) -> bool {
         match &self.items[i] {
