@@ -16,6 +16,7 @@
 pub mod http;
 pub mod logs;
 pub mod nats_server;
+pub mod python;
 pub mod scripted;
 pub mod timing;
 pub mod umami_server;
