@@ -74,7 +74,8 @@ fn find_or_install() -> Result<PathBuf, String> {
     let python = venv.join("bin").join("python");
     let pins_file = venv.join(PINS_FILE);
     let ready = || {
-        python.is_file() && std::fs::read_to_string(&pins_file).ok().as_deref() == Some(&pins_text())
+        python.is_file()
+            && std::fs::read_to_string(&pins_file).ok().as_deref() == Some(&pins_text())
     };
     if ready() {
         return Ok(python);
@@ -90,7 +91,11 @@ fn find_or_install() -> Result<PathBuf, String> {
     if ready() {
         return Ok(python);
     }
-    eprintln!("installing {} into {} (once)", PINS.join(" "), venv.display());
+    eprintln!(
+        "installing {} into {} (once)",
+        PINS.join(" "),
+        venv.display()
+    );
     run_to_end(
         std::process::Command::new("python3")
             .args(["-m", "venv", "--clear"])
@@ -113,7 +118,9 @@ fn run_to_end(cmd: &mut std::process::Command) -> Result<(), String> {
         Ok(status) => Err(format!(
             "installing the SDKs failed: {shown} exited with {status}"
         )),
-        Err(e) => Err(format!("installing the SDKs failed: cannot run {shown}: {e}")),
+        Err(e) => Err(format!(
+            "installing the SDKs failed: cannot run {shown}: {e}"
+        )),
     }
 }
 
