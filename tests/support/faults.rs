@@ -125,11 +125,7 @@ pub enum Verdict {
     /// redelivery by `webhook-id`).
     Redelivered { items: usize, reply: Value },
     /// Refused with this status and body; nothing stored.
-    Refuse {
-        status: StatusCode,
-        body: Value,
-        items: usize,
-    },
+    Refuse { status: StatusCode, body: Value },
 }
 
 impl Verdict {
@@ -137,7 +133,6 @@ impl Verdict {
         Verdict::Refuse {
             status: StatusCode::from_u16(status).unwrap(),
             body,
-            items: 0,
         }
     }
 }
@@ -197,6 +192,9 @@ pub trait Vendor: Send + Sync + 'static {
     fn core(&self) -> &Core;
     /// The routes (the state is the vendor).
     fn app(this: Arc<Self>) -> Router;
+    /// The events in a (gunzipped) body, as far as it can be read: for the request log of
+    /// refused requests.
+    fn count(body: &[u8]) -> usize;
 }
 
 /// The largest body the servers read at all (vendors' own limits are checked below it).
@@ -239,44 +237,46 @@ pub async fn serve<V: Vendor>(
         Fault::Serve | Fault::StoreThenHang => {}
         Fault::Delay(d) => tokio::time::sleep(*d).await,
         Fault::Hang => return core.hang().await,
-        Fault::Status(status, extra) => {
-            let body = serde_json::json!({
-                "error": status.canonical_reason().unwrap_or("error"),
-                "status": status.as_u16(),
-            });
-            let mut r = (*status, axum::Json(body)).into_response();
-            r.headers_mut().extend(extra.clone());
-            rec.status = status.as_u16();
-            finish(core, rec);
-            return r;
-        }
+        Fault::Status(..) => {}
     }
-    let verdict = if body.len() > max_decoded {
-        too_large()
+    let decoded: Result<std::borrow::Cow<'_, [u8]>, Verdict> = if body.len() > max_decoded {
+        Err(too_large())
     } else if gzip {
         let mut decoded = Vec::new();
         let read = flate2::read::GzDecoder::new(&body[..])
             .take(max_decoded as u64 + 1)
             .read_to_end(&mut decoded);
         match read {
-            Err(_) => Verdict::refuse(
+            Err(_) => Err(Verdict::refuse(
                 400,
                 serde_json::json!({ "error": "body is not valid gzip" }),
-            ),
-            Ok(n) if n > max_decoded => too_large(),
-            Ok(_) => check(&decoded),
+            )),
+            Ok(n) if n > max_decoded => Err(too_large()),
+            Ok(_) => Ok(decoded.into()),
         }
     } else {
-        check(&body)
+        Ok(body[..].into())
+    };
+    if let Fault::Status(status, extra) = &fault {
+        let body = serde_json::json!({
+            "error": status.canonical_reason().unwrap_or("error"),
+            "status": status.as_u16(),
+        });
+        let mut r = (*status, axum::Json(body)).into_response();
+        r.headers_mut().extend(extra.clone());
+        rec.status = status.as_u16();
+        rec.items = decoded.as_deref().map_or(0, |b| V::count(b));
+        finish(core, rec);
+        return r;
+    }
+    let (verdict, decoded) = match decoded {
+        Ok(body) => (check(&body), Some(body)),
+        Err(refusal) => (refusal, None),
     };
     let response = match verdict {
-        Verdict::Refuse {
-            status,
-            body,
-            items,
-        } => {
+        Verdict::Refuse { status, body } => {
             rec.status = status.as_u16();
-            rec.items = items;
+            rec.items = decoded.as_deref().map_or(0, |b| V::count(b));
             (status, axum::Json(body)).into_response()
         }
         Verdict::Redelivered { items, reply } => {

@@ -70,6 +70,13 @@ impl Vendor for PostHog {
         &self.core
     }
 
+    fn count(body: &[u8]) -> usize {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(b)) => b.get("batch").and_then(Value::as_array).map_or(1, Vec::len),
+            _ => 0,
+        }
+    }
+
     fn app(this: Arc<Self>) -> Router {
         Router::new()
             .route("/batch/", post(capture))
@@ -106,17 +113,13 @@ fn error(kind: &str, code: &str, detail: &str) -> Value {
     json!({ "type": kind, "code": code, "detail": detail, "attr": null })
 }
 
-fn invalid(detail: &str, items: usize) -> Verdict {
-    let mut v = Verdict::refuse(400, error("validation_error", "invalid_payload", detail));
-    if let Verdict::Refuse { items: n, .. } = &mut v {
-        *n = items;
-    }
-    v
+fn invalid(detail: &str) -> Verdict {
+    Verdict::refuse(400, error("validation_error", "invalid_payload", detail))
 }
 
 fn check(body: &[u8]) -> Verdict {
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
-        return invalid("Failed to decode request body as JSON", 0);
+        return invalid("Failed to decode request body as JSON");
     };
     let key = body
         .get("api_key")
@@ -134,19 +137,19 @@ fn check(body: &[u8]) -> Verdict {
     }
     let items: Vec<Value> = match body.get("batch") {
         Some(Value::Array(items)) => items.clone(),
-        Some(_) => return invalid("batch is not an array", 0),
+        Some(_) => return invalid("batch is not an array"),
         // A single event: the body is the event.
         None => vec![Value::Object(body.clone())],
     };
     if items.is_empty() {
-        return invalid("No events in the batch", 0);
+        return invalid("No events in the batch");
     }
     let n = items.len();
     let mut events = Vec::with_capacity(n);
     let mut discarded = 0;
     for item in items {
         if let Err(why) = check_event(&item) {
-            return invalid(&why, n);
+            return invalid(&why);
         }
         if item.to_string().len() > MAX_EVENT {
             // "Discarded event exceeding 1MB": dropped alone, the request still succeeds.

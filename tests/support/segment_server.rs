@@ -82,6 +82,13 @@ impl Vendor for Segment {
         &self.core
     }
 
+    fn count(body: &[u8]) -> usize {
+        serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|b| b.get("batch").and_then(Value::as_array).map(Vec::len))
+            .unwrap_or(0)
+    }
+
     fn app(this: Arc<Self>) -> Router {
         Router::new()
             .route("/v1/batch", post(batch))
@@ -163,11 +170,7 @@ fn check(body: &[u8], auth: Option<Result<(String, String), ()>>, max_message: u
         );
     };
     if items.iter().any(|m| m.to_string().len() > max_message) {
-        let mut v = too_large("message");
-        if let Verdict::Refuse { items: n, .. } = &mut v {
-            *n = items.len();
-        }
-        return v;
+        return too_large("message");
     }
     let mut events = Vec::with_capacity(items.len());
     let mut discarded = 0;

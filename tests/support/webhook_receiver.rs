@@ -95,6 +95,10 @@ impl Vendor for Webhook {
         &self.core
     }
 
+    fn count(body: &[u8]) -> usize {
+        serde_json::from_slice::<Value>(body).map_or(0, |p| events_of(&p).len())
+    }
+
     fn app(this: Arc<Self>) -> Router {
         Router::new().fallback(post(receive)).with_state(this)
     }
@@ -129,6 +133,19 @@ async fn receive(
         move |decoded| check(&this2, id, ts, sigs, &raw, decoded),
     )
     .await
+}
+
+/// The events of a message: `data.events[]`, else `events[]`, else a top-level array, else
+/// the body itself.
+fn events_of(payload: &Value) -> Vec<Value> {
+    match payload
+        .pointer("/data/events")
+        .or_else(|| payload.get("events"))
+        .or(Some(payload).filter(|p| p.is_array()))
+    {
+        Some(Value::Array(items)) => items.clone(),
+        _ => vec![payload.clone()],
+    }
 }
 
 fn bad(status: u16, why: &str) -> Verdict {
@@ -178,14 +195,7 @@ fn check(
     let Ok(payload) = serde_json::from_slice::<Value>(body) else {
         return bad(400, "body is not JSON");
     };
-    let items: Vec<Value> = match payload
-        .pointer("/data/events")
-        .or_else(|| payload.get("events"))
-        .or(Some(&payload).filter(|p| p.is_array()))
-    {
-        Some(Value::Array(items)) => items.clone(),
-        _ => vec![payload.clone()],
-    };
+    let items = events_of(&payload);
     if !lock(&this.seen).insert(id.clone()) {
         return Verdict::Redelivered {
             items: items.len(),
