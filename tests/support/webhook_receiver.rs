@@ -47,6 +47,17 @@ pub struct Webhook {
     core: Core,
     key: Vec<u8>,
     seen: Mutex<HashSet<String>>,
+    raw: Mutex<Vec<Delivery>>,
+}
+
+/// A request as it arrived (before any check): its Standard Webhooks headers and body, for
+/// checking a sender's signatures with another verifier.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub id: Option<String>,
+    pub timestamp: Option<String>,
+    pub signature: Option<String>,
+    pub body: Bytes,
 }
 
 pub type WebhookReceiver = ContractServer<Webhook>;
@@ -80,8 +91,14 @@ impl ContractServer<Webhook> {
             core: Core::default(),
             key: secret_key(secret),
             seen: Mutex::default(),
+            raw: Mutex::default(),
         };
         Self::start_vendor(addr, vendor).await
+    }
+
+    /// Every request as it arrived, in order.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        lock(&self.vendor().raw).clone()
     }
 
     /// The URL to post to.
@@ -122,6 +139,12 @@ async fn receive(
         header("webhook-signature"),
     );
     let raw = body.clone();
+    lock(&this.raw).push(Delivery {
+        id: id.clone(),
+        timestamp: ts.clone(),
+        signature: sigs.clone(),
+        body: body.clone(),
+    });
     let this2 = this.clone();
     serve(
         &*this,
