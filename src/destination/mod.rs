@@ -44,11 +44,21 @@ use std::time::Duration;
 use crate::config::DeliveryConfig;
 use crate::event::Event;
 
+#[cfg(any(
+    feature = "umami",
+    feature = "posthog",
+    feature = "segment",
+    feature = "webhook"
+))]
+pub(crate) mod http;
 mod logging;
 mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "posthog")]
+pub mod posthog;
 pub(crate) mod registry;
+
 #[cfg(feature = "umami")]
 pub mod umami;
 
