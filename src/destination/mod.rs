@@ -58,9 +58,13 @@ pub mod nats;
 #[cfg(feature = "posthog")]
 pub mod posthog;
 pub(crate) mod registry;
+#[cfg(feature = "segment")]
+pub mod segment;
 
 #[cfg(feature = "umami")]
 pub mod umami;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use logging::LoggingDestination;
 pub use memory::MemoryDestination;

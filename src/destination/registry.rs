@@ -155,6 +155,10 @@ impl Default for Registry {
         kinds.register("nats", super::nats::NatsDestination::from_settings);
         #[cfg(feature = "posthog")]
         kinds.register("posthog", super::posthog::PostHogDestination::from_settings);
+        #[cfg(feature = "segment")]
+        kinds.register("segment", super::segment::SegmentDestination::from_settings);
+        #[cfg(feature = "webhook")]
+        kinds.register("webhook", super::webhook::WebhookDestination::from_settings);
         kinds
     }
 }
@@ -236,6 +240,12 @@ mod tests {
         }
         if cfg!(feature = "posthog") {
             expected.push("posthog");
+        }
+        if cfg!(feature = "segment") {
+            expected.push("segment");
+        }
+        if cfg!(feature = "webhook") {
+            expected.push("webhook");
         }
         assert_eq!(kinds.names().collect::<Vec<_>>(), expected);
         kinds.register("logging", |_: &Settings| Ok(MemoryDestination::new()));
