@@ -177,3 +177,55 @@ async fn answers_over_the_wire_are_classified() {
         assert!(f.error.is_retryable(), "{}", f.error);
     }
 }
+
+/// A permanent rejection is logged once (escaped), later ones only returned.
+#[tokio::test]
+async fn the_first_rejection_is_logged_once() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::http::StatusCode as Status;
+    use axum::routing::post;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = Router::new().route(
+        "/t",
+        post(|| async { (Status::UNAUTHORIZED, "bad key\nforged line") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::new("test", HeaderValue::from_static("t")).unwrap();
+    let url = Url::parse(&format!("http://{addr}/t")).unwrap();
+    for _ in 0..3 {
+        let f = client
+            .post(&url, HeaderMap::new(), Body::json(b"{}".to_vec()))
+            .await
+            .unwrap_err();
+        assert!(!f.error.is_retryable());
+    }
+    server.abort();
+    let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.matches("rejected a request").count(), 1, "{text}");
+    assert!(text.contains("bad key\\nforged line"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+}
