@@ -210,6 +210,23 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `raw` fit to show: a user and password replaced by `***`, a query by `?***` (both may
+/// hold credentials); an unparsable one is not shown at all.
+pub(crate) fn masked_url(raw: &str) -> String {
+    let Ok(mut url) = Url::parse(raw.trim()) else {
+        return "(not a URL)".into();
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_password(None);
+        let _ = url.set_username("***");
+    }
+    if url.query().is_some() {
+        url.set_query(Some("***"));
+    }
+    url.set_fragment(None);
+    url.to_string()
+}
+
 /// An endpoint URL: http(s), a host, no query or fragment; userinfo (`https://user:pass@host`)
 /// is taken out and returned as a Basic `Authorization` header, so it never appears in an
 /// error or a log record. Errors never quote the URL (it may hold a secret).

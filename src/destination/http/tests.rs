@@ -229,3 +229,18 @@ async fn the_first_rejection_is_logged_once() {
     assert!(text.contains("bad key\\nforged line"), "{text}");
     assert_eq!(text.lines().count(), 1, "{text}");
 }
+
+#[cfg(feature = "posthog")]
+#[test]
+fn urls_are_shown_without_credentials() {
+    use super::common::masked_url;
+    assert_eq!(
+        masked_url("https://user:hunter2@h.example.com/t?token=abc#x"),
+        "https://***@h.example.com/t?***"
+    );
+    assert_eq!(
+        masked_url("https://h.example.com/t"),
+        "https://h.example.com/t"
+    );
+    assert_eq!(masked_url("not a url hunter2"), "(not a URL)");
+}

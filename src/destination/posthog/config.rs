@@ -4,7 +4,9 @@ use reqwest::Url;
 use reqwest::header::HeaderValue;
 
 use crate::config::{ConfigError, Settings};
-use crate::destination::http::common::{Forward, Secret, optional, required, target_url};
+use crate::destination::http::common::{
+    Forward, Secret, masked_url, optional, required, target_url,
+};
 
 /// PostHog Cloud's US ingestion host, the default `host`.
 pub const DEFAULT_HOST: &str = "https://us.i.posthog.com";
@@ -24,7 +26,7 @@ const KEYS: &[&str] = &["api_key", "host", "gzip", "forward"];
 /// assert!(!format!("{config:?}").contains("phc_project_api_key"));
 /// let posthog = PostHogDestination::new(config).unwrap();
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PostHogConfig {
     pub(crate) api_key: Secret,
     pub(crate) host: String,
@@ -132,5 +134,16 @@ impl PostHogConfig {
             Some(t) if errors.is_empty() => Ok(t),
             _ => Err(errors),
         }
+    }
+}
+
+impl std::fmt::Debug for PostHogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostHogConfig")
+            .field("api_key", &self.api_key)
+            .field("host", &masked_url(&self.host))
+            .field("gzip", &self.gzip)
+            .field("forward", &self.forward)
+            .finish()
     }
 }

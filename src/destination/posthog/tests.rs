@@ -150,7 +150,8 @@ fn an_empty_key_is_refused_without_quoting_secrets() {
         .unwrap();
     assert_eq!(d.inner.url.as_str(), "https://x.io/ph/batch/");
     assert!(d.inner.auth.as_ref().unwrap().is_sensitive());
-    assert!(!format!("{d:?}").contains("u:p"));
+    let shown = format!("{d:?}{:?}", d.config());
+    assert!(!shown.contains("u:p"), "{shown}");
 }
 
 /// Over the wire: a gzip body the server can read, the oversized event failed alone and the

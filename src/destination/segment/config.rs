@@ -4,7 +4,9 @@ use reqwest::Url;
 
 use super::SegmentFlavor;
 use crate::config::{ConfigError, Settings};
-use crate::destination::http::common::{Forward, Secret, optional, required, target_url};
+use crate::destination::http::common::{
+    Forward, Secret, masked_url, optional, required, target_url,
+};
 
 /// Segment's tracking API, the default `url` of `flavor: segment`.
 pub const SEGMENT_URL: &str = "https://api.segment.io";
@@ -23,7 +25,7 @@ const KEYS: &[&str] = &["flavor", "url", "write_key", "forward"];
 /// assert!(!format!("{config:?}").contains("write_key_abc"));
 /// let cdp = SegmentDestination::new(config).unwrap();
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SegmentConfig {
     pub(crate) write_key: Secret,
     pub(crate) flavor: SegmentFlavor,
@@ -163,5 +165,16 @@ impl SegmentConfig {
             Some(url) if errors.is_empty() => Ok(url),
             _ => Err(errors),
         }
+    }
+}
+
+impl std::fmt::Debug for SegmentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentConfig")
+            .field("write_key", &self.write_key)
+            .field("flavor", &self.flavor)
+            .field("url", &self.url.as_deref().map(masked_url))
+            .field("forward", &self.forward)
+            .finish()
     }
 }

@@ -5,7 +5,7 @@ use reqwest::Url;
 use reqwest::header::HeaderValue;
 
 use crate::config::{ConfigError, Settings};
-use crate::destination::http::common::{Forward, Secret, required, target_url};
+use crate::destination::http::common::{Forward, Secret, masked_url, required, target_url};
 
 /// The keys a `webhook` destination accepts besides the core's (`events`, delivery keys).
 const KEYS: &[&str] = &["url", "secret", "forward"];
@@ -22,7 +22,7 @@ const KEYS: &[&str] = &["url", "secret", "forward"];
 /// assert!(!format!("{config:?}").contains("MfKQ9r8G"));
 /// let hooks = WebhookDestination::new(config).unwrap();
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     pub(crate) url: Secret,
     pub(crate) secret: Secret,
@@ -125,5 +125,15 @@ pub(crate) fn signing_key(secret: &str) -> Result<Vec<u8>, &'static str> {
             "is not whsec_ followed by base64; generate one with a Standard \
                        Webhooks library or `openssl rand -base64 32`",
         ),
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &masked_url(&self.url.0))
+            .field("secret", &self.secret)
+            .field("forward", &self.forward)
+            .finish()
     }
 }

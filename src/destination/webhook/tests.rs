@@ -154,7 +154,12 @@ async fn requests_are_signed_and_a_retry_keeps_the_webhook_id() {
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     ))
     .unwrap();
-    assert!(!format!("{d:?}").contains("token=abc") && !format!("{d:?}").contains("u:p"));
+    let shown = format!("{d:?}{:?}", d.config());
+    assert!(
+        !shown.contains("token=abc") && !shown.contains("u:p"),
+        "{shown}"
+    );
+    assert!(shown.contains("/t"), "{shown}");
     let batch = vec![
         Arc::new(event(Context::new().with_user_id("u1"))),
         Arc::new(event(Context::new())),
