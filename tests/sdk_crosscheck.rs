@@ -451,3 +451,83 @@ async fn our_signatures_verify_with_standardwebhooks() {
     assert_eq!(r[0], "verified", "{r}");
     assert!(r[1].as_str().unwrap().starts_with("rejected"), "{r}");
 }
+
+/// Each delivery checked by `standardwebhooks` with `secret`: "verified" or "rejected: ...".
+async fn verify_with_standardwebhooks(
+    deliveries: &[webhook_receiver::Delivery],
+    secret: &str,
+) -> Vec<String> {
+    let cases: Vec<Value> = deliveries
+        .iter()
+        .map(|d| {
+            json!({
+                "secret": secret,
+                "body": std::str::from_utf8(&d.body).unwrap(),
+                "headers": {
+                    "webhook-id": d.id,
+                    "webhook-timestamp": d.timestamp,
+                    "webhook-signature": d.signature,
+                },
+            })
+        })
+        .collect();
+    let cases = Value::Array(cases).to_string();
+    let out = python::run(WEBHOOK_VERIFY, &[("CASES", &cases)], LIMIT).await;
+    out.success();
+    serde_json::from_value(report(&out)).unwrap()
+}
+
+/// Our `webhook` kind's signatures verify with the official `standardwebhooks` library (and
+/// with our receiver); with the wrong secret they verify with neither.
+#[cfg(feature = "webhook")]
+#[tokio::test]
+async fn our_webhook_kind_signatures_verify_with_standardwebhooks() {
+    use tower_telemetry::{Telemetry, track};
+    const N: u64 = 25;
+    async fn deliver(server: &WebhookReceiver, secret: &str) -> tower_telemetry::DestinationStats {
+        let yaml = format!(
+            "telemetry:\n  destinations:\n    hooks:\n      type: webhook\n      url: {}\n      \
+             secret: \"{secret}\"\n      batch_size: 10\n      flush_interval: 20ms\n      \
+             retry: {{ initial_backoff: 20ms, max_backoff: 100ms }}\n",
+            server.hook_url()
+        );
+        let telemetry = Telemetry::from_yaml_str(&yaml).unwrap();
+        for n in 0..N {
+            track!(&telemetry => "user.signed_up", n = n);
+        }
+        assert!(telemetry.flush(Duration::from_secs(20)).await);
+        telemetry.stats().destination("hooks").unwrap().clone()
+    }
+
+    let right = WebhookReceiver::start().await;
+    let d = deliver(&right, webhook_receiver::SECRET).await;
+    assert_eq!((d.delivered, d.failed), (N, 0), "{d:?}");
+    assert_eq!(right.stored(), N as usize);
+    let deliveries = right.deliveries();
+    assert!(deliveries.len() >= 3, "batches of 10: {deliveries:?}");
+    let verdicts = verify_with_standardwebhooks(&deliveries, webhook_receiver::SECRET).await;
+    assert!(verdicts.iter().all(|v| v == "verified"), "{verdicts:?}");
+    let verdicts = verify_with_standardwebhooks(&deliveries, webhook_receiver::WRONG_SECRET).await;
+    assert!(
+        verdicts.iter().all(|v| v.starts_with("rejected")),
+        "{verdicts:?}"
+    );
+
+    // Signed with the wrong secret: our receiver refuses (401, never retried), and so does
+    // standardwebhooks.
+    let wrong = WebhookReceiver::start().await;
+    let d = deliver(&wrong, webhook_receiver::WRONG_SECRET).await;
+    assert_eq!((d.delivered, d.failed, d.retries), (0, N, 0), "{d:?}");
+    assert_eq!(
+        d.enqueued,
+        d.delivered + d.failed + d.discarded + d.dropped_oldest + d.undelivered
+    );
+    assert_eq!(wrong.stored(), 0);
+    let verdicts =
+        verify_with_standardwebhooks(&wrong.deliveries(), webhook_receiver::SECRET).await;
+    assert!(!verdicts.is_empty());
+    assert!(
+        verdicts.iter().all(|v| v.starts_with("rejected")),
+        "{verdicts:?}"
+    );
+}

@@ -99,6 +99,8 @@ pub struct RequestRecord {
     pub status: u16,
     /// Events in the body (0 when it could not be read).
     pub items: usize,
+    /// The vendor's ids of the events in the body, in order (`""` for an event without one).
+    pub ids: Vec<String>,
     /// Events stored from it (new ids).
     pub stored: usize,
     /// Events in it whose id was stored before.
@@ -123,7 +125,7 @@ pub enum Verdict {
     },
     /// Accepted, but every event is a duplicate of this many stored ones (a webhook
     /// redelivery by `webhook-id`).
-    Redelivered { items: usize, reply: Value },
+    Redelivered { ids: Vec<String>, reply: Value },
     /// Refused with this status and body; nothing stored.
     Refuse { status: StatusCode, body: Value },
 }
@@ -192,9 +194,9 @@ pub trait Vendor: Send + Sync + 'static {
     fn core(&self) -> &Core;
     /// The routes (the state is the vendor).
     fn app(this: Arc<Self>) -> Router;
-    /// The events in a (gunzipped) body, as far as it can be read: for the request log of
-    /// refused requests.
-    fn count(body: &[u8]) -> usize;
+    /// The ids of the events in a (gunzipped) body, as far as it can be read: for the request
+    /// log of refused requests.
+    fn ids(body: &[u8]) -> Vec<String>;
 }
 
 /// The largest body the servers read at all (vendors' own limits are checked below it).
@@ -225,6 +227,7 @@ pub async fn serve<V: Vendor>(
         path: path.to_owned(),
         status: 0,
         items: 0,
+        ids: Vec::new(),
         stored: 0,
         duplicates: 0,
         discarded: 0,
@@ -265,7 +268,10 @@ pub async fn serve<V: Vendor>(
         let mut r = (*status, axum::Json(body)).into_response();
         r.headers_mut().extend(extra.clone());
         rec.status = status.as_u16();
-        rec.items = decoded.as_deref().map_or(0, |b| V::count(b));
+        rec.ids = decoded
+            .as_deref()
+            .map_or_else(|_| Vec::new(), |b| V::ids(b));
+        rec.items = rec.ids.len();
         finish(core, rec);
         return r;
     }
@@ -276,14 +282,23 @@ pub async fn serve<V: Vendor>(
     let response = match verdict {
         Verdict::Refuse { status, body } => {
             rec.status = status.as_u16();
-            rec.items = decoded.as_deref().map_or(0, |b| V::count(b));
+            rec.ids = decoded.as_deref().map_or_else(Vec::new, |b| V::ids(b));
+            rec.items = rec.ids.len();
             (status, axum::Json(body)).into_response()
         }
-        Verdict::Redelivered { items, reply } => {
+        Verdict::Redelivered { ids, reply } => {
             rec.status = 200;
-            rec.items = items;
-            rec.duplicates = items;
-            core.duplicates.fetch_add(items as u64, Ordering::SeqCst);
+            rec.items = ids.len();
+            rec.duplicates = ids.len();
+            {
+                let mut arrivals = lock(&core.ids);
+                for id in &ids {
+                    *arrivals.entry(id.clone()).or_insert(0) += 1;
+                }
+            }
+            rec.ids = ids;
+            core.duplicates
+                .fetch_add(rec.items as u64, Ordering::SeqCst);
             (StatusCode::OK, axum::Json(reply)).into_response()
         }
         Verdict::Accept {
@@ -302,6 +317,7 @@ pub async fn serve<V: Vendor>(
                     let id = id.unwrap_or_else(|| {
                         format!("server-{}", core.generated.fetch_add(1, Ordering::SeqCst))
                     });
+                    rec.ids.push(id.clone());
                     let n = ids.entry(id.clone()).or_insert(0);
                     *n += 1;
                     if *n == 1 {

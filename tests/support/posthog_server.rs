@@ -70,10 +70,19 @@ impl Vendor for PostHog {
         &self.core
     }
 
-    fn count(body: &[u8]) -> usize {
+    fn ids(body: &[u8]) -> Vec<String> {
+        let id = |e: &Value| {
+            e.get("uuid")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
         match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(b)) => b.get("batch").and_then(Value::as_array).map_or(1, Vec::len),
-            _ => 0,
+            Ok(Value::Object(b)) => match b.get("batch").and_then(Value::as_array) {
+                Some(batch) => batch.iter().map(id).collect(),
+                None => vec![id(&Value::Object(b))],
+            },
+            _ => Vec::new(),
         }
     }
 

@@ -82,11 +82,19 @@ impl Vendor for Segment {
         &self.core
     }
 
-    fn count(body: &[u8]) -> usize {
-        serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|b| b.get("batch").and_then(Value::as_array).map(Vec::len))
-            .unwrap_or(0)
+    fn ids(body: &[u8]) -> Vec<String> {
+        let Ok(b) = serde_json::from_slice::<Value>(body) else {
+            return Vec::new();
+        };
+        let id = |m: &Value| {
+            m.get("messageId")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        b.get("batch")
+            .and_then(Value::as_array)
+            .map_or_else(Vec::new, |batch| batch.iter().map(id).collect())
     }
 
     fn app(this: Arc<Self>) -> Router {

@@ -112,8 +112,16 @@ impl Vendor for Webhook {
         &self.core
     }
 
-    fn count(body: &[u8]) -> usize {
-        serde_json::from_slice::<Value>(body).map_or(0, |p| events_of(&p).len())
+    fn ids(body: &[u8]) -> Vec<String> {
+        serde_json::from_slice::<Value>(body).map_or_else(
+            |_| Vec::new(),
+            |p| {
+                events_of(&p)
+                    .iter()
+                    .map(|e| e.get("id").and_then(Value::as_str).unwrap_or("").to_owned())
+                    .collect()
+            },
+        )
     }
 
     fn app(this: Arc<Self>) -> Router {
@@ -221,7 +229,10 @@ fn check(
     let items = events_of(&payload);
     if !lock(&this.seen).insert(id.clone()) {
         return Verdict::Redelivered {
-            items: items.len(),
+            ids: items
+                .iter()
+                .map(|e| e.get("id").and_then(Value::as_str).unwrap_or("").to_owned())
+                .collect(),
             reply: json!({ "ok": true, "duplicate": true }),
         };
     }
