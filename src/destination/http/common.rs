@@ -211,8 +211,9 @@ impl fmt::Debug for Secret {
 }
 
 /// `raw` fit to show: a user and password replaced by `***`, a query by `?***` (both may
-/// hold credentials); an unparsable one is not shown at all.
-pub(crate) fn masked_url(raw: &str) -> String {
+/// hold credentials), with `hide_path` the path too (a webhook's path is often its secret);
+/// an unparsable one is not shown at all.
+pub(crate) fn masked_url(raw: &str, hide_path: bool) -> String {
     let Ok(mut url) = Url::parse(raw.trim()) else {
         return "(not a URL)".into();
     };
@@ -224,6 +225,9 @@ pub(crate) fn masked_url(raw: &str) -> String {
         url.set_query(Some("***"));
     }
     url.set_fragment(None);
+    if hide_path && url.path() != "/" {
+        url.set_path("/***");
+    }
     url.to_string()
 }
 

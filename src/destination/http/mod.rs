@@ -97,6 +97,7 @@ impl Body {
 pub(crate) struct Client {
     http: reqwest::Client,
     kind: &'static str,
+    show_path: bool,
     log_rejection: bool,
     rejection_logged: AtomicBool,
 }
@@ -120,6 +121,7 @@ impl Client {
         Ok(Client {
             http,
             kind,
+            show_path: true,
             log_rejection: true,
             rejection_logged: AtomicBool::new(false),
         })
@@ -133,6 +135,14 @@ impl Client {
         self
     }
 
+    /// Whether errors name the URL's path (the default) or only the kind: a webhook URL's
+    /// path is often its secret (`/services/T000/B000/XXXX`).
+    #[cfg_attr(not(feature = "webhook"), allow(dead_code))]
+    pub(crate) fn with_path_shown(mut self, on: bool) -> Client {
+        self.show_path = on;
+        self
+    }
+
     /// Posts `body` as JSON with `headers`; a 2xx answer's body, or the classified failure.
     /// `url` must not carry userinfo (it would be in the errors); give credentials as headers.
     pub(crate) async fn post(
@@ -141,7 +151,11 @@ impl Client {
         headers: HeaderMap,
         body: Body,
     ) -> Result<bytes::Bytes, Failure> {
-        let endpoint = url.path();
+        let endpoint = if self.show_path {
+            url.path()
+        } else {
+            self.kind
+        };
         let mut request = self
             .http
             .post(url.clone())

@@ -235,12 +235,16 @@ async fn the_first_rejection_is_logged_once() {
 fn urls_are_shown_without_credentials() {
     use super::common::masked_url;
     assert_eq!(
-        masked_url("https://user:hunter2@h.example.com/t?token=abc#x"),
+        masked_url("https://user:hunter2@h.example.com/t?token=abc#x", false),
         "https://***@h.example.com/t?***"
     );
     assert_eq!(
-        masked_url("https://h.example.com/t"),
+        masked_url("https://h.example.com/t", false),
         "https://h.example.com/t"
     );
-    assert_eq!(masked_url("not a url hunter2"), "(not a URL)");
+    assert_eq!(
+        masked_url("https://hooks.example.com/services/T0/B0/XXXX", true),
+        "https://hooks.example.com/***"
+    );
+    assert_eq!(masked_url("not a url hunter2", false), "(not a URL)");
 }

@@ -141,7 +141,7 @@ impl std::fmt::Debug for PostHogConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostHogConfig")
             .field("api_key", &self.api_key)
-            .field("host", &masked_url(&self.host))
+            .field("host", &masked_url(&self.host, false))
             .field("gzip", &self.gzip)
             .field("forward", &self.forward)
             .finish()

@@ -173,7 +173,7 @@ impl std::fmt::Debug for SegmentConfig {
         f.debug_struct("SegmentConfig")
             .field("write_key", &self.write_key)
             .field("flavor", &self.flavor)
-            .field("url", &self.url.as_deref().map(masked_url))
+            .field("url", &self.url.as_deref().map(|u| masked_url(u, false)))
             .field("forward", &self.forward)
             .finish()
     }

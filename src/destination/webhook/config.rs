@@ -131,7 +131,7 @@ pub(crate) fn signing_key(secret: &str) -> Result<Vec<u8>, &'static str> {
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
-            .field("url", &masked_url(&self.url.0))
+            .field("url", &masked_url(&self.url.0, true))
             .field("secret", &self.secret)
             .field("forward", &self.forward)
             .finish()

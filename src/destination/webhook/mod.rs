@@ -117,8 +117,9 @@ impl WebhookDestination {
         error: &dyn Fn(&str, String) -> ConfigError,
     ) -> Result<Self, Vec<ConfigError>> {
         let (url, auth, key) = config.validate(error)?;
-        let client =
-            Client::new("webhook", common::user_agent()).map_err(|m| vec![error("url", m)])?;
+        let client = Client::new("webhook", common::user_agent())
+            .map_err(|m| vec![error("url", m)])?
+            .with_path_shown(false);
         Ok(WebhookDestination {
             inner: Arc::new(Inner {
                 config,
@@ -138,14 +139,8 @@ impl WebhookDestination {
 
 impl fmt::Debug for WebhookDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Scheme, host and path only: the query and userinfo may hold credentials.
-        let u = &self.inner.url;
-        let shown = format!(
-            "{}://{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or(""),
-            u.path()
-        );
+        // Scheme and host only: the userinfo, the query and often the path hold credentials.
+        let shown = common::masked_url(self.inner.url.as_str(), true);
         f.debug_struct("WebhookDestination")
             .field("url", &shown)
             .field("forward", &self.inner.config.forward)
