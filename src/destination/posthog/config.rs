@@ -113,6 +113,15 @@ impl PostHogConfig {
                 "api_key",
                 "is empty; expected the project API key (is the environment variable set?)".into(),
             ));
+        } else if self.api_key.0.trim().starts_with("phx_") {
+            // A personal API key can read and change the whole organisation: it must not be
+            // shipped with every event batch.
+            errors.push(error(
+                "api_key",
+                "is a personal API key (phx_...); use the project API key (phc_...) from the \
+                 project's settings"
+                    .into(),
+            ));
         }
         let target = match target_url(&self.host) {
             Ok((mut url, auth)) if url.query().is_none() => {

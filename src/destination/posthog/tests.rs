@@ -140,6 +140,9 @@ fn yaml_keys_are_read_and_their_errors_name_key_and_line() {
 fn an_empty_key_is_refused_without_quoting_secrets() {
     let e = PostHogDestination::new(PostHogConfig::new("  ")).unwrap_err();
     assert!(e.to_string().contains("posthog.api_key"), "{e}");
+    let e = PostHogDestination::new(PostHogConfig::new("phx_personal_secret")).unwrap_err();
+    assert!(e.to_string().contains("personal API key"), "{e}");
+    assert!(!e.to_string().contains("phx_personal_secret"), "{e}");
     let e = PostHogDestination::new(
         PostHogConfig::new("phc_abc").with_host("https://user:hunter2@ph.example.com/?x=1"),
     )
