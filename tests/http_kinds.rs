@@ -555,7 +555,8 @@ async fn retry_after_honoured(kind: Kind) {
     let gap = again.at - refused.at;
     assert!(
         gap >= Duration::from_millis(950),
-        "the retry came {gap:?} after a 503 with Retry-After: 1: {requests:?}"
+        "the retry came {gap:?} after a 503 with Retry-After: 1: {:?}",
+        srv.statuses()
     );
     assert_eq!(d.retries, 1, "{d:?}");
 }
