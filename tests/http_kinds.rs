@@ -115,6 +115,9 @@ impl Srv {
     async fn wait_for_events(&self, n: usize) -> bool {
         each!(self, s => s.wait_for_events(n, WAIT).await)
     }
+    fn busy(&self) -> Duration {
+        each!(self, s => s.busy())
+    }
     fn hung(&self) -> u64 {
         each!(self, s => s.hung())
     }
@@ -555,7 +558,8 @@ async fn retry_after_honoured(kind: Kind) {
     let gap = again.at - refused.at;
     assert!(
         gap >= Duration::from_millis(950),
-        "the retry came {gap:?} after a 503 with Retry-After: 1: {requests:?}"
+        "the retry came {gap:?} after a 503 with Retry-After: 1: {:?}",
+        srv.statuses()
     );
     assert_eq!(d.retries, 1, "{d:?}");
 }
@@ -784,8 +788,9 @@ async fn throughput_into_each_contract_server() {
         let requests = srv.statuses().len();
         println!(
             "throughput: {kind:?}: {N} events in {took:.2?} = {:.0} events/s ({requests} \
-             requests; tracking alone {tracked:.2?})",
-            N as f64 / took.as_secs_f64()
+             requests; tracking alone {tracked:.2?}; the server's handlers busy {:.2?})",
+            N as f64 / took.as_secs_f64(),
+            srv.busy()
         );
     }
 }

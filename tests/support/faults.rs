@@ -154,6 +154,8 @@ pub struct Core {
     script: Mutex<Option<Script>>,
     scripted: AtomicU64,
     hung: AtomicU64,
+    /// Nanoseconds spent reading, checking and storing requests (not waiting on faults).
+    busy: AtomicU64,
     changed: Notify,
     closing: Notify,
 }
@@ -242,6 +244,7 @@ pub async fn serve<V: Vendor>(
         Fault::Hang => return core.hang().await,
         Fault::Status(..) => {}
     }
+    let work = Instant::now();
     let decoded: Result<std::borrow::Cow<'_, [u8]>, Verdict> = if body.len() > max_decoded {
         Err(too_large())
     } else if gzip {
@@ -333,6 +336,8 @@ pub async fn serve<V: Vendor>(
         }
     };
     finish(core, rec);
+    core.busy
+        .fetch_add(work.elapsed().as_nanos() as u64, Ordering::Relaxed);
     if matches!(fault, Fault::StoreThenHang) {
         return core.hang().await;
     }
@@ -411,6 +416,11 @@ impl<V: Vendor> ContractServer<V> {
     /// Every answered request, in order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.core().requests).clone()
+    }
+
+    /// Time the server spent reading, checking and storing requests (its handlers' work).
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.core().busy.load(Ordering::Relaxed))
     }
 
     /// Requests taken and never answered so far.
