@@ -65,6 +65,9 @@
 //! |---|---|---|
 //! | `umami` | yes | the `umami` destination (HTTP with reqwest and rustls) |
 //! | `macros` | yes | `#[track_duration]`, `#[track_function]`, `#[track_error]` |
+//! | `posthog` | no | the `posthog` destination (PostHog's batch API, gzip bodies) |
+//! | `segment` | no | the `segment` destination (Segment's `/v1/batch`: Segment, RudderStack, Jitsu) |
+//! | `webhook` | no | the `webhook` destination (signed per Standard Webhooks) |
 //! | `nats` | no | the `nats` destination (NATS JetStream, exactly once per event id) and [`relay`] |
 //! | `full` | no | everything |
 //!
@@ -99,7 +102,13 @@ mod routing;
 mod telemetry;
 mod text;
 pub mod timing;
-#[cfg(any(feature = "umami", feature = "nats"))]
+#[cfg(any(
+    feature = "umami",
+    feature = "nats",
+    feature = "posthog",
+    feature = "segment",
+    feature = "webhook"
+))]
 mod tls;
 mod value;
 

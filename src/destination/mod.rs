@@ -44,13 +44,27 @@ use std::time::Duration;
 use crate::config::DeliveryConfig;
 use crate::event::Event;
 
+#[cfg(any(
+    feature = "umami",
+    feature = "posthog",
+    feature = "segment",
+    feature = "webhook"
+))]
+pub(crate) mod http;
 mod logging;
 mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "posthog")]
+pub mod posthog;
 pub(crate) mod registry;
+#[cfg(feature = "segment")]
+pub mod segment;
+
 #[cfg(feature = "umami")]
 pub mod umami;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use logging::LoggingDestination;
 pub use memory::MemoryDestination;

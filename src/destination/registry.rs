@@ -1,6 +1,7 @@
 //! Destination kinds: what a configured destination's `type:` (or its key) builds.
 //!
-//! Every built-in kind (`logging`, `memory`, and with their features `umami` and `nats`)
+//! Every built-in kind (`logging`, `memory`, and with their features `umami`, `nats`,
+//! `posthog`, `segment` and `webhook`)
 //! registers a builder here that reads and checks its own keys. Register a kind of your own
 //! with [`TelemetryBuilder::destination_kind`](crate::TelemetryBuilder::destination_kind) (or
 //! [`RelayBuilder::destination_kind`](crate::relay::RelayBuilder::destination_kind)) and YAML
@@ -152,6 +153,12 @@ impl Default for Registry {
         kinds.register("umami", super::umami::UmamiDestination::from_settings);
         #[cfg(feature = "nats")]
         kinds.register("nats", super::nats::NatsDestination::from_settings);
+        #[cfg(feature = "posthog")]
+        kinds.register("posthog", super::posthog::PostHogDestination::from_settings);
+        #[cfg(feature = "segment")]
+        kinds.register("segment", super::segment::SegmentDestination::from_settings);
+        #[cfg(feature = "webhook")]
+        kinds.register("webhook", super::webhook::WebhookDestination::from_settings);
         kinds
     }
 }
@@ -230,6 +237,15 @@ mod tests {
         }
         if cfg!(feature = "nats") {
             expected.push("nats");
+        }
+        if cfg!(feature = "posthog") {
+            expected.push("posthog");
+        }
+        if cfg!(feature = "segment") {
+            expected.push("segment");
+        }
+        if cfg!(feature = "webhook") {
+            expected.push("webhook");
         }
         assert_eq!(kinds.names().collect::<Vec<_>>(), expected);
         kinds.register("logging", |_: &Settings| Ok(MemoryDestination::new()));

@@ -9,15 +9,28 @@
 //! - [`umami_server`]: a contract-faithful Umami collection server, with scriptable faults
 //!   (refuse/listen, a status with headers, a hang, half a reply, every other request failing).
 //! - [`nats_server`]: real `nats-server` nodes and clusters (provisioned on first use).
+//! - [`faults`]: what the vendor contract servers share: the store deduped by the vendor's
+//!   id, the request log, scriptable faults (status + headers, hang, store-then-hang, delay),
+//!   refuse/listen.
+//! - [`posthog_server`], [`segment_server`] (and RudderStack's limits), [`webhook_receiver`]
+//!   (Standard Webhooks signatures): contract servers for the `posthog`, `segment` and
+//!   `webhook` kinds (issue #22).
+//! - [`python`]: the vendors' official Python SDKs in a pinned venv, snippets run bounded in
+//!   time (provisioned on first use).
 //!
 //! Each test binary uses a part of it, hence the `dead_code` allowance.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod faults;
 pub mod http;
 pub mod logs;
 pub mod nats_server;
+pub mod posthog_server;
+pub mod python;
 pub mod scripted;
+pub mod segment_server;
 pub mod timing;
 pub mod umami_server;
+pub mod webhook_receiver;
 
 pub use scripted::{Answer, Scripted};

@@ -12,6 +12,7 @@ use super::client::SendReply;
 use super::config::UmamiMode;
 use super::payload::{Changes, effective_user_agent};
 use crate::destination::DeliveryError;
+use crate::destination::http::Outcomes;
 use crate::event::Event;
 
 /// After this many batches in a row whose `/api/batch` 500 was not reproduced by `/api/send`,
@@ -21,12 +22,6 @@ pub(super) const UNREPRODUCED_500_LIMIT: u32 = 3;
 /// The most ids of events delivered by attempts the worker gave up waiting for (a timeout)
 /// that are remembered, so the retry does not deliver them again.
 const MAX_UNREPORTED: usize = 100_000;
-
-enum Outcome {
-    Pending,
-    Delivered,
-    Failed(DeliveryError),
-}
 
 /// Remembers what this attempt delivered. If the attempt is dropped before it reports (the
 /// worker's timeout fired mid-way), the delivered ids are kept so that the retry of the same
@@ -52,13 +47,13 @@ impl Drop for Progress<'_> {
 
 pub(super) async fn deliver(inner: &Inner, batch: &[Arc<Event>]) -> Result<(), DeliveryError> {
     let n = batch.len();
-    let mut outcomes: Vec<Outcome> = (0..n).map(|_| Outcome::Pending).collect();
+    let mut outcomes = Outcomes::new(n);
     {
         let mut set = inner.lock_unreported();
         if !set.is_empty() {
             for (i, e) in batch.iter().enumerate() {
                 if set.remove(&e.id()) {
-                    outcomes[i] = Outcome::Delivered;
+                    outcomes.delivered(i);
                 }
             }
         }
@@ -70,7 +65,7 @@ pub(super) async fn deliver(inner: &Inner, batch: &[Arc<Event>]) -> Result<(), D
     };
     let mut bodies: Vec<Option<(Value, Changes)>> = Vec::with_capacity(n);
     for (i, e) in batch.iter().enumerate() {
-        bodies.push(matches!(outcomes[i], Outcome::Pending).then(|| inner.mapping.body(e)));
+        bodies.push(outcomes.is_pending(i).then(|| inner.mapping.body(e)));
     }
 
     // Events that may meet the bot check go through /api/send, where a discard is visible.
@@ -102,12 +97,12 @@ pub(super) async fn deliver(inner: &Inner, batch: &[Arc<Event>]) -> Result<(), D
                 inner.unreproduced_500.store(0, Ordering::Relaxed);
                 for (j, error) in failed {
                     if let Some(&i) = batched.get(j) {
-                        outcomes[i] = Outcome::Failed(error);
+                        outcomes.failed(i, error);
                     }
                 }
                 for &i in &batched {
-                    if matches!(outcomes[i], Outcome::Pending) {
-                        outcomes[i] = Outcome::Delivered;
+                    if outcomes.is_pending(i) {
+                        outcomes.delivered(i);
                         progress.delivered.push(batch[i].id());
                     }
                 }
@@ -125,7 +120,7 @@ pub(super) async fn deliver(inner: &Inner, batch: &[Arc<Event>]) -> Result<(), D
             }
             Err(f) => {
                 for &i in &batched {
-                    outcomes[i] = Outcome::Failed(f.error.clone());
+                    outcomes.failed(i, f.error.clone());
                 }
             }
         }
@@ -135,7 +130,7 @@ pub(super) async fn deliver(inner: &Inner, batch: &[Arc<Event>]) -> Result<(), D
     let mut stop: Option<DeliveryError> = None;
     for i in single {
         if let Some(e) = &stop {
-            outcomes[i] = Outcome::Failed(e.clone());
+            outcomes.failed(i, e.clone());
             continue;
         }
         inner.count_request();
@@ -144,78 +139,39 @@ pub(super) async fn deliver(inner: &Inner, batch: &[Arc<Event>]) -> Result<(), D
                 if std::mem::take(&mut probing) {
                     inner.unreproduced_500_seen();
                 }
-                outcomes[i] = match reply {
+                match reply {
                     SendReply::Stored => {
                         progress.delivered.push(batch[i].id());
-                        Outcome::Delivered
+                        outcomes.delivered(i);
                     }
                     SendReply::Discarded => {
                         let ua = effective_user_agent(&body(&bodies, i).0, &inner.user_agent);
-                        Outcome::Failed(inner.discarded(ua))
+                        outcomes.failed(i, inner.discarded(ua));
                     }
-                };
+                }
             }
             Err(f) => {
                 probing = false;
                 if f.error.is_retryable() {
                     stop = Some(f.error.clone());
                 }
-                outcomes[i] = Outcome::Failed(f.error);
+                outcomes.failed(i, f.error);
             }
         }
     }
     progress.reported = true;
 
     // Changes are counted once per event: when it is settled, not on every attempt.
-    for (i, outcome) in outcomes.iter().enumerate() {
-        let settled = match outcome {
-            Outcome::Delivered => true,
-            Outcome::Failed(e) => !e.is_retryable(),
-            Outcome::Pending => false,
-        };
-        if let (true, Some((_, changes))) = (settled, &bodies[i]) {
+    for (i, body) in bodies.iter().enumerate() {
+        if let (true, Some((_, changes))) = (outcomes.is_settled(i), body) {
             inner.count_changes(changes);
         }
     }
-    result(outcomes)
+    outcomes.into_result()
 }
 
 fn body(bodies: &[Option<(Value, Changes)>], i: usize) -> &(Value, Changes) {
     bodies[i]
         .as_ref()
         .expect("only pending events are sent, and they all have a body")
-}
-
-/// `Ok` when all were delivered; the one shared error when all failed alike; else per item.
-fn result(outcomes: Vec<Outcome>) -> Result<(), DeliveryError> {
-    let n = outcomes.len();
-    let failed: Vec<(usize, DeliveryError)> = outcomes
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, o)| match o {
-            Outcome::Failed(e) => Some((i, e)),
-            Outcome::Delivered => None,
-            Outcome::Pending => Some((i, DeliveryError::retryable("not attempted"))),
-        })
-        .collect();
-    if failed.is_empty() {
-        return Ok(());
-    }
-    let first = &failed[0].1;
-    let alike = failed
-        .iter()
-        .all(|(_, e)| e.kind() == first.kind() && e.message() == first.message());
-    if failed.len() == n && alike {
-        let retry_after = failed.iter().filter_map(|(_, e)| e.retry_after()).max();
-        let mut e = failed
-            .into_iter()
-            .next()
-            .map(|(_, e)| e)
-            .unwrap_or_else(|| DeliveryError::retryable("?"));
-        if let Some(after) = retry_after {
-            e = e.with_retry_after(after);
-        }
-        return Err(e);
-    }
-    Err(DeliveryError::partial(failed))
 }
