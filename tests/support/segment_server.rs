@@ -211,12 +211,11 @@ fn acceptable(item: &Value) -> bool {
     ) {
         return false;
     }
-    if kind == "track"
-        && !m
-            .get("event")
-            .and_then(Value::as_str)
-            .is_some_and(|e| !e.is_empty())
-    {
+    let named = m
+        .get("event")
+        .and_then(Value::as_str)
+        .is_some_and(|e| !e.is_empty());
+    if kind == "track" && !named {
         return false;
     }
     let present = |key: &str| match m.get(key) {
