@@ -165,8 +165,9 @@ pub(crate) struct Outcome {
 pub(crate) struct Policy {
     pub(crate) redactor: Redactor,
     pub(crate) limits: LimitsConfig,
-    /// Tells this policy's cached context checks from another handle's (never 0).
-    pub(crate) id: u16,
+    /// Tells this policy's cached context checks from another handle's (never 0, never
+    /// reused: see `redact::next_policy_id`).
+    pub(crate) id: u64,
 }
 
 impl Outcome {
@@ -214,18 +215,12 @@ impl fmt::Display for LimitsHit<'_> {
     }
 }
 
-static NEXT_POLICY: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
-
 impl Policy {
     pub(crate) fn new(redactor: Redactor, limits: LimitsConfig) -> Policy {
-        let mut id = NEXT_POLICY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if id == 0 {
-            id = NEXT_POLICY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         Policy {
             redactor,
             limits,
-            id,
+            id: crate::redact::next_policy_id(),
         }
     }
 }
@@ -327,26 +322,13 @@ impl Policy {
             for (k, v) in ctx.fields().iter() {
                 size += bound_str(k) + 1 + bound_property(v);
             }
-            let redact = !redactor.is_empty()
-                && ctx
-                    .fields()
-                    .iter()
-                    .any(|(k, v)| redactor.matches(k) || redactor.finds_value(v, MAX_DEPTH_LIMIT));
-            (size, redact)
+            (size, redactor.finds_in_context(ctx, MAX_DEPTH_LIMIT))
         });
         if redact {
             let mut c = (**ctx).clone();
-            c.fields_mut().retain(|k, v| {
-                if redactor.matches(k) {
-                    *v = redactor.replacement_value();
-                    w.out.redacted += 1;
-                } else {
-                    w.out.redacted += redactor.redact_value(v, MAX_DEPTH_LIMIT);
-                }
-                true
-            });
+            w.out.redacted += redactor.redact_context(&mut c, MAX_DEPTH_LIMIT);
             // A replacement may be longer than the short secret it replaced.
-            ctx_size += c.fields().len() * bound_value(&redactor.replacement());
+            ctx_size += (c.fields().len() + 2) * bound_value(&redactor.replacement());
             *ctx = Arc::new(c);
         }
         w.size += ctx_size;

@@ -327,14 +327,17 @@ pub struct Callsite {
     /// 0: not known; else the category's code plus one, and for a category of the name's own
     /// the length of its first segment above bit 8.
     category: AtomicU32,
-    /// 0: not checked; else the policy id the keys were checked against (low 16 bits),
-    /// `KEYS_CLEAN` if none of them is too long or redacted, and `FIXED` if the properties
-    /// passed the limits untouched, with their size bound in the high 32 bits.
+    /// 0: not checked; else the policy id the keys were checked against (low 62 bits, never
+    /// reused: see `redact::next_policy_id`), `KEYS_CLEAN` if none of them is too long or
+    /// redacted, and `FIXED` if the properties passed the limits untouched.
     props: AtomicU64,
+    /// With `FIXED`: the properties' size bound plus one (0: not known).
+    fixed: AtomicU64,
 }
 
-const KEYS_CLEAN: u64 = 1 << 16;
-const FIXED: u64 = 1 << 17;
+const POLICY_MASK: u64 = crate::redact::MAX_POLICY_ID;
+const KEYS_CLEAN: u64 = 1 << 62;
+const FIXED: u64 = 1 << 63;
 
 impl Callsite {
     /// An empty cache.
@@ -344,6 +347,7 @@ impl Callsite {
             route: AtomicU64::new(0),
             category: AtomicU32::new(0),
             props: AtomicU64::new(0),
+            fixed: AtomicU64::new(0),
         }
     }
 
@@ -389,35 +393,41 @@ impl Callsite {
     /// Whether this call site's keys pass the checks of `policy`, from the cache, else from
     /// `check` (remembered until another policy asks).
     #[inline]
-    pub(crate) fn keys_clean(&self, policy: u16, check: impl FnOnce() -> bool) -> bool {
+    pub(crate) fn keys_clean(&self, policy: u64, check: impl FnOnce() -> bool) -> bool {
         let v = self.props.load(Ordering::Relaxed);
-        if v as u16 == policy && policy != 0 {
+        if v & POLICY_MASK == policy && policy != 0 {
             return v & KEYS_CLEAN != 0;
         }
         let clean = check();
         let flag = if clean { KEYS_CLEAN } else { 0 };
-        self.props
-            .store(u64::from(policy) | flag, Ordering::Relaxed);
+        self.props.store(policy | flag, Ordering::Relaxed);
         clean
     }
 
     /// The size bound of this call site's properties if `policy` let them pass untouched
     /// before and they cannot differ from event to event ([`Callsite::set_fixed`]).
     #[inline]
-    pub(crate) fn fixed_bound(&self, policy: u16) -> Option<usize> {
+    pub(crate) fn fixed_bound(&self, policy: u64) -> Option<usize> {
         let v = self.props.load(Ordering::Relaxed);
-        (v as u16 == policy && policy != 0 && v & FIXED != 0).then_some((v >> 32) as usize)
+        if v & POLICY_MASK != policy || policy == 0 || v & FIXED == 0 {
+            return None;
+        }
+        // The bound depends on the literals alone (the properties passed untouched), so one
+        // stored for another policy is as good.
+        match self.fixed.load(Ordering::Relaxed) {
+            0 => None,
+            b => Some((b - 1) as usize),
+        }
     }
 
     /// Remembers that `policy` let this call site's properties pass untouched, with an upper
     /// bound of `bound` bytes. Only for a call site whose values are literals, numbers or
     /// booleans: its next events' properties will pass the same way, within the same bound.
-    pub(crate) fn set_fixed(&self, policy: u16, bound: usize) {
+    pub(crate) fn set_fixed(&self, policy: u64, bound: usize) {
         if let Ok(bound) = u32::try_from(bound) {
-            self.props.store(
-                u64::from(policy) | KEYS_CLEAN | FIXED | (u64::from(bound) << 32),
-                Ordering::Relaxed,
-            );
+            self.fixed.store(u64::from(bound) + 1, Ordering::Relaxed);
+            self.props
+                .store(policy | KEYS_CLEAN | FIXED, Ordering::Relaxed);
         }
     }
 }

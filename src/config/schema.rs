@@ -21,7 +21,7 @@ pub(super) const TELEMETRY_KEYS: &[&str] = &[
     "redact",
     "limits",
 ];
-const REDACT_KEYS: &[&str] = &["enabled", "keys", "defaults", "replacement"];
+const REDACT_KEYS: &[&str] = &["enabled", "keys", "remove", "defaults", "replacement"];
 const LIMITS_KEYS: &[&str] = &[
     "max_properties",
     "max_string_length",
@@ -329,6 +329,11 @@ impl Check {
                 "replacement" => {
                     if let Some(s) = self.string(e, &path, "a replacement text") {
                         redact.replacement = s.to_owned();
+                    }
+                }
+                "remove" => {
+                    if let Some(keys) = self.keys(e, &path) {
+                        redact.removed = keys;
                     }
                 }
                 _ => {
