@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::config::HashKey;
 use crate::config::SampleKey;
 use crate::event::{EventCategory, validate_name};
 use crate::glob::Glob;
@@ -98,6 +99,8 @@ pub(crate) struct Router {
     pub(crate) key: SampleKey,
     /// Whether any sampling can drop anything (else the hash is never computed).
     pub(crate) samples: bool,
+    /// The secret key of the request- and user-id hashes (random unless configured).
+    pub(crate) hash_key: HashKey,
 }
 
 /// `rate` as a threshold on a uniform `u64`: keep when `hash < threshold`. `None` for 1.0.
@@ -127,6 +130,7 @@ impl Router {
             global_rate,
             key,
             samples,
+            hash_key: HashKey::random(),
         }
     }
 
@@ -148,12 +152,23 @@ impl Router {
                 )),
             }
         }
-        Router::new(
+        let mut router = Router::new(
             targets,
             always,
             sampling.enabled.then_some(sampling.rate),
             sampling.key,
-        )
+        );
+        if let Some(key) = sampling.hash_key {
+            router.hash_key = key;
+        }
+        router
+    }
+
+    /// The sampling hash of a request or user id: keyed (SipHash-1-3), so a client cannot
+    /// choose an id whose events are always kept or always dropped.
+    #[inline]
+    pub(crate) fn key_hash(&self, id: &str) -> u64 {
+        self.hash_key.hash(id)
     }
 
     /// The packed route of a name (not cached).
@@ -248,17 +263,6 @@ fn mix(hash: u64, i: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// A stable 64-bit hash of a sampling key (FNV-1a, then mixed): the same request id gives the
-/// same decision in every process and every version of this crate.
-pub(crate) fn stable_hash(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    mix(h, 0)
 }
 
 /// Why an event would or would not reach each destination: [`Telemetry::explain`](crate::Telemetry::explain).

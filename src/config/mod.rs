@@ -135,6 +135,7 @@ pub use destination::DestinationConfig;
 pub(crate) use document::Document;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub(crate) use kinds::{BuiltinKinds, CheckSettings};
+pub(crate) use sampling::HashKey;
 pub use sampling::{RequestsConfig, SampleKey, SamplingConfig};
 pub use settings::Settings;
 

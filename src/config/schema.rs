@@ -28,7 +28,7 @@ const LIMITS_KEYS: &[&str] = &[
     "max_depth",
     "max_event_size",
 ];
-const SAMPLING_KEYS: &[&str] = &["enabled", "rate", "key", "always"];
+const SAMPLING_KEYS: &[&str] = &["enabled", "rate", "key", "always", "hash_key"];
 const REQUESTS_KEYS: &[&str] = &["enabled", "name", "exclude"];
 const RETRY_KEYS: &[&str] = &[
     "max_attempts",
@@ -154,6 +154,11 @@ impl Check {
                             "user" => sampling.key = SampleKey::User,
                             _ => self.mismatch(&e.value, &path, e.line, EXPECTED),
                         }
+                    }
+                }
+                "hash_key" => {
+                    if let Some(s) = self.string(e, &path, "a secret text") {
+                        *sampling = std::mem::take(sampling).with_hash_key(s);
                     }
                 }
                 _ => {
