@@ -148,6 +148,8 @@ pub(crate) mod cut {
     pub(crate) const PROPERTIES: u8 = 2;
     /// `max_depth`.
     pub(crate) const DEPTH: u8 = 4;
+    /// `max_event_size`: the event was trimmed to fit (`telemetry::trim`).
+    pub(crate) const SIZE: u8 = 8;
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -205,6 +207,7 @@ impl fmt::Display for LimitsHit<'_> {
             (cut::STRING_LENGTH, "max_string_length", l.max_string_length),
             (cut::PROPERTIES, "max_properties", l.max_properties),
             (cut::DEPTH, "max_depth", l.max_depth),
+            (cut::SIZE, "max_event_size", l.max_event_size),
         ] {
             if self.outcome.cut & bit != 0 {
                 write!(f, "{sep}{key}: {value}")?;
@@ -227,7 +230,7 @@ impl Policy {
 
 /// Bytes an event takes besides its name, properties and context (id, category, timestamp,
 /// field names): a generous constant.
-const OVERHEAD: usize = 192;
+pub(crate) const OVERHEAD: usize = 192;
 
 impl Policy {
     /// Whether no key of `props` is too long or redacted: then [`Policy::apply`] may skip the
@@ -497,7 +500,7 @@ fn bound_value(v: &Value) -> usize {
 }
 
 /// The exact serialized length, counted without building the bytes.
-fn json_len(value: &impl serde::Serialize) -> usize {
+pub(crate) fn json_len(value: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
