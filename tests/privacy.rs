@@ -10,9 +10,9 @@ use axum::routing::get;
 use support::http::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_telemetry::config::{Config, DestinationConfig, SamplingConfig};
-use tower_telemetry::limits::LimitsConfig;
 use tower_telemetry::destination::MemoryDestination;
 use tower_telemetry::layer::{MAX_PATH_LEN, PATH_TRUNCATED, TelemetryLayer};
+use tower_telemetry::limits::LimitsConfig;
 use tower_telemetry::{DestinationStats, Telemetry, track};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -54,7 +54,11 @@ async fn raw(addr: std::net::SocketAddr, head: &str) -> String {
     s.write_all(head.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(10 * SECOND, s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).lines().next().unwrap_or_default().to_owned()
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -78,7 +82,10 @@ async fn a_33_kb_path_of_quotes_keeps_every_event_of_its_request() {
     for e in &events {
         let p = e.context().path().unwrap();
         assert_eq!(p.len(), MAX_PATH_LEN);
-        assert!(p.ends_with(PATH_TRUNCATED) && p.starts_with("/\"\"\""), "{p:.20}");
+        assert!(
+            p.ends_with(PATH_TRUNCATED) && p.starts_with("/\"\"\""),
+            "{p:.20}"
+        );
     }
     let s = t.stats();
     assert_eq!((s.oversized, s.rejected), (0, 0));
@@ -157,7 +164,10 @@ async fn the_issues_secret_names_are_redacted_in_properties_and_context_fields()
     assert_eq!(e.properties().get("tokens_used").unwrap(), 9);
     assert_eq!(e.context().field("clientSecret").unwrap(), "[REDACTED]");
     let json = serde_json::to_string(&**e).unwrap();
-    assert!(!json.contains("s3cret") && !json.contains("hunter2"), "{json:.300}");
+    assert!(
+        !json.contains("s3cret") && !json.contains("hunter2"),
+        "{json:.300}"
+    );
     assert_accounted(t.stats().destination("memory").unwrap(), 1);
 }
 
@@ -177,11 +187,19 @@ async fn an_always_event_with_huge_properties_is_kept_trimmed_and_counted() {
     t.track("user.big", p);
     assert!(t.flush(5 * SECOND).await);
     let events = memory.events();
-    assert_eq!(events.len(), 1, "the always event is kept, the other sampled out");
+    assert_eq!(
+        events.len(),
+        1,
+        "the always event is kept, the other sampled out"
+    );
     let e = &events[0];
     assert_eq!(e.name(), "error.crashed");
     assert_eq!(e.properties().get("_trimmed").unwrap(), &true);
-    assert_eq!(e.properties().get("code").unwrap(), "E42", "small ones stay");
+    assert_eq!(
+        e.properties().get("code").unwrap(),
+        "E42",
+        "small ones stay"
+    );
     assert!(serde_json::to_string(&**e).unwrap().len() <= 4096);
     let s = t.stats();
     assert_eq!((s.truncated, s.oversized), (1, 0));
