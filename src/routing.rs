@@ -99,7 +99,8 @@ pub(crate) struct Router {
     pub(crate) key: SampleKey,
     /// Whether any sampling can drop anything (else the hash is never computed).
     pub(crate) samples: bool,
-    /// The secret key of the request- and user-id hashes (random unless configured).
+    /// The secret key of the request- and user-id hashes (random per process unless
+    /// configured).
     pub(crate) hash_key: HashKey,
 }
 
@@ -130,7 +131,7 @@ impl Router {
             global_rate,
             key,
             samples,
-            hash_key: HashKey::random(),
+            hash_key: HashKey::process(),
         }
     }
 

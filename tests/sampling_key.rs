@@ -100,11 +100,51 @@ async fn handles_agree_with_a_configured_key_and_differ_without() {
     let other = kept(&sampled(0.5, Some("another secret")), &ids).await;
     assert_ne!(a, other);
 
-    // Default keys are random per handle (so per process): decisions differ (the chance of
-    // 200 equal decisions is 2^-200).
+    // Without one, the handles of a process agree (a reload keeps its decisions)...
     let c = kept(&sampled(0.5, None), &ids).await;
     let d = kept(&sampled(0.5, None), &ids).await;
-    assert_ne!(c, d);
+    assert_eq!(c, d);
+}
+
+const CHILD: &str = "TOWER_TELEMETRY_SAMPLING_CHILD";
+
+/// ...and another process decides differently: its key is drawn at random (the chance of 200
+/// equal decisions is 2^-200).
+#[tokio::test]
+async fn another_process_decides_differently_without_a_configured_key() {
+    let ids: Vec<String> = (0..200).map(|i| format!("req-{i}")).collect();
+    if std::env::var_os(CHILD).is_some() {
+        let kept = kept(&sampled(0.5, None), &ids).await;
+        println!("KEPT {}", kept.into_iter().collect::<Vec<_>>().join(","));
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "another_process_decides_differently_without_a_configured_key",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("KEPT ").map(|(_, kept)| kept))
+        .unwrap();
+    let child: BTreeSet<String> = line
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let ours = kept(&sampled(0.5, None), &ids).await;
+    assert!(
+        (60..=140).contains(&child.len()),
+        "child kept {}",
+        child.len()
+    );
+    assert_ne!(ours, child);
 }
 
 #[test]

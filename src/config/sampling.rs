@@ -24,9 +24,10 @@ pub enum SampleKey {
 ///
 /// Request- and user-keyed decisions hash the request id or user id with **SipHash-1-3 under a
 /// secret key**, so a client that picks its own `x-request-id` cannot pick ids that are always
-/// kept or always dropped. The key is random per handle (and so per process) unless a fleet
-/// that must agree on decisions (a request seen by several services) sets the same
-/// [`hash_key`](Self::with_hash_key) everywhere, e.g. from `${TELEMETRY_SAMPLING_KEY}`.
+/// kept or always dropped. The key is drawn at random once per process (the handles of one
+/// process agree) unless a fleet that must agree on decisions (a request seen by several
+/// services) sets the same [`hash_key`](Self::with_hash_key) everywhere, e.g. from
+/// `${TELEMETRY_SAMPLING_KEY}`.
 ///
 /// ```
 /// use tower_telemetry::config::{SampleKey, SamplingConfig};
@@ -64,9 +65,11 @@ impl HashKey {
         HashKey(k.h1, k.h2)
     }
 
-    /// A random key (the default: per handle, so per process).
-    pub(crate) fn random() -> HashKey {
-        HashKey(rand::random(), rand::random())
+    /// The default key: random, drawn once per process, so the handles of one process (a
+    /// configuration reload, per-tenant handles) agree, and other processes do not.
+    pub(crate) fn process() -> HashKey {
+        static KEY: std::sync::OnceLock<HashKey> = std::sync::OnceLock::new();
+        *KEY.get_or_init(|| HashKey(rand::random(), rand::random()))
     }
 
     /// The keyed hash of `s`.
@@ -125,7 +128,7 @@ impl SamplingConfig {
     /// The secret the request- and user-keyed sampling hash is keyed with, for a fleet whose
     /// services must take the same decision for the same id: the same text everywhere (at
     /// least 16 random characters; from `${ENV}` in YAML, `sampling.hash_key`). Defaults to
-    /// none: a random key per handle, so a client cannot choose ids that are kept or dropped.
+    /// none: a random key per process, so a client cannot choose ids that are kept or dropped.
     pub fn with_hash_key(mut self, key: impl AsRef<[u8]>) -> Self {
         self.hash_key = Some(HashKey::derive(key.as_ref()));
         self
