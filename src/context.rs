@@ -210,14 +210,24 @@ impl Serialize for Context {
 
 /// What the redaction and limits pass found about a context, cached in it: a context is shared
 /// by every event of a request, so it is examined once, not per event. Any change resets it;
-/// a clone starts empty. Packed: `[policy id: 16][needs redaction: 1][size bound: 47]`,
-/// 0 = not examined.
+/// a clone starts empty.
+///
+/// `verdict`: the id of the policy that examined it (`redact::next_policy_id`: 62 bits, never
+/// reused) and, above it, whether that policy redacts something; 0 = not examined. `bound`: the
+/// size bound plus one (0 = not measured), which depends on the context alone, so a policy may
+/// use the bound another one measured.
 #[derive(Default)]
-pub(crate) struct CheckCache(AtomicU64);
+pub(crate) struct CheckCache {
+    verdict: AtomicU64,
+    bound: AtomicU64,
+}
+
+const REDACT_FLAG: u64 = 1 << 62;
 
 impl CheckCache {
     fn reset(&mut self) {
-        *self.0.get_mut() = 0;
+        *self.verdict.get_mut() = 0;
+        *self.bound.get_mut() = 0;
     }
 }
 
@@ -238,18 +248,19 @@ impl Context {
     /// the first time and cached.
     pub(crate) fn examined(
         &self,
-        policy: u16,
+        policy: u64,
         examine: impl FnOnce(&Context) -> (usize, bool),
     ) -> (usize, bool) {
-        const BOUND: u64 = (1 << 47) - 1;
-        let v = self.checked.0.load(Ordering::Relaxed);
-        if v != 0 && (v >> 48) as u16 == policy {
-            return ((v & BOUND) as usize, v & (1 << 47) != 0);
+        let verdict = self.checked.verdict.load(Ordering::Relaxed);
+        let bound = self.checked.bound.load(Ordering::Relaxed);
+        if verdict & !REDACT_FLAG == policy && bound != 0 {
+            return ((bound - 1) as usize, verdict & REDACT_FLAG != 0);
         }
         let (bound, redact) = examine(self);
-        let packed =
-            (u64::from(policy) << 48) | (u64::from(redact) << 47) | (bound as u64).min(BOUND);
-        self.checked.0.store(packed, Ordering::Relaxed);
+        let flag = if redact { REDACT_FLAG } else { 0 };
+        let stored = (bound as u64).min(u64::MAX - 1) + 1;
+        self.checked.bound.store(stored, Ordering::Relaxed);
+        self.checked.verdict.store(policy | flag, Ordering::Relaxed);
         (bound, redact)
     }
 }
@@ -296,5 +307,22 @@ mod tests {
             v,
             serde_json::json!({"user_id": "u1", "request_id": "r1", "env": "prod"})
         );
+    }
+
+    #[test]
+    fn a_cached_verdict_is_never_taken_for_another_policys() {
+        let ctx = Context::new().with_field("plan", "pro");
+        assert_eq!(ctx.examined(7, |_| (10, false)), (10, false));
+        assert_eq!(ctx.examined(7, |_| unreachable!()), (10, false));
+        // Ids 16 or 32 bits apart (a 16-bit id wrapped after 65 535 handles) are other policies.
+        for other in [7 + (1 << 16), 7 + (1 << 32)] {
+            let mut called = false;
+            let got = ctx.examined(other, |_| {
+                called = true;
+                (10, true)
+            });
+            assert!(called && got == (10, true), "{other}");
+        }
+        assert_eq!(ctx.examined(7, |_| (10, false)), (10, false));
     }
 }

@@ -148,6 +148,8 @@ pub(crate) mod cut {
     pub(crate) const PROPERTIES: u8 = 2;
     /// `max_depth`.
     pub(crate) const DEPTH: u8 = 4;
+    /// `max_event_size`: the event was trimmed to fit (`telemetry::trim`).
+    pub(crate) const SIZE: u8 = 8;
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -165,8 +167,9 @@ pub(crate) struct Outcome {
 pub(crate) struct Policy {
     pub(crate) redactor: Redactor,
     pub(crate) limits: LimitsConfig,
-    /// Tells this policy's cached context checks from another handle's (never 0).
-    pub(crate) id: u16,
+    /// Tells this policy's cached context checks from another handle's (never 0, never
+    /// reused: see `redact::next_policy_id`).
+    pub(crate) id: u64,
 }
 
 impl Outcome {
@@ -204,6 +207,7 @@ impl fmt::Display for LimitsHit<'_> {
             (cut::STRING_LENGTH, "max_string_length", l.max_string_length),
             (cut::PROPERTIES, "max_properties", l.max_properties),
             (cut::DEPTH, "max_depth", l.max_depth),
+            (cut::SIZE, "max_event_size", l.max_event_size),
         ] {
             if self.outcome.cut & bit != 0 {
                 write!(f, "{sep}{key}: {value}")?;
@@ -214,25 +218,19 @@ impl fmt::Display for LimitsHit<'_> {
     }
 }
 
-static NEXT_POLICY: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
-
 impl Policy {
     pub(crate) fn new(redactor: Redactor, limits: LimitsConfig) -> Policy {
-        let mut id = NEXT_POLICY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if id == 0 {
-            id = NEXT_POLICY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         Policy {
             redactor,
             limits,
-            id,
+            id: crate::redact::next_policy_id(),
         }
     }
 }
 
 /// Bytes an event takes besides its name, properties and context (id, category, timestamp,
 /// field names): a generous constant.
-const OVERHEAD: usize = 192;
+pub(crate) const OVERHEAD: usize = 192;
 
 impl Policy {
     /// Whether no key of `props` is too long or redacted: then [`Policy::apply`] may skip the
@@ -323,17 +321,9 @@ impl Policy {
         let (mut ctx_size, redact) = ctx.examined(self.id, |ctx| self.examine(ctx));
         if redact {
             let mut c = (**ctx).clone();
-            c.fields_mut().retain(|k, v| {
-                if redactor.matches(k) {
-                    *v = redactor.replacement_value();
-                    w.out.redacted += 1;
-                } else {
-                    w.out.redacted += redactor.redact_value(v, MAX_DEPTH_LIMIT);
-                }
-                true
-            });
+            w.out.redacted += redactor.redact_context(&mut c, MAX_DEPTH_LIMIT);
             // A replacement may be longer than the short secret it replaced.
-            ctx_size += c.fields().len() * bound_value(&redactor.replacement());
+            ctx_size += (c.fields().len() + 2) * bound_value(&redactor.replacement());
             *ctx = Arc::new(c);
         }
         w.size += ctx_size;
@@ -363,11 +353,7 @@ impl Policy {
         for (k, v) in ctx.fields().iter() {
             size += bound_str(k) + 1 + bound_property(v);
         }
-        let redact = !redactor.is_empty()
-            && ctx
-                .fields()
-                .iter()
-                .any(|(k, v)| redactor.matches(k) || redactor.finds_value(v, MAX_DEPTH_LIMIT));
+        let redact = redactor.finds_in_context(ctx, MAX_DEPTH_LIMIT);
         (size.max(crate::event::context_held(ctx)), redact)
     }
 
@@ -545,7 +531,7 @@ fn bound_value(v: &Value) -> usize {
 }
 
 /// The exact serialized length, counted without building the bytes.
-fn json_len(value: &impl serde::Serialize) -> usize {
+pub(crate) fn json_len(value: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

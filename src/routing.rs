@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::config::HashKey;
 use crate::config::SampleKey;
 use crate::event::{EventCategory, validate_name};
 use crate::glob::Glob;
@@ -98,6 +99,9 @@ pub(crate) struct Router {
     pub(crate) key: SampleKey,
     /// Whether any sampling can drop anything (else the hash is never computed).
     pub(crate) samples: bool,
+    /// The secret key of the request- and user-id hashes (random per process unless
+    /// configured).
+    pub(crate) hash_key: HashKey,
 }
 
 /// `rate` as a threshold on a uniform `u64`: keep when `hash < threshold`. `None` for 1.0.
@@ -127,6 +131,7 @@ impl Router {
             global_rate,
             key,
             samples,
+            hash_key: HashKey::process(),
         }
     }
 
@@ -148,12 +153,23 @@ impl Router {
                 )),
             }
         }
-        Router::new(
+        let mut router = Router::new(
             targets,
             always,
             sampling.enabled.then_some(sampling.rate),
             sampling.key,
-        )
+        );
+        if let Some(key) = sampling.hash_key {
+            router.hash_key = key;
+        }
+        router
+    }
+
+    /// The sampling hash of a request or user id: keyed (SipHash-1-3), so a client cannot
+    /// choose an id whose events are always kept or always dropped.
+    #[inline]
+    pub(crate) fn key_hash(&self, id: &str) -> u64 {
+        self.hash_key.hash(id)
     }
 
     /// The packed route of a name (not cached).
@@ -250,17 +266,6 @@ fn mix(hash: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A stable 64-bit hash of a sampling key (FNV-1a, then mixed): the same request id gives the
-/// same decision in every process and every version of this crate.
-pub(crate) fn stable_hash(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    mix(h, 0)
-}
-
 /// Why an event would or would not reach each destination: [`Telemetry::explain`](crate::Telemetry::explain).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -327,14 +332,17 @@ pub struct Callsite {
     /// 0: not known; else the category's code plus one, and for a category of the name's own
     /// the length of its first segment above bit 8.
     category: AtomicU32,
-    /// 0: not checked; else the policy id the keys were checked against (low 16 bits),
-    /// `KEYS_CLEAN` if none of them is too long or redacted, and `FIXED` if the properties
-    /// passed the limits untouched, with their size bound in the high 32 bits.
+    /// 0: not checked; else the policy id the keys were checked against (low 62 bits, never
+    /// reused: see `redact::next_policy_id`), `KEYS_CLEAN` if none of them is too long or
+    /// redacted, and `FIXED` if the properties passed the limits untouched.
     props: AtomicU64,
+    /// With `FIXED`: the properties' size bound plus one (0: not known).
+    fixed: AtomicU64,
 }
 
-const KEYS_CLEAN: u64 = 1 << 16;
-const FIXED: u64 = 1 << 17;
+const POLICY_MASK: u64 = crate::redact::MAX_POLICY_ID;
+const KEYS_CLEAN: u64 = 1 << 62;
+const FIXED: u64 = 1 << 63;
 
 impl Callsite {
     /// An empty cache.
@@ -344,6 +352,7 @@ impl Callsite {
             route: AtomicU64::new(0),
             category: AtomicU32::new(0),
             props: AtomicU64::new(0),
+            fixed: AtomicU64::new(0),
         }
     }
 
@@ -389,35 +398,41 @@ impl Callsite {
     /// Whether this call site's keys pass the checks of `policy`, from the cache, else from
     /// `check` (remembered until another policy asks).
     #[inline]
-    pub(crate) fn keys_clean(&self, policy: u16, check: impl FnOnce() -> bool) -> bool {
+    pub(crate) fn keys_clean(&self, policy: u64, check: impl FnOnce() -> bool) -> bool {
         let v = self.props.load(Ordering::Relaxed);
-        if v as u16 == policy && policy != 0 {
+        if v & POLICY_MASK == policy && policy != 0 {
             return v & KEYS_CLEAN != 0;
         }
         let clean = check();
         let flag = if clean { KEYS_CLEAN } else { 0 };
-        self.props
-            .store(u64::from(policy) | flag, Ordering::Relaxed);
+        self.props.store(policy | flag, Ordering::Relaxed);
         clean
     }
 
     /// The size bound of this call site's properties if `policy` let them pass untouched
     /// before and they cannot differ from event to event ([`Callsite::set_fixed`]).
     #[inline]
-    pub(crate) fn fixed_bound(&self, policy: u16) -> Option<usize> {
+    pub(crate) fn fixed_bound(&self, policy: u64) -> Option<usize> {
         let v = self.props.load(Ordering::Relaxed);
-        (v as u16 == policy && policy != 0 && v & FIXED != 0).then_some((v >> 32) as usize)
+        if v & POLICY_MASK != policy || policy == 0 || v & FIXED == 0 {
+            return None;
+        }
+        // The bound depends on the literals alone (the properties passed untouched), so one
+        // stored for another policy is as good.
+        match self.fixed.load(Ordering::Relaxed) {
+            0 => None,
+            b => Some((b - 1) as usize),
+        }
     }
 
     /// Remembers that `policy` let this call site's properties pass untouched, with an upper
     /// bound of `bound` bytes. Only for a call site whose values are literals, numbers or
     /// booleans: its next events' properties will pass the same way, within the same bound.
-    pub(crate) fn set_fixed(&self, policy: u16, bound: usize) {
+    pub(crate) fn set_fixed(&self, policy: u64, bound: usize) {
         if let Ok(bound) = u32::try_from(bound) {
-            self.props.store(
-                u64::from(policy) | KEYS_CLEAN | FIXED | (u64::from(bound) << 32),
-                Ordering::Relaxed,
-            );
+            self.fixed.store(u64::from(bound) + 1, Ordering::Relaxed);
+            self.props
+                .store(policy | KEYS_CLEAN | FIXED, Ordering::Relaxed);
         }
     }
 }

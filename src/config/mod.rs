@@ -136,11 +136,15 @@ pub use destination::DestinationConfig;
 pub(crate) use document::Document;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub(crate) use kinds::{BuiltinKinds, CheckSettings};
+pub(crate) use sampling::HashKey;
 pub use sampling::{RequestsConfig, SampleKey, SamplingConfig};
 pub use settings::Settings;
 
 pub use crate::glob::validate_glob;
-pub use crate::redact::{DEFAULT_REDACT_KEYS, DEFAULT_REDACTION, RedactConfig};
+pub use crate::redact::{
+    DEFAULT_REDACT_KEYS, DEFAULT_REDACT_NAMES, DEFAULT_REDACTION, DEFAULT_URL_PARAMS,
+    METADATA_WORDS, RedactConfig,
+};
 pub use crate::routing::MAX_DESTINATIONS;
 pub(crate) use settings::{describe_value, kind_of};
 

@@ -1,5 +1,8 @@
 //! Global sampling and the automatic per-request events.
 
+use std::fmt;
+use std::hash::Hasher;
+
 use crate::text::Text;
 
 /// What a sampling decision is keyed on.
@@ -18,12 +21,70 @@ pub enum SampleKey {
 }
 
 /// Global sampling (`telemetry.sampling`).
+///
+/// Request- and user-keyed decisions hash the request id or user id with **SipHash-1-3 under a
+/// secret key**, so a client that picks its own `x-request-id` cannot pick ids that are always
+/// kept or always dropped. The key is drawn at random once per process (the handles of one
+/// process agree) unless a fleet that must agree on decisions (a request seen by several
+/// services) sets the same [`hash_key`](Self::with_hash_key) everywhere, e.g. from
+/// `${TELEMETRY_SAMPLING_KEY}`.
+///
+/// ```
+/// use tower_telemetry::config::{SampleKey, SamplingConfig};
+///
+/// let s = SamplingConfig::new(0.1)
+///     .with_key(SampleKey::Request)
+///     .with_hash_key("at least 16 random characters, from a secret store");
+/// assert!(s.has_hash_key());
+/// assert!(!format!("{s:?}").contains("random characters"));
+/// ```
 #[derive(Clone, Debug)]
 pub struct SamplingConfig {
     pub(crate) enabled: bool,
     pub(crate) rate: f64,
     pub(crate) key: SampleKey,
     pub(crate) always: Vec<String>,
+    pub(crate) hash_key: Option<HashKey>,
+}
+
+/// A configured sampling hash key: the two 64-bit SipHash keys derived from the configured
+/// text. Never printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HashKey(pub(crate) u64, pub(crate) u64);
+
+impl HashKey {
+    /// The key for `text`: its 128-bit SipHash-1-3 under a fixed key (a derivation, not a
+    /// secret: the secret is `text`).
+    pub(crate) fn derive(text: &[u8]) -> HashKey {
+        let mut h = siphasher::sip128::SipHasher13::new_with_keys(
+            0x7477_722d_7361_6d70, // "twr-samp"
+            0x6c69_6e67_2d6b_6579, // "ling-key"
+        );
+        h.write(text);
+        let k = siphasher::sip128::Hasher128::finish128(&h);
+        HashKey(k.h1, k.h2)
+    }
+
+    /// The default key: random, drawn once per process, so the handles of one process (a
+    /// configuration reload, per-tenant handles) agree, and other processes do not.
+    pub(crate) fn process() -> HashKey {
+        static KEY: std::sync::OnceLock<HashKey> = std::sync::OnceLock::new();
+        *KEY.get_or_init(|| HashKey(rand::random(), rand::random()))
+    }
+
+    /// The keyed hash of `s`.
+    #[inline]
+    pub(crate) fn hash(&self, s: &str) -> u64 {
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.0, self.1);
+        h.write(s.as_bytes());
+        h.finish()
+    }
+}
+
+impl fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HashKey(***)")
+    }
 }
 
 impl Default for SamplingConfig {
@@ -33,6 +94,7 @@ impl Default for SamplingConfig {
             rate: 1.0,
             key: SampleKey::Request,
             always: Vec::new(),
+            hash_key: None,
         }
     }
 }
@@ -61,6 +123,21 @@ impl SamplingConfig {
     {
         self.always = globs.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// The secret the request- and user-keyed sampling hash is keyed with, for a fleet whose
+    /// services must take the same decision for the same id: the same text everywhere (at
+    /// least 16 random characters; from `${ENV}` in YAML, `sampling.hash_key`). Defaults to
+    /// none: a random key per process, so a client cannot choose ids that are kept or dropped.
+    pub fn with_hash_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.hash_key = Some(HashKey::derive(key.as_ref()));
+        self
+    }
+
+    /// Whether a hash key is configured ([`with_hash_key`](Self::with_hash_key)); it is never
+    /// shown.
+    pub fn has_hash_key(&self) -> bool {
+        self.hash_key.is_some()
     }
 
     /// Whether sampling is on.

@@ -21,14 +21,14 @@ pub(super) const TELEMETRY_KEYS: &[&str] = &[
     "redact",
     "limits",
 ];
-const REDACT_KEYS: &[&str] = &["enabled", "keys", "defaults", "replacement"];
+const REDACT_KEYS: &[&str] = &["enabled", "keys", "remove", "defaults", "replacement"];
 const LIMITS_KEYS: &[&str] = &[
     "max_properties",
     "max_string_length",
     "max_depth",
     "max_event_size",
 ];
-const SAMPLING_KEYS: &[&str] = &["enabled", "rate", "key", "always"];
+const SAMPLING_KEYS: &[&str] = &["enabled", "rate", "key", "always", "hash_key"];
 const REQUESTS_KEYS: &[&str] = &["enabled", "name", "exclude"];
 const RETRY_KEYS: &[&str] = &[
     "max_attempts",
@@ -154,6 +154,11 @@ impl Check {
                             "user" => sampling.key = SampleKey::User,
                             _ => self.mismatch(&e.value, &path, e.line, EXPECTED),
                         }
+                    }
+                }
+                "hash_key" => {
+                    if let Some(s) = self.string(e, &path, "a secret text") {
+                        *sampling = std::mem::take(sampling).with_hash_key(s);
                     }
                 }
                 _ => {
@@ -334,6 +339,11 @@ impl Check {
                 "replacement" => {
                     if let Some(s) = self.string(e, &path, "a replacement text") {
                         redact.replacement = s.to_owned();
+                    }
+                }
+                "remove" => {
+                    if let Some(keys) = self.keys(e, &path) {
+                        redact.removed = keys;
                     }
                 }
                 _ => {

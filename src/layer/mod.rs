@@ -48,5 +48,6 @@ mod service;
 mod telemetry_layer;
 
 pub use future::ResponseFuture;
+pub use request::{MAX_PATH_LEN, PATH_TRUNCATED};
 pub use service::TelemetryService;
 pub use telemetry_layer::{ClientIp, TelemetryLayer};

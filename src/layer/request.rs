@@ -16,6 +16,12 @@ use crate::text::Text;
 
 /// The longest header value copied into a context; longer ones are dropped.
 pub(crate) const MAX_HEADER_LEN: usize = 512;
+/// The longest request path kept in a context, in bytes: a longer one is cut back to a
+/// character boundary and ends in [`PATH_TRUNCATED`], so no request line can make its events
+/// oversized (a 33 KB path of `"` doubles when JSON-escaped).
+pub const MAX_PATH_LEN: usize = 2048;
+/// What ends a path cut to [`MAX_PATH_LEN`] (its bytes count within the cap).
+pub const PATH_TRUNCATED: &str = "…";
 /// The longest accepted inbound request id.
 pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -219,7 +225,11 @@ pub(crate) fn request_context(
     ctx.set_request_id(Some(request_id));
     match head.uri.path_and_query() {
         Some(pq) => {
-            ctx.set_path(Some(Text::from_path(pq)));
+            ctx.set_path(Some(if pq.path().len() <= MAX_PATH_LEN {
+                Text::from_path(pq)
+            } else {
+                capped_path(pq.path())
+            }));
             if config.capture_query && pq.query().is_some_and(|q| q.len() <= MAX_HEADER_LEN * 4) {
                 ctx.set_query(Text::from_query(pq));
             }
@@ -248,6 +258,17 @@ pub(crate) fn request_context(
     }
     ctx.set_client_ip(client_ip(head, &config.client_ip));
     arc
+}
+
+/// `path` cut to [`MAX_PATH_LEN`] bytes, [`PATH_TRUNCATED`] included.
+#[cold]
+#[inline(never)]
+fn capped_path(path: &str) -> Text {
+    let mut end = MAX_PATH_LEN - PATH_TRUNCATED.len();
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    Text::from(format!("{}{PATH_TRUNCATED}", &path[..end]))
 }
 
 /// Sets the user and session ids the configured resolvers find in `parts`.
@@ -341,5 +362,31 @@ mod tests {
         }
         let distinct: std::collections::HashSet<_> = ids.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(distinct.len(), ids.len());
+    }
+
+    #[test]
+    fn a_long_path_is_capped_and_marked() {
+        use super::super::TelemetryLayer;
+        let long = format!("/{}", "%22".repeat(11_000));
+        let req = Request::get(long.as_str()).body(()).unwrap();
+        let ctx = request_context(
+            Head::of(&req),
+            TelemetryLayer::global().config(),
+            Text::from_static("r1"),
+        );
+        let path = ctx.path().unwrap();
+        assert_eq!(path.len(), MAX_PATH_LEN);
+        assert!(path.ends_with(PATH_TRUNCATED));
+        assert!(long.starts_with(path.trim_end_matches(PATH_TRUNCATED)));
+        // At the cap exactly: kept as sent.
+        let exact = format!("/{}", "a".repeat(MAX_PATH_LEN - 1));
+        let req = Request::get(exact.as_str()).body(()).unwrap();
+        let ctx = request_context(
+            Head::of(&req),
+            TelemetryLayer::global().config(),
+            Text::from_static("r1"),
+        );
+        assert_eq!(ctx.path(), Some(exact.as_str()));
+        assert_eq!(capped_path(&format!("/x{}", "é".repeat(2000))).len(), 2047);
     }
 }

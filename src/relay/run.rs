@@ -17,7 +17,7 @@ use crate::diag::Escaped;
 use crate::dispatch::PropertyView;
 use crate::dispatch::attempt::{Attempt, Items, Settle, Verdict, backoff};
 use crate::event::Event;
-use crate::routing::{ALWAYS_BIT, DEST_MASK, stable_hash};
+use crate::routing::{ALWAYS_BIT, DEST_MASK};
 use fetch::{Fetched, Fetcher, Held, keep, seq_of};
 
 mod fetch;
@@ -506,14 +506,15 @@ fn route(shared: &Shared, event: &Event) -> u32 {
         return dests;
     }
     let ctx = event.context();
-    let h = |v: Option<&str>| v.map(|s| stable_hash(s).max(1));
+    let h = |v: Option<&str>| v.map(|s| router.key_hash(s).max(1));
     let hash = match router.key {
         SampleKey::Event => None,
         SampleKey::Request => h(ctx.request_id()),
         SampleKey::User => h(ctx.user_id()).or_else(|| h(ctx.request_id())),
     }
-    // No key: the event id is as random as the core's choice, and stable across redeliveries.
-    .unwrap_or_else(|| stable_hash(&event.id().to_string()));
+    // No key: the event id is as random as the core's choice, and stable across redeliveries
+    // (across relay restarts too when `sampling.hash_key` is set).
+    .unwrap_or_else(|| router.key_hash(&event.id().to_string()));
     let keep = router.sample(route, hash);
     let mut out = dests & !keep;
     while out != 0 {

@@ -218,7 +218,14 @@ impl Telemetry {
             },
             None => policy.properties(&mut e.properties, false),
         };
-        let outcome = policy.finish(&e.name, &e.properties, &mut e.context, props_size, out);
+        let mut outcome = policy.finish(&e.name, &e.properties, &mut e.context, props_size, out);
+        if outcome.oversized.is_some() {
+            // Trimmed before it is ever rejected; an `always` event is never rejected.
+            let max = policy.limits.max_event_size;
+            let always = route & ALWAYS_BIT != 0;
+            let (name, props, ctx) = (&e.name, &mut e.properties, &mut e.context);
+            super::trim::trim(name, props, ctx, max, always, &mut outcome);
+        }
         if outcome != Outcome::default() && !self.limited(&e.name, &outcome) {
             return;
         }

@@ -14,6 +14,7 @@ mod emit;
 mod lifecycle;
 mod scope;
 mod stats;
+mod trim;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -14,7 +14,6 @@ use std::task::{Context as TaskCx, Poll};
 
 use super::Telemetry;
 use crate::context::Context;
-use crate::routing::stable_hash;
 
 /// A request scope: the handle it belongs to and its (mutable) context.
 pub(crate) struct Scope {
@@ -36,9 +35,10 @@ impl fmt::Debug for Scope {
     }
 }
 
-/// The request id's and user id's sampling hashes (0: not set).
-fn sampling_hashes(ctx: &Context) -> (u64, u64) {
-    let h = |v: Option<&str>| v.map_or(0, |s| stable_hash(s).max(1));
+/// The request id's and user id's sampling hashes (0: not set), keyed by the handle's secret.
+fn sampling_hashes(telemetry: &Telemetry, ctx: &Context) -> (u64, u64) {
+    let router = &telemetry.inner.router;
+    let h = |v: Option<&str>| v.map_or(0, |s| router.key_hash(s).max(1));
     (h(ctx.request_id()), h(ctx.user_id()))
 }
 
@@ -67,7 +67,7 @@ impl Scope {
         let hashes = telemetry.samples_by_key();
         // Hashed before the context moves into the scope (no reference count taken for it).
         let (request_hash, user_hash) = if hashes {
-            sampling_hashes(&ctx)
+            sampling_hashes(&telemetry, &ctx)
         } else {
             (0, 0)
         };
@@ -84,7 +84,7 @@ impl Scope {
         if !self.hashes {
             return;
         }
-        let (request_hash, user_hash) = sampling_hashes(ctx);
+        let (request_hash, user_hash) = sampling_hashes(&self.telemetry, ctx);
         self.request_hash.store(request_hash, Ordering::Relaxed);
         self.user_hash.store(user_hash, Ordering::Relaxed);
     }

@@ -129,6 +129,14 @@ impl Mapping {
         }
         if self.forward.referrer {
             if let Some(r) = ctx.referrer().filter(|r| !r.is_empty()) {
+                // Like the page's own URL: without its query (and fragment), which carry reset
+                // tokens and OAuth codes, unless `include_query` (the crate redacted the
+                // sensitive parameters already).
+                let r = if self.include_query {
+                    r
+                } else {
+                    r.split(['?', '#']).next().unwrap_or(r)
+                };
                 // Umami truncates it to 500 itself; cutting here only saves bytes.
                 let r = truncate_js(r, MAX_STRING).unwrap_or(r);
                 p.insert("referrer".into(), Value::String(r.to_owned()));
@@ -390,5 +398,26 @@ mod tests {
         assert!(changes.name_truncated);
         assert_eq!(js_len(a["payload"]["name"].as_str().unwrap()), 50);
         assert_eq!(a["payload"]["name"], b["payload"]["name"]);
+    }
+
+    #[test]
+    fn the_referrer_goes_without_its_query_unless_include_query() {
+        let ctx = Context::new()
+            .with_path("/welcome")
+            .with_referrer("https://app.example/reset?token=t0k&lang=de#id_token=jwt");
+        let event = Event::new("http.request", Properties::new())
+            .with_kind(EventKind::PageView)
+            .with_context(ctx);
+        let without = Mapping {
+            include_query: false,
+            ..mapping()
+        };
+        let (body, _) = without.body(&event);
+        assert_eq!(body["payload"]["referrer"], "https://app.example/reset");
+        let (body, _) = mapping().body(&event);
+        assert_eq!(
+            body["payload"]["referrer"],
+            "https://app.example/reset?token=t0k&lang=de#id_token=jwt"
+        );
     }
 }
