@@ -940,7 +940,13 @@ mod tests {
     fn matching_cost() {
         let r = Redactor::new(&RedactConfig::default());
         let keys = [
-            "plan", "model", "steps", "user_id", "credits_cost", "duration_ms", "max_tokens",
+            "plan",
+            "model",
+            "steps",
+            "user_id",
+            "credits_cost",
+            "duration_ms",
+            "max_tokens",
             "accessToken",
         ];
         const N: usize = 2_000_000;

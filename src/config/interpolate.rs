@@ -265,6 +265,10 @@ mod tests {
         assert_eq!(subs.scrub(&json), "\"${TOKEN}\"");
         let mut map = serde_json::Map::new();
         map.insert("token".into(), secret.into());
-        assert!(!subs.scrub(&serde_json::to_string(&map).unwrap()).contains("live"));
+        assert!(
+            !subs
+                .scrub(&serde_json::to_string(&map).unwrap())
+                .contains("live")
+        );
     }
 }
