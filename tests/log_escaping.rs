@@ -175,6 +175,39 @@ async fn umami_failure_warnings_escape_the_servers_answer() {
     assert_escaped(&text);
 }
 
+/// The shared HTTP module's once-logged rejection warning (PostHog, Segment, webhooks) quotes
+/// the server's answer escaped too.
+#[cfg(feature = "webhook")]
+#[tokio::test]
+async fn http_rejection_warnings_escape_the_servers_answer() {
+    use tower_telemetry::destination::webhook::{WebhookConfig, WebhookDestination};
+    let logs = Logs::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::TRACE));
+    let addr = answering("400 Bad Request", hostile("refused").into_bytes()).await;
+    let hooks = WebhookDestination::new(WebhookConfig::new(
+        format!("http://{addr}/hook"),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ))
+    .unwrap();
+    let t = Telemetry::builder()
+        .config(
+            Config::default()
+                .with_destination(DestinationConfig::new("hooks").with_delivery(fast())),
+        )
+        .destination("hooks", hooks)
+        .build()
+        .unwrap();
+    track!(&t => "user.clicked");
+    let report = t.shutdown(WAIT).await;
+    let d = report.destination("hooks").unwrap();
+    assert_eq!(d.failed, 1, "{d:?}");
+    accounted(d);
+    let text = logs.text();
+    assert!(text.contains("the server rejected a request"), "{text}");
+    assert!(text.contains("refused\\n2026"), "{text}");
+    assert_escaped(&text);
+}
+
 #[tokio::test]
 async fn debug_dumps_escape_the_events_properties() {
     let logs = Logs::default();

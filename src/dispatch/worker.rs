@@ -198,7 +198,7 @@ fn lost(shared: &LaneShared, joined: Option<Result<(), tokio::task::JoinError>>)
         tracing::error!(
             target: "tower_telemetry",
             destination = %Escaped(&shared.name),
-            error = %e,
+            error = %Escaped(&e.to_string()),
             "a telemetry delivery task ended without settling its batch"
         );
     }

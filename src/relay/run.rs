@@ -212,7 +212,7 @@ pub(crate) async fn run(shared: Arc<Shared>, bound: Bound) {
     // Acknowledgements are only queued to the connection: see them written before it is
     // dropped, or they are lost and the messages redelivered after `ack_wait`.
     if let Err(e) = bound.js.client().flush().await {
-        tracing::debug!(target: "tower_telemetry", error = %e, "relay: cannot flush the acknowledgements");
+        tracing::debug!(target: "tower_telemetry", error = %crate::diag::Escaped(&e.to_string()), "relay: cannot flush the acknowledgements");
     }
 }
 
@@ -603,13 +603,13 @@ impl Recorder {
             {
                 Ok(ack) => acks.push(ack),
                 Err(err) => {
-                    tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+                    tracing::debug!(target: "tower_telemetry", error = %crate::diag::Escaped(&err.to_string()), "relay: cannot record a delivery");
                 }
             }
         }
         for ack in acks {
             if let Err(err) = ack.await {
-                tracing::debug!(target: "tower_telemetry", error = %err, "relay: cannot record a delivery");
+                tracing::debug!(target: "tower_telemetry", error = %crate::diag::Escaped(&err.to_string()), "relay: cannot record a delivery");
             }
         }
     }

@@ -184,7 +184,7 @@ impl Client {
                 target: "tower_telemetry",
                 destination = self.kind,
                 status = status.as_u16(),
-                error = %error.message(),
+                error = %crate::diag::Masked(error.message()),
                 "the server rejected a request; its events are counted failed and not retried \
                  (logged once; later rejections are only counted)"
             );

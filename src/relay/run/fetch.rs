@@ -177,7 +177,7 @@ async fn fetch(
             match Request::send(&js, &consumer, size).await {
                 Ok(r) => requests.push(r),
                 Err(e) => {
-                    tracing::warn!(target: "tower_telemetry", error = %e, "relay: cannot pull from the consumer; retrying");
+                    tracing::warn!(target: "tower_telemetry", error = %crate::diag::Escaped(&e.to_string()), "relay: cannot pull from the consumer; retrying");
                     tokio::select! {
                         biased;
                         _ = fetched.closing.notified() => break 'fetch,
@@ -202,7 +202,7 @@ async fn fetch(
                 Err(why) => {
                     requests.swap_remove(i);
                     if let Some(why) = why {
-                        tracing::debug!(target: "tower_telemetry", reason = %why, "relay: pull request ended");
+                        tracing::debug!(target: "tower_telemetry", reason = %crate::diag::Escaped(&why.to_string()), "relay: pull request ended");
                         tokio::select! {
                             biased;
                             _ = fetched.closing.notified() => break 'fetch,
