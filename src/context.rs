@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+use crate::identity::GROUPS_FIELD;
 use crate::properties::Properties;
 use crate::text::Text;
 
@@ -157,6 +158,85 @@ impl Context {
     /// A free-form field's value.
     pub fn field(&self, key: &str) -> Option<&crate::PropertyValue> {
         self.fields().get(key)
+    }
+
+    /// Adds the group `key` of type `group_type` (`company`, `team`, ...): every event in
+    /// this context carries it, and destinations with groups (PostHog `$groups`, Segment
+    /// `context.groupId`) see it. One group per type; a later one replaces it. Kept in the
+    /// free-form field [`GROUPS_FIELD`](crate::identity::GROUPS_FIELD).
+    ///
+    /// ```
+    /// use tower_telemetry::Context;
+    ///
+    /// let ctx = Context::new().with_group("company", "acme").with_group("team", "ml");
+    /// assert_eq!(ctx.groups().collect::<Vec<_>>(), [("company", "acme"), ("team", "ml")]);
+    /// ```
+    pub fn with_group(mut self, group_type: impl Into<Text>, key: impl Into<Text>) -> Self {
+        self.set_group(group_type, key);
+        self
+    }
+
+    /// Adds a group in place (see [`with_group`](Self::with_group)).
+    pub fn set_group(&mut self, group_type: impl Into<Text>, key: impl Into<Text>) -> &mut Self {
+        let group_type: Text = group_type.into();
+        let key: Text = key.into();
+        self.checked.reset();
+        let fields = self.extra_mut();
+        let mut groups = match fields.get(GROUPS_FIELD).map(|v| v.to_json()) {
+            Some(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        groups.insert(group_type.to_string(), key.as_str().into());
+        fields.insert_json(Text::from_static(GROUPS_FIELD), serde_json::Value::Object(groups));
+        self
+    }
+
+    /// The groups of this context, as `(group type, group key)` pairs (see
+    /// [`with_group`](Self::with_group)); keys that are not strings are skipped.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, &str)> {
+        let map = match self.field(GROUPS_FIELD).and_then(|v| v.as_json()) {
+            Some(serde_json::Value::Object(map)) => Some(map),
+            _ => None,
+        };
+        map.into_iter()
+            .flatten()
+            .filter_map(|(t, k)| Some((t.as_str(), k.as_str()?)))
+    }
+
+    /// The id its events go by while no user is known: the session id, else the request id
+    /// (blank ones skipped). Destinations with anonymous ids (PostHog's `distinct_id`,
+    /// Segment's `anonymousId`) use it, and [`identify`](crate::Telemetry::identify) reports it
+    /// as [`ANON_DISTINCT_ID`](crate::identity::ANON_DISTINCT_ID).
+    pub fn anonymous_id(&self) -> Option<&str> {
+        fn present(s: Option<&Text>) -> Option<&str> {
+            s.map(Text::as_str).filter(|s| !s.trim().is_empty())
+        }
+        present(self.session_id.as_ref()).or_else(|| present(self.request_id.as_ref()))
+    }
+
+    /// Strips every personal field (user, session, client IP, User-Agent, referrer) and
+    /// replaces the request id with a random one: the context of a request with
+    /// [`Consent::Anonymous`](crate::identity::Consent::Anonymous).
+    pub(crate) fn anonymize(&mut self, anonymous_request_id: &Text) {
+        self.checked.reset();
+        self.user_id = None;
+        self.session_id = None;
+        self.client_ip = None;
+        self.user_agent = None;
+        self.referrer = None;
+        if self.request_id.as_ref() != Some(anonymous_request_id) {
+            self.request_id = Some(anonymous_request_id.clone());
+        }
+    }
+
+    /// Whether it has none of the fields [`anonymize`](Self::anonymize) strips.
+    pub(crate) fn is_anonymous(&self, anonymous_request_id: &Text) -> bool {
+        self.user_id.is_none()
+            && self.session_id.is_none()
+            && self.client_ip.is_none()
+            && self.user_agent.is_none()
+            && self.referrer.is_none()
+            && self.request_id.as_ref() == Some(anonymous_request_id)
     }
 
     fn extra_mut(&mut self) -> &mut Properties {

@@ -91,6 +91,7 @@ mod dispatch;
 mod event;
 mod extract;
 mod glob;
+pub mod identity;
 pub mod layer;
 pub mod limits;
 mod pipeline;

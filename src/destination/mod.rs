@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::DeliveryConfig;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 
 #[cfg(any(
     feature = "umami",
@@ -101,6 +101,16 @@ pub trait Destination: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+
+    /// Whether it has a counterpart for events of `kind`. Identity operations
+    /// ([`EventKind::Identify`], [`Alias`](EventKind::Alias), [`Group`](EventKind::Group)) of
+    /// a kind it does not support are never sent to it, only counted in its
+    /// [`unsupported`](crate::DestinationStats::unsupported). Asked once, when the handle is
+    /// built. Defaults to every kind.
+    fn supports(&self, kind: EventKind) -> bool {
+        let _ = kind;
+        true
+    }
 }
 
 impl<D: Destination + ?Sized> Destination for Arc<D> {
@@ -118,6 +128,9 @@ impl<D: Destination + ?Sized> Destination for Arc<D> {
     }
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         (**self).shutdown()
+    }
+    fn supports(&self, kind: EventKind) -> bool {
+        (**self).supports(kind)
     }
 }
 

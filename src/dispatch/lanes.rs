@@ -16,7 +16,11 @@ use super::worker::Companion;
 use super::{Counters, Lane, PropertyView, Push, WorkerParts};
 use crate::config::DeliveryConfig;
 use crate::destination::Destination;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
+
+/// The identity kinds a destination may not support, in the order of
+/// `Dispatcher::identity_support`.
+const IDENTITY_KINDS: [EventKind; 3] = [EventKind::Identify, EventKind::Alias, EventKind::Group];
 
 /// What a lane is made of: the pipeline's compiled form of one enabled destination.
 pub(crate) struct LaneSpec {
@@ -37,6 +41,8 @@ pub(crate) struct Dispatcher {
     progress: Arc<Notify>,
     drops: DropTracker,
     drop_signal: Arc<DropSignal>,
+    /// The lanes whose destination supports each identity kind (identify, alias, group).
+    identity_support: [u32; 3],
 }
 
 /// The workers of a [`Dispatcher`], built and not yet started.
@@ -72,7 +78,13 @@ impl Dispatcher {
         let drop_signal = Arc::new(DropSignal::default());
         let mut lanes = Vec::with_capacity(specs.len());
         let mut workers = Vec::with_capacity(specs.len());
-        for spec in specs {
+        let mut identity_support = [0u32; 3];
+        for (i, spec) in specs.into_iter().enumerate() {
+            for (mask, kind) in identity_support.iter_mut().zip(IDENTITY_KINDS) {
+                if spec.destination.supports(kind) {
+                    *mask |= 1 << i;
+                }
+            }
             let (lane, parts) = super::lane(
                 spec.name,
                 spec.destination,
@@ -89,6 +101,7 @@ impl Dispatcher {
             lanes: lanes.into_boxed_slice(),
             progress,
             drop_signal,
+            identity_support,
         };
         (dispatcher, Workers(workers))
     }
@@ -103,6 +116,19 @@ impl Dispatcher {
     #[inline]
     pub(crate) fn push(&self, lane: usize, event: Arc<Event>) -> Push {
         self.lanes[lane].push(event)
+    }
+
+    /// The lanes of `dests` that take events of `kind`; the others count the event as
+    /// `unsupported`. Only identity operations can be unsupported.
+    pub(crate) fn supported(&self, kind: EventKind, dests: u32) -> u32 {
+        let Some(i) = IDENTITY_KINDS.iter().position(|k| *k == kind) else {
+            return dests;
+        };
+        let keep = dests & self.identity_support[i];
+        for lane in lanes_of(dests & !keep) {
+            Counters::add(&self.lanes[lane].shared.counters.unsupported, 1);
+        }
+        keep
     }
 
     /// Counts one event sampled out for every lane in `mask`.
@@ -253,6 +279,7 @@ impl Dispatcher {
                     dropped_queue_full: Counters::get(&c.dropped_queue_full),
                     dropped_oldest: Counters::get(&c.dropped_oldest),
                     sampled_out: Counters::get(&c.sampled_out),
+                    unsupported: Counters::get(&c.unsupported),
                     failed: Counters::get(&c.failed),
                     discarded: Counters::get(&c.discarded),
                     retries: Counters::get(&c.retries),
@@ -293,6 +320,9 @@ pub struct DestinationStats {
     pub dropped_oldest: u64,
     /// Events not sent there because sampling dropped them.
     pub sampled_out: u64,
+    /// Identity operations routed there that it has no counterpart for
+    /// ([`Destination::supports`](crate::destination::Destination::supports)): never enqueued.
+    pub unsupported: u64,
     /// Events that failed for good (permanent errors, the retry budget exhausted, or a
     /// panic in the destination).
     pub failed: u64,

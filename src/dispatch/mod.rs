@@ -39,6 +39,7 @@ pub(crate) struct Counters {
     /// `dropped_queue_full`, they were counted in `enqueued` first.
     pub(super) dropped_oldest: AtomicU64,
     pub(super) sampled_out: AtomicU64,
+    pub(super) unsupported: AtomicU64,
     pub(super) failed: AtomicU64,
     pub(super) discarded: AtomicU64,
     pub(super) retries: AtomicU64,

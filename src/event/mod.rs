@@ -130,7 +130,14 @@ impl Serialize for EventCategory {
     }
 }
 
-/// Whether an event is a tracked action or an automatic page view.
+/// Whether an event is a tracked action, an automatic page view, or an identity operation.
+///
+/// Identity operations ([`Telemetry::identify`](crate::Telemetry::identify),
+/// [`alias`](crate::Telemetry::alias), [`group`](crate::Telemetry::group)) travel through the
+/// pipeline as events of their own kind, named [`IDENTIFY`](crate::identity::IDENTIFY),
+/// [`ALIAS`](crate::identity::ALIAS) and [`GROUP`](crate::identity::GROUP); their properties
+/// are laid out as [`identity`](crate::identity) describes. A destination with no counterpart
+/// for a kind says so with [`Destination::supports`](crate::destination::Destination::supports).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum EventKind {
@@ -140,6 +147,49 @@ pub enum EventKind {
     /// The automatic per-request event of [`TelemetryLayer`](crate::layer::TelemetryLayer)
     /// (`telemetry.requests`): destinations such as Umami record it as a page view.
     PageView,
+    /// The context's user is identified: the properties are the user's traits.
+    Identify,
+    /// A previous id and the context's user are the same person.
+    Alias,
+    /// A group (company, team, ...) is described: the properties are its traits.
+    Group,
+}
+
+impl EventKind {
+    /// The kind's name in serialized events: `custom`, `page_view`, `identify`, `alias`,
+    /// `group`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Custom => "custom",
+            EventKind::PageView => "page_view",
+            EventKind::Identify => "identify",
+            EventKind::Alias => "alias",
+            EventKind::Group => "group",
+        }
+    }
+
+    /// The kind of [`as_str`](Self::as_str)'s name.
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        Some(match name {
+            "custom" => EventKind::Custom,
+            "page_view" => EventKind::PageView,
+            "identify" => EventKind::Identify,
+            "alias" => EventKind::Alias,
+            "group" => EventKind::Group,
+            _ => return None,
+        })
+    }
+
+    /// Whether it is an identity operation (identify, alias, group).
+    pub fn is_identity(self) -> bool {
+        matches!(self, EventKind::Identify | EventKind::Alias | EventKind::Group)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why an event name was refused.
@@ -178,7 +228,8 @@ pub fn validate_name(name: &str) -> Result<(), InvalidName> {
 /// them through the accessors; [`Event::new`] builds one directly, for testing a destination.
 ///
 /// Serialized (for a log line or an HTTP body) it is
-/// `{"id", "name", "category", "timestamp" (RFC 3339, milliseconds, UTC), "properties", "context"}`.
+/// `{"id", "name", "category", "timestamp" (RFC 3339, milliseconds, UTC), "properties", "context"}`,
+/// with a `"kind"` (see [`EventKind::as_str`]) after the category for any kind but `custom`.
 #[derive(Clone)]
 pub struct Event {
     pub(crate) id: Uuid,
@@ -233,7 +284,7 @@ impl Event {
         self
     }
 
-    /// Whether it is a tracked action or an automatic page view.
+    /// Whether it is a tracked action, an automatic page view or an identity operation.
     pub fn kind(&self) -> EventKind {
         self.kind
     }
@@ -348,6 +399,7 @@ impl fmt::Debug for Event {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("category", &self.category)
+            .field("kind", &self.kind)
             .field("timestamp", &Rfc3339(self.timestamp))
             .field("properties", &self.properties)
             .field("context", &self.context)
@@ -357,10 +409,15 @@ impl fmt::Debug for Event {
 
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Event", 6)?;
+        let mut st = s.serialize_struct("Event", 7)?;
         st.serialize_field("id", &self.id)?;
         st.serialize_field("name", &self.name)?;
         st.serialize_field("category", &self.category)?;
+        if self.kind != EventKind::Custom {
+            st.serialize_field("kind", self.kind.as_str())?;
+        } else {
+            st.skip_field("kind")?;
+        }
         st.serialize_field("timestamp", &Rfc3339(self.timestamp))?;
         st.serialize_field("properties", &self.properties)?;
         st.serialize_field("context", &*self.context)?;

@@ -168,14 +168,9 @@ pub(crate) enum Identity<'a> {
 /// The identity of `event`; `event_id` is the event id's text, the last fallback.
 pub(crate) fn identity<'a>(event: &'a Event, event_id: &'a str) -> Identity<'a> {
     let ctx = event.context();
-    let present = |s: Option<&'a str>| s.filter(|s| !s.trim().is_empty());
-    match present(ctx.user_id()) {
+    match ctx.user_id().filter(|s| !s.trim().is_empty()) {
         Some(user) => Identity::User(user),
-        None => Identity::Anonymous(
-            present(ctx.session_id())
-                .or(present(ctx.request_id()))
-                .unwrap_or(event_id),
-        ),
+        None => Identity::Anonymous(ctx.anonymous_id().unwrap_or(event_id)),
     }
 }
 

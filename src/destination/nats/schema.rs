@@ -19,7 +19,9 @@
 //! - `id`: the event's UUIDv7, also sent as the `Nats-Msg-Id` header (JetStream's
 //!   deduplication key) and kept by [`decode_event`], so every hop can deduplicate on it.
 //! - `category`: derived from `name` (its first segment); informational.
-//! - `kind`: `custom` (tracked by name) or `page_view` (the layer's request events).
+//! - `kind`: `custom` (tracked by name), `page_view` (the layer's request events), or an
+//!   identity operation: `identify`, `alias`, `group` (see [`identity`](crate::identity));
+//!   a kind the reader does not know is read as `custom`.
 //! - `timestamp`: RFC 3339, UTC, milliseconds.
 //! - `context`: the known context fields that were set, then free-form fields, flat.
 //!
@@ -96,18 +98,11 @@ impl Serialize for Wire<'_> {
         st.serialize_field("id", &e.id())?;
         st.serialize_field("name", e.name())?;
         st.serialize_field("category", e.category())?;
-        st.serialize_field("kind", kind_name(e.kind()))?;
+        st.serialize_field("kind", e.kind().as_str())?;
         st.serialize_field("timestamp", &Rfc3339(e.timestamp()))?;
         st.serialize_field("properties", e.properties())?;
         st.serialize_field("context", e.context())?;
         st.end()
-    }
-}
-
-fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::PageView => "page_view",
-        _ => "custom",
     }
 }
 
@@ -221,10 +216,10 @@ pub fn decode_event_with_limits(
             crate::event::parse_rfc3339(s)
                 .ok_or_else(|| field("timestamp", &format!("`{}` is not RFC 3339", shown(s))))
         })?;
-    let kind = match obj.get("kind").and_then(Value::as_str) {
-        Some("page_view") => EventKind::PageView,
-        _ => EventKind::Custom,
-    };
+    // A kind this version does not know (from a newer producer) is read as `custom`.
+    let kind = (obj.get("kind").and_then(Value::as_str))
+        .and_then(EventKind::from_name)
+        .unwrap_or_default();
     let properties = match obj.remove("properties") {
         None | Some(Value::Null) => Properties::new(),
         Some(Value::Object(map)) => Properties::from_json_map(map),
