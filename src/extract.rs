@@ -92,6 +92,38 @@ impl Tracker {
         });
     }
 
+    /// Identifies the request's user: [`Telemetry::identify`] in this request's scope.
+    pub fn identify(&self, user_id: impl Into<Text>, traits: Properties) {
+        let op = crate::identity::Identify::new(user_id).set(traits);
+        self.scope.telemetry.identify_in(Some(&self.scope), op);
+    }
+
+    /// [`Telemetry::identify_with`] in this request's scope.
+    pub fn identify_with(&self, identify: crate::identity::Identify) {
+        self.scope
+            .telemetry
+            .identify_in(Some(&self.scope), identify);
+    }
+
+    /// [`Telemetry::alias`] in this request's scope.
+    pub fn alias(&self, previous_id: impl Into<Text>, user_id: impl Into<Text>) {
+        (self.scope.telemetry).alias_in(Some(&self.scope), previous_id.into(), user_id.into());
+    }
+
+    /// [`Telemetry::group`] in this request's scope: describes the group and adds it to every
+    /// later event of the request.
+    pub fn group(
+        &self,
+        group_type: impl Into<Text>,
+        group_key: impl Into<Text>,
+        traits: Properties,
+    ) {
+        let (t, k) = (group_type.into(), group_key.into());
+        self.scope
+            .telemetry
+            .group_in(Some(&self.scope), t, k, traits);
+    }
+
     /// The request's context now.
     pub fn context(&self) -> Arc<Context> {
         self.scope.snapshot()

@@ -158,6 +158,29 @@ pub fn track_event(name: impl Into<Text>, properties: impl Serialize) {
     })
 }
 
+/// [`Telemetry::identify`] on the current handle and request scope.
+///
+/// ```
+/// use tower_telemetry::props;
+/// tower_telemetry::identify("user_42", props! { "plan" => "pro" });
+/// ```
+pub fn identify(user_id: impl Into<Text>, traits: Properties) {
+    let op = identity::Identify::new(user_id).set(traits);
+    telemetry::with_current(|t, scope| t.identify_in(scope, op))
+}
+
+/// [`Telemetry::alias`] on the current handle and request scope.
+pub fn alias(previous_id: impl Into<Text>, user_id: impl Into<Text>) {
+    let (previous_id, user_id) = (previous_id.into(), user_id.into());
+    telemetry::with_current(|t, scope| t.alias_in(scope, previous_id, user_id))
+}
+
+/// [`Telemetry::group`] on the current handle and request scope.
+pub fn group(group_type: impl Into<Text>, group_key: impl Into<Text>, traits: Properties) {
+    let (group_type, group_key) = (group_type.into(), group_key.into());
+    telemetry::with_current(|t, scope| t.group_in(scope, group_type, group_key, traits))
+}
+
 /// [`Telemetry::set_context`] on the current handle.
 pub fn set_context(context: Context) {
     telemetry::with_current(|t, _| t.set_context(context))

@@ -122,6 +122,16 @@ impl Properties {
         Some(self.entries.remove(i).1)
     }
 
+    /// Adds the entries of `other` whose keys this one does not have (keys shared, not
+    /// copied).
+    pub(crate) fn merge_missing(&mut self, other: &Properties) {
+        for (k, v) in &other.entries {
+            if !self.contains_key(k.as_str()) {
+                self.entries.push((k.clone(), v.clone()));
+            }
+        }
+    }
+
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()

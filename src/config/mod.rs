@@ -161,6 +161,7 @@ pub struct Config {
     pub(crate) requests: RequestsConfig,
     pub(crate) redact: RedactConfig,
     pub(crate) limits: LimitsConfig,
+    pub(crate) properties: crate::event::Properties,
 }
 
 impl Default for Config {
@@ -173,6 +174,7 @@ impl Default for Config {
             requests: RequestsConfig::default(),
             redact: RedactConfig::default(),
             limits: LimitsConfig::default(),
+            properties: crate::event::Properties::new(),
         }
     }
 }
@@ -221,6 +223,25 @@ impl Config {
     pub fn with_limits(mut self, limits: LimitsConfig) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Super properties: merged into every event (an event's own property of the same name
+    /// wins), redacted and limited like its own. YAML: `telemetry.properties`.
+    ///
+    /// ```
+    /// use tower_telemetry::{config::Config, props};
+    ///
+    /// let config = Config::default().with_properties(props! { "app" => "studio", "region" => "eu" });
+    /// assert_eq!(config.properties().len(), 2);
+    /// ```
+    pub fn with_properties(mut self, properties: crate::event::Properties) -> Self {
+        self.properties = properties;
+        self
+    }
+
+    /// The super properties (see [`with_properties`](Self::with_properties)).
+    pub fn properties(&self) -> &crate::event::Properties {
+        &self.properties
     }
 
     /// The redaction settings.

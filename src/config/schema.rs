@@ -20,6 +20,7 @@ pub(super) const TELEMETRY_KEYS: &[&str] = &[
     "requests",
     "redact",
     "limits",
+    "properties",
 ];
 const REDACT_KEYS: &[&str] = &["enabled", "keys", "remove", "defaults", "replacement"];
 const LIMITS_KEYS: &[&str] = &[
@@ -124,6 +125,16 @@ impl Check {
                 "sampling" => self.sampling(e, &path, &mut config.sampling),
                 "redact" => self.redact(e, &path, &mut config.redact),
                 "limits" => self.limits(e, &path, &mut config.limits),
+                "properties" => {
+                    let expected = "a mapping of property names to values";
+                    if self.mapping(&e.value, &path, e.line, expected).is_some() {
+                        let mut lines = std::collections::HashMap::new();
+                        if let serde_json::Value::Object(map) = to_json(&e.value, &path, &mut lines)
+                        {
+                            config.properties = crate::event::Properties::from_json_map(map);
+                        }
+                    }
+                }
                 _ => self.requests(e, &path, &mut config.requests),
             }
         }

@@ -106,7 +106,7 @@ fn emit_request_event(scope: &Scope, ev: RequestEvent, status: Option<http::Stat
     let name = telemetry.requests().name.clone();
     let ctx = scope.snapshot();
     let duration_ms = ev.start.elapsed().as_secs_f64() * 1000.0;
-    telemetry.emit_kind(Some(scope), name, EventKind::PageView, |p| {
+    telemetry.emit_kind_in(Some(scope), name, EventKind::PageView, None, |p| {
         p.insert("method", ctx.method().unwrap_or(""));
         if let Some(route) = ctx.route() {
             p.insert("route", route);

@@ -12,6 +12,7 @@ use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri}
 
 use super::telemetry_layer::{ClientIp, LayerConfig};
 use crate::context::Context;
+use crate::identity::Consent;
 use crate::text::Text;
 
 /// The longest header value copied into a context; longer ones are dropped.
@@ -271,8 +272,9 @@ fn capped_path(path: &str) -> Text {
     Text::from(format!("{}{PATH_TRUNCATED}", &path[..end]))
 }
 
-/// Sets the user and session ids the configured resolvers find in `parts`.
-pub(crate) fn resolve_ids(parts: &Parts, config: &LayerConfig, ctx: &mut Arc<Context>) {
+/// Sets the user and session ids and the groups the configured resolvers find in `parts`;
+/// the request's consent.
+pub(crate) fn resolve_ids(parts: &Parts, config: &LayerConfig, ctx: &mut Arc<Context>) -> Consent {
     let ctx = Arc::make_mut(ctx); // not shared yet: no copy
     if let Some(resolve) = &config.user_id {
         ctx.set_user_id(resolve(parts));
@@ -280,6 +282,15 @@ pub(crate) fn resolve_ids(parts: &Parts, config: &LayerConfig, ctx: &mut Arc<Con
     if let Some(resolve) = &config.session_id {
         ctx.set_session_id(resolve(parts));
     }
+    if let Some(resolve) = &config.groups {
+        for (group_type, key) in resolve(parts) {
+            ctx.set_group(group_type, key);
+        }
+    }
+    config
+        .consent
+        .as_ref()
+        .map_or(Consent::Granted, |decide| decide(parts))
 }
 
 #[cfg(test)]

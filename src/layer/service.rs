@@ -9,6 +9,7 @@ use tower_service::Service;
 use super::future::{PendingEvent, RequestEvent, ResponseFuture};
 use super::request::{Head, request_context, request_id, resolve_ids};
 use super::telemetry_layer::LayerConfig;
+use crate::identity::Consent;
 use crate::telemetry::Telemetry;
 use crate::telemetry::{self, Scope};
 
@@ -73,14 +74,19 @@ where
                 .insert(tower_http::request_id::RequestId::new(id_value.clone()));
         }
         let mut ctx = request_context(Head::of(&req), config, id);
-        if config.user_id.is_some() || config.session_id.is_some() {
+        let mut consent = Consent::Granted;
+        if config.user_id.is_some()
+            || config.session_id.is_some()
+            || config.groups.is_some()
+            || config.consent.is_some()
+        {
             // Resolvers take `&Parts`: only then is the request taken apart.
             let (parts, body) = req.into_parts();
-            resolve_ids(&parts, config, &mut ctx);
+            consent = resolve_ids(&parts, config, &mut ctx);
             req = Request::from_parts(parts, body);
         }
         let request_event = RequestEvent::start(&telemetry, config, req.uri().path());
-        let scope = Scope::new(telemetry, ctx);
+        let scope = Scope::with_consent(telemetry, ctx, consent);
         let for_event = request_event.is_some().then(|| scope.clone());
 
         // The inner service's `call` may do work (and track events) before returning its

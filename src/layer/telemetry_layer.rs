@@ -8,10 +8,13 @@ use http::request::Parts;
 use tower_layer::Layer;
 
 use super::service::TelemetryService;
+use crate::identity::Consent;
 use crate::telemetry::Telemetry;
 use crate::text::Text;
 
 pub(crate) type Resolver = Arc<dyn Fn(&Parts) -> Option<Text> + Send + Sync>;
+pub(crate) type GroupsResolver = Arc<dyn Fn(&Parts) -> Vec<(Text, Text)> + Send + Sync>;
+pub(crate) type ConsentResolver = Arc<dyn Fn(&Parts) -> Consent + Send + Sync>;
 
 /// Where the end user's IP address comes from. Off unless you say so: an IP address is
 /// personal data, and behind a proxy the socket peer is the proxy.
@@ -43,6 +46,8 @@ pub(crate) struct LayerConfig {
     pub(crate) capture_query: bool,
     pub(crate) user_id: Option<Resolver>,
     pub(crate) session_id: Option<Resolver>,
+    pub(crate) groups: Option<GroupsResolver>,
+    pub(crate) consent: Option<ConsentResolver>,
     /// `None`: as the handle's `telemetry.requests` says.
     pub(crate) request_events: Option<bool>,
 }
@@ -59,6 +64,8 @@ impl fmt::Debug for LayerConfig {
             .field("capture_query", &self.capture_query)
             .field("user_id", &self.user_id.is_some())
             .field("session_id", &self.session_id.is_some())
+            .field("groups", &self.groups.is_some())
+            .field("consent", &self.consent.is_some())
             .field("request_events", &self.request_events)
             .finish()
     }
@@ -112,6 +119,8 @@ impl TelemetryLayer {
                 capture_query: true,
                 user_id: None,
                 session_id: None,
+                groups: None,
+                consent: None,
                 request_events: None,
             }),
         }
@@ -160,6 +169,61 @@ impl TelemetryLayer {
         T: Into<Text>,
     {
         self.config_mut().session_id = Some(Arc::new(move |p| resolve(p).map(Into::into)));
+        self
+    }
+
+    /// Resolves the request's groups (company, team, ...) from the request parts, as
+    /// `(group type, group key)` pairs: every event of the request carries them (see
+    /// [`Context::groups`](crate::Context::groups)). Defaults to none.
+    ///
+    /// ```
+    /// use tower_telemetry::{Telemetry, layer::TelemetryLayer};
+    ///
+    /// # let telemetry = Telemetry::builder().build().unwrap();
+    /// let layer = TelemetryLayer::new(telemetry).groups(|parts: &http::request::Parts| {
+    ///     let org = parts.headers.get("x-org")?.to_str().ok()?.to_owned();
+    ///     Some(("company", org))
+    /// });
+    /// ```
+    pub fn groups<F, I, A, B>(mut self, resolve: F) -> Self
+    where
+        F: Fn(&Parts) -> I + Send + Sync + 'static,
+        I: IntoIterator<Item = (A, B)>,
+        A: Into<Text>,
+        B: Into<Text>,
+    {
+        self.config_mut().groups = Some(Arc::new(move |p| {
+            resolve(p)
+                .into_iter()
+                .map(|(a, b)| (a.into(), b.into()))
+                .collect()
+        }));
+        self
+    }
+
+    /// Decides each request's [`Consent`] from its parts (a consent cookie, a header your
+    /// consent middleware set): `Denied` keeps every event of the request in the process
+    /// (counted in [`Stats::consent_denied`](crate::Stats::consent_denied)); `Anonymous`
+    /// strips everything personal from its events; `Granted` changes nothing. Defaults to
+    /// `Granted` for every request.
+    ///
+    /// ```
+    /// use tower_telemetry::{Telemetry, identity::Consent, layer::TelemetryLayer};
+    ///
+    /// # let telemetry = Telemetry::builder().build().unwrap();
+    /// let layer = TelemetryLayer::new(telemetry).consent(|parts: &http::request::Parts| {
+    ///     match parts.headers.get("x-analytics-consent").and_then(|v| v.to_str().ok()) {
+    ///         Some("granted") => Consent::Granted,
+    ///         Some("anonymous") => Consent::Anonymous,
+    ///         _ => Consent::Denied,
+    ///     }
+    /// });
+    /// ```
+    pub fn consent<F>(mut self, decide: F) -> Self
+    where
+        F: Fn(&Parts) -> Consent + Send + Sync + 'static,
+    {
+        self.config_mut().consent = Some(Arc::new(decide));
         self
     }
 

@@ -128,6 +128,7 @@ pub(crate) struct LaneCounters {
     pub(crate) retries: AtomicU64,
     pub(crate) sampled_out: AtomicU64,
     pub(crate) skipped: AtomicU64,
+    pub(crate) unsupported: AtomicU64,
 }
 
 impl fmt::Debug for Relay {
@@ -349,6 +350,7 @@ impl RunningRelay {
                     discarded: get(&l.counters.discarded),
                     retries: get(&l.counters.retries),
                     sampled_out: get(&l.counters.sampled_out),
+                    unsupported: get(&l.counters.unsupported),
                     skipped_duplicates: get(&l.counters.skipped),
                 })
                 .collect(),
@@ -442,6 +444,9 @@ pub struct RelayDestinationStats {
     pub retries: u64,
     /// Events not sent there because sampling dropped them.
     pub sampled_out: u64,
+    /// Identity operations it has no counterpart for
+    /// ([`Destination::supports`](crate::destination::Destination::supports)): not sent.
+    pub unsupported: u64,
     /// Events not sent again because this destination already had them (redeliveries).
     pub skipped_duplicates: u64,
 }

@@ -501,8 +501,20 @@ impl Drop for AbortOnDrop {
 fn route(shared: &Shared, event: &Event) -> u32 {
     let router = &shared.router;
     let route = router.compute(event.name());
-    let dests = route & DEST_MASK;
-    if dests == 0 || !router.samples || route & ALWAYS_BIT != 0 {
+    let mut dests = route & DEST_MASK;
+    // Identity operations: only where the destination has a counterpart; never sampled out.
+    let identity = event.kind().is_identity();
+    if identity {
+        let mut unsupported = 0;
+        for (i, lane) in shared.lanes.iter().enumerate() {
+            if dests & (1 << i) != 0 && !lane.destination.supports(event.kind()) {
+                unsupported |= 1 << i;
+                lane.counters.unsupported.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        dests &= !unsupported;
+    }
+    if dests == 0 || !router.samples || route & ALWAYS_BIT != 0 || identity {
         return dests;
     }
     let ctx = event.context();

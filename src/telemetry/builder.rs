@@ -130,6 +130,31 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Super properties: merged into every event, the event's own properties winning over
+    /// them (replaces the configuration's `properties` section). Redacted and limited like
+    /// the event's own. Call it after [`config`](Self::config).
+    ///
+    /// ```
+    /// use tower_telemetry::{Telemetry, props};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let telemetry = Telemetry::builder()
+    ///     .memory_destination("memory")
+    ///     .properties(props! { "app" => "studio", "plan" => "free" })
+    ///     .build()
+    ///     .unwrap();
+    /// telemetry.track("user.upgraded", props! { "plan" => "pro" });
+    /// telemetry.flush(std::time::Duration::from_secs(1)).await;
+    /// let event = &telemetry.memory("memory").unwrap().events()[0];
+    /// assert_eq!(event.properties().get("app").unwrap(), "studio");
+    /// assert_eq!(event.properties().get("plan").unwrap(), "pro");
+    /// # }
+    /// ```
+    pub fn properties(mut self, properties: crate::event::Properties) -> Self {
+        self.config.properties = properties;
+        self
+    }
+
     /// What one event may carry (replaces the configuration's `limits` section). Defaults to
     /// [`LimitsConfig::default`]. Call it after [`config`](Self::config).
     pub fn limits(mut self, limits: LimitsConfig) -> Self {

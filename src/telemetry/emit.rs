@@ -10,10 +10,12 @@ use serde::Serialize;
 use super::Telemetry;
 use super::scope::{Scope, current_scope};
 use crate::config::SampleKey;
+use crate::context::Context;
 use crate::dispatch::{Push, recycle};
 use crate::event::{
     Event, EventCategory, EventKind, INLINE_PROPERTIES, Properties, new_event_id_at, validate_name,
 };
+use crate::identity::Consent;
 use crate::limits::Outcome;
 use crate::routing::{ALWAYS_BIT, Callsite, DEST_MASK, INVALID_BIT, cached_route};
 use crate::text::Text;
@@ -51,24 +53,26 @@ impl Telemetry {
             return;
         }
         let route = cached_route(self.inner.id, &name, || self.inner.router.compute(&name));
-        self.emit_routed(scope, name, None, route, EventKind::Custom, 0, |p| {
+        self.emit_routed(scope, name, None, route, EventKind::Custom, 0, None, |p| {
             fill(p).map(|()| false)
         });
     }
 
-    /// Like `emit_dynamic`, for an event of another kind (the layer's page views).
-    pub(crate) fn emit_kind(
+    /// Like `emit_dynamic`, for an event of another kind (the layer's page views, identity
+    /// operations); `context`: the context to send instead of the scope's.
+    pub(crate) fn emit_kind_in(
         &self,
         scope: Option<&Scope>,
         name: Text,
         kind: EventKind,
+        context: Option<Arc<Context>>,
         fill: impl FnOnce(&mut Properties) -> Result<(), String>,
     ) {
         if !self.inner.enabled {
             return;
         }
         let route = cached_route(self.inner.id, &name, || self.inner.router.compute(&name));
-        self.emit_routed(scope, name, None, route, kind, 4, |p| {
+        self.emit_routed(scope, name, None, route, kind, 4, context, |p| {
             fill(p).map(|()| false)
         });
     }
@@ -123,6 +127,7 @@ impl Telemetry {
             route,
             EventKind::Custom,
             capacity,
+            None,
             |p| Ok(fill(p)),
         );
     }
@@ -140,13 +145,14 @@ impl Telemetry {
         route: u32,
         kind: EventKind,
         capacity: usize,
+        context: Option<Arc<Context>>,
         fill: impl FnOnce(&mut Properties) -> Result<bool, String>,
     ) {
         let inner = &*self.inner;
         if route & INVALID_BIT != 0 {
             return self.reject_invalid(&name);
         }
-        let dests = route & DEST_MASK;
+        let mut dests = route & DEST_MASK;
         if dests == 0 {
             if inner.debug {
                 debug_nowhere(&name);
@@ -157,7 +163,21 @@ impl Telemetry {
             inner.after_shutdown.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let keep = if inner.router.samples && route & ALWAYS_BIT == 0 {
+        if let Some(s) = scope
+            && s.consent() == Consent::Denied
+        {
+            return self.count_consent_denied();
+        }
+        // Identity operations: only to the destinations that have a counterpart, never
+        // sampled out (a lost identify splits a person in two).
+        let identity = kind.is_identity();
+        if identity {
+            dests = inner.dispatch.supported(kind, dests);
+            if dests == 0 {
+                return;
+            }
+        }
+        let keep = if inner.router.samples && route & ALWAYS_BIT == 0 && !identity {
             let keep = inner.router.sample(route, self.sample_hash(scope));
             inner.dispatch.count_sampled_out(dests & !keep);
             keep
@@ -167,9 +187,10 @@ impl Telemetry {
         if keep == 0 {
             return;
         }
-        let context = match scope {
-            Some(s) => s.snapshot(),
-            None => self
+        let context = match (context, scope) {
+            (Some(context), _) => context,
+            (None, Some(s)) => s.snapshot(),
+            (None, None) => self
                 .base_context_if_set()
                 .unwrap_or_else(recycle::empty_context),
         };
@@ -198,6 +219,11 @@ impl Telemetry {
                 return;
             }
         };
+        if let Some(supers) = &inner.super_properties
+            && !identity
+        {
+            merge_super_properties(&mut e.properties, supers);
+        }
         // Redaction and limits: after the routing and sampling decision (an event that goes
         // nowhere is never looked at), before any destination can see the event.
         let policy = &inner.policy;
@@ -251,6 +277,13 @@ impl Telemetry {
             self.push(i, event.clone());
         }
         self.push(keep.trailing_zeros() as usize, event);
+    }
+
+    /// Counts an event a request's [`Consent::Denied`] keeps in the process.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn count_consent_denied(&self) {
+        self.inner.consent_denied.fetch_add(1, Ordering::Relaxed);
     }
 
     #[inline]
@@ -317,7 +350,7 @@ impl Telemetry {
 
     #[cold]
     #[inline(never)]
-    fn reject(&self, name: &str, why: &str) {
+    pub(crate) fn reject(&self, name: &str, why: &str) {
         let inner = &*self.inner;
         inner.rejected.fetch_add(1, Ordering::Relaxed);
         if let Some(n) = inner.rejections.hit() {
@@ -346,6 +379,13 @@ impl Telemetry {
             "telemetry event"
         );
     }
+}
+
+/// Adds the super properties an event does not have itself.
+#[cold]
+#[inline(never)]
+fn merge_super_properties(props: &mut Properties, supers: &Properties) {
+    props.merge_missing(supers);
 }
 
 /// Fills `out` with the fields of `value`, which must serialize to a JSON object.

@@ -62,6 +62,7 @@ impl Telemetry {
             truncated: inner.truncated.load(Ordering::Relaxed),
             oversized: inner.oversized.load(Ordering::Relaxed),
             redacted: inner.redacted.load(Ordering::Relaxed),
+            consent_denied: inner.consent_denied.load(Ordering::Relaxed),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod builder;
 mod emit;
+mod identity;
 mod lifecycle;
 mod scope;
 mod stats;
@@ -104,6 +105,9 @@ struct Inner {
     truncated: AtomicU64,
     oversized: AtomicU64,
     redacted: AtomicU64,
+    consent_denied: AtomicU64,
+    /// Properties merged into every event (the event's own win); `None` when there are none.
+    super_properties: Option<crate::event::Properties>,
     limit_warnings: RateLimitedWarning,
     on_drop: Option<OnDrop>,
     /// The destinations whose globs match [`DROPPED_EVENT`].
@@ -180,6 +184,8 @@ impl Telemetry {
             truncated: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
             redacted: AtomicU64::new(0),
+            consent_denied: AtomicU64::new(0),
+            super_properties: (!config.properties.is_empty()).then(|| config.properties.clone()),
             limit_warnings: RateLimitedWarning::default(),
             on_drop,
             report_route,

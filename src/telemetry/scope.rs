@@ -14,6 +14,8 @@ use std::task::{Context as TaskCx, Poll};
 
 use super::Telemetry;
 use crate::context::Context;
+use crate::identity::Consent;
+use crate::text::Text;
 
 /// A request scope: the handle it belongs to and its (mutable) context.
 pub(crate) struct Scope {
@@ -25,6 +27,10 @@ pub(crate) struct Scope {
     user_hash: AtomicU64,
     /// Whether the handle samples by request or user at all (else the hashes are never read).
     hashes: bool,
+    /// What the request may tell the destinations (decided once, when the scope is made).
+    consent: Consent,
+    /// Under [`Consent::Anonymous`]: the random request id that stands for the request's.
+    anonymous_id: Option<Box<Text>>,
 }
 
 impl fmt::Debug for Scope {
@@ -33,6 +39,13 @@ impl fmt::Debug for Scope {
             .field("context", &self.snapshot())
             .finish()
     }
+}
+
+/// A random request id (a UUIDv4) for an anonymous request: nothing links it to the request's
+/// own id or to the user.
+fn random_request_id() -> Text {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    Text::from(id.hyphenated().to_string())
 }
 
 /// The request id's and user id's sampling hashes (0: not set), keyed by the handle's secret.
@@ -54,8 +67,18 @@ impl Scope {
     ///
     /// The layer passes a context it built in its `Arc` (a context is ~600 bytes: no moves).
     pub(crate) fn new(telemetry: Telemetry, request: impl Into<Arc<Context>>) -> Arc<Scope> {
+        Self::with_consent(telemetry, request, Consent::Granted)
+    }
+
+    /// A scope whose events follow `consent` (see [`Consent`]).
+    #[inline]
+    pub(crate) fn with_consent(
+        telemetry: Telemetry,
+        request: impl Into<Arc<Context>>,
+        consent: Consent,
+    ) -> Arc<Scope> {
         let request = request.into();
-        let ctx = match telemetry.base_context_if_set() {
+        let mut ctx = match telemetry.base_context_if_set() {
             None => request,
             Some(base) if request.is_empty() => base,
             Some(base) => {
@@ -64,6 +87,11 @@ impl Scope {
                 Arc::new(merged)
             }
         };
+        let anonymous_id = (consent == Consent::Anonymous).then(|| {
+            let id = Box::new(random_request_id());
+            Arc::make_mut(&mut ctx).anonymize(&id);
+            id
+        });
         let hashes = telemetry.samples_by_key();
         // Hashed before the context moves into the scope (no reference count taken for it).
         let (request_hash, user_hash) = if hashes {
@@ -77,7 +105,24 @@ impl Scope {
             ctx: Mutex::new(ctx),
             request_hash: AtomicU64::new(request_hash),
             user_hash: AtomicU64::new(user_hash),
+            consent,
+            anonymous_id,
         })
+    }
+
+    /// What the request may tell the destinations.
+    #[inline]
+    pub(crate) fn consent(&self) -> Consent {
+        self.consent
+    }
+
+    /// Keeps an anonymous scope's context anonymous after a change.
+    fn keep_anonymous(&self, ctx: &mut Arc<Context>) {
+        if let Some(id) = &self.anonymous_id
+            && !ctx.is_anonymous(id)
+        {
+            Arc::make_mut(ctx).anonymize(id);
+        }
     }
 
     fn rehash(&self, ctx: &Context) {
@@ -111,12 +156,24 @@ impl Scope {
     pub(crate) fn update(&self, f: impl FnOnce(&mut Context)) {
         let mut guard = self.lock();
         f(Arc::make_mut(&mut guard));
+        self.keep_anonymous(&mut guard);
         self.rehash(&guard);
+    }
+
+    /// Like [`update`](Self::update); returns the context before the change.
+    pub(crate) fn update_and_get(&self, f: impl FnOnce(&mut Context)) -> Arc<Context> {
+        let mut guard = self.lock();
+        let before = guard.clone();
+        f(Arc::make_mut(&mut guard));
+        self.keep_anonymous(&mut guard);
+        self.rehash(&guard);
+        before
     }
 
     pub(crate) fn replace(&self, ctx: Context) {
         let mut guard = self.lock();
         *guard = Arc::new(ctx);
+        self.keep_anonymous(&mut guard);
         self.rehash(&guard);
     }
 }
@@ -353,6 +410,38 @@ impl Telemetry {
     /// context merged with `context`, and [`track!`](macro@crate::track) inside uses this handle.
     pub fn scope<F: Future>(&self, context: Context, future: F) -> WithContext<F> {
         enter(Scope::new(self.clone(), context), future)
+    }
+
+    /// Like [`scope`](Self::scope), for a request whose user gave (or refused) consent: see
+    /// [`Consent`]. Under [`Consent::Denied`] no event of the scope leaves the process; under
+    /// [`Consent::Anonymous`] events lose every personal context field.
+    ///
+    /// ```
+    /// use tower_telemetry::{Context, Telemetry, identity::Consent, track};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let telemetry = Telemetry::builder().memory_destination("memory").build().unwrap();
+    /// let memory = telemetry.memory("memory").unwrap();
+    /// let ctx = || Context::new().with_user_id("user_42").with_request_id("req_1");
+    ///
+    /// telemetry.scope_with_consent(ctx(), Consent::Denied, async { track!("user.clicked") }).await;
+    /// telemetry.scope_with_consent(ctx(), Consent::Anonymous, async { track!("user.clicked") }).await;
+    ///
+    /// telemetry.flush(std::time::Duration::from_secs(1)).await;
+    /// let events = memory.events();
+    /// assert_eq!(events.len(), 1);
+    /// assert_eq!(events[0].context().user_id(), None);
+    /// assert_ne!(events[0].context().request_id(), Some("req_1"));
+    /// assert_eq!(telemetry.stats().consent_denied, 1);
+    /// # }
+    /// ```
+    pub fn scope_with_consent<F: Future>(
+        &self,
+        context: Context,
+        consent: Consent,
+        future: F,
+    ) -> WithContext<F> {
+        enter(Scope::with_consent(self.clone(), context, consent), future)
     }
 
     /// Runs `f` in a new request scope, synchronously (for code outside async tasks).

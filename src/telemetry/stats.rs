@@ -20,6 +20,11 @@ pub struct Stats {
     pub oversized: u64,
     /// Property values (and context fields) replaced by [redaction](crate::config::RedactConfig).
     pub redacted: u64,
+    /// Events and identity operations not sent because of the request's
+    /// [`Consent`](crate::identity::Consent): every event of a `Denied` request, and the
+    /// `identify` and `alias` calls of an `Anonymous` one. Counted once per event, before
+    /// routing to destinations.
+    pub consent_denied: u64,
 }
 
 impl Stats {
@@ -128,6 +133,7 @@ mod tests {
             dropped_queue_full: 1,
             dropped_oldest: 0,
             sampled_out: 0,
+            unsupported: 0,
             failed: 0,
             discarded: 0,
             retries: 0,
@@ -144,6 +150,7 @@ mod tests {
             truncated: 0,
             oversized: 0,
             redacted: 0,
+            consent_denied: 0,
         }
     }
 

@@ -313,6 +313,46 @@ mod tests {
         assert_eq!(back.context(), &ctx);
     }
 
+    #[test]
+    fn identity_operations_cross_the_stream_as_their_own_kind() {
+        use crate::identity::{self, GROUP_KEY, GROUP_TYPE, SET_ONCE};
+        let ctx = Context::new()
+            .with_user_id("user_42")
+            .with_group("company", "acme");
+        for (name, kind) in [
+            (identity::IDENTIFY, EventKind::Identify),
+            (identity::ALIAS, EventKind::Alias),
+            (identity::GROUP, EventKind::Group),
+        ] {
+            let mut p = props! { "plan" => "pro", GROUP_TYPE => "company", GROUP_KEY => "acme" };
+            p.insert_json(SET_ONCE, serde_json::json!({"first_plan": "free"}));
+            let e = Event::new(name, p)
+                .with_kind(kind)
+                .with_context(ctx.clone());
+            let wire: Value = serde_json::from_slice(&encode_event(&e)).unwrap();
+            assert_eq!(wire["kind"], kind.as_str());
+            let back = decode_event(&encode_event(&e)).unwrap();
+            assert_eq!(back.kind(), kind);
+            assert_eq!(back.name(), name);
+            // Decoded properties come back sorted by key.
+            assert_eq!(
+                back.properties().to_json_map(),
+                e.properties().to_json_map()
+            );
+            assert_eq!(
+                back.context().groups().collect::<Vec<_>>(),
+                [("company", "acme")]
+            );
+        }
+        // A kind from a newer producer is read as `custom`.
+        let mut wire: Value =
+            serde_json::from_slice(&encode_event(&Event::new("user.x", Properties::new())))
+                .unwrap();
+        wire["kind"] = "hologram".into();
+        let back = decode_event(&serde_json::to_vec(&wire).unwrap()).unwrap();
+        assert_eq!(back.kind(), EventKind::Custom);
+    }
+
     /// A version 1 payload with these `properties` and `context` (raw JSON).
     fn payload(name: &str, timestamp: &str, properties: &str, context: &str) -> Vec<u8> {
         format!(
