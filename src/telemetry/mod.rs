@@ -107,7 +107,7 @@ struct Inner {
     redacted: AtomicU64,
     consent_denied: AtomicU64,
     /// Properties merged into every event (the event's own win); `None` when there are none.
-    super_properties: Option<crate::event::Properties>,
+    super_properties: Option<Box<crate::event::Properties>>,
     limit_warnings: RateLimitedWarning,
     on_drop: Option<OnDrop>,
     /// The destinations whose globs match [`DROPPED_EVENT`].
@@ -185,7 +185,8 @@ impl Telemetry {
             oversized: AtomicU64::new(0),
             redacted: AtomicU64::new(0),
             consent_denied: AtomicU64::new(0),
-            super_properties: (!config.properties.is_empty()).then(|| config.properties.clone()),
+            super_properties: (!config.properties.is_empty())
+                .then(|| Box::new(config.properties.clone())),
             limit_warnings: RateLimitedWarning::default(),
             on_drop,
             report_route,
