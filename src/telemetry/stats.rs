@@ -133,6 +133,7 @@ mod tests {
             retries: 0,
             drop_reports_lost: 0,
             undelivered,
+            unsupported: 0,
         }
     }
 
