@@ -269,49 +269,33 @@ fn applicable(item: &Value) -> Result<(), &'static str> {
     }
     match prop("$groups") {
         None => {}
-        Some(Value::Object(groups)) => {
-            if !groups.values().all(|k| k.is_string() || k.is_number()) {
-                return Err("a $groups key is not a string");
-            }
-        }
+        Some(Value::Object(groups)) if groups.values().all(|k| k.is_string() || k.is_number()) => {}
+        Some(Value::Object(_)) => return Err("a $groups key is not a string"),
         Some(_) => return Err("$groups is not an object"),
     }
     let distinct_id = item.get("distinct_id");
+    let present = |k: &str| match prop(k) {
+        Some(Value::String(s)) => !s.trim().is_empty(),
+        Some(Value::Number(_)) => k == "$group_key",
+        _ => false,
+    };
     match item.get("event").and_then(Value::as_str).unwrap_or("") {
-        "$identify" => {
-            if !mergeable(distinct_id) {
-                return Err("$identify with an illegal distinct_id");
-            }
-            if let Some(anon) = prop("$anon_distinct_id") {
-                if !mergeable(Some(anon)) {
-                    return Err("$identify with an illegal $anon_distinct_id");
-                }
-            }
+        "$identify" if !mergeable(distinct_id) => Err("$identify with an illegal distinct_id"),
+        "$identify" if prop("$anon_distinct_id").is_some_and(|a| !mergeable(Some(a))) => {
+            Err("$identify with an illegal $anon_distinct_id")
         }
-        "$create_alias" => {
-            if !mergeable(distinct_id) || !mergeable(prop("alias")) {
-                return Err("$create_alias without two legal ids");
-            }
+        "$create_alias" if !mergeable(distinct_id) || !mergeable(prop("alias")) => {
+            Err("$create_alias without two legal ids")
         }
-        "$groupidentify" => {
-            let present = |k: &str| match prop(k) {
-                Some(Value::String(s)) => !s.trim().is_empty(),
-                Some(Value::Number(_)) => k == "$group_key",
-                _ => false,
-            };
-            if !present("$group_type") || !present("$group_key") {
-                return Err("$groupidentify without $group_type and $group_key");
-            }
-            if !object_or_absent(prop("$group_set")) {
-                return Err("$group_set is not an object");
-            }
+        "$groupidentify" if !present("$group_type") || !present("$group_key") => {
+            Err("$groupidentify without $group_type and $group_key")
         }
-        name @ ("$set" | "$set_once") => {
-            if item.get(name).or_else(|| prop(name)).is_none() {
-                return Err("a $set / $set_once event without its object");
-            }
+        "$groupidentify" if !object_or_absent(prop("$group_set")) => {
+            Err("$group_set is not an object")
         }
-        _ => {}
+        name @ ("$set" | "$set_once") if item.get(name).or_else(|| prop(name)).is_none() => {
+            Err("a $set / $set_once event without its object")
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
