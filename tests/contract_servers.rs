@@ -132,6 +132,100 @@ async fn posthog_contract() {
     assert_eq!(s.stored(), 3);
 }
 
+/// PostHog's person and group events: stored when ingestion can apply them, else answered
+/// 200 and discarded one by one.
+#[tokio::test]
+async fn posthog_identity_contract() {
+    let s = PostHogServer::start().await;
+    let c = client();
+    let url = s.url() + "/batch/";
+    let mut n = 0;
+    let mut ev = |event: &str, distinct_id: &str, properties: Value| {
+        n += 1;
+        json!({"event": event, "distinct_id": distinct_id, "properties": properties,
+               "timestamp": "2026-12-05T15:18:43.123Z",
+               "uuid": format!("0192f9c4-7d1e-7a3b-9c2d-{n:012x}")})
+    };
+    let good = [
+        ev(
+            "$identify",
+            "user_42",
+            json!({"$set": {"plan": "pro"}, "$set_once": {"first": "free"}, "$anon_distinct_id": "sess_1"}),
+        ),
+        ev(
+            "$create_alias",
+            "legacy_7",
+            json!({"distinct_id": "legacy_7", "alias": "user_42"}),
+        ),
+        ev(
+            "$groupidentify",
+            "user_42",
+            json!({"$group_type": "company", "$group_key": "acme", "$group_set": {"seats": 12}}),
+        ),
+        ev(
+            "paid",
+            "user_42",
+            json!({"$groups": {"company": "acme", "team": 7}}),
+        ),
+    ];
+    let mut set = ev("$set", "user_42", json!({}));
+    set["$set"] = json!({"plan": "pro"});
+    let bad = [
+        ev("$identify", "null", json!({"$set": {}})),
+        ev(
+            "$identify",
+            "user_42",
+            json!({"$anon_distinct_id": "Anonymous"}),
+        ),
+        ev(
+            "$identify",
+            "user_42",
+            json!({"$anon_distinct_id": "'undefined'"}),
+        ),
+        ev("$identify", "user_42", json!({"$set": ["plan"]})),
+        ev(
+            "$create_alias",
+            "legacy_7",
+            json!({"distinct_id": "legacy_7"}),
+        ),
+        ev("$create_alias", "legacy_7", json!({"alias": "0"})),
+        ev("$groupidentify", "user_42", json!({"$group_key": "acme"})),
+        ev(
+            "$groupidentify",
+            "user_42",
+            json!({"$group_type": "company", "$group_key": "acme", "$group_set": "x"}),
+        ),
+        ev("$set", "user_42", json!({})),
+        ev("paid", "user_42", json!({"$groups": ["acme"]})),
+        ev(
+            "paid",
+            "user_42",
+            json!({"$groups": {"company": {"id": 1}}}),
+        ),
+    ];
+    let mut batch: Vec<Value> = good.to_vec();
+    batch.push(set.clone());
+    batch.extend(bad.iter().cloned());
+    let body = json!({"api_key": posthog_server::API_KEY, "batch": batch}).to_string();
+    let (r, _) = post(&c, &url, &[], body.into_bytes()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        (s.stored(), s.discarded()),
+        (good.len() + 1, bad.len() as u64)
+    );
+    let identify = s.events_named("$identify");
+    assert_eq!(identify.len(), 1);
+    assert_eq!(identify[0].item, good[0], "stored as sent");
+    assert_eq!(s.events_named("$create_alias")[0].item, good[1]);
+    assert_eq!(s.events_named("$groupidentify")[0].item, good[2]);
+    assert_eq!(s.events_named("$set")[0].item, set);
+    // Ingestion's refusal is per event; a missing distinct_id still refuses the request.
+    let mut no_distinct = ev("$identify", "u", json!({}));
+    no_distinct.as_object_mut().unwrap().remove("distinct_id");
+    let body = json!({"api_key": posthog_server::API_KEY, "batch": [no_distinct]}).to_string();
+    assert_eq!(post(&c, &url, &[], body.into_bytes()).await.0.status(), 400);
+}
+
 fn basic(user: &str, password: &str) -> String {
     let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {b}")
@@ -230,6 +324,68 @@ async fn segment_contract() {
     .await;
     assert_eq!(r.status(), 200);
     assert_eq!(rs.stored(), 20);
+}
+
+/// Segment's identify, alias and group calls: stored when they have what the spec requires,
+/// else answered 200 and dropped.
+#[tokio::test]
+async fn segment_identity_contract() {
+    let s = SegmentServer::start().await;
+    let c = client();
+    let url = s.url() + "/v1/batch";
+    let auth = basic(segment_server::WRITE_KEY, "");
+    let mut n = 0;
+    let mut msg = |fields: Value| {
+        n += 1;
+        let mut m = json!({"messageId": format!("id{n}"), "context": {"library": {"name": "t"}},
+                           "timestamp": "2026-12-05T15:18:43.123Z"});
+        m.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        m
+    };
+    let good = [
+        msg(json!({"type": "identify", "userId": "user_42", "traits": {"plan": "pro"}})),
+        msg(json!({"type": "identify", "anonymousId": "sess_1", "traits": {}})),
+        msg(
+            json!({"type": "identify", "userId": "user_42", "anonymousId": "sess_1",
+                   "context": {"traits": {"plan": "pro"}}}),
+        ),
+        msg(json!({"type": "alias", "previousId": "legacy_7", "userId": "user_42"})),
+        msg(
+            json!({"type": "group", "groupId": "acme", "userId": "user_42",
+                   "traits": {"group_type": "company"}}),
+        ),
+        msg(json!({"type": "group", "groupId": 7, "anonymousId": "sess_1"})),
+        msg(
+            json!({"type": "track", "event": "paid", "userId": "user_42",
+                   "context": {"groupId": "acme"}}),
+        ),
+    ];
+    let bad = [
+        msg(json!({"type": "identify", "traits": {"plan": "pro"}})),
+        msg(json!({"type": "identify", "userId": "u", "traits": ["plan"]})),
+        msg(json!({"type": "identify", "userId": "u", "context": {"traits": "pro"}})),
+        msg(json!({"type": "alias", "userId": "user_42"})),
+        msg(json!({"type": "alias", "previousId": "legacy_7", "anonymousId": "sess_1"})),
+        msg(json!({"type": "group", "userId": "user_42", "traits": {}})),
+        msg(json!({"type": "group", "groupId": "", "userId": "user_42"})),
+        msg(json!({"type": "group", "groupId": "acme"})),
+        msg(json!({"type": "group", "groupId": "acme", "userId": "u", "traits": "x"})),
+    ];
+    let batch: Vec<Value> = good.iter().chain(bad.iter()).cloned().collect();
+    let body = json!({"batch": batch, "sentAt": "2026-12-05T15:18:44Z"}).to_string();
+    let (r, b) = post(&c, &url, &[("authorization", &auth)], body.into_bytes()).await;
+    assert_eq!((r.status().as_u16(), &b), (200, &json!({"success": true})));
+    assert_eq!((s.stored(), s.discarded()), (good.len(), bad.len() as u64));
+    let identify = s.messages_of_type("identify");
+    assert_eq!(identify.len(), 3);
+    assert_eq!(identify[0].item, good[0], "stored as sent");
+    assert_eq!(s.messages_of_type("alias")[0].item, good[3]);
+    let groups = s.messages_of_type("group");
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0].item, good[4]);
+    assert_eq!(s.messages_of_type("track")[0].item, good[6]);
 }
 
 #[tokio::test]

@@ -2,7 +2,10 @@
 //! `tests/support/python.rs`, installed by `.ci/run` or on first use) against our contract
 //! servers. What an SDK sends is accepted and stored as sent; what it should be refused is
 //! refused with the vendor's answer; Standard Webhooks signatures made by the official
-//! `standardwebhooks` library verify with our receiver, and wrong ones do not.
+//! `standardwebhooks` library verify with our receiver, and wrong ones do not. For the
+//! identity calls (identify, alias, group, events in groups; issue #23) the SDKs' messages are
+//! stored as sent, and ours for the same operations are stored with the same meaning, field
+//! by field.
 //!
 //! The SDKs run as child processes on a real-time runtime (the servers answer on loopback
 //! while the snippet runs), each bounded by [`LIMIT`].
@@ -530,4 +533,372 @@ async fn our_webhook_kind_signatures_verify_with_standardwebhooks() {
         verdicts.iter().all(|v| v.starts_with("rejected")),
         "{verdicts:?}"
     );
+}
+
+/// Every stored event, by the vendor's id.
+#[cfg(any(feature = "posthog", feature = "segment"))]
+fn stored_by_id<V: Vendor>(server: &ContractServer<V>) -> HashMap<String, Value> {
+    server
+        .events()
+        .into_iter()
+        .map(|e| (e.id, e.item))
+        .collect()
+}
+
+/// Asserts that `ours` and `theirs` hold the same value at each JSON pointer (and that the
+/// SDK's is there at all, so a pointer into nothing cannot pass).
+#[cfg(any(feature = "posthog", feature = "segment"))]
+fn assert_same_at(what: &str, ours: &Value, theirs: &Value, pointers: &[&str]) {
+    for p in pointers {
+        let t = theirs
+            .pointer(p)
+            .unwrap_or_else(|| panic!("{what}: the SDK sent nothing at {p}: {theirs:#}"));
+        assert_eq!(ours.pointer(p), Some(t), "{what} at {p}: ours {ours:#}");
+    }
+}
+
+/// Our identity operations, as `Telemetry::identify_with` / `alias` / `group` make them (see
+/// `tower_telemetry::identity`), for the user `user_42` of a request whose session was
+/// `sess_1`; the last one a tracked event in the groups `company: acme` and `team: ml`.
+#[cfg(any(feature = "posthog", feature = "segment"))]
+fn our_identity_events() -> Vec<std::sync::Arc<tower_telemetry::Event>> {
+    use tower_telemetry::{Context, Event, EventKind, Properties, identity};
+    let ctx = Context::new()
+        .with_user_id("user_42")
+        .with_session_id("sess_1")
+        .with_request_id("req_1");
+    let mut traits = Properties::new();
+    traits.insert("plan", "pro");
+    traits.insert("seats", 3);
+    traits.insert_json(identity::SET_ONCE, json!({"first_plan": "free"}));
+    traits.insert(identity::ANON_DISTINCT_ID, "sess_1");
+    let identify = Event::new(identity::IDENTIFY, traits)
+        .with_kind(EventKind::Identify)
+        .with_context(ctx.clone());
+    let mut previous = Properties::new();
+    previous.insert(identity::PREVIOUS_ID, "legacy_7");
+    let alias = Event::new(identity::ALIAS, previous)
+        .with_kind(EventKind::Alias)
+        .with_context(ctx.clone());
+    let in_groups = ctx.with_group("team", "ml").with_group("company", "acme");
+    let mut group = Properties::new();
+    group.insert(identity::GROUP_TYPE, "company");
+    group.insert(identity::GROUP_KEY, "acme");
+    group.insert("seats", 12);
+    group.insert("name", "Acme");
+    let group = Event::new(identity::GROUP, group)
+        .with_kind(EventKind::Group)
+        .with_context(in_groups.clone());
+    let mut paid = Properties::new();
+    paid.insert("plan", "pro");
+    let paid = Event::new("paid", paid).with_context(in_groups);
+    [identify, alias, group, paid]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect()
+}
+
+/// The same operations through posthog-python. It has no `identify()` since 7.0: an
+/// `$identify` goes through `capture()` shaped as PostHog's capture API documents it, and
+/// `set()` / `set_once()` are its person calls (with `$set` / `$set_once` at the top level).
+const POSTHOG_IDENTITY: &str = r#"
+import json, os, uuid
+from posthog import Posthog
+errors = []
+ph = Posthog(os.environ["KEY"], host=os.environ["URL"], max_retries=0, flush_at=10,
+             on_error=lambda e, batch: errors.append(repr(e)), enable_local_evaluation=False)
+ids = {k: str(uuid.uuid4()) for k in ["identify", "set", "set_once", "alias", "group", "paid"]}
+ph.capture("$identify", distinct_id="user_42", uuid=ids["identify"], properties={
+    "$set": {"plan": "pro", "seats": 3}, "$set_once": {"first_plan": "free"},
+    "$anon_distinct_id": "sess_1"})
+ph.set(distinct_id="user_42", properties={"plan": "pro"}, uuid=ids["set"])
+ph.set_once(distinct_id="user_42", properties={"first_plan": "free"}, uuid=ids["set_once"])
+ph.alias(previous_id="legacy_7", distinct_id="user_42", uuid=ids["alias"])
+ph.group_identify("company", "acme", {"seats": 12, "name": "Acme"}, distinct_id="user_42",
+                  uuid=ids["group"])
+ph.capture("paid", distinct_id="user_42", properties={"plan": "pro"},
+           groups={"company": "acme", "team": "ml"}, uuid=ids["paid"])
+ph.flush()
+ph.shutdown()
+print(json.dumps({"ids": ids, "errors": errors}))
+"#;
+
+/// posthog-python's identity calls are stored as sent; ours for the same operations are stored
+/// too, with the same event names, distinct ids and person / group properties.
+#[cfg(feature = "posthog")]
+#[tokio::test]
+async fn posthog_sdk_identity_calls_are_stored_and_ours_mean_the_same() {
+    use tower_telemetry::destination::Destination;
+    use tower_telemetry::destination::posthog::{PostHogConfig, PostHogDestination};
+
+    let server = PostHogServer::start().await;
+    let url = server.url();
+    let out = python::run(
+        POSTHOG_IDENTITY,
+        &[("KEY", posthog_server::API_KEY), ("URL", &url)],
+        LIMIT,
+    )
+    .await;
+    out.success();
+    let r = report(&out);
+    assert_eq!(r["errors"], json!([]), "{}", out.stderr);
+    let stored = stored_by_id(&server);
+    assert_eq!(stored.len(), 6, "{stored:#?}");
+    assert_eq!((server.duplicates(), server.discarded()), (0, 0));
+    let sdk = |op: &str| stored[r["ids"][op].as_str().unwrap()].clone();
+    // Stored as sent: what each call puts where.
+    let identify = sdk("identify");
+    assert_eq!(identify["event"], "$identify");
+    assert_eq!(identify["distinct_id"], "user_42");
+    assert_eq!(
+        identify["properties"]["$set"],
+        json!({"plan": "pro", "seats": 3})
+    );
+    assert_eq!(identify["properties"]["$anon_distinct_id"], "sess_1");
+    assert_eq!(sdk("set")["$set"], json!({"plan": "pro"}));
+    assert_eq!(sdk("set_once")["$set_once"], json!({"first_plan": "free"}));
+    let alias = sdk("alias");
+    assert_eq!(alias["event"], "$create_alias");
+    assert_eq!(alias["distinct_id"], "legacy_7");
+    assert_eq!(
+        (
+            &alias["properties"]["distinct_id"],
+            &alias["properties"]["alias"]
+        ),
+        (&json!("legacy_7"), &json!("user_42"))
+    );
+    let group = sdk("group");
+    assert_eq!(group["event"], "$groupidentify");
+    assert_eq!(
+        group["properties"]["$group_set"],
+        json!({"seats": 12, "name": "Acme"})
+    );
+    let paid = sdk("paid");
+    assert_eq!(
+        paid["properties"]["$groups"],
+        json!({"company": "acme", "team": "ml"})
+    );
+    for op in ["identify", "alias", "group"] {
+        assert!(
+            sdk(op)["properties"]
+                .get("$process_person_profile")
+                .is_none()
+        );
+    }
+
+    // Ours, through the posthog kind, into a server of their own.
+    let ours_server = PostHogServer::start().await;
+    let d = PostHogDestination::new(
+        PostHogConfig::new(posthog_server::API_KEY).with_host(ours_server.url()),
+    )
+    .unwrap();
+    let events = our_identity_events();
+    d.send(&events).await.unwrap();
+    let ours = stored_by_id(&ours_server);
+    assert_eq!(ours.len(), events.len(), "{ours:#?}");
+    assert_eq!((ours_server.duplicates(), ours_server.discarded()), (0, 0));
+    let ours = |i: usize| ours[&events[i].id().to_string()].clone();
+    assert_same_at(
+        "identify",
+        &ours(0),
+        &identify,
+        &[
+            "/event",
+            "/distinct_id",
+            "/properties/$set",
+            "/properties/$set_once",
+            "/properties/$anon_distinct_id",
+        ],
+    );
+    assert_same_at(
+        "alias",
+        &ours(1),
+        &alias,
+        &[
+            "/event",
+            "/distinct_id",
+            "/properties/distinct_id",
+            "/properties/alias",
+        ],
+    );
+    assert_same_at(
+        "group",
+        &ours(2),
+        &group,
+        &[
+            "/event",
+            "/distinct_id",
+            "/properties/$group_type",
+            "/properties/$group_key",
+            "/properties/$group_set",
+        ],
+    );
+    assert_same_at(
+        "paid",
+        &ours(3),
+        &paid,
+        &[
+            "/event",
+            "/distinct_id",
+            "/properties/plan",
+            "/properties/$groups",
+        ],
+    );
+    for i in 0..3 {
+        let p = &ours(i)["properties"];
+        assert!(p.get("$process_person_profile").is_none(), "{p:#}");
+    }
+}
+
+/// The same operations through segment-analytics-python or rudder-sdk-python.
+const SEGMENT_IDENTITY: &str = r#"
+import json, os, uuid
+if os.environ["SDK"] == "segment":
+    from segment.analytics import Client
+else:
+    from rudderstack.analytics import Client
+errors = []
+c = Client(os.environ["KEY"], host=os.environ["URL"], max_retries=0, gzip=False,
+           on_error=lambda e, batch: errors.append(repr(e)))
+ids = {k: str(uuid.uuid4()) for k in ["identify", "alias", "group", "paid"]}
+c.identify(user_id="user_42", anonymous_id="sess_1", message_id=ids["identify"],
+           traits={"first_plan": "free", "plan": "pro", "seats": 3})
+c.alias(previous_id="legacy_7", user_id="user_42", message_id=ids["alias"])
+c.group(user_id="user_42", group_id="acme", message_id=ids["group"],
+        traits={"seats": 12, "name": "Acme", "group_type": "company"})
+c.track(user_id="user_42", event="paid", properties={"plan": "pro"},
+        context={"groupId": "acme"}, message_id=ids["paid"])
+c.flush()
+c.join()
+print(json.dumps({"ids": ids, "errors": errors}))
+"#;
+
+/// The SDK's identify, alias and group calls are stored as sent; ours for the same
+/// operations, through the `segment` kind of the same flavor, are stored with the same
+/// meaning, field by field.
+#[cfg(feature = "segment")]
+async fn segment_sdk_identity(sdk: &str) {
+    use tower_telemetry::destination::Destination;
+    use tower_telemetry::destination::segment::{SegmentConfig, SegmentDestination, SegmentFlavor};
+
+    let rudderstack = sdk == "rudderstack";
+    let start = || async {
+        if rudderstack {
+            SegmentServer::start_rudderstack().await
+        } else {
+            SegmentServer::start().await
+        }
+    };
+    let server = start().await;
+    let url = server.url();
+    let out = python::run(
+        SEGMENT_IDENTITY,
+        &[
+            ("SDK", sdk),
+            ("KEY", segment_server::WRITE_KEY),
+            ("URL", &url),
+        ],
+        LIMIT,
+    )
+    .await;
+    out.success();
+    let r = report(&out);
+    assert_eq!(r["errors"], json!([]), "{}", out.stderr);
+    let stored = stored_by_id(&server);
+    assert_eq!(stored.len(), 4, "{stored:#?}");
+    assert_eq!((server.duplicates(), server.discarded()), (0, 0));
+    let sdk_msg = |op: &str| stored[r["ids"][op].as_str().unwrap()].clone();
+    // Stored as sent. rudder-sdk-python puts the identify traits in context.traits only.
+    let traits_at = if rudderstack {
+        "/context/traits"
+    } else {
+        "/traits"
+    };
+    let identify = sdk_msg("identify");
+    assert_eq!(identify["type"], "identify");
+    assert_eq!(
+        (&identify["userId"], &identify["anonymousId"]),
+        (&json!("user_42"), &json!("sess_1"))
+    );
+    assert_eq!(
+        identify.pointer(traits_at),
+        Some(&json!({"first_plan": "free", "plan": "pro", "seats": 3}))
+    );
+    let alias = sdk_msg("alias");
+    assert_eq!(
+        (&alias["type"], &alias["previousId"], &alias["userId"]),
+        (&json!("alias"), &json!("legacy_7"), &json!("user_42"))
+    );
+    let group = sdk_msg("group");
+    assert_eq!(
+        (&group["type"], &group["groupId"]),
+        (&json!("group"), &json!("acme"))
+    );
+    assert_eq!(group["traits"]["group_type"], "company");
+    let paid = sdk_msg("paid");
+    assert_eq!(paid["context"]["groupId"], "acme");
+    assert_eq!(server.messages_of_type("identify").len(), 1);
+
+    // Ours.
+    let flavor = if rudderstack {
+        SegmentFlavor::RudderStack
+    } else {
+        SegmentFlavor::Segment
+    };
+    let ours_server = start().await;
+    let d = SegmentDestination::new(
+        SegmentConfig::new(segment_server::WRITE_KEY)
+            .with_flavor(flavor)
+            .with_url(ours_server.url()),
+    )
+    .unwrap();
+    let events = our_identity_events();
+    d.send(&events).await.unwrap();
+    let ours = stored_by_id(&ours_server);
+    assert_eq!(ours.len(), events.len(), "{ours:#?}");
+    assert_eq!((ours_server.duplicates(), ours_server.discarded()), (0, 0));
+    let ours = |i: usize| ours[&events[i].id().to_string()].clone();
+    assert_same_at(
+        "identify",
+        &ours(0),
+        &identify,
+        &["/type", "/userId", "/anonymousId", traits_at],
+    );
+    assert_same_at(
+        "alias",
+        &ours(1),
+        &alias,
+        &["/type", "/previousId", "/userId"],
+    );
+    assert_same_at(
+        "group",
+        &ours(2),
+        &group,
+        &["/type", "/groupId", "/userId", "/traits"],
+    );
+    assert_same_at(
+        "track",
+        &ours(3),
+        &paid,
+        &[
+            "/type",
+            "/event",
+            "/userId",
+            "/properties",
+            "/context/groupId",
+        ],
+    );
+    assert!(ours(1).get("anonymousId").is_none());
+}
+
+#[cfg(feature = "segment")]
+#[tokio::test]
+async fn segment_sdk_identity_calls_are_stored_and_ours_mean_the_same() {
+    segment_sdk_identity("segment").await;
+}
+
+#[cfg(feature = "segment")]
+#[tokio::test]
+async fn rudderstack_sdk_identity_calls_are_stored_and_ours_mean_the_same() {
+    segment_sdk_identity("rudderstack").await;
 }

@@ -13,6 +13,16 @@
 //!   the rest stored, 200.
 //! - Stored by `uuid`: an event whose uuid was stored before counts as a duplicate (PostHog
 //!   dedupes by it); an event without one gets a fresh id.
+//! - Person and group events PostHog's ingestion cannot apply → accepted (200, as capture
+//!   answers) but not stored, counted [`discarded`](super::faults::ContractServer::discarded)
+//!   (PostHog keeps such an event and logs an ingestion warning; the person or group is not
+//!   changed): an `$identify`, `$create_alias` or `$anon_distinct_id` with an id ingestion
+//!   refuses to merge (blank, `anonymous`, `null`, `0`, ... as its `isDistinctIdIllegal`); a
+//!   `$create_alias` without `properties.alias`; a `$groupidentify` without `$group_type` and
+//!   `$group_key`; a `$set` / `$set_once` event without its object; `$set`, `$set_once`,
+//!   `$group_set` (top level or in the properties) or `$groups` that are not objects, or
+//!   `$groups` whose keys are not strings.
+//!   [`events_named`](ContractServer::events_named) reads the stored ones by name.
 //!
 //! Faults, refusing and the store: see [`super::faults`].
 //!
@@ -34,7 +44,7 @@ use axum::response::Response;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use super::faults::{ContractServer, Core, Vendor, Verdict, is_rfc3339, is_uuid, serve};
+use super::faults::{ContractServer, Core, Stored, Vendor, Verdict, is_rfc3339, is_uuid, serve};
 
 /// The project API key the server accepts.
 pub const API_KEY: &str = "phc_contractTestProjectKey0123456789abcdef";
@@ -62,6 +72,14 @@ impl ContractServer<PostHog> {
     /// Starts on `addr`.
     pub async fn start_on(addr: SocketAddr) -> PostHogServer {
         Self::start_vendor(addr, PostHog::default()).await
+    }
+
+    /// The stored events named `name` (`$identify`, `$create_alias`, ...), in arrival order.
+    pub fn events_named(&self, name: &str) -> Vec<Stored> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.str("/event") == Some(name))
+            .collect()
     }
 }
 
@@ -160,8 +178,9 @@ fn check(body: &[u8]) -> Verdict {
         if let Err(why) = check_event(&item) {
             return invalid(&why);
         }
-        if item.to_string().len() > MAX_EVENT {
-            // "Discarded event exceeding 1MB": dropped alone, the request still succeeds.
+        if item.to_string().len() > MAX_EVENT || applicable(&item).is_err() {
+            // "Discarded event exceeding 1MB", or an identity event ingestion cannot apply:
+            // dropped alone, the request still succeeds.
             discarded += 1;
             continue;
         }
@@ -203,4 +222,80 @@ fn check_event(item: &Value) -> Result<(), String> {
         _ => return Err("uuid is not a UUID".into()),
     }
     Ok(())
+}
+
+/// Ids PostHog's ingestion refuses to merge (its `isDistinctIdIllegal`): blank, these in any
+/// case, and these exactly, each also in single or double quotes.
+const ILLEGAL_IDS_ANY_CASE: &[&str] = &[
+    "anonymous",
+    "guest",
+    "distinctid",
+    "distinct_id",
+    "id",
+    "not_authenticated",
+    "email",
+    "undefined",
+    "true",
+    "false",
+];
+const ILLEGAL_IDS_EXACT: &[&str] = &["[object Object]", "NaN", "None", "none", "null", "0"];
+
+/// Whether `id` (a string or a number) is one ingestion would merge.
+fn mergeable(id: Option<&Value>) -> bool {
+    let id = match id {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return false,
+    };
+    let bare = id
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .or_else(|| id.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+        .unwrap_or(&id);
+    !(bare.trim().is_empty()
+        || ILLEGAL_IDS_ANY_CASE.contains(&bare.to_lowercase().as_str())
+        || ILLEGAL_IDS_EXACT.contains(&bare))
+}
+
+/// Whether ingestion can apply what a person or group event asks (see the module docs).
+fn applicable(item: &Value) -> Result<(), &'static str> {
+    let props = item.get("properties").and_then(Value::as_object);
+    let prop = |key: &str| props.and_then(|p| p.get(key));
+    let object_or_absent = |v: Option<&Value>| matches!(v, None | Some(Value::Object(_)));
+    for key in ["$set", "$set_once"] {
+        if !object_or_absent(item.get(key)) || !object_or_absent(prop(key)) {
+            return Err("$set / $set_once is not an object");
+        }
+    }
+    match prop("$groups") {
+        None => {}
+        Some(Value::Object(groups)) if groups.values().all(|k| k.is_string() || k.is_number()) => {}
+        Some(Value::Object(_)) => return Err("a $groups key is not a string"),
+        Some(_) => return Err("$groups is not an object"),
+    }
+    let distinct_id = item.get("distinct_id");
+    let present = |k: &str| match prop(k) {
+        Some(Value::String(s)) => !s.trim().is_empty(),
+        Some(Value::Number(_)) => k == "$group_key",
+        _ => false,
+    };
+    match item.get("event").and_then(Value::as_str).unwrap_or("") {
+        "$identify" if !mergeable(distinct_id) => Err("$identify with an illegal distinct_id"),
+        "$identify" if prop("$anon_distinct_id").is_some_and(|a| !mergeable(Some(a))) => {
+            Err("$identify with an illegal $anon_distinct_id")
+        }
+        "$create_alias" if !mergeable(distinct_id) || !mergeable(prop("alias")) => {
+            Err("$create_alias without two legal ids")
+        }
+        "$groupidentify" if !present("$group_type") || !present("$group_key") => {
+            Err("$groupidentify without $group_type and $group_key")
+        }
+        "$groupidentify" if !object_or_absent(prop("$group_set")) => {
+            Err("$group_set is not an object")
+        }
+        name @ ("$set" | "$set_once") if item.get(name).or_else(|| prop(name)).is_none() => {
+            Err("a $set / $set_once event without its object")
+        }
+        _ => Ok(()),
+    }
 }

@@ -9,10 +9,14 @@
 //!   send both). Anything else → 401.
 //! - Limits, Segment: a batch over 500 KB or a message over 32 KB → 400 for the whole
 //!   request; RudderStack ([`SegmentServer::start_rudderstack`]): 4 MB for either.
-//! - Not JSON or no `batch` array → 400. An item Segment would not accept (an unknown
-//!   `type`, a track without `event`, neither `userId` nor `anonymousId`, a `timestamp` that
-//!   is not RFC 3339, `properties`/`context` not objects) → still 200 (Segment answers 200
-//!   for events it drops), counted [`discarded`](super::faults::ContractServer::discarded).
+//! - Not JSON or no `batch` array → 400. An item Segment would not accept → still 200
+//!   (Segment answers 200 for events it drops), counted
+//!   [`discarded`](super::faults::ContractServer::discarded): an unknown `type`; neither
+//!   `userId` nor `anonymousId` (every type but `alias`); a `track` without `event`; an
+//!   `alias` without `previousId` and `userId`; a `group` without `groupId`; `traits` of an
+//!   `identify` or `group`, `properties`, `context` or `context.traits` that are not objects;
+//!   a `timestamp` that is not RFC 3339. Ids are non-empty strings or numbers.
+//!   [`messages_of_type`](ContractServer::messages_of_type) reads the stored ones by `type`.
 //! - Stored by `messageId`: one stored before counts as a duplicate.
 //!
 //! Faults, refusing and the store: see [`super::faults`].
@@ -29,7 +33,7 @@ use axum::routing::post;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::faults::{ContractServer, Core, Vendor, Verdict, is_rfc3339, serve};
+use super::faults::{ContractServer, Core, Stored, Vendor, Verdict, is_rfc3339, serve};
 
 /// The write key the server accepts.
 pub const WRITE_KEY: &str = "contractTestWriteKey0123456789";
@@ -74,6 +78,15 @@ impl ContractServer<Segment> {
             max_message: RUDDERSTACK_MAX,
         };
         Self::start_vendor("127.0.0.1:0".parse().unwrap(), vendor).await
+    }
+
+    /// The stored messages of `type` (`identify`, `alias`, `group`, `track`, ...), in arrival
+    /// order.
+    pub fn messages_of_type(&self, kind: &str) -> Vec<Stored> {
+        self.events()
+            .into_iter()
+            .filter(|m| m.str("/type") == Some(kind))
+            .collect()
     }
 }
 
@@ -223,16 +236,25 @@ fn acceptable(item: &Value) -> bool {
         Some(Value::Number(_)) => true,
         _ => false,
     };
-    if !present("userId") && !present("anonymousId") {
+    let identified = match kind {
+        // Segment's spec: an alias needs both previousId and userId (an anonymousId does
+        // not stand in for the userId).
+        "alias" => present("previousId") && present("userId"),
+        "group" => present("groupId") && (present("userId") || present("anonymousId")),
+        _ => present("userId") || present("anonymousId"),
+    };
+    if !identified {
         return false;
     }
-    let object_or_absent = |key: &str| {
-        matches!(
-            m.get(key),
-            None | Some(Value::Null) | Some(Value::Object(_))
-        )
-    };
-    if !object_or_absent("properties") || !object_or_absent("context") {
+    let object_or_absent =
+        |v: Option<&Value>| matches!(v, None | Some(Value::Null) | Some(Value::Object(_)));
+    if !object_or_absent(m.get("properties"))
+        || !object_or_absent(m.get("context"))
+        || !object_or_absent(m.get("context").and_then(|c| c.get("traits")))
+    {
+        return false;
+    }
+    if matches!(kind, "identify" | "group") && !object_or_absent(m.get("traits")) {
         return false;
     }
     match m.get("timestamp") {

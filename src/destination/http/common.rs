@@ -191,6 +191,41 @@ pub(crate) fn properties(event: &Event) -> Map<String, Value> {
     event.properties().to_json_map()
 }
 
+/// An identity operation's traits: its properties without the
+/// [reserved keys](crate::identity::is_reserved).
+pub(crate) fn traits(event: &Event) -> Map<String, Value> {
+    event
+        .properties()
+        .iter()
+        .filter(|(k, _)| !crate::identity::is_reserved(k))
+        .map(|(k, v)| (k.to_owned(), v.to_json()))
+        .collect()
+}
+
+/// A reserved id property of an identity operation (`$previous_id`, `$group_key`,
+/// `$anon_distinct_id`, ...) as text: a string as it is, a number in decimal; blank or any other
+/// JSON is none, so a malformed operation never sends an empty id.
+pub(crate) fn reserved_id(event: &Event, key: &str) -> Option<String> {
+    let value = event.properties().get(key)?;
+    let id = match value.as_str() {
+        Some(s) => s.to_owned(),
+        None => match value.to_json() {
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        },
+    };
+    (!id.trim().is_empty()).then_some(id)
+}
+
+/// A reserved object property of an identity operation (`$set_once`), if it is a non-empty
+/// object.
+pub(crate) fn reserved_object(event: &Event, key: &str) -> Option<Map<String, Value>> {
+    match event.properties().get(key)?.to_json() {
+        Value::Object(map) if !map.is_empty() => Some(map),
+        _ => None,
+    }
+}
+
 /// A secret (API key, write key, signing key): its `Debug` shows only that it is set.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct Secret(pub(crate) String);

@@ -32,6 +32,17 @@
 //! | language (`forward.language`) | `$browser_language` |
 //! | referrer (`forward.referrer`) | `$referrer` |
 //! | — | `$lib: "tower-telemetry"`, `$lib_version` |
+//! | context groups ([`Context::with_group`](crate::Context::with_group)) | `$groups` (object: group type → key), on every event |
+//!
+//! [Identity operations](crate::identity) become PostHog's own events, shaped as
+//! posthog-python sends them (and, for `$identify`, which posthog-python 7 no longer sends, as
+//! PostHog's capture API documents it); none has `$process_person_profile: false`:
+//!
+//! | operation | PostHog event | `distinct_id` | properties (besides the ones above) |
+//! |---|---|---|---|
+//! | identify | `$identify` | the user | `$set` (the traits), `$set_once` (if any), `$anon_distinct_id` (if any) |
+//! | alias | `$create_alias` | the previous id | `distinct_id` (the previous id), `alias` (the user) |
+//! | group | `$groupidentify` | the user, else the anonymous id | `$group_type`, `$group_key`, `$group_set` (the traits) |
 //!
 //! Answers: 2xx delivered; 408, 429 and 5xx retried (after `Retry-After`); 400, 401, 403, 413
 //! failed without a retry. An event over 900 KiB of JSON fails alone; requests stay under
@@ -56,6 +67,7 @@ use crate::config::{
 use crate::destination::http::common::{self, Identity, identity, merge_errors, page_url};
 use crate::destination::http::{Body, Client, Limits};
 use crate::event::{Event, EventKind, Rfc3339};
+use crate::identity;
 
 /// PostHog's Python SDK's limits: 900 KiB per event, 5 MiB per request (PostHog discards
 /// events over 1 MB and rejects bodies over 20 MB).
@@ -179,21 +191,66 @@ pub(crate) fn item(event: &Event, forward: &Forward) -> Value {
     if let Some(r) = forward.referrer_of(ctx) {
         p.insert("$referrer".into(), r.into());
     }
-    let distinct_id = match who {
-        Identity::User(user) => user,
-        Identity::Anonymous(anon) => {
-            p.insert("$process_person_profile".into(), false.into());
-            anon
-        }
+    let groups: Map<String, Value> = ctx
+        .groups()
+        .map(|(t, k)| (t.to_owned(), k.into()))
+        .collect();
+    if !groups.is_empty() {
+        p.insert("$groups".into(), Value::Object(groups));
+    }
+    let person = match who {
+        Identity::User(user) | Identity::Anonymous(user) => user,
     };
-    p.extend(common::properties(event));
-    let name = match event.kind() {
-        EventKind::PageView => "$pageview",
-        _ => event.name(),
+    let (name, distinct_id): (&str, Value) = match event.kind() {
+        // PostHog's capture API documents `$identify` with `$set`, `$set_once` and
+        // `$anon_distinct_id` in the properties (its ingestion also reads a top-level `$set`,
+        // where posthog-python's `set()` puts it; 7.x has no `identify()`).
+        EventKind::Identify => {
+            p.insert("$set".into(), Value::Object(common::traits(event)));
+            if let Some(once) = common::reserved_object(event, identity::SET_ONCE) {
+                p.insert(identity::SET_ONCE.into(), Value::Object(once));
+            }
+            if let Some(anon) = common::reserved_id(event, identity::ANON_DISTINCT_ID) {
+                p.insert(identity::ANON_DISTINCT_ID.into(), anon.into());
+            }
+            ("$identify", person.into())
+        }
+        // As posthog-python's `alias(previous_id, distinct_id)`: sent as the previous id. One
+        // without a previous id aliases the user to itself (a no-op) rather than send an empty
+        // `distinct_id`, which would make PostHog refuse the whole batch.
+        EventKind::Alias => {
+            let previous: Value = common::reserved_id(event, identity::PREVIOUS_ID)
+                .map_or_else(|| person.into(), Value::from);
+            p.extend(common::traits(event));
+            p.insert("distinct_id".into(), previous.clone());
+            p.insert("alias".into(), person.into());
+            ("$create_alias", previous)
+        }
+        // As posthog-python's `group_identify`, which is always personful.
+        EventKind::Group => {
+            for key in [identity::GROUP_TYPE, identity::GROUP_KEY] {
+                if let Some(v) = common::reserved_id(event, key) {
+                    p.insert(key.into(), v.into());
+                }
+            }
+            p.insert("$group_set".into(), Value::Object(common::traits(event)));
+            ("$groupidentify", person.into())
+        }
+        kind => {
+            if matches!(who, Identity::Anonymous(_)) {
+                p.insert("$process_person_profile".into(), false.into());
+            }
+            p.extend(common::properties(event));
+            let name = match kind {
+                EventKind::PageView => "$pageview",
+                _ => event.name(),
+            };
+            (name, person.into())
+        }
     };
     let mut item = Map::with_capacity(5);
     item.insert("event".into(), name.into());
-    item.insert("distinct_id".into(), distinct_id.into());
+    item.insert("distinct_id".into(), distinct_id);
     item.insert("properties".into(), Value::Object(p));
     item.insert(
         "timestamp".into(),

@@ -2,7 +2,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::config::Config;
-use crate::{Context, Properties};
+use crate::{Context, Properties, identity};
 
 pub(crate) fn event(ctx: Context) -> Event {
     let mut props = Properties::new();
@@ -95,6 +95,124 @@ fn events_without_a_user_are_anonymous_and_make_no_person_profile() {
 fn request_events_are_pageviews() {
     let e = Event::new("telemetry.requests", Properties::new()).with_kind(EventKind::PageView);
     assert_eq!(item(&e, &Forward::default())["event"], "$pageview");
+}
+
+fn identify(ctx: Context, traits: Properties) -> Event {
+    Event::new(identity::IDENTIFY, traits)
+        .with_kind(EventKind::Identify)
+        .with_context(ctx)
+}
+
+#[test]
+fn an_identify_sets_the_traits_links_the_anonymous_id_and_makes_a_profile() {
+    let mut props = Properties::new();
+    props.insert("plan", "pro");
+    props.insert("seats", 3);
+    props.insert_json(
+        identity::SET_ONCE,
+        serde_json::json!({"first_plan": "free"}),
+    );
+    props.insert(identity::ANON_DISTINCT_ID, "sess_1");
+    let e = identify(full_context(), props);
+    let v = item(&e, &Forward::default());
+    assert_eq!(v["event"], "$identify");
+    assert_eq!(v["distinct_id"], "user_42");
+    assert_eq!(v["uuid"], e.id().to_string());
+    let p = &v["properties"];
+    assert_eq!(p["$set"], serde_json::json!({"plan": "pro", "seats": 3}));
+    assert_eq!(p["$set_once"], serde_json::json!({"first_plan": "free"}));
+    assert_eq!(p["$anon_distinct_id"], "sess_1");
+    // The traits are the person's, not the event's; identifying makes a person profile.
+    assert!(p.get("plan").is_none());
+    assert!(p.get("$process_person_profile").is_none());
+    assert_eq!(p["$lib"], "tower-telemetry");
+    assert_eq!(p["$session_id"], "sess_1");
+
+    // Without set-once traits or an anonymous id: an empty `$set`, nothing else.
+    let v = item(
+        &identify(Context::new().with_user_id("u"), Properties::new()),
+        &Forward::default(),
+    );
+    assert_eq!(v["properties"]["$set"], serde_json::json!({}));
+    for key in ["$set_once", "$anon_distinct_id", "$process_person_profile"] {
+        assert!(v["properties"].get(key).is_none(), "{key}");
+    }
+}
+
+#[test]
+fn an_alias_is_a_create_alias_sent_as_the_previous_id() {
+    let mut props = Properties::new();
+    props.insert(identity::PREVIOUS_ID, "legacy_7");
+    let e = Event::new(identity::ALIAS, props)
+        .with_kind(EventKind::Alias)
+        .with_context(Context::new().with_user_id("user_42"));
+    let v = item(&e, &Forward::default());
+    assert_eq!(v["event"], "$create_alias");
+    assert_eq!(v["distinct_id"], "legacy_7");
+    assert_eq!(v["properties"]["distinct_id"], "legacy_7");
+    assert_eq!(v["properties"]["alias"], "user_42");
+    assert!(v["properties"].get("$previous_id").is_none());
+    assert!(v["properties"].get("$process_person_profile").is_none());
+
+    // Without a previous id, never an empty distinct_id (PostHog would refuse the batch).
+    let e = Event::new(identity::ALIAS, Properties::new())
+        .with_kind(EventKind::Alias)
+        .with_context(Context::new().with_user_id("user_42"));
+    let v = item(&e, &Forward::default());
+    assert_eq!(v["distinct_id"], "user_42");
+    assert_eq!(v["properties"]["alias"], "user_42");
+}
+
+#[test]
+fn a_group_is_a_groupidentify_with_its_traits_in_group_set() {
+    let mut props = Properties::new();
+    props.insert(identity::GROUP_TYPE, "company");
+    props.insert(identity::GROUP_KEY, "acme");
+    props.insert("seats", 12);
+    let ctx = Context::new()
+        .with_session_id("sess_9")
+        .with_group("company", "acme");
+    let e = Event::new(identity::GROUP, props)
+        .with_kind(EventKind::Group)
+        .with_context(ctx);
+    let v = item(&e, &Forward::default());
+    assert_eq!(v["event"], "$groupidentify");
+    // Anonymous, yet personful as posthog-python's group_identify.
+    assert_eq!(v["distinct_id"], "sess_9");
+    let p = &v["properties"];
+    assert_eq!(p["$group_type"], "company");
+    assert_eq!(p["$group_key"], "acme");
+    assert_eq!(p["$group_set"], serde_json::json!({"seats": 12}));
+    assert!(p.get("seats").is_none());
+    assert!(p.get("$process_person_profile").is_none());
+    assert_eq!(p["$groups"], serde_json::json!({"company": "acme"}));
+}
+
+#[test]
+fn every_event_in_groups_carries_them() {
+    let ctx = full_context()
+        .with_group("team", "ml")
+        .with_group("company", "acme");
+    let v = item(&event(ctx), &Forward::default());
+    assert_eq!(
+        v["properties"]["$groups"],
+        serde_json::json!({"company": "acme", "team": "ml"})
+    );
+    assert_eq!(v["properties"]["plan"], "pro");
+    // Anonymous events too, still without a person profile.
+    let v = item(
+        &event(
+            Context::new()
+                .with_request_id("r")
+                .with_group("company", "acme"),
+        ),
+        &Forward::default(),
+    );
+    assert_eq!(v["properties"]["$groups"]["company"], "acme");
+    assert_eq!(v["properties"]["$process_person_profile"], false);
+    // No groups, no `$groups`.
+    let v = item(&event(full_context()), &Forward::default());
+    assert!(v["properties"].get("$groups").is_none());
 }
 
 fn settings(yaml: &str) -> Settings {

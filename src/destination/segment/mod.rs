@@ -4,8 +4,9 @@
 //!
 //! Each batch is one `POST {url}/v1/batch`, authenticated with HTTP Basic (the write key as
 //! the user, an empty password), with `{"batch": [...], "sentAt"}`; each event becomes a
-//! `track` message whose `messageId` is the event id, so a batch sent again after a timeout is
-//! stored once (the API dedupes by `messageId`; RudderStack within 7 days).
+//! `track` message (an [identity operation](crate::identity) an `identify`, `alias` or `group`
+//! one) whose `messageId` is the event id, so a batch sent again after a timeout is stored once
+//! (the API dedupes by `messageId`; RudderStack within 7 days).
 //!
 //! ```yaml
 //! telemetry:
@@ -33,6 +34,16 @@
 //! | User-Agent (`forward.user_agent`) | `context.userAgent` |
 //! | language (`forward.language`) | `context.locale` |
 //! | — | `context.library: {name: "tower-telemetry", version}` |
+//! | context groups ([`Context::with_group`](crate::Context::with_group)) | `context.groupId` = the key of the group whose type sorts first (byte order: `company` before `team`), on every message |
+//!
+//! Identity operations, as Segment's spec (and segment-analytics-python) has them; each keeps
+//! the `context`, `timestamp` and `messageId` above:
+//!
+//! | operation | Segment message |
+//! |---|---|
+//! | identify | `type: "identify"`, `userId`, `anonymousId` = the `$anon_distinct_id` (if any), `traits` = the set-once traits, then the traits (which win); flavor `rudderstack`: the traits in `context.traits` too, where rudder-sdk-python puts them |
+//! | alias | `type: "alias"`, `previousId`, `userId` |
+//! | group | `type: "group"`, `groupId` = the group key, `traits` = the traits plus `group_type`, `userId` (else `anonymousId`) |
 //!
 //! Limits: 32 KiB per message for every flavor (an event over it fails alone); requests stay
 //! under 475 000 bytes for Segment and Jitsu (Segment's limit is 500 KB), 4 MB for
@@ -60,7 +71,8 @@ use crate::destination::http::common::{
     self, Identity, basic_auth, identity, merge_errors, page_url,
 };
 use crate::destination::http::{Body, Client, Limits};
-use crate::event::{Event, Rfc3339};
+use crate::event::{Event, EventKind, Rfc3339};
+use crate::identity;
 
 /// Which implementation of the Segment tracking API the URL serves (`flavor:`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -177,21 +189,67 @@ impl fmt::Debug for SegmentDestination {
     }
 }
 
-/// The `track` message of `event`.
-pub(crate) fn message(event: &Event, forward: &Forward) -> Value {
+/// The message of `event`: `identify`, `alias` or `group` for identity operations, else
+/// `track`.
+pub(crate) fn message(event: &Event, forward: &Forward, flavor: SegmentFlavor) -> Value {
     let ctx = event.context();
     let id = event.id().to_string();
     let mut m = Map::with_capacity(8);
-    m.insert("type".into(), "track".into());
-    m.insert("event".into(), event.name().into());
-    match identity(event, &id) {
+    let who = identity(event, &id);
+    let put_who = |m: &mut Map<String, Value>| match who {
         Identity::User(user) => m.insert("userId".into(), user.into()),
         Identity::Anonymous(anon) => m.insert("anonymousId".into(), anon.into()),
     };
-    m.insert(
-        "properties".into(),
-        Value::Object(common::properties(event)),
-    );
+    let mut context_traits = None;
+    match event.kind() {
+        // The anonymous id the request had before links it to the user, as analytics.js
+        // sends both. Traits set once go in first so the ones set always win: Segment has
+        // no set-once.
+        EventKind::Identify => {
+            m.insert("type".into(), "identify".into());
+            put_who(&mut m);
+            if let Some(anon) = common::reserved_id(event, identity::ANON_DISTINCT_ID) {
+                m.insert("anonymousId".into(), anon.into());
+            }
+            let mut traits = common::reserved_object(event, identity::SET_ONCE).unwrap_or_default();
+            traits.extend(common::traits(event));
+            // rudder-sdk-python sends them in `context.traits` only; RudderStack reads both.
+            if flavor == SegmentFlavor::RudderStack {
+                context_traits = Some(traits.clone());
+            }
+            m.insert("traits".into(), Value::Object(traits));
+        }
+        EventKind::Alias => {
+            m.insert("type".into(), "alias".into());
+            if let Some(previous) = common::reserved_id(event, identity::PREVIOUS_ID) {
+                m.insert("previousId".into(), previous.into());
+            }
+            put_who(&mut m);
+        }
+        // Segment's group call has no group type: it goes in the traits, as `group_type`
+        // (over a trait of that name).
+        EventKind::Group => {
+            m.insert("type".into(), "group".into());
+            if let Some(key) = common::reserved_id(event, identity::GROUP_KEY) {
+                m.insert("groupId".into(), key.into());
+            }
+            put_who(&mut m);
+            let mut traits = common::traits(event);
+            if let Some(t) = common::reserved_id(event, identity::GROUP_TYPE) {
+                traits.insert("group_type".into(), t.into());
+            }
+            m.insert("traits".into(), Value::Object(traits));
+        }
+        _ => {
+            m.insert("type".into(), "track".into());
+            m.insert("event".into(), event.name().into());
+            put_who(&mut m);
+            m.insert(
+                "properties".into(),
+                Value::Object(common::properties(event)),
+            );
+        }
+    }
     let mut c = Map::new();
     let mut library = Map::with_capacity(2);
     library.insert("name".into(), "tower-telemetry".into());
@@ -219,6 +277,14 @@ pub(crate) fn message(event: &Event, forward: &Forward) -> Value {
     if !page.is_empty() {
         c.insert("page".into(), Value::Object(page));
     }
+    // Segment's context has one group: the one whose type sorts first (byte order), so the
+    // choice does not depend on the order the groups were added in.
+    if let Some((_, key)) = ctx.groups().min_by_key(|(t, _)| *t) {
+        c.insert("groupId".into(), key.into());
+    }
+    if let Some(traits) = context_traits {
+        c.insert("traits".into(), Value::Object(traits));
+    }
     m.insert("context".into(), Value::Object(c));
     m.insert(
         "timestamp".into(),
@@ -231,12 +297,13 @@ pub(crate) fn message(event: &Event, forward: &Forward) -> Value {
 impl Inner {
     async fn deliver(&self, batch: &[Arc<Event>]) -> Result<(), DeliveryError> {
         let forward = self.config.forward;
+        let flavor = self.config.flavor;
         common::deliver(
             "segment",
             batch,
             self.config.flavor.limits(),
             OVERHEAD,
-            |e| serde_json::to_vec(&message(e, &forward)).unwrap_or_default(),
+            |e| serde_json::to_vec(&message(e, &forward, flavor)).unwrap_or_default(),
             |_, array| {
                 let mut json = Vec::with_capacity(array.len() + OVERHEAD);
                 json.extend_from_slice(br#"{"batch":"#);

@@ -2,7 +2,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::config::Config;
-use crate::{Context, Properties};
+use crate::{Context, Properties, identity};
 
 fn event(ctx: Context) -> Event {
     let mut props = Properties::new();
@@ -28,7 +28,7 @@ fn full_context() -> Context {
 #[test]
 fn an_event_maps_to_a_track_message() {
     let e = event(full_context());
-    let m = message(&e, &Forward::default());
+    let m = message(&e, &Forward::default(), SegmentFlavor::Segment);
     assert_eq!(m["type"], "track");
     assert_eq!(m["event"], "payment.completed");
     assert_eq!(m["userId"], "user_42");
@@ -46,9 +46,17 @@ fn an_event_maps_to_a_track_message() {
     assert_eq!(c["page"]["referrer"], "https://news.example.org/");
     assert!(c.get("ip").is_none(), "no IP unless forward.ip");
     assert!(!m.to_string().contains("token=secret"));
-    assert_eq!(message(&e, &Forward::default()), m, "stable across retries");
+    assert_eq!(
+        message(&e, &Forward::default(), SegmentFlavor::Segment),
+        m,
+        "stable across retries"
+    );
 
-    let m = message(&e, &Forward::default().with_ip(true).with_referrer(false));
+    let m = message(
+        &e,
+        &Forward::default().with_ip(true).with_referrer(false),
+        SegmentFlavor::Segment,
+    );
     assert_eq!(m["context"]["ip"], "203.0.113.7");
     assert!(m["context"]["page"].get("referrer").is_none());
 }
@@ -58,12 +66,140 @@ fn events_without_a_user_carry_an_anonymous_id() {
     let m = message(
         &event(Context::new().with_session_id("s")),
         &Forward::default(),
+        SegmentFlavor::Segment,
     );
     assert_eq!(m["anonymousId"], "s");
     assert!(m.get("userId").is_none());
     let e = event(Context::new());
-    let m = message(&e, &Forward::default());
+    let m = message(&e, &Forward::default(), SegmentFlavor::Segment);
     assert_eq!(m["anonymousId"], e.id().to_string());
+}
+
+fn segment(e: &Event) -> Value {
+    message(e, &Forward::default(), SegmentFlavor::Segment)
+}
+
+fn identify(ctx: Context, traits: Properties) -> Event {
+    Event::new(identity::IDENTIFY, traits)
+        .with_kind(EventKind::Identify)
+        .with_context(ctx)
+        .with_timestamp(UNIX_EPOCH + Duration::from_millis(1_764_000_000_123))
+}
+
+#[test]
+fn an_identify_links_the_anonymous_id_and_merges_the_traits() {
+    let mut props = Properties::new();
+    props.insert("plan", "pro");
+    props.insert_json(
+        identity::SET_ONCE,
+        serde_json::json!({"first_plan": "free", "plan": "trial"}),
+    );
+    props.insert(identity::ANON_DISTINCT_ID, "sess_1");
+    let e = identify(full_context(), props);
+    let m = segment(&e);
+    assert_eq!(m["type"], "identify");
+    assert_eq!(m["userId"], "user_42");
+    assert_eq!(m["anonymousId"], "sess_1");
+    // Set-once first, the traits win.
+    assert_eq!(
+        m["traits"],
+        serde_json::json!({"first_plan": "free", "plan": "pro"})
+    );
+    assert_eq!(m["messageId"], e.id().to_string());
+    assert_eq!(m["timestamp"], "2025-11-24T16:00:00.123Z");
+    assert_eq!(m["context"]["library"]["name"], "tower-telemetry");
+    assert_eq!(m["context"]["page"]["path"], "/checkout");
+    for key in ["event", "properties"] {
+        assert!(m.get(key).is_none(), "{key}");
+    }
+    assert!(
+        m["context"].get("traits").is_none(),
+        "Segment: root traits only"
+    );
+
+    // RudderStack's SDK puts them in context.traits: there too.
+    let r = message(&e, &Forward::default(), SegmentFlavor::RudderStack);
+    assert_eq!(r["context"]["traits"], m["traits"]);
+    assert_eq!(r["traits"], m["traits"]);
+
+    // Without an anonymous id: the user alone.
+    let m = segment(&identify(
+        Context::new().with_user_id("u"),
+        Properties::new(),
+    ));
+    assert_eq!(m["userId"], "u");
+    assert!(m.get("anonymousId").is_none());
+    assert_eq!(m["traits"], serde_json::json!({}));
+}
+
+#[test]
+fn an_alias_names_the_previous_id_and_the_user() {
+    let mut props = Properties::new();
+    props.insert(identity::PREVIOUS_ID, "legacy_7");
+    let e = Event::new(identity::ALIAS, props)
+        .with_kind(EventKind::Alias)
+        .with_context(full_context());
+    let m = segment(&e);
+    assert_eq!(m["type"], "alias");
+    assert_eq!(m["previousId"], "legacy_7");
+    assert_eq!(m["userId"], "user_42");
+    for key in ["anonymousId", "traits", "properties", "event"] {
+        assert!(m.get(key).is_none(), "{key}");
+    }
+}
+
+#[test]
+fn a_group_carries_its_key_and_its_type_among_the_traits() {
+    let mut props = Properties::new();
+    props.insert(identity::GROUP_TYPE, "company");
+    props.insert(identity::GROUP_KEY, "acme");
+    props.insert("seats", 12);
+    props.insert("group_type", "spoofed");
+    let e = Event::new(identity::GROUP, props)
+        .with_kind(EventKind::Group)
+        .with_context(full_context().with_group("company", "acme"));
+    let m = segment(&e);
+    assert_eq!(m["type"], "group");
+    assert_eq!(m["groupId"], "acme");
+    assert_eq!(m["userId"], "user_42");
+    assert_eq!(
+        m["traits"],
+        serde_json::json!({"seats": 12, "group_type": "company"})
+    );
+
+    // In an anonymous request: the anonymous id.
+    let mut props = Properties::new();
+    props.insert(identity::GROUP_TYPE, "team");
+    props.insert(identity::GROUP_KEY, 7);
+    let e = Event::new(identity::GROUP, props)
+        .with_kind(EventKind::Group)
+        .with_context(Context::new().with_session_id("sess_3"));
+    let m = segment(&e);
+    assert_eq!(m["anonymousId"], "sess_3");
+    assert!(m.get("userId").is_none());
+    assert_eq!(
+        m["groupId"], "7",
+        "a numeric key as text, as the spec's groupId"
+    );
+}
+
+#[test]
+fn messages_in_groups_name_the_first_group_by_type_in_the_context() {
+    // Added team first: the choice follows the type's order, not the order of adding.
+    let ctx = full_context()
+        .with_group("team", "ml")
+        .with_group("company", "acme");
+    let m = segment(&event(ctx));
+    assert_eq!(m["type"], "track");
+    assert_eq!(m["context"]["groupId"], "acme");
+    assert!(m["properties"].get("$groups").is_none());
+    let m = segment(&event(Context::new().with_group("team", "ml")));
+    assert_eq!(m["context"]["groupId"], "ml");
+    assert!(
+        segment(&event(full_context()))["context"]
+            .get("groupId")
+            .is_none()
+    );
 }
 
 fn settings(yaml: &str) -> Settings {
