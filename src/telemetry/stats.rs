@@ -128,6 +128,7 @@ mod tests {
             dropped_queue_full: 1,
             dropped_oldest: 0,
             sampled_out: 0,
+            unsupported: 0,
             failed: 0,
             discarded: 0,
             retries: 0,
