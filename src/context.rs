@@ -187,7 +187,10 @@ impl Context {
             _ => serde_json::Map::new(),
         };
         groups.insert(group_type.to_string(), key.as_str().into());
-        fields.insert_json(Text::from_static(GROUPS_FIELD), serde_json::Value::Object(groups));
+        fields.insert_json(
+            Text::from_static(GROUPS_FIELD),
+            serde_json::Value::Object(groups),
+        );
         self
     }
 

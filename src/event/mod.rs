@@ -182,7 +182,10 @@ impl EventKind {
 
     /// Whether it is an identity operation (identify, alias, group).
     pub fn is_identity(self) -> bool {
-        matches!(self, EventKind::Identify | EventKind::Alias | EventKind::Group)
+        matches!(
+            self,
+            EventKind::Identify | EventKind::Alias | EventKind::Group
+        )
     }
 }
 
