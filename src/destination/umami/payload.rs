@@ -206,16 +206,17 @@ impl Mapping {
 /// The reserved keys (the anonymous id) are not traits and stay out.
 fn traits(event: &Event, changes: &mut Changes) -> Map<String, Value> {
     let props = event.properties();
-    let mut data = Map::with_capacity(props.len());
-    if let Some(Value::Object(once)) = props.get(SET_ONCE).map(crate::PropertyValue::to_json) {
-        for (k, v) in once {
-            data.insert(k, fit_value(v, changes));
-        }
-    }
+    let mut data = match props.get(SET_ONCE).map(crate::PropertyValue::to_json) {
+        Some(Value::Object(once)) => once,
+        _ => Map::with_capacity(props.len()),
+    };
     for (k, v) in props.iter().filter(|(k, _)| !identity::is_reserved(k)) {
-        data.insert(k.to_owned(), fit_value(v.to_json(), changes));
+        data.insert(k.to_owned(), v.to_json());
     }
-    data
+    // Fitted once merged, so a value replaced by a trait is not counted as truncated.
+    data.into_iter()
+        .map(|(k, v)| (k, fit_value(v, changes)))
+        .collect()
 }
 
 /// Adds the context's groups as `$groups: {type: key}` (Umami stores `$groups.company`),
@@ -545,10 +546,23 @@ mod tests {
             );
         }
 
-        let long = identify("user_1", props! { "bio" => "b".repeat(600) });
+        let long = identify(
+            "user_1",
+            props! { "bio" => "b".repeat(600), "$set_once" => json!({"bio": "c".repeat(600), "motto": "m".repeat(600)}) },
+        );
         let (body, changes) = mapping().body(&long);
-        assert_eq!(body["payload"]["data"]["bio"].as_str().unwrap().len(), 500);
-        assert_eq!(changes.values_truncated, 1);
+        assert_eq!(
+            body["payload"]["data"]["bio"].as_str().unwrap(),
+            "b".repeat(500)
+        );
+        assert_eq!(
+            body["payload"]["data"]["motto"].as_str().unwrap().len(),
+            500
+        );
+        assert_eq!(
+            changes.values_truncated, 2,
+            "the replaced set-once bio is not counted"
+        );
     }
 
     #[test]
