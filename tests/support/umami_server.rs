@@ -42,6 +42,19 @@
 //! Bot check (User-Agent = `payload.userAgent`, else the request header): empty → not a bot;
 //! a bare `name/version`, `curl/`, `reqwest/`, `hyper/`, or containing `bot`, `crawler`,
 //! `spider` → bot.
+//!
+//! Sessions, as Umami 3.1's `src/app/api/send/route.ts` resolves them for `type: "event"` and
+//! `type: "identify"` alike: `uuid(website, id)` when the payload has an `id`, else
+//! `uuid(website, ip, userAgent, monthly salt)` (IP = `payload.ip`, else the first client-IP
+//! header; User-Agent = `payload.userAgent`, else the header). A session is created by the
+//! first request that resolves to it (`distinct_id` = that request's `id`), never twice.
+//! [`sessions()`](UmamiServer::sessions) lists them; each [`StoredEvent`] has its
+//! `session_id`. An identify stores its `data` as *session data* of its session
+//! ([`session_data(id)`](UmamiServer::session_data)): flattened with `.`, typed like event data
+//! ([`DataType`]), one row per key (a later identify replaces a key's value); an identify
+//! without `data` stores nothing. [`user_session(id)`](user_session) is the session of a user
+//! id. Our `uuid` is a SHA-512 of the joined parts and a fixed secret, as a version-5 UUID:
+//! the same inputs always give the same session, as in Umami (whose secret differs).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -57,6 +70,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha512};
 use tokio::sync::Notify;
 
 use super::http::Server;
@@ -79,11 +93,18 @@ pub struct StoredEvent {
     pub user_agent: String,
     /// The request's User-Agent header.
     pub header_user_agent: String,
+    /// The session it was stored in.
+    pub session_id: String,
     /// When the request arrived.
     pub at: Instant,
 }
 
 impl StoredEvent {
+    /// `data` as Umami stores it: flattened, typed rows.
+    pub fn data_rows(&self) -> Vec<DataRow> {
+        self.data.as_ref().map(flatten).unwrap_or_default()
+    }
+
     /// A string field of the payload.
     pub fn field(&self, key: &str) -> Option<&str> {
         self.payload.get(key).and_then(Value::as_str)
@@ -92,6 +113,191 @@ impl StoredEvent {
     /// A value of `data`.
     pub fn datum(&self, key: &str) -> Option<&Value> {
         self.data.as_ref().and_then(|d| d.get(key))
+    }
+}
+
+/// A session the server created (table `session`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    /// The `id` of the request that created it.
+    pub distinct_id: Option<String>,
+    /// `event` or `identify`: the type of the request that created it.
+    pub created_by: String,
+}
+
+/// The type of a stored datum, Umami's `DATA_TYPE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataType {
+    String = 1,
+    Number = 2,
+    Boolean = 3,
+    Date = 4,
+    /// Arrays and `null`, stored as their JSON text.
+    Array = 5,
+}
+
+/// One row of event or session data (tables `event_data`, `session_data`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataRow {
+    /// The flattened key: `nested.a`, `$groups.company`.
+    pub key: String,
+    pub data_type: DataType,
+    /// The value as text: numbers with four decimals (`3.0000`), booleans `true`/`false`,
+    /// arrays as JSON, dates and strings as sent.
+    pub string_value: String,
+    pub number_value: Option<f64>,
+    /// For session data: the `id` of the identify that stored it.
+    pub distinct_id: Option<String>,
+}
+
+/// Umami's `flattenJSON` with its types (`src/lib/data.ts`): nested objects become
+/// `parent.key` rows; numbers, dates (`DATETIME_REGEX`), booleans, strings; arrays and null
+/// as JSON text.
+pub fn flatten(data: &Map<String, Value>) -> Vec<DataRow> {
+    fn walk(data: &Map<String, Value>, parent: &str, rows: &mut Vec<DataRow>) {
+        for (k, v) in data {
+            let key = if parent.is_empty() {
+                k.clone()
+            } else {
+                format!("{parent}.{k}")
+            };
+            let (data_type, string_value, number_value) = match v {
+                Value::Object(m) => {
+                    walk(m, &key, rows);
+                    continue;
+                }
+                Value::Number(n) => {
+                    let f = n.as_f64().unwrap_or_default();
+                    (DataType::Number, format!("{f:.4}"), Some(f))
+                }
+                Value::String(s) if is_date(s) => (DataType::Date, s.clone(), None),
+                Value::String(s) => (DataType::String, s.clone(), None),
+                Value::Bool(b) => (DataType::Boolean, b.to_string(), None),
+                other => (DataType::Array, other.to_string(), None),
+            };
+            rows.push(DataRow {
+                key,
+                data_type,
+                string_value,
+                number_value,
+                distinct_id: None,
+            });
+        }
+    }
+    let mut rows = Vec::new();
+    walk(data, "", &mut rows);
+    rows
+}
+
+/// Umami's `DATETIME_REGEX`:
+/// `^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3}(Z|\+\d{2}:\d{2})?)?$`.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() < 19
+        || !(digits(0..4)
+            && b[4] == b'-'
+            && digits(5..7)
+            && b[7] == b'-'
+            && digits(8..10)
+            && b[10] == b'T'
+            && digits(11..13)
+            && b[13] == b':'
+            && digits(14..16)
+            && b[16] == b':'
+            && digits(17..19))
+    {
+        return false;
+    }
+    let rest = &b[19..];
+    match rest {
+        [] => true,
+        [b'.', ms @ ..] if ms.len() >= 3 && ms[..3].iter().all(u8::is_ascii_digit) => {
+            match &ms[3..] {
+                [] | [b'Z'] => true,
+                [b'+', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Umami's `uuid(...parts)`: a hash of the joined parts and the server's secret, as a UUID.
+fn umami_uuid(parts: &[&str]) -> String {
+    let mut h = Sha512::new();
+    for p in parts {
+        h.update(p.as_bytes());
+    }
+    h.update(b"contract-server-secret");
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// The session of user `id` on [`WEBSITE_ID`]: `uuid(website, id)`.
+pub fn user_session(id: &str) -> String {
+    umami_uuid(&[WEBSITE_ID, id])
+}
+
+/// Umami's monthly session salt: the month of `unix_secs` (UTC).
+fn month_salt(unix_secs: u64) -> String {
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = (unix_secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}")
+}
+
+/// The client IP as Umami takes it: `payload.ip`, else the first of its client-IP headers
+/// (`src/lib/ip.ts`), else none.
+fn client_ip(p: &Map<String, Value>, headers: &HeaderMap) -> String {
+    if let Some(ip) = p
+        .get("ip")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        return ip.to_owned();
+    }
+    const HEADERS: [&str; 12] = [
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-nf-client-connection-ip",
+        "do-connecting-ip",
+        "x-real-ip",
+        "x-appengine-user-ip",
+        "x-forwarded-for",
+        "forwarded",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "x-forwarded",
+    ];
+    let Some((name, value)) = HEADERS.iter().find_map(|h| {
+        let v = headers.get(*h)?.to_str().ok()?;
+        (!v.is_empty()).then_some((*h, v))
+    }) else {
+        return String::new();
+    };
+    match name {
+        "x-forwarded-for" => value.split(',').next().unwrap_or("").trim().to_owned(),
+        "forwarded" => value
+            .split(';')
+            .flat_map(|part| part.split(','))
+            .find_map(|kv| kv.trim().strip_prefix("for="))
+            .unwrap_or(value)
+            .trim_matches(['"', '[', ']'])
+            .to_owned(),
+        _ => value.trim().to_owned(),
     }
 }
 
@@ -157,6 +363,9 @@ type Script = Arc<dyn Fn(u64) -> Behaviour + Send + Sync>;
 #[derive(Default)]
 struct Inner {
     events: Mutex<Vec<StoredEvent>>,
+    sessions: Mutex<Vec<Session>>,
+    /// Session id → its data rows, one per key.
+    session_data: Mutex<std::collections::HashMap<String, Vec<DataRow>>>,
     requests: Mutex<Vec<RequestRecord>>,
     faults: Mutex<Faults>,
     script: Mutex<Option<Script>>,
@@ -221,6 +430,27 @@ impl UmamiServer {
     /// Every stored event, in arrival order.
     pub fn events(&self) -> Vec<StoredEvent> {
         lock(&self.inner.events).clone()
+    }
+
+    /// Every session created, in order of creation.
+    pub fn sessions(&self) -> Vec<Session> {
+        lock(&self.inner.sessions).clone()
+    }
+
+    /// The data identify requests stored for session `session_id`, one row per key, in the
+    /// order the keys were first stored.
+    pub fn session_data(&self, session_id: &str) -> Vec<DataRow> {
+        lock(&self.inner.session_data)
+            .get(session_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// One key of a session's data.
+    pub fn session_datum(&self, session_id: &str, key: &str) -> Option<DataRow> {
+        self.session_data(session_id)
+            .into_iter()
+            .find(|r| r.key == key)
     }
 
     /// Every answered request, in arrival order.
@@ -681,11 +911,39 @@ fn process(
         return (StatusCode::OK, json!({ "beep": "boop" }));
     }
     // Database limits: 500.
-    if p.get("id")
+    let id = p
+        .get("id")
         .and_then(Value::as_str)
-        .is_some_and(|id| js_len(id) > 50)
-    {
+        .filter(|id| !id.is_empty());
+    if id.is_some_and(|id| js_len(id) > 50) {
         return server_error("Server error");
+    }
+    // The session: the user's when there is an `id`, else the visitor's (IP, User-Agent,
+    // month), created by the first request that resolves to it.
+    let created = match p.get("timestamp").and_then(Value::as_u64) {
+        Some(t) if t > 0 => t,
+        _ => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let session_id = match id {
+        Some(id) => umami_uuid(&[website, id]),
+        None => umami_uuid(&[
+            website,
+            &client_ip(p, headers),
+            &user_agent,
+            &month_salt(created),
+        ]),
+    };
+    {
+        let mut sessions = lock(&inner.sessions);
+        if !sessions.iter().any(|s| s.id == session_id) {
+            sessions.push(Session {
+                id: session_id.clone(),
+                distinct_id: id.map(str::to_owned),
+                created_by: kind.to_owned(),
+            });
+        }
     }
     let data = p.get("data").and_then(Value::as_object).cloned();
     if let Some(d) = &data {
@@ -693,19 +951,36 @@ fn process(
             return server_error("Server error");
         }
     }
-    lock(&inner.events).push(StoredEvent {
-        endpoint,
-        payload: Value::Object(p.clone()),
-        name: p.get("name").and_then(Value::as_str).map(str::to_owned),
-        data,
-        user_agent,
-        header_user_agent,
-        at,
-    });
+    if kind == "identify" {
+        // `saveSessionData`: one row per flattened key, an existing key's row updated.
+        if let Some(d) = &data {
+            let mut all = lock(&inner.session_data);
+            let rows = all.entry(session_id.clone()).or_default();
+            for mut row in flatten(d) {
+                row.distinct_id = id.map(str::to_owned);
+                match rows.iter_mut().find(|r| r.key == row.key) {
+                    Some(old) => *old = row,
+                    None => rows.push(row),
+                }
+            }
+        }
+    } else {
+        lock(&inner.events).push(StoredEvent {
+            endpoint,
+            payload: Value::Object(p.clone()),
+            name: p.get("name").and_then(Value::as_str).map(str::to_owned),
+            data,
+            user_agent,
+            header_user_agent,
+            session_id: session_id.clone(),
+            at,
+        });
+    }
     inner.changed.notify_waiters();
+    let visit_id = umami_uuid(&[&session_id, &(created / 3600).to_string()]);
     (
         StatusCode::OK,
-        json!({ "cache": "token", "sessionId": "00000000-0000-0000-0000-000000000000", "visitId": "00000000-0000-0000-0000-000000000000" }),
+        json!({ "cache": "token", "sessionId": session_id, "visitId": visit_id }),
     )
 }
 

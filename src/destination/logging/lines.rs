@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::destination::DeliveryError;
 use crate::diag::needs_escape;
-use crate::event::{Event, Rfc3339};
+use crate::event::{Event, EventKind, Rfc3339};
 
 /// Buffers above this are given back after a batch, so one huge batch does not pin its memory.
 const KEPT_CAPACITY: usize = 1 << 20;
@@ -176,6 +176,13 @@ fn object(
     text(buf, scratch, e.name().as_bytes())?;
     buf.extend_from_slice(br#","category":"#);
     text(buf, scratch, e.category().as_str().as_bytes())?;
+    if e.kind() != EventKind::Custom {
+        // Page views and identity operations say so; a tracked event, the common case, has
+        // no `kind` key. The names are ASCII words: no escaping.
+        buf.extend_from_slice(br#","kind":""#);
+        buf.extend_from_slice(e.kind().as_str().as_bytes());
+        buf.push(b'"');
+    }
     buf.extend_from_slice(br#","event_id":""#);
     buf.extend_from_slice(&crate::event::hyphenated(e.id()));
     buf.extend_from_slice(br#"","properties":{"#);
@@ -520,6 +527,41 @@ mod tests {
         assert_eq!(v["properties"]["n"], 1);
         assert_eq!(v["user_id"], odd);
         assert_eq!(v["path"], "/plain");
+    }
+
+    /// Every kind but `custom` is named right after the category; a tracked event's line has
+    /// no `kind` key.
+    #[test]
+    fn a_line_names_the_kind_after_the_category_unless_custom() {
+        for kind in [
+            EventKind::Custom,
+            EventKind::PageView,
+            EventKind::Identify,
+            EventKind::Alias,
+            EventKind::Group,
+        ] {
+            let event =
+                Event::new("user.signup", crate::props! { "plan" => "pro" }).with_kind(kind);
+            let mut buf = Vec::new();
+            object(
+                &mut buf,
+                &mut Vec::new(),
+                &mut Clock::default(),
+                tracing::Level::INFO,
+                &event,
+            )
+            .unwrap();
+            let line = String::from_utf8(buf).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if kind == EventKind::Custom {
+                assert!(v.get("kind").is_none(), "{line}");
+                assert!(line.contains(r#""category":"user","event_id":"#), "{line}");
+            } else {
+                assert_eq!(v["kind"], kind.as_str(), "{line}");
+                let expected = format!(r#""category":"user","kind":"{kind}","event_id":"#);
+                assert!(line.contains(&expected), "{line}");
+            }
+        }
     }
 
     proptest::proptest! {

@@ -30,7 +30,7 @@ use crate::config::{
     BuiltinKinds, CheckSettings, ConfigError, DeliveryConfig, Settings, describe_value,
 };
 use crate::diag::Quoted;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 
 mod lines;
 
@@ -42,9 +42,10 @@ use lines::JsonLines;
 /// # `tracing` output
 ///
 /// One record per event, target `tower_telemetry`, at the configured level, with the fields
-/// `event` (name), `category`, `event_id`, `properties` (JSON), and `user_id`, `session_id`,
-/// `request_id`, `path` when the context has them. A subscriber (e.g. `tracing-subscriber`'s
-/// fmt layer) decides whether and how it is written.
+/// `event` (name), `category`, `kind` (only for an event that is not a plain tracked one:
+/// `page_view`, `identify`, `alias` or `group`, see [`EventKind`]), `event_id`, `properties`
+/// (JSON), and `user_id`, `session_id`, `request_id`, `path` when the context has them. A
+/// subscriber (e.g. `tracing-subscriber`'s fmt layer) decides whether and how it is written.
 ///
 /// # JSON-lines output
 ///
@@ -57,8 +58,10 @@ use lines::JsonLines;
 ///
 /// The keys come in that order: `timestamp` (RFC 3339, UTC, milliseconds), `level` (the
 /// configured level, so a line says what it is without a subscriber), `target`, `event`,
-/// `category`, `event_id`, `properties`, then `user_id`, `session_id`, `request_id` and `path`
-/// when the context has them. A batch is formatted into one reused buffer and written with one
+/// `category`, `kind` (as in `tracing` records: only when not `custom`, e.g.
+/// `"kind":"identify"` for an [identify](crate::identity)),
+/// `event_id`, `properties`, then `user_id`, `session_id`, `request_id` and `path` when the
+/// context has them. A batch is formatted into one reused buffer and written with one
 /// `write_all` and one `flush`.
 ///
 /// The writes are blocking I/O on the destination's delivery worker (a tokio task), as with
@@ -280,6 +283,12 @@ fn opt(s: Option<&str>) -> Option<tracing::field::DisplayValue<Quoted<'_>>> {
     s.map(|s| tracing::field::display(Quoted(s)))
 }
 
+/// The `kind` field: absent (not recorded) for a plain tracked event. Shown with `Display`
+/// (`kind=identify`): the names are plain words.
+fn kind(e: &Event) -> Option<tracing::field::DisplayValue<&'static str>> {
+    (e.kind() != EventKind::Custom).then(|| tracing::field::display(e.kind().as_str()))
+}
+
 macro_rules! log_at {
     ($level:expr, $($rest:tt)*) => {
         match $level {
@@ -307,6 +316,7 @@ impl LoggingDestination {
             target: "tower_telemetry",
             event = %Quoted(e.name()),
             category = %Quoted(e.category().as_str()),
+            kind = kind(e),
             event_id = %e.id(),
             properties = %properties,
             user_id = opt(ctx.user_id()),
@@ -356,6 +366,49 @@ mod tests {
         assert_eq!(parse_output(" stderr "), Some(Output::Stderr));
         assert_eq!(parse_output("Tracing"), Some(Output::Tracing));
         assert_eq!(parse_output("file"), None);
+    }
+
+    /// What a `tracing` subscriber writes for `event`, as a plain line.
+    fn record_of(event: &Event) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            LoggingDestination::default().log(event, &mut Vec::new());
+        });
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_record_has_a_kind_field_unless_the_event_is_custom() {
+        use crate::event::EventKind;
+        let custom = record_of(&Event::new("user.signup", Default::default()));
+        assert!(custom.contains("category=user event_id="), "{custom}");
+        assert!(!custom.contains("kind="), "{custom}");
+        for kind in [
+            EventKind::PageView,
+            EventKind::Identify,
+            EventKind::Alias,
+            EventKind::Group,
+        ] {
+            let line = record_of(&Event::new("user.signup", Default::default()).with_kind(kind));
+            let expected = format!("category=user kind={kind} event_id=");
+            assert!(line.contains(&expected), "{line}");
+        }
     }
 
     #[test]

@@ -10,10 +10,10 @@ use super::Inner;
 use super::bot::looks_like_bot;
 use super::client::SendReply;
 use super::config::UmamiMode;
-use super::payload::{Changes, effective_user_agent};
+use super::payload::{Changes, effective_user_agent, has_counterpart};
 use crate::destination::DeliveryError;
 use crate::destination::http::Outcomes;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 
 /// After this many batches in a row whose `/api/batch` 500 was not reproduced by `/api/send`,
 /// the server is taken for one with the batch bug (before 3.0.2) and batching stops for good.
@@ -65,6 +65,11 @@ pub(super) async fn deliver(inner: &Inner, batch: &[Arc<Event>]) -> Result<(), D
     };
     let mut bodies: Vec<Option<(Value, Changes)>> = Vec::with_capacity(n);
     for (i, e) in batch.iter().enumerate() {
+        if outcomes.is_pending(i) && !has_counterpart(e.kind()) {
+            // `supports` keeps these from the queue; one that comes anyway (a destination
+            // called directly) must not reach Umami as an event named `$alias`.
+            outcomes.failed(i, unsupported(e.kind()));
+        }
         bodies.push(outcomes.is_pending(i).then(|| inner.mapping.body(e)));
     }
 
@@ -168,6 +173,13 @@ pub(super) async fn deliver(inner: &Inner, batch: &[Arc<Event>]) -> Result<(), D
         }
     }
     outcomes.into_result()
+}
+
+/// The verdict on an event of a kind Umami has no call for: it can never be delivered.
+fn unsupported(kind: EventKind) -> DeliveryError {
+    DeliveryError::permanent(format!(
+        "Umami has no counterpart for {kind} events (UmamiDestination::supports says so); not sent"
+    ))
 }
 
 fn body(bodies: &[Option<(Value, Changes)>], i: usize) -> &(Value, Changes) {

@@ -42,6 +42,26 @@
 //! # }
 //! ```
 //!
+//! # Mapping
+//!
+//! | our event | Umami |
+//! |---|---|
+//! | an event (`track!`, ...) | `{"type":"event"}`: `name` = its name (cut to 50), `data` = its properties, the `context_data` fields and its groups |
+//! | a request event of the layer ([`EventKind::PageView`]) | `{"type":"event"}` without `name` or `data`: a page view |
+//! | [`identify`](crate::identity) ([`EventKind::Identify`]) | `{"type":"identify"}`: `data` = the `$set_once` traits, then the traits (a trait in both takes the latter's value; Umami has no set-once), stored as the session's data; no `data` when there are no traits (Umami then stores nothing) |
+//! | [`alias`](crate::identity), [`group`](crate::identity) ([`EventKind::Alias`], [`EventKind::Group`]) | not sent: Umami has no such call. [`supports`](Destination::supports) says so, and the handle counts them in [`unsupported`](crate::DestinationStats::unsupported) |
+//! | the context's groups ([`Context::with_group`](crate::Context::with_group)) | in an event's `data` as `$groups: {"company": "acme"}`, which Umami stores as `$groups.company`; a property `$groups` (or `$groups.company`) wins |
+//! | user id | `id` (unless `distinct_id: none`; left out when over 50 characters), in events and identify alike |
+//! | path (+ query with `include_query`), host | `url`, `hostname` |
+//! | Accept-Language, referrer, User-Agent, client IP | `language`, `referrer` (events only), `userAgent`, `ip`, as `forward` says |
+//! | timestamp | `timestamp`, in seconds |
+//!
+//! Umami puts an identify's data in the session the request resolves to: `uuid(website, id)`
+//! with an `id`, else one derived from the IP and User-Agent. An identify goes with the same
+//! `id`, `userAgent` and `ip` as the user's events, so its data lands in their session and no
+//! second session is made. Events of the same visitor from before the identify (no user id
+//! yet) stay in their anonymous session: Umami cannot merge sessions.
+//!
 //! # Outcomes
 //!
 //! Per event, as the server answers (see the handle's [`stats`](crate::Telemetry::stats)):
@@ -72,7 +92,7 @@ use crate::config::{
     ConfigError, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, DeliveryConfig, Settings,
 };
 use crate::diag::{Escaped, Masked};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use client::Client;
 use payload::{Changes, Mapping};
 
@@ -314,6 +334,11 @@ impl Destination for UmamiDestination {
             .with_timeout(DEFAULT_TIMEOUT)
     }
 
+    /// Events, page views and identify: Umami has no alias or group call.
+    fn supports(&self, kind: EventKind) -> bool {
+        payload::has_counterpart(kind)
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         let s = self.stats();
         if s.names_truncated + s.values_truncated + s.fields_omitted + s.discarded > 0 {
@@ -328,6 +353,107 @@ impl Destination for UmamiDestination {
             );
         }
         Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::DeliveryConfig;
+    use crate::context::Context;
+    use crate::destination::DeliveryErrorKind;
+    use crate::dispatch::{Dispatcher, LaneSpec};
+    use crate::event::Properties;
+    use crate::identity;
+    use crate::props;
+
+    /// A destination for a port nothing listens on: any request it made would fail, and be
+    /// counted in `requests`.
+    fn unreachable() -> UmamiDestination {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        UmamiDestination::new(UmamiConfig::new(
+            format!("http://127.0.0.1:{port}"),
+            "5a1d0c5e-8c6e-4a3b-9f0a-1b2c3d4e5f60",
+        ))
+        .unwrap()
+    }
+
+    fn alias() -> Arc<Event> {
+        Arc::new(
+            Event::new(
+                identity::ALIAS,
+                props! { identity::PREVIOUS_ID => "anon_1" },
+            )
+            .with_kind(EventKind::Alias)
+            .with_context(Context::new().with_user_id("user_1")),
+        )
+    }
+
+    fn group() -> Arc<Event> {
+        Arc::new(
+            Event::new(
+                identity::GROUP,
+                props! { identity::GROUP_TYPE => "company", identity::GROUP_KEY => "acme", "seats" => 3 },
+            )
+            .with_kind(EventKind::Group),
+        )
+    }
+
+    /// The core asks `supports` once per lane: alias and group operations routed to Umami are
+    /// counted `unsupported` and never reach its queue; identify does.
+    #[tokio::test]
+    async fn alias_and_group_are_counted_unsupported_by_the_dispatcher() {
+        let umami = unreachable();
+        let spec = LaneSpec {
+            name: "umami".into(),
+            destination: Arc::new(umami.clone()),
+            delivery: DeliveryConfig::default(),
+            view: None,
+        };
+        let (d, _workers) = Dispatcher::new(vec![spec], Duration::ZERO);
+        assert_eq!(d.supported(EventKind::Alias, 0b1), 0);
+        assert_eq!(d.supported(EventKind::Group, 0b1), 0);
+        assert_eq!(d.supported(EventKind::Identify, 0b1), 0b1);
+        assert_eq!(d.supported(EventKind::Custom, 0b1), 0b1);
+        assert_eq!(d.supported(EventKind::PageView, 0b1), 0b1);
+        let stats = &d.stats()[0];
+        assert_eq!((stats.unsupported, stats.enqueued), (2, 0));
+        assert_eq!(umami.stats().requests, 0);
+    }
+
+    /// Called directly (no dispatcher to ask `supports`), an alias or a group is failed for
+    /// good without a request, never sent as an event named `$alias`; the rest of the batch
+    /// is attempted as usual.
+    #[tokio::test]
+    async fn an_alias_or_group_given_anyway_fails_without_a_request() {
+        let umami = unreachable();
+        let err = umami.send(&[alias(), group()]).await.unwrap_err();
+        assert_eq!(err.kind(), DeliveryErrorKind::Permanent);
+        let items = err.items().expect("a verdict per item");
+        for ((i, e), (at, kind)) in items.iter().zip([(0, "alias"), (1, "group")]) {
+            assert_eq!((*i, e.kind()), (at, DeliveryErrorKind::Permanent));
+            assert!(e.message().contains(kind), "{e}");
+        }
+        assert_eq!(umami.stats().requests, 0);
+
+        let event = Arc::new(Event::new("user.x", Properties::new()));
+        let err = umami.send(&[alias(), event]).await.unwrap_err();
+        let items = err.items().expect("a verdict per item");
+        assert_eq!(items[0].0, 0);
+        assert_eq!(items[0].1.kind(), DeliveryErrorKind::Permanent);
+        assert_eq!(items[1].0, 1);
+        assert!(
+            items[1].1.is_retryable(),
+            "the event met the refused connection"
+        );
+        assert_eq!(umami.stats().requests, 1, "only the event was sent");
     }
 }
 

@@ -1,4 +1,5 @@
-//! Mapping an [`Event`] to an Umami send body: `{"type": "event", "payload": {...}}`.
+//! Mapping an [`Event`] to an Umami send body: `{"type": "event", "payload": {...}}`, or
+//! `{"type": "identify", ...}` for an identify (see Umami 3.1's `src/app/api/send/route.ts`).
 //!
 //! Every limit Umami enforces is applied here, so the server never rejects an event for its
 //! size: the name and string values are truncated (and counted), over-long optional fields are
@@ -12,6 +13,7 @@ use uuid::Uuid;
 
 use super::config::{DistinctId, Forward, is_known_context_field};
 use crate::event::{Event, EventKind};
+use crate::identity::{self, GROUPS_FIELD, SET_ONCE};
 
 /// Umami's limit on `name`, enforced with a 400.
 pub(crate) const MAX_NAME: usize = 50;
@@ -46,6 +48,16 @@ pub(crate) struct Changes {
     pub(crate) fields_omitted: u32,
 }
 
+/// Whether Umami has a counterpart for events of `kind`: events, page views and identify do;
+/// alias and group do not (Umami has no call for them), nor any kind added later until it is
+/// mapped here.
+pub(crate) fn has_counterpart(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Custom | EventKind::PageView | EventKind::Identify
+    )
+}
+
 /// The length of `s` as JavaScript counts it (UTF-16 code units).
 pub(crate) fn js_len(s: &str) -> usize {
     s.chars().map(char::len_utf16).sum()
@@ -72,7 +84,14 @@ impl Mapping {
         let mut p = Map::new();
         p.insert("website".into(), Value::String(self.website.to_string()));
 
-        if event.kind() != EventKind::PageView {
+        let kind = event.kind();
+        if kind == EventKind::Identify {
+            let traits = traits(event, &mut changes);
+            // No `data`, nothing stored: Umami saves session data only when there is some.
+            if !traits.is_empty() {
+                p.insert("data".into(), Value::Object(traits));
+            }
+        } else if kind != EventKind::PageView {
             let name = match truncate_js(event.name(), MAX_NAME) {
                 Some(cut) => {
                     changes.name_truncated = true;
@@ -100,6 +119,7 @@ impl Mapping {
                     data.insert(field.clone(), fit_value(v, &mut changes));
                 }
             }
+            groups(ctx, &mut data, &mut changes);
             if !data.is_empty() {
                 p.insert("data".into(), Value::Object(data));
             }
@@ -127,7 +147,8 @@ impl Mapping {
                 optional(&mut p, "language", lang, MAX_LANGUAGE, &mut changes);
             }
         }
-        if self.forward.referrer {
+        // Umami reads the referrer of events only; an identify goes without it.
+        if self.forward.referrer && kind != EventKind::Identify {
             if let Some(r) = ctx.referrer().filter(|r| !r.is_empty()) {
                 // Like the page's own URL: without its query (and fragment), which carry reset
                 // tokens and OAuth codes, unless `include_query` (the crate redacted the
@@ -169,9 +190,51 @@ impl Mapping {
         p.insert("timestamp".into(), Value::from(secs));
 
         let mut body = Map::with_capacity(2);
-        body.insert("type".into(), Value::String("event".into()));
+        let collection = if kind == EventKind::Identify {
+            "identify"
+        } else {
+            "event"
+        };
+        body.insert("type".into(), Value::String(collection.into()));
         body.insert("payload".into(), Value::Object(p));
         (Value::Object(body), changes)
+    }
+}
+
+/// An identify's `data`: the `$set_once` traits, then the traits (a trait of both names takes
+/// the latter's value). Umami has no set-once: its session data keeps the last value of a key.
+/// The reserved keys (the anonymous id) are not traits and stay out.
+fn traits(event: &Event, changes: &mut Changes) -> Map<String, Value> {
+    let props = event.properties();
+    let mut data = match props.get(SET_ONCE).map(crate::PropertyValue::to_json) {
+        Some(Value::Object(once)) => once,
+        _ => Map::with_capacity(props.len()),
+    };
+    for (k, v) in props.iter().filter(|(k, _)| !identity::is_reserved(k)) {
+        data.insert(k.to_owned(), v.to_json());
+    }
+    // Fitted once merged, so a value replaced by a trait is not counted as truncated.
+    data.into_iter()
+        .map(|(k, v)| (k, fit_value(v, changes)))
+        .collect()
+}
+
+/// Adds the context's groups as `$groups: {type: key}` (Umami stores `$groups.company`),
+/// leaving out what the event's own data already says: a `$groups` key hides them all, a
+/// `$groups.<type>` key that group.
+fn groups(ctx: &crate::context::Context, data: &mut Map<String, Value>, changes: &mut Changes) {
+    if data.contains_key(GROUPS_FIELD) {
+        return;
+    }
+    let mut groups = Map::new();
+    for (group_type, key) in ctx.groups() {
+        if !data.contains_key(&format!("{GROUPS_FIELD}.{group_type}")) {
+            let key = fit_string(key.to_owned(), changes);
+            groups.insert(group_type.to_owned(), Value::String(key));
+        }
+    }
+    if !groups.is_empty() {
+        data.insert(GROUPS_FIELD.to_owned(), Value::Object(groups));
     }
 }
 
@@ -398,6 +461,149 @@ mod tests {
         assert!(changes.name_truncated);
         assert_eq!(js_len(a["payload"]["name"].as_str().unwrap()), 50);
         assert_eq!(a["payload"]["name"], b["payload"]["name"]);
+    }
+
+    fn identify(user: &str, props: Properties) -> Event {
+        Event::new(identity::IDENTIFY, props)
+            .with_kind(EventKind::Identify)
+            .with_context(
+                Context::new()
+                    .with_user_id(user.to_owned())
+                    .with_path("/login")
+                    .with_hostname("app.example.com")
+                    .with_language("de-DE,de;q=0.9")
+                    .with_referrer("https://search.example/")
+                    .with_user_agent("Mozilla/5.0 (X11)")
+                    .with_client_ip("203.0.113.9")
+                    .with_request_id("req_1")
+                    .with_group("company", "acme"),
+            )
+            .with_timestamp(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+    }
+
+    #[test]
+    fn an_identify_is_an_identify_item_with_the_traits_as_data() {
+        let event = identify(
+            "user_1",
+            props! {
+                "plan" => "pro",
+                "seats" => 3,
+                "$set_once" => json!({"first_plan": "free", "plan": "trial", "since": "2025-01-02T03:04:05Z"}),
+                "$anon_distinct_id" => "sess_1",
+            },
+        );
+        let m = Mapping {
+            forward: Forward::default().with_ip(true),
+            ..mapping()
+        };
+        let (body, changes) = m.body(&event);
+        assert_eq!(body["type"], "identify");
+        let p = &body["payload"];
+        assert_eq!(
+            p["data"],
+            json!({"first_plan": "free", "plan": "pro", "since": "2025-01-02T03:04:05.000Z", "seats": 3}),
+            "set-once traits first, the traits win; no reserved keys, context data or groups"
+        );
+        assert!(p.get("name").is_none());
+        assert_eq!(p["website"], Uuid::nil().to_string());
+        assert_eq!(p["id"], "user_1");
+        assert_eq!(p["url"], "/login");
+        assert_eq!(p["hostname"], "app.example.com");
+        assert_eq!(p["language"], "de-DE");
+        assert_eq!(p["userAgent"], "Mozilla/5.0 (X11)");
+        assert_eq!(p["ip"], "203.0.113.9");
+        assert_eq!(p["timestamp"], 1_700_000_000);
+        assert!(
+            p.get("referrer").is_none(),
+            "Umami ignores it in an identify"
+        );
+        assert_eq!(changes, Changes::default());
+    }
+
+    #[test]
+    fn an_identify_follows_the_events_id_rules() {
+        let (body, changes) = mapping().body(&identify(&"u".repeat(51), Properties::new()));
+        let p = &body["payload"];
+        assert!(p.get("id").is_none());
+        assert!(p.get("data").is_none(), "no traits, no data");
+        assert_eq!(changes.fields_omitted, 1);
+
+        let none = Mapping {
+            distinct_id: DistinctId::None,
+            ..mapping()
+        };
+        let event = identify("user_1", props! { "plan" => "pro" });
+        let (identify_body, _) = none.body(&event);
+        let (event_body, _) = none
+            .body(&Event::new("user.x", Properties::new()).with_context(event.context().clone()));
+        assert!(identify_body["payload"].get("id").is_none());
+        assert!(event_body["payload"].get("id").is_none());
+        // The same session inputs as the user's events: the same session.
+        for key in ["userAgent", "hostname", "language"] {
+            assert_eq!(
+                identify_body["payload"][key], event_body["payload"][key],
+                "{key}"
+            );
+        }
+
+        let long = identify(
+            "user_1",
+            props! { "bio" => "b".repeat(600), "$set_once" => json!({"bio": "c".repeat(600), "motto": "m".repeat(600)}) },
+        );
+        let (body, changes) = mapping().body(&long);
+        assert_eq!(
+            body["payload"]["data"]["bio"].as_str().unwrap(),
+            "b".repeat(500)
+        );
+        assert_eq!(
+            body["payload"]["data"]["motto"].as_str().unwrap().len(),
+            500
+        );
+        assert_eq!(
+            changes.values_truncated, 2,
+            "the replaced set-once bio is not counted"
+        );
+    }
+
+    #[test]
+    fn groups_go_into_an_events_data_and_its_properties_win() {
+        let ctx = Context::new()
+            .with_group("company", "acme")
+            .with_group("team", "ml");
+        let event =
+            Event::new("user.upgraded", props! { "plan" => "pro" }).with_context(ctx.clone());
+        let (body, _) = mapping().body(&event);
+        assert_eq!(
+            body["payload"]["data"],
+            json!({"plan": "pro", "$groups": {"company": "acme", "team": "ml"}})
+        );
+
+        let clash = Event::new("user.upgraded", props! { "$groups.team" => "own" })
+            .with_context(ctx.clone());
+        let (body, _) = mapping().body(&clash);
+        assert_eq!(
+            body["payload"]["data"],
+            json!({"$groups.team": "own", "$groups": {"company": "acme"}})
+        );
+        let whole =
+            Event::new("user.upgraded", props! { "$groups" => "mine" }).with_context(ctx.clone());
+        let (body, _) = mapping().body(&whole);
+        assert_eq!(body["payload"]["data"], json!({"$groups": "mine"}));
+
+        // Page views carry no data, groups included.
+        let view = Event::new("http.request", Properties::new())
+            .with_kind(EventKind::PageView)
+            .with_context(ctx);
+        assert!(mapping().body(&view).0["payload"].get("data").is_none());
+    }
+
+    #[test]
+    fn only_events_page_views_and_identify_have_a_counterpart() {
+        assert!(has_counterpart(EventKind::Custom));
+        assert!(has_counterpart(EventKind::PageView));
+        assert!(has_counterpart(EventKind::Identify));
+        assert!(!has_counterpart(EventKind::Alias));
+        assert!(!has_counterpart(EventKind::Group));
     }
 
     #[test]

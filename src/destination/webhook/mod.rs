@@ -5,7 +5,7 @@
 //!
 //! ```json
 //! {"type": "telemetry.events", "timestamp": "2026-01-01T12:00:00.000Z",
-//!  "data": {"events": [{"id", "name", "timestamp", "properties", "context"}]}}
+//!  "data": {"events": [{"id", "name", "kind", "timestamp", "properties", "context"}]}}
 //! ```
 //!
 //! with the headers `webhook-id` (`msg_` and 32 hex digits of a SHA-256 of the batch's event
@@ -29,11 +29,13 @@
 //! |---|---|
 //! | id | `id` |
 //! | name | `name` |
+//! | kind, unless `custom` (a tracked event) | `kind`: `page_view`, `identify`, `alias` or `group` ([`EventKind::as_str`]) |
 //! | timestamp | `timestamp` (RFC 3339) |
-//! | properties | `properties` |
+//! | properties | `properties`; for an identity operation the traits and its reserved keys (`$set_once`, `$anon_distinct_id`, `$previous_id`, `$group_type`, `$group_key`: see [`identity`](crate::identity)) |
 //! | user, session and request ids, hostname, path, route, method | `context.user_id`, ... (same names) |
 //! | User-Agent, language, referrer, client IP | `context.user_agent`, `context.language`, `context.referrer`, `context.client_ip`, each only if forwarded (`forward`; the IP is off by default) |
 //! | the context's own fields | `context.<field>` |
+//! | the context's groups | `context.$groups`: `{"company": "acme"}` |
 //! | query string | never sent |
 //!
 //! Answers: 2xx delivered; 408, 429, 5xx retried (after `Retry-After`); other statuses
@@ -61,7 +63,7 @@ use crate::config::{
 };
 use crate::destination::http::common::{self, merge_errors};
 use crate::destination::http::{Body, Client, Limits};
-use crate::event::{Event, Rfc3339};
+use crate::event::{Event, EventKind, Rfc3339};
 
 /// 1 MiB per request, 256 KiB per event.
 pub(crate) const LIMITS: Limits = Limits {
@@ -179,9 +181,13 @@ pub(crate) fn event_json(event: &Event, forward: &Forward) -> Value {
             c.insert(k.into(), v.into());
         }
     }
-    let mut e = Map::with_capacity(5);
+    let mut e = Map::with_capacity(6);
     e.insert("id".into(), event.id().to_string().into());
     e.insert("name".into(), event.name().into());
+    if event.kind() != EventKind::Custom {
+        // Page views and identity operations say what they are; a tracked event has no `kind`.
+        e.insert("kind".into(), event.kind().as_str().into());
+    }
     e.insert(
         "timestamp".into(),
         Rfc3339(event.timestamp()).to_string().into(),

@@ -76,6 +76,29 @@ fn an_event_maps_to_the_envelopes_item_with_privacy_defaults() {
 }
 
 #[test]
+fn identity_operations_and_page_views_carry_their_kind() {
+    use crate::EventKind;
+    let v = event_json(&event(Context::new()), &Forward::default());
+    assert!(v.get("kind").is_none(), "a tracked event has none: {v}");
+    for kind in [
+        EventKind::PageView,
+        EventKind::Identify,
+        EventKind::Alias,
+        EventKind::Group,
+    ] {
+        let e = event(
+            Context::new()
+                .with_user_id("u1")
+                .with_group("company", "acme"),
+        )
+        .with_kind(kind);
+        let v = event_json(&e, &Forward::default());
+        assert_eq!(v["kind"], kind.as_str());
+        assert_eq!(v["context"]["$groups"]["company"], "acme");
+    }
+}
+
+#[test]
 fn the_message_id_is_stable_for_the_same_events() {
     let a = event(Context::new());
     let b = event(Context::new());
