@@ -445,7 +445,7 @@ pub struct RelayDestinationStats {
     /// Events not sent there because sampling dropped them.
     pub sampled_out: u64,
     /// Identity operations it has no counterpart for
-    /// ([`Destination::supports`](crate::destination::Destination::supports)): not sent.
+    /// ([`Destination::supports`]): not sent.
     pub unsupported: u64,
     /// Events not sent again because this destination already had them (redeliveries).
     pub skipped_duplicates: u64,
