@@ -117,6 +117,13 @@ async fn checkout(tracker: Tracker) -> &'static str {
         amount = 9.99
     );
     tracker.track("user.clicked", props! { "button" => "buy" });
+    // Who the buyer is, for every destination in its own terms (Umami: session data).
+    let user = tracker
+        .context()
+        .user_id()
+        .unwrap_or("anonymous")
+        .to_owned();
+    tracker.identify(user, props! { "plan" => "creator" });
     "thanks"
 }
 

@@ -104,6 +104,9 @@ impl fmt::Display for ShutdownReport {
             if d.dropped_oldest > 0 {
                 write!(f, ", dropped (oldest) {}", d.dropped_oldest)?;
             }
+            if d.unsupported > 0 {
+                write!(f, ", unsupported {}", d.unsupported)?;
+            }
         }
         let s = &self.stats;
         if s.rejected > 0 || s.after_shutdown > 0 || s.truncated > 0 || s.oversized > 0 {
@@ -112,6 +115,9 @@ impl fmt::Display for ShutdownReport {
                 "\n  rejected {}, after shutdown {}, truncated {}, oversized {}",
                 s.rejected, s.after_shutdown, s.truncated, s.oversized
             )?;
+        }
+        if s.consent_denied > 0 {
+            write!(f, "\n  kept in the process by consent {}", s.consent_denied)?;
         }
         Ok(())
     }
