@@ -217,7 +217,8 @@ impl Context {
         present(self.session_id.as_ref()).or_else(|| present(self.request_id.as_ref()))
     }
 
-    /// Strips every personal field (user, session, client IP, User-Agent, referrer) and
+    /// Strips every personal field (user, session, client IP, User-Agent, referrer, and the
+    /// query string, which often carries ids or e-mail addresses) and
     /// replaces the request id with a random one: the context of a request with
     /// [`Consent::Anonymous`](crate::identity::Consent::Anonymous).
     pub(crate) fn anonymize(&mut self, anonymous_request_id: &Text) {
@@ -227,6 +228,7 @@ impl Context {
         self.client_ip = None;
         self.user_agent = None;
         self.referrer = None;
+        self.query = None;
         if self.request_id.as_ref() != Some(anonymous_request_id) {
             self.request_id = Some(anonymous_request_id.clone());
         }
@@ -239,6 +241,7 @@ impl Context {
             && self.client_ip.is_none()
             && self.user_agent.is_none()
             && self.referrer.is_none()
+            && self.query.is_none()
             && self.request_id.as_ref() == Some(anonymous_request_id)
     }
 

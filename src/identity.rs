@@ -58,9 +58,11 @@
 //!
 //! - [`Consent::Granted`] (the default): everything as configured.
 //! - [`Consent::Anonymous`]: events keep their names and properties, but the context loses
-//!   every personal field — user id, session id, client IP, User-Agent, referrer — and the
+//!   every personal field — user id, session id, client IP, User-Agent, referrer, the query
+//!   string — and the
 //!   request id is replaced by a random one, so destinations get a per-request anonymous id
-//!   that cannot be linked to the user; `identify` and `alias` are dropped. Counted in
+//!   that cannot be linked to the user; `identify` and `alias` are dropped. Free-form
+//!   context fields you set yourself (app version, tenant) are kept. Counted in
 //!   [`Stats::consent_denied`](crate::Stats::consent_denied) (the dropped operations).
 //! - [`Consent::Denied`]: nothing of the request leaves the process — its events, the
 //!   layer's request event and identity operations alike are counted in
@@ -110,8 +112,9 @@ pub enum Consent {
     /// Everything, as configured (the default).
     #[default]
     Granted,
-    /// Events without anything personal: no user, session, IP, User-Agent or referrer, a
-    /// random request id, no identify or alias.
+    /// Events without anything personal: no user, session, IP, User-Agent, referrer or query
+    /// string, a random request id, no identify or alias. The free-form context fields you
+    /// set yourself are kept: keep personal data out of them.
     Anonymous,
     /// Nothing: no event of the request leaves the process.
     Denied,

@@ -254,7 +254,7 @@ async fn anonymous_requests_keep_names_and_properties_and_nothing_personal() {
         ("referer", "https://mail.example.com/inbox?user=me"),
         ("x-org", "acme"),
     ];
-    get_with(&server, "/login", &personal).await;
+    get_with(&server, "/login?email=someone@example.com", &personal).await;
     get_with(&server, "/login", &personal).await;
     get_with(&server, "/alias", &personal).await;
     let report = telemetry.shutdown(WAIT).await;
@@ -285,6 +285,7 @@ async fn anonymous_requests_keep_names_and_properties_and_nothing_personal() {
         assert_eq!(c.client_ip(), None, "{}", e.name());
         assert_eq!(c.user_agent(), None, "{}", e.name());
         assert_eq!(c.referrer(), None, "{}", e.name());
+        assert_eq!(c.query(), None, "{}", e.name());
         let id = c.request_id().unwrap();
         assert_ne!(id, "req-known");
         assert_eq!(id.len(), 36, "a random UUID: {id}");
