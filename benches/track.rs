@@ -338,9 +338,73 @@ fn dispatch(c: &mut Criterion) {
     );
 }
 
+/// The `tracing` bridge: what a `tracing` event costs with the bridge's layer in the
+/// subscriber, next to a layer that takes every event (standing in for a log writer), for an
+/// event that does not opt in and for one that does (tracked, delivered by a same-thread
+/// worker as in `track/routed_3_props_in_scope_same_thread_worker`).
+#[cfg(feature = "tracing-bridge")]
+fn bridge(c: &mut Criterion) {
+    use tower_telemetry::bridge::TracingBridge;
+    use tracing_subscriber::prelude::*;
+
+    /// Takes every event and counts it: a log writer without the writing.
+    struct Every(AtomicU64);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Every {
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = handle(&local, None);
+    let without = tracing_subscriber::registry().with(Every(AtomicU64::new(0)));
+    tracing::subscriber::with_default(without, || {
+        c.bench_function("bridge/without_bridge_ordinary_event", |b| {
+            b.iter(|| tracing::info!(model = "flux-dev", steps = black_box(4), "generated"))
+        });
+    });
+    let with = tracing_subscriber::registry()
+        .with(Every(AtomicU64::new(0)))
+        .with(TracingBridge::new(t.clone()).into_layer());
+    tracing::subscriber::with_default(with, || {
+        c.bench_function("bridge/ignored_event", |b| {
+            b.iter(|| tracing::info!(model = "flux-dev", steps = black_box(4), "generated"))
+        });
+        t.scope_sync(request(), || {
+            c.bench_function("bridge/opted_in_event_same_thread_worker", |b| {
+                b.iter_custom(|iters| {
+                    in_batches(
+                        iters,
+                        || {
+                            tracing::info!(
+                                telemetry.event = "generation.started",
+                                model = "flux-dev",
+                                steps = black_box(4)
+                            )
+                        },
+                        || assert!(local.block_on(t.flush(Duration::from_secs(10)))),
+                    )
+                })
+            });
+        });
+    });
+    let s = t.stats();
+    eprintln!(
+        "bridge bench: delivered {} dropped {}",
+        s.delivered(),
+        s.dropped_queue_full()
+    );
+}
+
+#[cfg(not(feature = "tracing-bridge"))]
+fn bridge(_: &mut Criterion) {}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench, routing, layer, dispatch
+    targets = bench, routing, layer, dispatch, bridge
 }
 criterion_main!(benches);

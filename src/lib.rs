@@ -83,6 +83,8 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeExamples;
 
+#[cfg(feature = "tracing-bridge")]
+pub mod bridge;
 pub mod config;
 mod context;
 pub mod destination;
