@@ -366,6 +366,17 @@ fn bridge(c: &mut Criterion) {
             b.iter(|| tracing::info!(model = "flux-dev", steps = black_box(4), "generated"))
         });
     });
+    // The floor of any per-layer filter: a second layer whose filter refuses everything.
+    let floor = tracing_subscriber::registry()
+        .with(Every(AtomicU64::new(0)))
+        .with(
+            Every(AtomicU64::new(0)).with_filter(tracing_subscriber::filter::filter_fn(|_| false)),
+        );
+    tracing::subscriber::with_default(floor, || {
+        c.bench_function("bridge/ignored_by_a_refusing_filtered_layer", |b| {
+            b.iter(|| tracing::info!(model = "flux-dev", steps = black_box(4), "generated"))
+        });
+    });
     let with = tracing_subscriber::registry()
         .with(Every(AtomicU64::new(0)))
         .with(TracingBridge::new(t.clone()).into_layer());

@@ -46,6 +46,7 @@
 //! | level, target, module, span | not carried (the request's context is) |
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
@@ -100,6 +101,7 @@ impl TracingBridge {
     {
         let filter = OptIn {
             targets: self.targets.clone(),
+            verdicts: std::array::from_fn(|_| AtomicUsize::new(0)),
         };
         BridgeLayer { bridge: self }.with_filter(filter)
     }
@@ -112,10 +114,17 @@ pub struct BridgeLayer {
 }
 
 /// The per-layer filter of a [`TracingBridge`]: which call sites opt in.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct OptIn {
     targets: Vec<String>,
+    /// The verdicts of recent call sites, by the address of their (static) metadata: a
+    /// direct-mapped cache, so the per-event check `tracing` makes of a per-layer filter is
+    /// a load and a compare, not a look through the field names.
+    verdicts: [AtomicUsize; VERDICTS],
 }
+
+/// Slots in [`OptIn`]'s verdict cache.
+const VERDICTS: usize = 64;
 
 impl OptIn {
     fn by_target(&self, target: &str) -> bool {
@@ -132,6 +141,21 @@ impl OptIn {
             && !is_own(meta.target())
             && (meta.fields().field(EVENT_FIELD).is_some() || self.by_target(meta.target()))
     }
+
+    /// [`opts_in`](Self::opts_in), from the cache when the call site's verdict is there.
+    /// Metadata is at least 8-byte aligned, so the low bit of its address holds the verdict.
+    #[inline]
+    fn cached(&self, meta: &Metadata<'_>) -> bool {
+        let addr = std::ptr::from_ref(meta).addr();
+        let slot = &self.verdicts[(addr >> 4) % VERDICTS];
+        let seen = slot.load(Ordering::Relaxed);
+        if seen & !1 == addr {
+            return seen & 1 == 1;
+        }
+        let verdict = self.opts_in(meta);
+        slot.store(addr | usize::from(verdict), Ordering::Relaxed);
+        verdict
+    }
 }
 
 /// The crate's own records: never taken, so nothing it logs comes back.
@@ -141,7 +165,7 @@ fn is_own(target: &str) -> bool {
 
 impl<S: Subscriber> Filter<S> for OptIn {
     fn enabled(&self, meta: &Metadata<'_>, _: &LayerContext<'_, S>) -> bool {
-        self.opts_in(meta)
+        self.cached(meta)
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
