@@ -96,6 +96,8 @@ mod glob;
 pub mod identity;
 pub mod layer;
 pub mod limits;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 mod pipeline;
 mod properties;
 mod redact;

@@ -194,6 +194,8 @@ impl Telemetry {
                 .base_context_if_set()
                 .unwrap_or_else(recycle::empty_context),
         };
+        #[cfg(feature = "opentelemetry")]
+        let context = crate::otel::with_current_span(context);
         // Filled in place in an event this thread's worker delivered earlier (or a new one):
         // no allocation and no ~400-byte move per event (see `dispatch::recycle`). The id and
         // time are set last.
