@@ -3,9 +3,10 @@
 //! ```text
 //! spool-bench bench  --store S --sync always|interval|never [--events N] [--backlog B] [--dir D]
 //! spool-bench crash  --store S [--sync M] [--runs R] [--max-ms MS] [--seed X] [--dir D]
-//! spool-bench damage --store S [--seed X] [--dir D]
+//! spool-bench damage --store S [--unclean] [--seed X] [--dir D]
 //! spool-bench verify --store S --dir D [--checked]       (used by crash and damage)
 //! spool-bench child  --store S --sync M --dir D          (the writer crash kills)
+//! spool-bench build  --store S --dir D [--unclean]       (the store damage damages)
 //! ```
 //!
 //! `bench`: appends batches of 100 events (one transaction each) until `--backlog` events are
@@ -20,6 +21,7 @@
 //!
 //! `damage`: builds a store the same way, then for each of its files truncates it or flips a
 //! byte (each on a fresh copy) and runs `verify` on the copy: what the store does with it.
+//! `--unclean` damages a store left as a crash leaves it (the builder exits without closing).
 
 mod event;
 mod store;
@@ -53,7 +55,7 @@ impl Args {
             let k = rest[i]
                 .strip_prefix("--")
                 .ok_or(format!("unexpected {:?}", rest[i]))?;
-            if k == "checked" {
+            if k == "checked" || k == "unclean" {
                 flags.push(k.to_string());
                 i += 1;
             } else {
@@ -63,6 +65,10 @@ impl Args {
             }
         }
         Ok(Args { cmd, kv, flags })
+    }
+
+    fn flag(&self, k: &str) -> bool {
+        self.flags.iter().any(|f| f == k)
     }
 
     fn get(&self, k: &str, default: &str) -> String {
@@ -119,7 +125,8 @@ fn run() -> Res<i32> {
             &dir,
         )?,
         "crash" => crash(&a, &dir)?,
-        "damage" => damage(&a.store()?, a.num("seed", 7)?, &dir)?,
+        "damage" => damage(&a.store()?, a.num("seed", 7)?, &dir, a.flag("unclean"))?,
+        "build" => build(&a.store()?, a.num("seed", 7)?, &dir, a.flag("unclean"))?,
         "verify" => {
             return Ok(verify(
                 &a.store()?,
@@ -257,6 +264,11 @@ fn bench(kind: &str, sync: SyncMode, events: u64, backlog: u64, root: &Path) -> 
     let t = Instant::now();
     let mut s = store::open(kind, &dir, sync, false)?;
     let open = t.elapsed();
+    let head_found = s.bounds()?.map(|(first, _)| first);
+    let to_first = t.elapsed();
+    if next > head && head_found != Some(head) {
+        return Err(format!("reopened store starts at {head_found:?}, expected {head}").into());
+    }
     let t = Instant::now();
     let (mut count, mut expect) = (0u64, head);
     s.scan(&mut |k, _v| {
@@ -291,7 +303,7 @@ fn bench(kind: &str, sync: SyncMode, events: u64, backlog: u64, root: &Path) -> 
         loadavg()
     );
     println!(
-        "| {kind} | {} | {events} | {backlog} | {:.0} | {:.3} / {:.3} | {:.3} / {:.3} | {:.1} / {:.1} | {:.1} | {:.1} | {:.0} | {count} | {} |",
+        "| {kind} | {} | {events} | {backlog} | {:.0} | {:.3} / {:.3} | {:.3} / {:.3} | {:.1} / {:.1} | {:.1} | {:.1} / {:.1} | {:.0} | {count} | {} |",
         sync.name(),
         events as f64 / busy.as_secs_f64(),
         pct(&append_lat, 0.5),
@@ -302,6 +314,7 @@ fn bench(kind: &str, sync: SyncMode, events: u64, backlog: u64, root: &Path) -> 
         mib(disk_closed),
         ms(close),
         ms(open),
+        ms(to_first),
         count as f64 / replay.as_secs_f64(),
         loadavg(),
     );
@@ -366,7 +379,9 @@ fn verify(kind: &str, dir: &Path, checked: bool) -> i32 {
     let (mut count, mut first, mut last, mut gaps, mut garbled) =
         (0u64, None, None::<u64>, 0u64, 0u64);
     let mut first_bad = String::new();
+    let mut first_ms = None;
     let scan = s.scan(&mut |k, v| {
+        first_ms.get_or_insert_with(|| ms(t.elapsed()));
         if let Some(l) = last
             && k != l + 1
         {
@@ -399,8 +414,9 @@ fn verify(kind: &str, dir: &Path, checked: bool) -> i32 {
         "-".into()
     };
     let f = |o: Option<u64>| o.map_or("-".to_string(), |v| v.to_string());
+    let first_ms = first_ms.unwrap_or_else(|| ms(t.elapsed()));
     println!(
-        "OK open_ms={open_ms:.1} count={count} first={} last={} gaps={gaps} garbled={garbled} bad={:?} check={:?}",
+        "OK open_ms={open_ms:.1} first_ms={first_ms:.1} count={count} first={} last={} gaps={gaps} garbled={garbled} bad={:?} check={:?}",
         f(first),
         f(last),
         first_bad,
@@ -613,7 +629,7 @@ fn crash(a: &Args, root: &Path) -> Res<()> {
             let count = v.num("count").unwrap_or(0);
             let first = v.num("first");
             let last = v.num("last");
-            if let Some(o) = v.fields.get("open_ms").and_then(|s| s.parse::<f64>().ok()) {
+            if let Some(o) = v.fields.get("first_ms").and_then(|s| s.parse::<f64>().ok()) {
                 max_open = max_open.max(o);
             }
             max_recovered = max_recovered.max(count);
@@ -719,6 +735,38 @@ fn list_files(dir: &Path, base: &Path, out: &mut Vec<(PathBuf, u64)>) -> Res<()>
     Ok(())
 }
 
+/// The store as the spool leaves it: 35 000 events appended, the oldest 25 000 removed, with a
+/// flush after the first 30 000 so that fjall holds live records both in a table file
+/// (25 000..29 999) and in its journal (30 000..34 999, and the removals of 20 000..24 999).
+/// `unclean`: the process exits after the last commit without closing the store (no
+/// destructors run), as if killed: SQLite keeps its WAL, redb has no clean-shutdown mark.
+fn build(kind: &str, seed: u64, dir: &Path, unclean: bool) -> Res<()> {
+    let mut s = store::open(kind, dir, SyncMode::Always, false)?;
+    let mut rng = Rng::new(seed);
+    let mut batch = Vec::new();
+    let mut head_batch = Vec::new();
+    let (mut next, mut head) = (0u64, 0u64);
+    while next < 35_000 {
+        if next == 30_000 {
+            s.flush()?;
+        }
+        fill_batch(&mut batch, next, &mut rng);
+        s.append(&batch)?;
+        next += BATCH;
+        if next - head > 10_000 {
+            head_batch.clear();
+            s.read_from(head, BATCH as usize, &mut head_batch)?;
+            let keys: Vec<u64> = head_batch.iter().map(|(k, _)| *k).collect();
+            s.remove(&keys)?;
+            head += BATCH;
+        }
+    }
+    if unclean {
+        std::process::exit(0);
+    }
+    Ok(())
+}
+
 /// A file's kind: its path with every run of digits replaced by `#`.
 fn file_class(p: &Path) -> String {
     let mut s = String::new();
@@ -742,39 +790,46 @@ enum Damage {
     Flip(u64),
 }
 
-fn damage(kind: &str, seed: u64, root: &Path) -> Res<()> {
-    let base = root.join(format!("damage-{kind}"));
+fn damage(kind: &str, seed: u64, root: &Path, unclean: bool) -> Res<()> {
+    let base = root.join(format!(
+        "damage-{kind}{}",
+        if unclean { "-unclean" } else { "" }
+    ));
     let _ = std::fs::remove_dir_all(&base);
     let pristine = base.join("pristine");
-    // The store as the spool leaves it: 30 000 events appended, the oldest 20 000 removed.
-    {
-        let mut s = store::open(kind, &pristine, SyncMode::Always, false)?;
-        let mut rng = Rng::new(seed);
-        let mut batch = Vec::new();
-        let mut head_batch = Vec::new();
-        let (mut next, mut head) = (0u64, 0u64);
-        while next < 30_000 {
-            fill_batch(&mut batch, next, &mut rng);
-            s.append(&batch)?;
-            next += BATCH;
-            if next - head > 10_000 {
-                head_batch.clear();
-                s.read_from(head, BATCH as usize, &mut head_batch)?;
-                let keys: Vec<u64> = head_batch.iter().map(|(k, _)| *k).collect();
-                s.remove(&keys)?;
-                head += BATCH;
-            }
-        }
+    // Built in a child process, so that `--unclean` can leave it as a crash would.
+    let st = Command::new(std::env::current_exe()?)
+        .args([
+            "build",
+            "--store",
+            kind,
+            "--seed",
+            &seed.to_string(),
+            "--dir",
+        ])
+        .arg(&pristine)
+        .args(if unclean { &["--unclean"][..] } else { &[][..] })
+        .status()?;
+    if !st.success() {
+        return Err(format!("building the store failed: {st}").into());
     }
-    let expect = (20_000u64, 29_999u64, 10_000u64);
+    let expect = (25_000u64, 34_999u64, 10_000u64);
     let mut files = Vec::new();
     list_files(&pristine, &pristine, &mut files)?;
     files.sort();
-    eprintln!("{kind}: files after a clean close:");
+    let how = if unclean {
+        "an unclean exit"
+    } else {
+        "a clean close"
+    };
+    eprintln!("{kind}: files after {how}:");
     for (p, n) in &files {
         eprintln!("  {:>10}  {}", n, p.display());
     }
-    let base_v = run_verify(kind, &pristine, false, Duration::from_secs(60))?;
+    // (On a copy: a store may rewrite its files when it opens, fjall its journal.)
+    let undamaged = base.join("undamaged");
+    copy_dir(&pristine, &undamaged)?;
+    let base_v = run_verify(kind, &undamaged, false, Duration::from_secs(60))?;
     eprintln!("{kind}: undamaged: {}", base_v.describe());
 
     // The largest file of each kind that holds data (4 KiB or more).
@@ -794,13 +849,19 @@ fn damage(kind: &str, seed: u64, root: &Path) -> Res<()> {
 
     let mut rng = Rng::new(seed ^ 0xD1CE);
     let mut trial = 0;
-    println!("| store | file (size) | damage | plain open + full read | again | verifying open |");
+    println!("| store | file | damage | plain open + full read | again | verifying open |");
     println!("| --- | --- | --- | --- | --- | --- |");
-    for (file, len) in &targets {
+    for (file, size) in &targets {
+        // Where the data ends: fjall preallocates its journal, whose tail is zeros.
+        let bytes = std::fs::read(pristine.join(file))?;
+        let len = &bytes
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i as u64 + 1);
         let mut damages = vec![
             ("truncated to half".to_string(), Damage::Truncate(len / 2)),
             (
-                "last 100 bytes cut".to_string(),
+                "last 100 bytes of data cut".to_string(),
                 Damage::Truncate(len - 100),
             ),
             ("byte flipped at 16 (header)".to_string(), Damage::Flip(16)),
@@ -856,14 +917,26 @@ fn damage(kind: &str, seed: u64, root: &Path) -> Res<()> {
                 } else if count == expect.2 && f == Some(expect.0) && l == Some(expect.1) {
                     format!("intact ({count}){check}")
                 } else {
+                    // What was read is a gapless run f..=l (gaps are reported separately).
+                    let (lo, hi) = (expect.0, expect.1 + 1);
+                    let (rf, rl) = (f.unwrap_or(0), l.map_or(0, |l| l + 1));
+                    let kept = rl.min(hi).saturating_sub(rf.max(lo));
+                    let back = (rl - rf) - kept;
+                    let gaps = v.num("gaps").unwrap_or(0);
                     format!(
-                        "SILENT LOSS: {count} of {} records, {:?}..{:?}, no error{check}",
-                        expect.2, f, l
+                        "NO ERROR, wrong contents: read {count} ({f:?}..{l:?}{}): {} of the {} live records missing, {back} removed ones back{check}",
+                        if gaps > 0 {
+                            format!(", {gaps} gaps")
+                        } else {
+                            String::new()
+                        },
+                        expect.2 - kept,
+                        expect.2
                     )
                 }
             };
             println!(
-                "| {kind} | {} ({len}) | {what} | {} | {} | {} |",
+                "| {kind} | {} ({size} bytes, data to {len}) | {what} | {} | {} | {} |",
                 file.display(),
                 judge(&first),
                 judge(&again),

@@ -54,6 +54,11 @@ pub trait Store {
     fn scan(&mut self, f: &mut dyn FnMut(u64, &[u8]) -> Res<()>) -> Res<()>;
     /// The store's own consistency check, where it has one.
     fn check(&mut self) -> Res<String>;
+    /// Moves what sits in memory and a write-ahead log into the store's main structure (fjall:
+    /// the memtable into a table file; SQLite: a WAL checkpoint; redb has nothing of the kind).
+    fn flush(&mut self) -> Res<()> {
+        Ok(())
+    }
 }
 
 pub const STORES: &[&str] = &[
@@ -271,6 +276,11 @@ mod fjall_store {
         fn check(&mut self) -> Res<String> {
             Ok("none (fjall has no integrity check)".into())
         }
+
+        fn flush(&mut self) -> Res<()> {
+            self.ks.rotate_memtable_and_wait()?;
+            Ok(())
+        }
     }
 }
 
@@ -371,6 +381,12 @@ mod sqlite_store {
                 .query_map([], |r| r.get::<_, String>(0))?
                 .collect::<Result<_, _>>()?;
             Ok(format!("integrity_check: {}", rows.join("; ")))
+        }
+
+        fn flush(&mut self) -> Res<()> {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
         }
     }
 }
