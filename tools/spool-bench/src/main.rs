@@ -870,15 +870,17 @@ fn damage(kind: &str, seed: u64, root: &Path, unclean: bool) -> Res<()> {
                 Damage::Flip(len / 2),
             ),
         ];
-        for _ in 0..4 {
+        for _ in 0..6 {
             let at = rng.range(0, *len);
             damages.push((format!("byte flipped at {at} (random)"), Damage::Flip(at)));
         }
         for (what, d) in damages {
             trial += 1;
-            let dir = base.join(format!("trial-{trial}"));
-            copy_dir(&pristine, &dir)?;
-            let path = dir.join(file);
+            // Damaged once, then copied for each open: an open may change the files (SQLite
+            // checkpoints and deletes its WAL, redb repairs).
+            let damaged = base.join(format!("trial-{trial}-damaged"));
+            copy_dir(&pristine, &damaged)?;
+            let path = damaged.join(file);
             match d {
                 Damage::Truncate(n) => std::fs::OpenOptions::new()
                     .write(true)
@@ -891,11 +893,12 @@ fn damage(kind: &str, seed: u64, root: &Path, unclean: bool) -> Res<()> {
                 }
             }
             let limit = Duration::from_secs(30);
+            let dir = base.join(format!("trial-{trial}"));
+            copy_dir(&damaged, &dir)?;
             let first = run_verify(kind, &dir, false, limit)?;
             let again = run_verify(kind, &dir, false, limit)?;
             let checked_dir = base.join(format!("trial-{trial}-checked"));
-            copy_dir(&pristine, &checked_dir)?;
-            std::fs::copy(&path, checked_dir.join(file))?;
+            copy_dir(&damaged, &checked_dir)?;
             let checked = run_verify(kind, &checked_dir, true, limit)?;
             let judge = |v: &Verdict| -> String {
                 if !v.ok {
@@ -942,8 +945,9 @@ fn damage(kind: &str, seed: u64, root: &Path, unclean: bool) -> Res<()> {
                 judge(&again),
                 judge(&checked)
             );
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = std::fs::remove_dir_all(&checked_dir);
+            for d in [&damaged, &dir, &checked_dir] {
+                let _ = std::fs::remove_dir_all(d);
+            }
         }
     }
     Ok(())
