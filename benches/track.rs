@@ -118,6 +118,34 @@ fn bench(c: &mut Criterion) {
             })
         });
     });
+    // Trace correlation (feature `opentelemetry`): the same, inside an OpenTelemetry span.
+    #[cfg(feature = "opentelemetry")]
+    {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        let span = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let _current = opentelemetry::Context::current()
+            .with_remote_span_context(span)
+            .attach();
+        t_local.scope_sync(request(), || {
+            c.bench_function("track/routed_3_props_in_an_opentelemetry_span_same_thread_worker", |b| {
+                b.iter_custom(|iters| {
+                    in_batches(
+                        iters,
+                        || track!(&t_local => "generation.started", model = "flux-dev", steps = 4, credits_cost = black_box(10)),
+                        || assert!(local.block_on(t_local.flush(Duration::from_secs(10)))),
+                    )
+                })
+            });
+        });
+    }
     let s = t_local.stats();
     eprintln!(
         "same-thread bench: delivered {} dropped {}",
