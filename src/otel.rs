@@ -32,9 +32,10 @@
 //! # }
 //! ```
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 
 use crate::context::Context;
 
@@ -43,25 +44,58 @@ pub const TRACE_ID: &str = "trace_id";
 /// The context field that holds the current span's id (16 lowercase hex digits).
 pub const SPAN_ID: &str = "span_id";
 
+/// The last context this thread traced: the context it came from, the span's ids, and the
+/// traced copy. Events of one request inside one span share the copy (and so the policy's
+/// cached verdict on it) instead of each making their own.
+struct Traced {
+    from: Arc<Context>,
+    ids: ([u8; 16], [u8; 8]),
+    traced: Arc<Context>,
+}
+
+thread_local! {
+    static LAST: RefCell<Option<Traced>> = const { RefCell::new(None) };
+}
+
 /// `ctx`, with the current OpenTelemetry span's ids when there is a valid one (a copy of the
-/// context then, unless it already carries those ids).
+/// context then, shared by the events of the same context and span on this thread).
 pub(crate) fn with_current_span(ctx: Arc<Context>) -> Arc<Context> {
-    let current = opentelemetry::Context::current();
-    if !current.has_active_span() {
+    // Read in place: no copy of the current context.
+    let ids = opentelemetry::Context::map_current(|current| {
+        if !current.has_active_span() {
+            return None;
+        }
+        let span = current.span();
+        let sc = span.span_context();
+        sc.is_valid()
+            .then(|| (sc.trace_id().to_bytes(), sc.span_id().to_bytes()))
+    });
+    let Some(ids) = ids else {
         return ctx;
+    };
+    let hit = LAST
+        .try_with(|last| {
+            let last = last.try_borrow().ok()?;
+            let t = last.as_ref()?;
+            (Arc::ptr_eq(&t.from, &ctx) && t.ids == ids).then(|| t.traced.clone())
+        })
+        .ok()
+        .flatten();
+    if let Some(traced) = hit {
+        return traced;
     }
-    let span = current.span();
-    let sc = span.span_context();
-    if !sc.is_valid() {
-        return ctx;
-    }
-    let (trace_id, span_id) = (sc.trace_id().to_string(), sc.span_id().to_string());
-    let same = |key: &str, id: &str| ctx.field(key).and_then(|v| v.as_str()) == Some(id);
-    if same(TRACE_ID, &trace_id) && same(SPAN_ID, &span_id) {
-        return ctx;
-    }
-    let mut traced = (*ctx).clone();
-    traced.set_field(TRACE_ID, trace_id);
-    traced.set_field(SPAN_ID, span_id);
-    Arc::new(traced)
+    let mut copy = (*ctx).clone();
+    copy.set_field(TRACE_ID, TraceId::from_bytes(ids.0).to_string());
+    copy.set_field(SPAN_ID, SpanId::from_bytes(ids.1).to_string());
+    let traced = Arc::new(copy);
+    let _ = LAST.try_with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            *last = Some(Traced {
+                from: ctx,
+                ids,
+                traced: traced.clone(),
+            });
+        }
+    });
+    traced
 }
