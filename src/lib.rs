@@ -100,6 +100,8 @@ mod redact;
 #[cfg(feature = "nats")]
 pub mod relay;
 mod routing;
+#[cfg(feature = "spool")]
+mod spool;
 mod telemetry;
 mod text;
 pub mod timing;
