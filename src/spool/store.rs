@@ -52,8 +52,8 @@ const META_FILE: &str = "meta";
 /// A record's frame: magic, number, length, CRC-32.
 const MAGIC: [u8; 4] = *b"TTs\x01";
 pub(crate) const FRAME: usize = 20;
-/// A record's cost against `max_bytes`: its frame, its JSON, and its key in the table.
-const RECORD_OVERHEAD: u64 = FRAME as u64 + 8;
+/// A record's cost against `max_bytes` beyond its frame and JSON: its key in the table.
+const KEY_BYTES: u64 = 8;
 /// No record is longer (the largest event is 16 MiB): a longer length is damage.
 const MAX_RECORD: usize = 32 << 20;
 
@@ -388,7 +388,7 @@ impl Store {
             for entry in table.iter()? {
                 let (_, v) = entry?;
                 records += 1;
-                bytes += v.value().len() as u64 + 8;
+                bytes += v.value().len() as u64 + KEY_BYTES;
             }
             let next = last.map_or(0, |l| l + 1);
             Ok((first.unwrap_or(next), next, records, bytes))
@@ -451,7 +451,7 @@ impl Store {
             .zip(first..)
             .map(|(e, key)| frame(key, &encode_event(e)))
             .collect();
-        let want: u64 = records.iter().map(|r| r.len() as u64 + 8).sum();
+        let want: u64 = records.iter().map(|r| r.len() as u64 + KEY_BYTES).sum();
         let room = self.max_bytes.saturating_sub(self.bytes);
         let max_bytes = self.max_bytes;
         let held = self.bytes;
@@ -470,7 +470,7 @@ impl Store {
                         let oldest = match table.range(next_key..)?.next() {
                             Some(entry) => {
                                 let (k, v) = entry?;
-                                Some((k.value(), v.value().len() as u64 + 8))
+                                Some((k.value(), v.value().len() as u64 + KEY_BYTES))
                             }
                             None => None,
                         };
@@ -486,7 +486,7 @@ impl Store {
                 let mut taken = 0usize;
                 let mut written = 0u64;
                 for (record, key) in records.iter().zip(first..) {
-                    let size = record.len() as u64 + 8;
+                    let size = record.len() as u64 + KEY_BYTES;
                     if size > space {
                         break;
                     }
@@ -550,7 +550,7 @@ impl Store {
                 let mut removed = 0u64;
                 for key in keys {
                     if let Some(v) = table.remove(key)? {
-                        freed += v.value().len() as u64 + 8;
+                        freed += v.value().len() as u64 + KEY_BYTES;
                         removed += 1;
                     }
                 }
@@ -842,7 +842,7 @@ mod tests {
     #[test]
     fn the_bound_takes_a_prefix_or_evicts_the_oldest_unsent() {
         let dir = folder("bound");
-        let one = frame(0, &encode_event(&events(1)[0])).len() as u64 + 8;
+        let one = frame(0, &encode_event(&events(1)[0])).len() as u64 + KEY_BYTES;
         let max = (64 << 10).max(one * 10);
         let per = max / one;
         let (mut s, _) = Store::open(&dir, max, SpoolSync::Never).unwrap();

@@ -1,0 +1,361 @@
+//! The durable spool (issue #24).
+//!
+//! In this process: events pass through the spool and leave it after their verdict; an outage
+//! fills the spool beyond the memory queue; a restart delivers what an earlier handle left,
+//! with the original ids and timestamps; the `max_bytes` bound drops by the overflow policy
+//! and counts every drop; a folder in use is an error; an unusable path falls back to memory.
+//!
+//! With real processes (`examples/spool_app.rs`, spawned from `target/<profile>/examples`,
+//! driven over HTTP): 20 000 events tracked while the Umami contract server is down, the
+//! child killed (SIGKILL) or stopped gracefully, restarted, killed again mid-delivery, and
+//! restarted: every event arrives, each once after a graceful stop and with at most one batch
+//! again after a kill; the same into a real NATS JetStream stream, exactly 20 000 there; a
+//! spool with a flipped byte and one truncated mid-record: the child starts, counts the
+//! damage and delivers the rest, within a bounded time.
+//!
+//! Every wait is bounded and fails loudly.
+#![cfg(feature = "spool")]
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tower_telemetry::config::{
+    Config, DeliveryConfig, DestinationConfig, Overflow, RetryConfig, SpoolConfig, SpoolSync,
+};
+use tower_telemetry::destination::{BoxFuture, DeliveryError, Destination, MemoryDestination};
+use tower_telemetry::{DestinationStats, Event, Telemetry, props};
+
+/// The longest any single wait may take.
+const BOUND: Duration = Duration::from_secs(60);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh folder under the system's temporary directory, removed on drop.
+struct Folder(PathBuf);
+
+impl Folder {
+    fn new(tag: &str) -> Folder {
+        let dir = std::env::temp_dir().join(format!(
+            "tower-telemetry-spool-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Folder(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A destination that is down (every send a retryable failure) until told otherwise, and
+/// keeps what it was delivered.
+#[derive(Clone, Default)]
+struct Flaky {
+    down: Arc<AtomicBool>,
+    delivered: MemoryDestination,
+}
+
+impl Flaky {
+    fn down() -> Flaky {
+        let f = Flaky::default();
+        f.down.store(true, Ordering::SeqCst);
+        f
+    }
+
+    fn up(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Destination for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(DeliveryError::retryable("down"));
+            }
+            self.delivered.send(batch).await
+        })
+    }
+}
+
+fn patient() -> DeliveryConfig {
+    DeliveryConfig::default()
+        .with_batch_size(100)
+        .with_flush_interval(Duration::from_millis(20))
+        .with_retry(
+            RetryConfig::default()
+                .with_initial_backoff(Duration::from_millis(10))
+                .with_max_backoff(Duration::from_millis(50)),
+        )
+}
+
+fn handle(
+    destination: impl Destination,
+    delivery: DeliveryConfig,
+    spool: SpoolConfig,
+) -> Telemetry {
+    Telemetry::builder()
+        .config(
+            Config::default().with_destination(
+                DestinationConfig::new("d")
+                    .with_delivery(delivery)
+                    .with_spool(spool),
+            ),
+        )
+        .destination("d", destination)
+        .build()
+        .expect("the handle builds")
+}
+
+fn track(t: &Telemetry, from: u64, n: u64) {
+    for i in from..from + n {
+        t.track("user.action", props! { "seq" => i, "pad" => "x".repeat(40) });
+    }
+}
+
+/// Waits until `done` holds for the destination's counters; panics with them past `BOUND`.
+async fn wait_stats(t: &Telemetry, what: &str, done: impl Fn(&DestinationStats) -> bool) {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let stats = t.stats().destinations[0].clone();
+        if done(&stats) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: never happened; {stats:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `enqueued = delivered + failed + discarded + dropped_oldest + undelivered`.
+fn balanced(s: &DestinationStats) {
+    assert_eq!(
+        s.enqueued,
+        s.delivered + s.failed + s.discarded + s.dropped_oldest + s.undelivered,
+        "{s:?}"
+    );
+}
+
+fn seqs(events: &[Arc<Event>]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e.properties().get("seq").and_then(|v| v.as_u64()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_pass_through_the_spool_and_leave_it_once_delivered() {
+    let dir = Folder::new("pass");
+    let memory = MemoryDestination::new();
+    let t = handle(memory.clone(), patient(), SpoolConfig::new(dir.path()));
+    track(&t, 0, 1000);
+    assert!(t.flush(BOUND).await);
+    let report = t.shutdown(BOUND).await;
+    let s = report.destination("d").unwrap();
+    assert_eq!((s.delivered, s.spooled, s.replayed), (1000, 1000, 0), "{s:?}");
+    assert_eq!((s.spool_bytes, s.spool_corrupt, s.spool_fallback), (0, 0, 0));
+    balanced(s);
+    let mut got = seqs(&memory.events());
+    got.sort_unstable();
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    assert!(report.to_string().contains("spool: spooled 1000"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fills_the_spool_beyond_the_memory_queue_then_drains() {
+    let dir = Folder::new("outage");
+    let flaky = Flaky::down();
+    let t = handle(
+        flaky.clone(),
+        patient().with_queue_capacity(200),
+        SpoolConfig::new(dir.path()),
+    );
+    // 25 times the memory queue, in bursts the worker keeps up with.
+    for burst in 0..50 {
+        track(&t, burst * 100, 100);
+        wait_stats(&t, "the burst spooled", |s| s.spooled >= (burst + 1) * 100).await;
+    }
+    let s = t.stats().destinations[0].clone();
+    assert_eq!((s.enqueued, s.dropped_queue_full), (5000, 0), "{s:?}");
+    assert!(s.queued < 200 && s.spool_bytes > 5000 * 40, "{s:?}");
+    flaky.up();
+    wait_stats(&t, "all delivered", |s| s.delivered == 5000).await;
+    let report = t.shutdown(BOUND).await;
+    let s = report.destination("d").unwrap();
+    assert_eq!((s.spool_bytes, s.undelivered), (0, 0), "{s:?}");
+    balanced(s);
+    let got: HashSet<u64> = seqs(&flaky.delivered.events()).into_iter().collect();
+    assert_eq!(got.len(), 5000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_delivers_what_the_last_handle_left_first_with_its_ids() {
+    let dir = Folder::new("restart");
+    let flaky = Flaky::down();
+    let t = handle(flaky, patient(), SpoolConfig::new(dir.path()));
+    track(&t, 0, 700);
+    wait_stats(&t, "spooled", |s| s.spooled == 700).await;
+    let report = t.shutdown(Duration::from_millis(200)).await;
+    assert!(report.timed_out);
+    assert_eq!(report.destination("d").unwrap().undelivered, 700);
+    drop(t);
+
+    // The aborted worker releases the folder once its task is dropped (a moment later).
+    let memory = MemoryDestination::new();
+    let deadline = Instant::now() + BOUND;
+    let t = loop {
+        let built = Telemetry::builder()
+            .config(Config::default().with_destination(
+                DestinationConfig::new("d")
+                    .with_delivery(patient())
+                    .with_spool(SpoolConfig::new(dir.path())),
+            ))
+            .destination("d", memory.clone())
+            .build();
+        match built {
+            Ok(t) => break t,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.to_string().contains("in use"), "{e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("the folder was never released: {e}"),
+        }
+    };
+    wait_stats(&t, "replayed", |s| s.replayed == 700 && s.delivered == 700).await;
+    track(&t, 700, 10);
+    let report = t.shutdown(BOUND).await;
+    let s = report.destination("d").unwrap();
+    assert_eq!((s.enqueued, s.replayed, s.delivered), (710, 700, 710), "{s:?}");
+    balanced(s);
+    let events = memory.events();
+    assert_eq!(seqs(&events[..700]), (0..700).collect::<Vec<_>>(), "replayed first, in order");
+    // The same ids and timestamps as when tracked: UUIDv7s whose millisecond is the event's.
+    for e in &events {
+        let (secs, nanos) = e.id().get_timestamp().unwrap().to_unix();
+        let ms = secs * 1000 + u64::from(nanos) / 1_000_000;
+        assert_eq!(ms, e.timestamp_millis());
+    }
+    let ids: HashSet<_> = events.iter().map(|e| e.id()).collect();
+    assert_eq!(ids.len(), 710);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_max_bytes_the_overflow_policy_drops_and_counts_everything() {
+    for overflow in [Overflow::DropNewest, Overflow::DropOldest] {
+        let dir = Folder::new("bound");
+        let flaky = Flaky::down();
+        let t = handle(
+            flaky.clone(),
+            patient().with_queue_capacity(100).with_overflow(overflow),
+            SpoolConfig::new(dir.path()).with_max_bytes(64 << 10),
+        );
+        // Bursts the worker takes in before the next (so the memory queue never overflows
+        // under drop-oldest: whatever is dropped, the spool's bound dropped it).
+        for burst in 0..30 {
+            track(&t, burst * 100, 100);
+            wait_stats(&t, "the burst taken in", |s| s.queued == 0).await;
+        }
+        let s = t.stats().destinations[0].clone();
+        assert!(s.spool_bytes <= 64 << 10, "{s:?}");
+        match overflow {
+            Overflow::DropNewest => assert!(s.dropped_queue_full > 0, "{s:?}"),
+            _ => assert!(s.dropped_oldest > 0 && s.dropped_queue_full == 0, "{s:?}"),
+        }
+        flaky.up();
+        wait_stats(&t, "drained", |s| s.undelivered == 0).await;
+        let report = t.shutdown(BOUND).await;
+        let s = report.destination("d").unwrap();
+        balanced(s);
+        assert_eq!(s.enqueued + s.dropped_queue_full, 3000, "{overflow:?}: {s:?}");
+        assert_eq!(
+            flaky.delivered.len() as u64,
+            s.delivered,
+            "{overflow:?}: delivered once each"
+        );
+        assert_eq!(s.delivered + s.dropped_oldest + s.dropped_queue_full, 3000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_in_use_is_an_error_when_the_second_handle_is_built() {
+    let dir = Folder::new("lock");
+    let _first = handle(MemoryDestination::new(), patient(), SpoolConfig::new(dir.path()));
+    let err = Telemetry::builder()
+        .config(
+            Config::default().with_destination(
+                DestinationConfig::new("d").with_spool(SpoolConfig::new(dir.path())),
+            ),
+        )
+        .destination("d", MemoryDestination::new())
+        .build()
+        .err()
+        .expect("refused");
+    let e = &err.errors()[0];
+    assert_eq!(e.path(), "telemetry.destinations.d.spool.path");
+    assert!(e.to_string().contains("in use by another process (pid "), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_path_falls_back_to_memory_and_counts() {
+    // A file where the folder should be: the spool cannot be made.
+    let dir = Folder::new("unusable");
+    std::fs::write(dir.path(), b"not a folder").unwrap();
+    let memory = MemoryDestination::new();
+    let t = handle(memory.clone(), patient(), SpoolConfig::new(dir.path()));
+    track(&t, 0, 300);
+    let report = t.shutdown(BOUND).await;
+    let s = report.destination("d").unwrap();
+    assert_eq!((s.delivered, s.spooled, s.spool_fallback), (300, 0, 300), "{s:?}");
+    balanced(s);
+    let _ = std::fs::remove_file(dir.path());
+}
+
+#[test]
+fn the_yaml_keys_are_read_and_checked_with_their_lines() {
+    let yaml = "telemetry:\n  destinations:\n    m:\n      type: memory\n      spool:\n        path: /tmp/x\n        max_bytes: 256MiB\n        sync: always\n    n:\n      type: memory\n      spool: /tmp/y\n";
+    let config = Config::from_yaml_str_with_env(yaml, |_| None).unwrap();
+    let m = config.destination("m").unwrap().spool().unwrap();
+    assert_eq!(
+        (m.path(), m.max_bytes(), m.sync()),
+        (Path::new("/tmp/x"), 256 << 20, SpoolSync::Always)
+    );
+    let n = config.destination("n").unwrap().spool().unwrap();
+    assert_eq!(n.sync(), SpoolSync::Interval(Duration::from_secs(1)));
+    let yaml = "telemetry:\n  destinations:\n    m:\n      type: memory\n      spool:\n        max_bytes: 1KiB\n        sync: sometimes\n        sync_interval: 0s\n        colour: red\n";
+    let errors = Config::from_yaml_str_with_env(yaml, |_| None).unwrap_err();
+    let found: Vec<_> = errors
+        .errors()
+        .iter()
+        .map(|e| (e.path().to_owned(), e.line()))
+        .collect();
+    let p = |k: &str| format!("telemetry.destinations.m.spool.{k}");
+    assert_eq!(
+        found,
+        [
+            (p("max_bytes"), Some(6)),
+            (p("sync"), Some(7)),
+            (p("sync_interval"), Some(8)),
+            (p("colour"), Some(9)),
+        ],
+        "{errors}"
+    );
+    let yaml = "telemetry:\n  destinations:\n    m:\n      type: memory\n      spool:\n        sync: never\n";
+    let errors = Config::from_yaml_str_with_env(yaml, |_| None).unwrap_err();
+    assert_eq!(errors.errors()[0].path(), "telemetry.destinations.m.spool.path");
+}
