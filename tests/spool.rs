@@ -126,7 +126,10 @@ fn handle(
 
 fn track(t: &Telemetry, from: u64, n: u64) {
     for i in from..from + n {
-        t.track("user.action", props! { "seq" => i, "pad" => "x".repeat(40) });
+        t.track(
+            "user.action",
+            props! { "seq" => i, "pad" => "x".repeat(40) },
+        );
     }
 }
 
@@ -138,7 +141,10 @@ async fn wait_stats(t: &Telemetry, what: &str, done: impl Fn(&DestinationStats) 
         if done(&stats) {
             return;
         }
-        assert!(Instant::now() < deadline, "{what}: never happened; {stats:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never happened; {stats:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -168,13 +174,23 @@ async fn events_pass_through_the_spool_and_leave_it_once_delivered() {
     assert!(t.flush(BOUND).await);
     let report = t.shutdown(BOUND).await;
     let s = report.destination("d").unwrap();
-    assert_eq!((s.delivered, s.spooled, s.replayed), (1000, 1000, 0), "{s:?}");
-    assert_eq!((s.spool_bytes, s.spool_corrupt, s.spool_fallback), (0, 0, 0));
+    assert_eq!(
+        (s.delivered, s.spooled, s.replayed),
+        (1000, 1000, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        (s.spool_bytes, s.spool_corrupt, s.spool_fallback),
+        (0, 0, 0)
+    );
     balanced(s);
     let mut got = seqs(&memory.events());
     got.sort_unstable();
     assert_eq!(got, (0..1000).collect::<Vec<_>>());
-    assert!(report.to_string().contains("spool: spooled 1000"), "{report}");
+    assert!(
+        report.to_string().contains("spool: spooled 1000"),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,11 +237,13 @@ async fn a_restart_delivers_what_the_last_handle_left_first_with_its_ids() {
     let deadline = Instant::now() + BOUND;
     let t = loop {
         let built = Telemetry::builder()
-            .config(Config::default().with_destination(
-                DestinationConfig::new("d")
-                    .with_delivery(patient())
-                    .with_spool(SpoolConfig::new(dir.path())),
-            ))
+            .config(
+                Config::default().with_destination(
+                    DestinationConfig::new("d")
+                        .with_delivery(patient())
+                        .with_spool(SpoolConfig::new(dir.path())),
+                ),
+            )
             .destination("d", memory.clone())
             .build();
         match built {
@@ -241,10 +259,18 @@ async fn a_restart_delivers_what_the_last_handle_left_first_with_its_ids() {
     track(&t, 700, 10);
     let report = t.shutdown(BOUND).await;
     let s = report.destination("d").unwrap();
-    assert_eq!((s.enqueued, s.replayed, s.delivered), (710, 700, 710), "{s:?}");
+    assert_eq!(
+        (s.enqueued, s.replayed, s.delivered),
+        (710, 700, 710),
+        "{s:?}"
+    );
     balanced(s);
     let events = memory.events();
-    assert_eq!(seqs(&events[..700]), (0..700).collect::<Vec<_>>(), "replayed first, in order");
+    assert_eq!(
+        seqs(&events[..700]),
+        (0..700).collect::<Vec<_>>(),
+        "replayed first, in order"
+    );
     // The same ids and timestamps as when tracked: UUIDv7s whose millisecond is the event's.
     for e in &events {
         let (secs, nanos) = e.id().get_timestamp().unwrap().to_unix();
@@ -282,7 +308,11 @@ async fn over_max_bytes_the_overflow_policy_drops_and_counts_everything() {
         let report = t.shutdown(BOUND).await;
         let s = report.destination("d").unwrap();
         balanced(s);
-        assert_eq!(s.enqueued + s.dropped_queue_full, 3000, "{overflow:?}: {s:?}");
+        assert_eq!(
+            s.enqueued + s.dropped_queue_full,
+            3000,
+            "{overflow:?}: {s:?}"
+        );
         assert_eq!(
             flaky.delivered.len() as u64,
             s.delivered,
@@ -295,20 +325,26 @@ async fn over_max_bytes_the_overflow_policy_drops_and_counts_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_in_use_is_an_error_when_the_second_handle_is_built() {
     let dir = Folder::new("lock");
-    let _first = handle(MemoryDestination::new(), patient(), SpoolConfig::new(dir.path()));
-    let err = Telemetry::builder()
-        .config(
-            Config::default().with_destination(
+    let _first = handle(
+        MemoryDestination::new(),
+        patient(),
+        SpoolConfig::new(dir.path()),
+    );
+    let err =
+        Telemetry::builder()
+            .config(Config::default().with_destination(
                 DestinationConfig::new("d").with_spool(SpoolConfig::new(dir.path())),
-            ),
-        )
-        .destination("d", MemoryDestination::new())
-        .build()
-        .err()
-        .expect("refused");
+            ))
+            .destination("d", MemoryDestination::new())
+            .build()
+            .err()
+            .expect("refused");
     let e = &err.errors()[0];
     assert_eq!(e.path(), "telemetry.destinations.d.spool.path");
-    assert!(e.to_string().contains("in use by another process (pid "), "{e}");
+    assert!(
+        e.to_string().contains("in use by another process (pid "),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +357,11 @@ async fn an_unusable_path_falls_back_to_memory_and_counts() {
     track(&t, 0, 300);
     let report = t.shutdown(BOUND).await;
     let s = report.destination("d").unwrap();
-    assert_eq!((s.delivered, s.spooled, s.spool_fallback), (300, 0, 300), "{s:?}");
+    assert_eq!(
+        (s.delivered, s.spooled, s.spool_fallback),
+        (300, 0, 300),
+        "{s:?}"
+    );
     balanced(s);
     let _ = std::fs::remove_file(dir.path());
 }
@@ -357,5 +397,292 @@ fn the_yaml_keys_are_read_and_checked_with_their_lines() {
     );
     let yaml = "telemetry:\n  destinations:\n    m:\n      type: memory\n      spool:\n        sync: never\n";
     let errors = Config::from_yaml_str_with_env(yaml, |_| None).unwrap_err();
-    assert_eq!(errors.errors()[0].path(), "telemetry.destinations.m.spool.path");
+    assert_eq!(
+        errors.errors()[0].path(),
+        "telemetry.destinations.m.spool.path"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real processes: examples/spool_app.rs as a child, driven over HTTP, killed and restarted.
+
+use support::http::{HttpClient, client, send};
+
+/// The example app next to this test binary (`target/<profile>/examples/spool_app`): `cargo
+/// test` builds the examples with the tests.
+fn app_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let bin = profile.join("examples").join("spool_app");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --features spool,full --example spool_app` \
+         (a plain `cargo test --all-features` builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `spool_app`.
+struct App {
+    child: std::process::Child,
+    url: String,
+    http: HttpClient,
+    output: Arc<std::sync::Mutex<String>>,
+}
+
+impl App {
+    /// Starts it with `config` and waits until it serves.
+    fn start(config: &Path) -> App {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(app_binary())
+            .args([
+                "--config",
+                &config.display().to_string(),
+                "--shutdown-timeout",
+                "1",
+            ])
+            .env("RUST_LOG", "tower_telemetry=warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spool_app starts");
+        let stdout = child.stdout.take().unwrap();
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = output.clone();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for line in lines.map_while(Result::ok) {
+                let mut o = out.lock().unwrap();
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
+        let first = rx
+            .recv_timeout(BOUND)
+            .expect("spool_app said where it listens");
+        let url = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_owned();
+        App {
+            child,
+            url,
+            http: client(),
+            output,
+        }
+    }
+
+    async fn post(&self, path: &str) -> String {
+        let req = http::Request::post(format!("{}{path}", self.url))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let (res, body) = send(&self.http, req).await;
+        assert!(res.status().is_success(), "{path}: {body}");
+        body
+    }
+
+    /// Tracks `count` events with `seq` from `from`, over HTTP, in requests of 500 (half the
+    /// memory queue), each taken into the spool before the next is sent: a steady load the
+    /// queue holds, so that nothing is dropped and the spool holds it all.
+    async fn track(&self, from: u64, count: u64) {
+        let spooled = n(&self.stats().await, "spooled");
+        let mut at = from;
+        while at < from + count {
+            let k = (from + count - at).min(500);
+            self.post(&format!("/track?from={at}&n={k}")).await;
+            at += k;
+            let want = spooled + (at - from);
+            self.wait_stats("the request's events spooled", |s| n(s, "spooled") >= want)
+                .await;
+        }
+        let s = self.stats().await;
+        assert_eq!(n(&s, "dropped_queue_full"), 0, "{s}");
+    }
+
+    /// The counters of its first destination.
+    async fn stats(&self) -> serde_json::Value {
+        let req = http::Request::get(format!("{}/stats", self.url))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let (_, body) = send(&self.http, req).await;
+        let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+        all[0].clone()
+    }
+
+    async fn wait_stats(&self, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let stats = self.stats().await;
+            if done(&stats) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: never happened; {stats}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), and reaped.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// A graceful stop: `/stop`, then its exit within the bound. Its shutdown report.
+    async fn stop(mut self) -> String {
+        self.post("/stop").await;
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "spool_app exited with {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "spool_app did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The reader thread sees the end of its output once the process is gone.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = self.output.lock().unwrap().clone();
+            if out.contains("telemetry shutdown") || Instant::now() > deadline {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn n(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+/// The spool's part of a destination's configuration, and delivery settings that keep
+/// retrying through the outages of these tests.
+fn spool_yaml(dir: &Path) -> String {
+    format!(
+        "      queue_capacity: 1000\n      batch_size: 100\n      concurrency: 1\n      flush_interval: 20ms\n      timeout: 5s\n      retry: {{ initial_backoff: 20ms, max_backoff: 200ms }}\n      spool:\n        path: {}\n        sync: interval\n",
+        dir.join("spool").display()
+    )
+}
+
+#[cfg(feature = "umami")]
+fn umami_config(dir: &Path, addr: std::net::SocketAddr) -> PathBuf {
+    let yaml = format!(
+        "telemetry:\n  destinations:\n    umami:\n      url: http://{addr}\n      website_id: {}\n{}",
+        support::umami_server::WEBSITE_ID,
+        spool_yaml(dir)
+    );
+    let path = dir.join("config.yaml");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// The `seq` of every event the Umami server stored.
+#[cfg(feature = "umami")]
+fn stored_seqs(server: &support::umami_server::UmamiServer) -> Vec<u64> {
+    server
+        .events()
+        .iter()
+        .filter_map(|e| e.datum("seq").and_then(serde_json::Value::as_u64))
+        .collect()
+}
+
+/// 20 000 events tracked while Umami is down; the child killed (SIGKILL); restarted against
+/// a live server and killed again while delivering; restarted: all 20 000 arrive, at most one
+/// batch (100) twice, the one in flight at the second kill.
+#[cfg(feature = "umami")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn umami_killed_twice_delivers_all_with_at_most_one_batch_again() {
+    const N: u64 = 20_000;
+    let dir = Folder::new("umami-kill");
+    let addr = support::umami_server::reserve_addr();
+    let config = umami_config(dir.path(), addr);
+
+    let app = App::start(&config);
+    app.track(0, N).await;
+    app.wait_stats("all spooled", |s| n(s, "spooled") == N)
+        .await;
+    app.kill();
+
+    let server = support::umami_server::UmamiServer::start_on(addr).await;
+    let app = App::start(&config);
+    app.wait_stats("replayed", |s| n(s, "replayed") == N).await;
+    assert!(
+        server.wait_for_events(N as usize / 4, BOUND).await,
+        "the restarted child delivers"
+    );
+    app.kill();
+    let before = server.events().len();
+    assert!(before < N as usize, "killed mid-delivery ({before} stored)");
+
+    let started = Instant::now();
+    let app = App::start(&config);
+    let all = server
+        .wait_until(BOUND, |s| {
+            stored_seqs(s).into_iter().collect::<HashSet<_>>().len() == N as usize
+        })
+        .await;
+    let seqs = stored_seqs(&server);
+    let distinct: HashSet<u64> = seqs.iter().copied().collect();
+    assert!(all, "{} of {N} arrived", distinct.len());
+    assert!(
+        seqs.len() as u64 <= N + 100,
+        "{} stored: more than one batch again",
+        seqs.len()
+    );
+    app.wait_stats("settled", |s| n(s, "undelivered") == 0)
+        .await;
+    let report = app.stop().await;
+    eprintln!(
+        "umami, killed twice: {} stored for {N} ({} again); the last start delivered its share in {:?}\n{report}",
+        seqs.len(),
+        seqs.len() as u64 - N,
+        started.elapsed()
+    );
+}
+
+/// The same with graceful stops: each event stored exactly once.
+#[cfg(feature = "umami")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn umami_stopped_gracefully_twice_delivers_each_event_once() {
+    const N: u64 = 20_000;
+    let dir = Folder::new("umami-stop");
+    let addr = support::umami_server::reserve_addr();
+    let config = umami_config(dir.path(), addr);
+
+    let app = App::start(&config);
+    app.track(0, N).await;
+    app.wait_stats("all spooled", |s| n(s, "spooled") == N)
+        .await;
+    let report = app.stop().await;
+    assert!(report.contains("undelivered 20000"), "{report}");
+
+    let server = support::umami_server::UmamiServer::start_on(addr).await;
+    let app = App::start(&config);
+    assert!(server.wait_for_events(N as usize / 4, BOUND).await);
+    app.stop().await;
+
+    let app = App::start(&config);
+    assert!(server.wait_for_events(N as usize, BOUND).await);
+    app.wait_stats("settled", |s| n(s, "undelivered") == 0)
+        .await;
+    app.stop().await;
+    let seqs = stored_seqs(&server);
+    let distinct: HashSet<u64> = seqs.iter().copied().collect();
+    assert_eq!((seqs.len(), distinct.len()), (N as usize, N as usize));
 }

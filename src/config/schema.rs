@@ -3,11 +3,9 @@
 use super::check::{Check, GlobKind, unknown_key_message};
 use super::kinds::{BuiltinKinds, CheckSettings};
 use super::settings::to_json;
-use super::yaml::{Entry, Node, NodeValue, describe, join, shown};
 #[cfg(feature = "spool")]
 use super::yaml::Typed;
-#[cfg(feature = "spool")]
-use std::time::Duration;
+use super::yaml::{Entry, Node, NodeValue, describe, join, shown};
 use super::{
     Config, ConfigError, ConfigErrorKind, DestinationConfig, Overflow, RequestsConfig, RetryConfig,
     SampleKey, SamplingConfig,
@@ -15,6 +13,8 @@ use super::{
 use crate::limits::{LimitsConfig, MAX_DEPTH_LIMIT};
 use crate::redact::RedactConfig;
 use crate::text::Text;
+#[cfg(feature = "spool")]
+use std::time::Duration;
 
 pub(super) const TELEMETRY_KEYS: &[&str] = &[
     "enabled",
@@ -484,7 +484,10 @@ impl Check {
                             self.error(
                                 key_path,
                                 e.line,
-                                format!("unknown sync mode `{}`; expected {EXPECTED}", shown(other)),
+                                format!(
+                                    "unknown sync mode `{}`; expected {EXPECTED}",
+                                    shown(other)
+                                ),
                             );
                         }
                         None => ok = false,
@@ -529,8 +532,7 @@ impl Check {
 
     /// A spool's size: at least 64 KiB.
     fn spool_size(&mut self, e: &Entry, path: &str) -> Option<u64> {
-        const EXPECTED: &str =
-            "a size such as `268435456`, `256MiB` or `1GiB` (at least 64 KiB)";
+        const EXPECTED: &str = "a size such as `268435456`, `256MiB` or `1GiB` (at least 64 KiB)";
         let n = match self.scalar(&e.value, path, e.line, EXPECTED)? {
             Typed::Int(i) => u64::try_from(i).ok(),
             Typed::Str(s) => super::parse::parse_size(s),

@@ -182,6 +182,19 @@ impl Dispatcher {
         self.drop_signal.clone()
     }
 
+    /// [`close`](Self::close), to be done by `deadline` (a spooled worker starts no batch it
+    /// could not finish by then).
+    pub(crate) fn close_by(&self, deadline: Instant) {
+        for lane in self.lanes.iter() {
+            *lane
+                .shared
+                .deadline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        }
+        self.close();
+    }
+
     /// Tells every worker to stop taking events, deliver what is queued without lingering,
     /// and end.
     pub(crate) fn close(&self) {

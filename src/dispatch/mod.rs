@@ -117,6 +117,10 @@ pub(crate) struct LaneShared {
     pub(super) flush_now: Notify,
     /// Stop taking events, deliver what is queued, then exit.
     pub(super) closing: AtomicBool,
+    /// When the close must be done by (`shutdown`'s timeout), if it has a deadline: a worker
+    /// with a spool starts no batch it could not finish by then (what it holds stays in the
+    /// spool for the next start, rather than being cut off mid-delivery).
+    pub(super) deadline: Mutex<Option<tokio::time::Instant>>,
     pub(super) close_now: Notify,
     /// Set by the worker's drop guard, whether it ended normally or was aborted.
     pub(super) finished: AtomicBool,
@@ -211,6 +215,7 @@ pub(super) fn lane(
         batch_full: Notify::new(),
         flush_now: Notify::new(),
         closing: AtomicBool::new(false),
+        deadline: Mutex::new(None),
         close_now: Notify::new(),
         finished: AtomicBool::new(false),
         abort: Mutex::new(None),

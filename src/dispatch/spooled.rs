@@ -122,7 +122,10 @@ pub(super) async fn run(parts: WorkerParts, spool: Spool) {
         while let Some(joined) = in_flight.try_join_next() {
             state.settled(Some(joined)).await;
         }
-        while in_flight.len() < concurrency && state.ready(closing, &delivery) {
+        // Closing by a deadline: no batch starts that its timeout could carry past it (what is
+        // left stays in the spool for the next start, delivered once).
+        let too_late = closing && state.too_late(&delivery);
+        while !too_late && in_flight.len() < concurrency && state.ready(closing, &delivery) {
             let Some(batch) = state.take(full_batch).await else {
                 break;
             };
@@ -134,11 +137,11 @@ pub(super) async fn run(parts: WorkerParts, spool: Spool) {
                 keys
             });
         }
-        if intake_done && in_flight.is_empty() && state.is_empty() {
+        if intake_done && in_flight.is_empty() && (state.is_empty() || too_late) {
             break;
         }
         // A batch waiting for a free delivery slot is not woken by its linger.
-        let linger = if in_flight.len() < concurrency {
+        let linger = if in_flight.len() < concurrency && !too_late {
             state.linger_deadline(&delivery)
         } else {
             None
@@ -274,6 +277,16 @@ impl State {
         self.waiting_since.map(|t| t + delivery.flush_interval)
     }
 
+    /// Whether the close's deadline is too near for a batch's attempt (its `timeout`).
+    fn too_late(&self, delivery: &crate::config::DeliveryConfig) -> bool {
+        let deadline = *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        deadline.is_some_and(|d| Instant::now() + delivery.timeout > d)
+    }
+
     /// Whether the store may be called now (usable, or its retry time has come).
     fn store_due(&self) -> bool {
         self.retry_at.is_none_or(|at| at <= Instant::now())
@@ -362,7 +375,11 @@ impl State {
                 if appended.evicted > 0 {
                     Counters::add(&c.dropped_oldest, appended.evicted as usize);
                     shared.drop_signal.raise();
-                    while self.cache.front().is_some_and(|(k, _)| *k < appended.cursor) {
+                    while self
+                        .cache
+                        .front()
+                        .is_some_and(|(k, _)| *k < appended.cursor)
+                    {
                         if let Some((_, e)) = self.cache.pop_front() {
                             self.cache_bytes -= e.held();
                         }
@@ -549,7 +566,11 @@ impl State {
         })
         .await;
         match removed {
-            Some(Ok(bytes)) => self.shared.counters.spool_bytes.store(bytes, Ordering::Relaxed),
+            Some(Ok(bytes)) => self
+                .shared
+                .counters
+                .spool_bytes
+                .store(bytes, Ordering::Relaxed),
             Some(Err((keys, why))) => {
                 self.warn(&why);
                 self.to_remove = keys;

@@ -246,7 +246,10 @@ async fn evicting<F: std::future::Future>(
 }
 
 /// Drops the oldest queued events while the queue is over its capacity, counting them.
-pub(super) fn evict(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>, shared: &LaneShared) {
+pub(super) fn evict(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
+    shared: &LaneShared,
+) {
     if !shared.drop_oldest {
         return;
     }

@@ -81,12 +81,12 @@ impl Spool {
                 self.salvaged = salvaged;
                 Ok(())
             }
-            Err(StoreError::InUse(why)) => Err(ConfigError::new(
-                format!("{}.path", self.key_path),
-                self.line,
-                why,
-            )
-            .with_kind(ConfigErrorKind::Io)),
+            Err(StoreError::InUse(why)) => {
+                Err(
+                    ConfigError::new(format!("{}.path", self.key_path), self.line, why)
+                        .with_kind(ConfigErrorKind::Io),
+                )
+            }
             Err(StoreError::Failed(why)) => {
                 tracing::warn!(
                     target: "tower_telemetry",

@@ -835,7 +835,10 @@ mod tests {
         let (_s, _) = Store::open(&dir, 1 << 20, SpoolSync::Never).unwrap();
         let err = Store::open(&dir, 1 << 20, SpoolSync::Never).unwrap_err();
         assert!(matches!(err, StoreError::InUse(_)), "{err}");
-        assert!(err.to_string().contains("in use by another process (pid "), "{err}");
+        assert!(
+            err.to_string().contains("in use by another process (pid "),
+            "{err}"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -872,7 +875,10 @@ mod tests {
         bytes[at + FRAME + 5] ^= 0xff;
         fs::write(&path, &bytes).unwrap();
         let (mut s, salvaged) = Store::open(&dir, 1 << 30, SpoolSync::Always).unwrap();
-        assert!(salvaged.is_none(), "redb opens it; the record's CRC finds the damage");
+        assert!(
+            salvaged.is_none(),
+            "redb opens it; the record's CRC finds the damage"
+        );
         let back = s.read(0, 1000).unwrap();
         assert_eq!(back.len(), 300);
         assert_eq!(back.iter().filter(|r| r.1.is_err()).count(), 1);

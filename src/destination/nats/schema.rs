@@ -37,8 +37,8 @@
 //! JSON objects are unordered: a decoded event's properties and free-form context fields come
 //! back sorted by key.
 
+pub(crate) use crate::event::schema::SCHEMA_HEADER;
 pub use crate::event::schema::{
     EVENT_SCHEMA, EVENT_SCHEMA_VERSION, EventSchemaError, decode_event, decode_event_with_limits,
     encode_event,
 };
-pub(crate) use crate::event::schema::SCHEMA_HEADER;
