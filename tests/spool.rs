@@ -423,6 +423,17 @@ fn app_binary() -> PathBuf {
          (a plain `cargo test --all-features` builds it)",
         bin.display()
     );
+    // `cargo test --test spool` alone does not rebuild examples: say so when it may be stale.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(app), Some(test)) = (modified(&bin), modified(&exe)) {
+        if app < test {
+            eprintln!(
+                "note: {} is older than this test; if the library changed since, rebuild it \
+                 (`cargo build --features spool,full --example spool_app`)",
+                bin.display()
+            );
+        }
+    }
     bin
 }
 
@@ -685,4 +696,172 @@ async fn umami_stopped_gracefully_twice_delivers_each_event_once() {
     let seqs = stored_seqs(&server);
     let distinct: HashSet<u64> = seqs.iter().copied().collect();
     assert_eq!((seqs.len(), distinct.len()), (N as usize, N as usize));
+}
+
+/// Messages in a JetStream stream, read until the server answers.
+#[cfg(feature = "nats")]
+async fn stream_messages(url: &str, name: &str) -> u64 {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if let Ok(client) = async_nats::connect(url).await {
+            let js = async_nats::jetstream::new(client);
+            if let Ok(mut s) = js.get_stream(name).await {
+                if let Ok(info) = s.info().await {
+                    return info.state.messages;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "stream {name} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The same through the real NATS destination: 20 000 tracked while the server is down, the
+/// child killed, restarted against the server and killed mid-delivery, restarted: exactly
+/// 20 000 messages in the stream (JetStream drops the resent batch by `Nats-Msg-Id`).
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_twice_holds_exactly_every_event_once() {
+    use support::nats_server::{self, NatsServer};
+    const N: u64 = 20_000;
+    let bin = nats_server::binary();
+    let mut server = NatsServer::start(&bin).await;
+    let url = server.url();
+    server.kill(); // down while the first child tracks
+    let dir = Folder::new("nats-kill");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "telemetry:\n  destinations:\n    nats:\n      servers: [{url}]\n      subject: spooltest.{{category}}\n      stream: {{ name: SPOOLTEST, subjects: [spooltest.>] }}\n      connect_timeout: 1s\n      publish_timeout: 2s\n{}",
+            spool_yaml(dir.path())
+        ),
+    )
+    .unwrap();
+
+    let app = App::start(&config);
+    app.track(0, N).await;
+    app.kill();
+
+    server.restart().await;
+    let app = App::start(&config);
+    let deadline = Instant::now() + BOUND;
+    while stream_messages(&url, "SPOOLTEST").await < N / 4 {
+        assert!(Instant::now() < deadline, "the restarted child delivers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.kill();
+
+    let app = App::start(&config);
+    app.wait_stats("settled", |s| {
+        n(s, "replayed") > 0 && n(s, "undelivered") == 0
+    })
+    .await;
+    let stats = app.stats().await;
+    let report = app.stop().await;
+    let stored = stream_messages(&url, "SPOOLTEST").await;
+    eprintln!("nats, killed twice: {stored} in the stream for {N}\n{stats}\n{report}");
+    assert_eq!(stored, N);
+}
+
+/// Tracks `count` events into a spool whose Umami server is down, and stops gracefully:
+/// everything is left in the spool.
+#[cfg(feature = "umami")]
+async fn spool_of(dir: &Path, addr: std::net::SocketAddr, count: u64) -> PathBuf {
+    let config = umami_config(dir, addr);
+    let app = App::start(&config);
+    app.track(0, count).await;
+    let report = app.stop().await;
+    assert!(report.contains(&format!("undelivered {count}")), "{report}");
+    config
+}
+
+/// Starts the child on a damaged spool, against a live server: it must answer at once, count
+/// the damage and deliver the rest, all within a bounded time. The final counters.
+#[cfg(feature = "umami")]
+async fn start_damaged(
+    config: &Path,
+    server: &support::umami_server::UmamiServer,
+    count: u64,
+) -> serde_json::Value {
+    let started = Instant::now();
+    let app = App::start(config);
+    let up = started.elapsed();
+    app.wait_stats("every record delivered or counted damaged", |s| {
+        n(s, "undelivered") == 0 && n(s, "delivered") + n(s, "spool_corrupt") == count
+    })
+    .await;
+    let stats = app.stats().await;
+    let distinct: HashSet<u64> = stored_seqs(server).into_iter().collect();
+    assert_eq!(distinct.len() as u64, n(&stats, "delivered"), "{stats}");
+    assert_eq!(stored_seqs(server).len(), distinct.len(), "each once");
+    eprintln!(
+        "damaged spool: serving after {up:?}, settled after {:?}: {stats}",
+        started.elapsed()
+    );
+    app.stop().await;
+    stats
+}
+
+#[cfg(feature = "umami")]
+fn spool_file(dir: &Path) -> PathBuf {
+    dir.join("spool").join("spool.redb")
+}
+
+/// The offset of event `seq`'s marker in the spool's file.
+#[cfg(feature = "umami")]
+fn marker_at(bytes: &[u8], seq: u64) -> usize {
+    let marker = format!("seq-{seq:08}");
+    bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .unwrap_or_else(|| panic!("{marker} is not in the spool"))
+}
+
+#[cfg(feature = "umami")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_costs_one_record_and_the_rest_is_delivered() {
+    const N: u64 = 2000;
+    let dir = Folder::new("flipped");
+    let addr = support::umami_server::reserve_addr();
+    let config = spool_of(dir.path(), addr, N).await;
+    let file = spool_file(dir.path());
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = marker_at(&bytes, 1234);
+    bytes[at + 6] ^= 0x01; // "seq-00001234" → "seq-01001234": valid JSON, wrong checksum
+    std::fs::write(&file, &bytes).unwrap();
+
+    let server = support::umami_server::UmamiServer::start_on(addr).await;
+    let stats = start_damaged(&config, &server, N).await;
+    assert_eq!(
+        (n(&stats, "spool_corrupt"), n(&stats, "failed")),
+        (1, 1),
+        "{stats}"
+    );
+    assert!(!stored_seqs(&server).contains(&1234));
+}
+
+#[cfg(feature = "umami")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_truncated_mid_record_is_salvaged_and_the_loss_counted() {
+    const N: u64 = 2000;
+    let dir = Folder::new("truncated");
+    let addr = support::umami_server::reserve_addr();
+    let config = spool_of(dir.path(), addr, N).await;
+    let file = spool_file(dir.path());
+    let bytes = std::fs::read(&file).unwrap();
+    let at = marker_at(&bytes, 1000);
+    std::fs::write(&file, &bytes[..at + 4]).unwrap();
+
+    let server = support::umami_server::UmamiServer::start_on(addr).await;
+    let stats = start_damaged(&config, &server, N).await;
+    assert!(n(&stats, "spool_corrupt") > 0, "{stats}");
+    assert!(n(&stats, "delivered") > 0, "the rest is delivered: {stats}");
+    let moved: Vec<_> = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+        .collect();
+    assert_eq!(moved.len(), 1, "the damaged file is kept aside");
 }

@@ -58,7 +58,7 @@ struct Batch {
 struct Spooled {
     events: Vec<Arc<Event>>,
     appended: crate::spool::store::Appended,
-    /// The store's first and next record numbers before the append.
+    /// The store's first record number and its records before the append.
     before: (u64, u64),
     next: u64,
     bytes: u64,
@@ -196,19 +196,19 @@ impl State {
     fn new(shared: Arc<LaneShared>, mut spool: Spool) -> State {
         let c = &shared.counters;
         let mut slot = spool.slot.lock().unwrap_or_else(|e| e.into_inner());
-        let (first, next, bytes, clock) = match slot.usable() {
+        let (first, next, left, bytes, clock) = match slot.usable() {
             Some(store) => (
                 store.first(),
                 store.next(),
+                store.records(),
                 store.bytes(),
                 Some(store.clock()),
             ),
-            None => (0, 0, 0, None),
+            None => (0, 0, 0, 0, None),
         };
         let retry_at = slot.failure.is_some().then(|| Instant::now() + RETRY_STORE);
         drop(slot);
         // What an earlier process left: taken in now, sent first.
-        let left = next - first;
         Counters::add(&c.enqueued, left as usize);
         Counters::add(&c.replayed, left as usize);
         c.spool_bytes.store(bytes, Ordering::Relaxed);
@@ -322,7 +322,7 @@ impl State {
             let Some(store) = slot.usable() else {
                 return Err((events, "the store is closed".to_owned()));
             };
-            let before = (store.first(), store.next());
+            let before = (store.first(), store.records());
             match store.append(&events, evict_from) {
                 Ok(a) => Ok(Spooled {
                     events,
@@ -354,8 +354,8 @@ impl State {
                 if self.clock.is_none() {
                     // Opened only now (it could not be at start): what it held is older than
                     // anything this process sent, and is taken in now.
-                    let (first, end) = before;
-                    let left = (end - first) as usize;
+                    let (first, records) = before;
+                    let left = records as usize;
                     Counters::add(&shared.counters.enqueued, left);
                     Counters::add(&shared.counters.replayed, left);
                     self.cursor = first;

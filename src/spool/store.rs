@@ -422,6 +422,11 @@ impl Store {
         self.first
     }
 
+    /// Records held (numbers may have gaps: a salvaged spool's lost records).
+    pub(crate) fn records(&self) -> u64 {
+        self.records
+    }
+
     /// Bytes of records held.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
