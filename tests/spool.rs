@@ -337,8 +337,7 @@ async fn a_folder_in_use_is_an_error_when_the_second_handle_is_built() {
             ))
             .destination("d", MemoryDestination::new())
             .build()
-            .err()
-            .expect("refused");
+            .expect_err("refused");
     let e = &err.errors()[0];
     assert_eq!(e.path(), "telemetry.destinations.d.spool.path");
     assert!(
