@@ -70,9 +70,11 @@ fn handle(counting: &Counting, spool: Option<SpoolConfig>) -> Telemetry {
 async fn track(t: &Telemetry, n: u64) {
     let mut i = 0;
     while i < n {
+        // `queued` leaves out what the worker holds (a chunk being written, up to 512): keep
+        // to half the queue, so nothing is ever dropped.
         let room = {
             let s = &t.stats().destinations[0];
-            s.capacity.saturating_sub(s.queued + 100) as u64
+            (s.capacity / 2).saturating_sub(s.queued) as u64
         };
         if room == 0 {
             tokio::task::yield_now().await;
