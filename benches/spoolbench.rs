@@ -92,13 +92,18 @@ async fn track(t: &Telemetry, n: u64) {
 }
 
 async fn run(label: &str, n: u64, spool: Option<SpoolSync>, drain: bool) {
-    let dir = std::env::temp_dir().join(format!("tower-telemetry-spoolbench-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("tower-telemetry-spoolbench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let counting = Counting::default();
     counting.down.store(drain, Ordering::Relaxed);
     let t = handle(
         &counting,
-        spool.map(|sync| SpoolConfig::new(&dir).with_sync(sync).with_max_bytes(4 << 30)),
+        spool.map(|sync| {
+            SpoolConfig::new(&dir)
+                .with_sync(sync)
+                .with_max_bytes(4 << 30)
+        }),
     );
     let started = Instant::now();
     track(&t, n).await;
@@ -122,7 +127,11 @@ async fn run(label: &str, n: u64, spool: Option<SpoolSync>, drain: bool) {
     let elapsed = timed_from.elapsed();
     let s = report.destination("counting").unwrap();
     assert_eq!(counting.sent.load(Ordering::Relaxed), n, "{report}");
-    assert_eq!((s.delivered, s.dropped_queue_full, s.spool_bytes), (n, 0, 0), "{report}");
+    assert_eq!(
+        (s.delivered, s.dropped_queue_full, s.spool_bytes),
+        (n, 0, 0),
+        "{report}"
+    );
     println!(
         "{label:<28} {n:>9} events in {:>6.2} s: {:>9.0} events/s",
         elapsed.as_secs_f64(),
@@ -147,7 +156,13 @@ fn main() {
     rt.block_on(async {
         println!("spoolbench: {n} events per run, batches of 100, one counting destination");
         run("no spool", n, None, false).await;
-        run("spool, sync: interval (1 s)", n, Some(SpoolSync::default()), false).await;
+        run(
+            "spool, sync: interval (1 s)",
+            n,
+            Some(SpoolSync::default()),
+            false,
+        )
+        .await;
         run("spool, sync: never", n, Some(SpoolSync::Never), false).await;
         run("spool, sync: always", n / 4, Some(SpoolSync::Always), false).await;
         run("drain after an outage", n, Some(SpoolSync::default()), true).await;

@@ -329,17 +329,6 @@ impl Store {
 
         let clock = Arc::new(SyncClock::new(sync));
         let path = folder.join(DB_FILE);
-        let mut salvaged = None;
-        let db = match open_db(&path, &clock) {
-            Ok(db) => db,
-            Err(why) => {
-                let found = salvage_file(folder, &path, &why)
-                    .map_err(|e| failed("cannot move the damaged store aside", &e))?;
-                let db = open_db(&path, &clock).map_err(|e| failed("cannot open", &e))?;
-                salvaged = Some(found);
-                db
-            }
-        };
         let meta = OpenOptions::new()
             .read(true)
             .write(true)
@@ -349,8 +338,8 @@ impl Store {
             .ok();
         let mut store = Store {
             folder: folder.to_owned(),
-            db: Some(db),
-            clock,
+            db: None,
+            clock: clock.clone(),
             _lock: lock_file,
             meta,
             next: 0,
@@ -359,13 +348,25 @@ impl Store {
             records: 0,
             max_bytes,
         };
-        store.count().map_err(|e| failed("cannot read", &e))?;
-        if let Some(s) = &mut salvaged {
+        // redb opens a file whose pages are damaged (it checks their checksums only when it
+        // repairs): reading every record's length finds such damage now rather than later.
+        let opened = open_db(&path, &clock).and_then(|db| {
+            store.db = Some(db);
+            store.count()
+        });
+        let mut salvaged = None;
+        if let Err(why) = opened {
+            store.db = None; // closes the file before it is moved
+            let mut found = salvage_file(folder, &path, &why)
+                .map_err(|e| failed("cannot move the damaged store aside", &e))?;
+            store.db = Some(open_db(&path, &clock).map_err(|e| failed("cannot open", &e))?);
+            store.count().map_err(|e| failed("cannot read", &e))?;
             let (records, lost) = store
-                .refill(&s.moved_to)
+                .refill(&found.moved_to)
                 .map_err(|e| failed("cannot copy the salvaged records", &e))?;
-            s.records = records;
-            s.lost = lost;
+            found.records = records;
+            found.lost = lost;
+            salvaged = Some(found);
         }
         store.write_meta();
         Ok((store, salvaged))
