@@ -591,10 +591,14 @@ impl Store {
                 self.clock.synced();
                 Ok(())
             }
-            Err(e) => Err(StoreError::Failed(format!(
-                "spool {}: cannot sync: {e}",
-                self.folder.display()
-            ))),
+            Err(e) => {
+                // Tried again an interval later, not at once.
+                *lock(&self.clock.last) = Instant::now();
+                Err(StoreError::Failed(format!(
+                    "spool {}: cannot sync: {e}",
+                    self.folder.display()
+                )))
+            }
         }
     }
 
