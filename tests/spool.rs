@@ -864,3 +864,23 @@ async fn a_spool_truncated_mid_record_is_salvaged_and_the_loss_counted() {
         .collect();
     assert_eq!(moved.len(), 1, "the damaged file is kept aside");
 }
+
+/// A relay keeps what it has not delivered in its stream: a spool there is a configuration
+/// error, with its key path and line.
+#[cfg(feature = "nats")]
+#[test]
+fn a_relay_refuses_a_spool() {
+    use tower_telemetry::relay::{Relay, RelayConfig};
+    let yaml = "relay:\n  servers: [nats://127.0.0.1:4222]\n  stream: T\ntelemetry:\n  destinations:\n    m:\n      type: memory\n      spool: /tmp/never-made\n";
+    let (relay, config) = RelayConfig::from_yaml_str_with_env(yaml, |_| None).unwrap();
+    let err = Relay::builder(relay)
+        .config(config)
+        .build()
+        .expect_err("refused");
+    let e = &err.errors()[0];
+    assert_eq!(
+        (e.path(), e.line()),
+        ("telemetry.destinations.m.spool", Some(8))
+    );
+    assert!(!Path::new("/tmp/never-made").exists(), "nothing opened");
+}
