@@ -69,6 +69,7 @@
 //! | `segment` | no | the `segment` destination (Segment's `/v1/batch`: Segment, RudderStack, Jitsu) |
 //! | `webhook` | no | the `webhook` destination (signed per Standard Webhooks) |
 //! | `nats` | no | the `nats` destination (NATS JetStream, exactly once per event id) and [`relay`] |
+//! | `spool` | no | a durable spool per destination (`spool:`, on the embedded store redb): queued events survive crashes, restarts and long outages |
 //! | `full` | no | everything |
 //!
 //! [tower]: https://docs.rs/tower
@@ -104,6 +105,8 @@ mod redact;
 #[cfg(feature = "nats")]
 pub mod relay;
 mod routing;
+#[cfg(feature = "spool")]
+mod spool;
 mod telemetry;
 mod text;
 pub mod timing;

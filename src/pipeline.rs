@@ -127,6 +127,11 @@ pub(crate) fn compile(
             delivery: effective_delivery(dc, &*built.destination),
             destination: built.destination,
             view,
+            #[cfg(feature = "spool")]
+            spool: dc.spool.clone().map(|config| {
+                let line = dc.settings.lines.get("spool").copied();
+                crate::spool::Spool::configured(config, format!("{}.spool", dc.settings.path), line)
+            }),
         });
     }
     if lanes.len() > MAX_DESTINATIONS {

@@ -18,6 +18,9 @@ pub struct DestinationConfig {
     pub(crate) settings: Settings,
     pub(crate) allow_properties: Option<Vec<String>>,
     pub(crate) drop_properties: Vec<String>,
+    /// Its durable spool, if it has one (feature `spool`).
+    #[cfg(feature = "spool")]
+    pub(crate) spool: Option<super::SpoolConfig>,
 }
 
 impl std::fmt::Debug for DestinationConfig {
@@ -27,7 +30,8 @@ impl std::fmt::Debug for DestinationConfig {
             let text = format!("{v:?}");
             self.settings.substitutions.scrub(&text).into_owned()
         };
-        f.debug_struct("DestinationConfig")
+        let mut f = f.debug_struct("DestinationConfig");
+        let f = f
             .field("name", &self.name)
             .field("kind", &format_args!("{}", scrubbed(&self.kind)))
             .field("enabled", &self.enabled)
@@ -43,8 +47,10 @@ impl std::fmt::Debug for DestinationConfig {
             .field(
                 "drop_properties",
                 &format_args!("{}", scrubbed(&self.drop_properties)),
-            )
-            .finish()
+            );
+        #[cfg(feature = "spool")]
+        let f = f.field("spool", &self.spool);
+        f.finish()
     }
 }
 
@@ -73,6 +79,8 @@ impl DestinationConfig {
             delivery_explicit: DeliveryExplicit::default(),
             allow_properties: None,
             drop_properties: Vec::new(),
+            #[cfg(feature = "spool")]
+            spool: None,
         }
     }
 
@@ -149,6 +157,34 @@ impl DestinationConfig {
     {
         self.drop_properties = globs.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Keeps the events its worker takes in a durable spool on disk until the destination's
+    /// verdict, so they survive a crash, a restart, and an outage longer than the memory queue
+    /// holds (feature `spool`). Defaults to none: the queue is in memory only.
+    ///
+    /// The request path is unchanged: `track!` still only pushes into the memory queue; the
+    /// destination's worker moves what it takes into the spool before sending and removes it
+    /// after the verdict. On start, what a spool holds is delivered first, with the events'
+    /// original ids and timestamps. See [`SpoolConfig`](super::SpoolConfig) and the README's
+    /// "Surviving crashes and restarts".
+    ///
+    /// ```
+    /// use tower_telemetry::config::{DestinationConfig, SpoolConfig};
+    ///
+    /// let umami = DestinationConfig::new("umami").with_spool(SpoolConfig::new("spool/umami"));
+    /// assert!(umami.spool().is_some());
+    /// ```
+    #[cfg(feature = "spool")]
+    pub fn with_spool(mut self, spool: super::SpoolConfig) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
+    /// Its durable spool's settings, if it has one.
+    #[cfg(feature = "spool")]
+    pub fn spool(&self) -> Option<&super::SpoolConfig> {
+        self.spool.as_ref()
     }
 
     /// Its `allow_properties` globs (`None`: every property).

@@ -89,7 +89,8 @@
 //! ```
 //!
 //! A destination also takes `allow_properties` and `drop_properties`: lists of property name
-//! globs that narrow what that destination receives (allow first, then drop).
+//! globs that narrow what that destination receives (allow first, then drop), and `spool:`
+//! (feature `spool`): a durable queue on disk, see `SpoolConfig`.
 //!
 //! - Values may use `${VAR}` and `${VAR:-default}` (the default is used when `VAR` is unset
 //!   or empty; `$${` is a literal `${`). A plain (unquoted) value is typed after substitution,
@@ -124,6 +125,8 @@ mod parse;
 mod sampling;
 mod schema;
 mod settings;
+#[cfg(feature = "spool")]
+mod spool;
 mod yaml;
 
 pub use delivery::{
@@ -139,6 +142,8 @@ pub(crate) use kinds::{BuiltinKinds, CheckSettings};
 pub(crate) use sampling::HashKey;
 pub use sampling::{RequestsConfig, SampleKey, SamplingConfig};
 pub use settings::Settings;
+#[cfg(feature = "spool")]
+pub use spool::{DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_SYNC_INTERVAL, SpoolConfig, SpoolSync};
 
 pub use crate::glob::validate_glob;
 pub use crate::redact::{

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-/// `8192`, `8 KiB`, `64KB`, `1MiB` (KB and MB are powers of 10, KiB and MiB of 2).
+/// `8192`, `8 KiB`, `64KB`, `1MiB`, `2GiB` (KB, MB and GB are powers of 10, KiB, MiB and GiB
+/// of 2).
 pub(crate) fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -14,6 +15,8 @@ pub(crate) fn parse_size(s: &str) -> Option<u64> {
         "kib" => 1 << 10,
         "mb" => 1_000_000,
         "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
         _ => return None,
     };
     n.checked_mul(scale)

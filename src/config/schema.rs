@@ -3,6 +3,8 @@
 use super::check::{Check, GlobKind, unknown_key_message};
 use super::kinds::{BuiltinKinds, CheckSettings};
 use super::settings::to_json;
+#[cfg(feature = "spool")]
+use super::yaml::Typed;
 use super::yaml::{Entry, Node, NodeValue, describe, join, shown};
 use super::{
     Config, ConfigError, ConfigErrorKind, DestinationConfig, Overflow, RequestsConfig, RetryConfig,
@@ -11,6 +13,8 @@ use super::{
 use crate::limits::{LimitsConfig, MAX_DEPTH_LIMIT};
 use crate::redact::RedactConfig;
 use crate::text::Text;
+#[cfg(feature = "spool")]
+use std::time::Duration;
 
 pub(super) const TELEMETRY_KEYS: &[&str] = &[
     "enabled",
@@ -31,6 +35,8 @@ const LIMITS_KEYS: &[&str] = &[
 ];
 const SAMPLING_KEYS: &[&str] = &["enabled", "rate", "key", "always", "hash_key"];
 const REQUESTS_KEYS: &[&str] = &["enabled", "name", "exclude"];
+#[cfg(feature = "spool")]
+const SPOOL_KEYS: &[&str] = &["path", "max_bytes", "sync", "sync_interval"];
 const RETRY_KEYS: &[&str] = &[
     "max_attempts",
     "max_elapsed",
@@ -311,6 +317,20 @@ impl Check {
                 "allow_properties" => {
                     d.allow_properties = self.globs(e, path, GlobKind::Property);
                 }
+                "spool" => {
+                    // Kept for the errors found when the spool is opened (a folder in use).
+                    d.settings.lines.insert("spool".to_owned(), e.line);
+                    #[cfg(feature = "spool")]
+                    {
+                        d.spool = self.spool(e, path);
+                    }
+                    #[cfg(not(feature = "spool"))]
+                    self.error(
+                        path,
+                        e.line,
+                        "a spool needs tower-telemetry's cargo feature `spool`, which this build lacks",
+                    );
+                }
                 "drop_properties" => {
                     if let Some(globs) = self.globs(e, path, GlobKind::Property) {
                         d.drop_properties = globs;
@@ -422,6 +442,107 @@ impl Check {
                         retry.max_backoff = d;
                     }
                 }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "spool")]
+impl Check {
+    /// `spool: PATH`, or `spool: { path, max_bytes, sync, sync_interval }`.
+    fn spool(&mut self, e: &Entry, path: &str) -> Option<super::SpoolConfig> {
+        use super::{DEFAULT_SPOOL_SYNC_INTERVAL, SpoolConfig, SpoolSync};
+        const PATH_EXPECTED: &str = "a folder path";
+        if let NodeValue::Scalar(_) = &e.value.value {
+            let folder = self.string(e, path, "a folder path, or a mapping with `path:`")?;
+            return self.spool_path(folder, path, e.line).map(SpoolConfig::new);
+        }
+        let entries = self.mapping(&e.value, path, e.line, "a mapping with `path:`")?;
+        let mut folder = None;
+        let mut max_bytes = None;
+        let mut sync = None;
+        let mut interval = None;
+        let mut ok = true;
+        for (e, key_path) in self.known(entries, path, SPOOL_KEYS) {
+            match e.key.as_str() {
+                "path" => match self.string(e, &key_path, PATH_EXPECTED) {
+                    Some(p) => folder = self.spool_path(p, &key_path, e.line),
+                    None => ok = false,
+                },
+                "max_bytes" => {
+                    max_bytes = self.spool_size(e, &key_path);
+                    ok &= max_bytes.is_some();
+                }
+                "sync" => {
+                    const EXPECTED: &str = "`always`, `interval` or `never`";
+                    match self.string(e, &key_path, EXPECTED) {
+                        Some("always") => sync = Some(SpoolSync::Always),
+                        Some("interval") => sync = Some(SpoolSync::Interval(Duration::ZERO)),
+                        Some("never") => sync = Some(SpoolSync::Never),
+                        Some(other) => {
+                            ok = false;
+                            self.error(
+                                key_path,
+                                e.line,
+                                format!(
+                                    "unknown sync mode `{}`; expected {EXPECTED}",
+                                    shown(other)
+                                ),
+                            );
+                        }
+                        None => ok = false,
+                    }
+                }
+                _ => {
+                    interval = self.duration(e, &key_path, false);
+                    ok &= interval.is_some();
+                }
+            }
+        }
+        let Some(folder) = folder else {
+            if ok && !entries.iter().any(|e| e.key == "path") {
+                self.error_of(
+                    ConfigErrorKind::Missing,
+                    join(path, "path"),
+                    e.line,
+                    "a spool needs `path:`, the folder it keeps its files in",
+                );
+            }
+            return None;
+        };
+        let interval = interval.unwrap_or(DEFAULT_SPOOL_SYNC_INTERVAL);
+        let sync = match sync {
+            None | Some(SpoolSync::Interval(_)) => SpoolSync::Interval(interval),
+            Some(other) => other,
+        };
+        let mut spool = SpoolConfig::new(folder).with_sync(sync);
+        if let Some(n) = max_bytes {
+            spool = spool.with_max_bytes(n);
+        }
+        ok.then_some(spool)
+    }
+
+    fn spool_path(&mut self, folder: &str, path: &str, line: usize) -> Option<std::path::PathBuf> {
+        if folder.trim().is_empty() {
+            self.error(path, line, "expected a folder path, found an empty string");
+            return None;
+        }
+        Some(std::path::PathBuf::from(folder))
+    }
+
+    /// A spool's size: at least 64 KiB.
+    fn spool_size(&mut self, e: &Entry, path: &str) -> Option<u64> {
+        const EXPECTED: &str = "a size such as `268435456`, `256MiB` or `1GiB` (at least 64 KiB)";
+        let n = match self.scalar(&e.value, path, e.line, EXPECTED)? {
+            Typed::Int(i) => u64::try_from(i).ok(),
+            Typed::Str(s) => super::parse::parse_size(s),
+            _ => None,
+        };
+        match n {
+            Some(n) if n >= super::spool::MIN_SPOOL_MAX_BYTES => Some(n),
+            _ => {
+                self.mismatch(&e.value, path, e.line, EXPECTED);
+                None
             }
         }
     }

@@ -30,6 +30,9 @@ pub(crate) struct LaneSpec {
     pub(crate) delivery: DeliveryConfig,
     /// Its `allow_properties` / `drop_properties`, if it has any.
     pub(crate) view: Option<PropertyView>,
+    /// Its durable spool, if it has one.
+    #[cfg(feature = "spool")]
+    pub(crate) spool: Option<crate::spool::Spool>,
 }
 
 /// The lanes of a handle, one per destination, in configuration order: lane `i` is bit `i`
@@ -93,6 +96,11 @@ impl Dispatcher {
                 spec.view,
                 drop_signal.clone(),
             );
+            #[cfg(feature = "spool")]
+            let parts = WorkerParts {
+                spool: spec.spool,
+                ..parts
+            };
             lanes.push(lane);
             workers.push(parts);
         }
@@ -172,6 +180,19 @@ impl Dispatcher {
     /// Raised with every counted drop (for the handle's drop monitor).
     pub(crate) fn drop_signal(&self) -> Arc<DropSignal> {
         self.drop_signal.clone()
+    }
+
+    /// [`close`](Self::close), to be done by `deadline` (a spooled worker starts no batch it
+    /// could not finish by then).
+    pub(crate) fn close_by(&self, deadline: Instant) {
+        for lane in self.lanes.iter() {
+            *lane
+                .shared
+                .deadline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        }
+        self.close();
     }
 
     /// Tells every worker to stop taking events, deliver what is queued without lingering,
@@ -285,6 +306,11 @@ impl Dispatcher {
                     retries: Counters::get(&c.retries),
                     drop_reports_lost: Counters::get(&c.reports_lost),
                     undelivered: enqueued.saturating_sub(c.settled()),
+                    spooled: Counters::get(&c.spooled),
+                    replayed: Counters::get(&c.replayed),
+                    spool_bytes: Counters::get(&c.spool_bytes),
+                    spool_corrupt: Counters::get(&c.spool_corrupt),
+                    spool_fallback: Counters::get(&c.spool_fallback),
                 }
             })
             .collect()
@@ -337,6 +363,21 @@ pub struct DestinationStats {
     /// queued or in flight. `enqueued = delivered + failed + discarded + dropped_oldest +
     /// undelivered`.
     pub undelivered: u64,
+    /// Events its worker wrote to its [spool](crate::config::DestinationConfig) (feature
+    /// `spool`; 0 without one).
+    pub spooled: u64,
+    /// Events found in its spool when the handle was built, left by an earlier process: counted
+    /// in `enqueued` too (and then delivered, failed, ... like any event), before new ones.
+    pub replayed: u64,
+    /// Bytes of records its spool holds now (what the spool's `max_bytes` bounds).
+    pub spool_bytes: u64,
+    /// Spool records lost to damage: found damaged when read (those are also counted in
+    /// `failed`), or missing from a spool file that could not be opened and was salvaged
+    /// (those were never enqueued in this process).
+    pub spool_corrupt: u64,
+    /// Events that went on from memory because the spool could not take them (a full disk,
+    /// an unwritable path, a broken store): delivered as without a spool.
+    pub spool_fallback: u64,
 }
 
 #[cfg(test)]
@@ -351,6 +392,8 @@ mod tests {
             destination: Arc::new(MemoryDestination::new()),
             delivery: DeliveryConfig::default().with_queue_capacity(capacity),
             view: None,
+            #[cfg(feature = "spool")]
+            spool: None,
         }
     }
 

@@ -6,6 +6,8 @@ pub(crate) mod attempt;
 mod drops;
 mod lanes;
 pub(crate) mod recycle;
+#[cfg(feature = "spool")]
+mod spooled;
 mod view;
 mod worker;
 
@@ -48,6 +50,14 @@ pub(crate) struct Counters {
     pub(super) report_discarded: AtomicU64,
     /// Drop reports not queued because the queue was full (not in `dropped_queue_full`).
     pub(super) reports_lost: AtomicU64,
+    /// The spool's (feature `spool`): events written to it, records taken over from an
+    /// earlier process, bytes of records held now, damaged records, events that went on from
+    /// memory because the spool could not take them.
+    pub(super) spooled: AtomicU64,
+    pub(super) replayed: AtomicU64,
+    pub(super) spool_bytes: AtomicU64,
+    pub(super) spool_corrupt: AtomicU64,
+    pub(super) spool_fallback: AtomicU64,
 }
 
 impl Counters {
@@ -107,6 +117,10 @@ pub(crate) struct LaneShared {
     pub(super) flush_now: Notify,
     /// Stop taking events, deliver what is queued, then exit.
     pub(super) closing: AtomicBool,
+    /// When the close must be done by (`shutdown`'s timeout), if it has a deadline: a worker
+    /// with a spool starts no batch it could not finish by then (what it holds stays in the
+    /// spool for the next start, rather than being cut off mid-delivery).
+    pub(super) deadline: Mutex<Option<tokio::time::Instant>>,
     pub(super) close_now: Notify,
     /// Set by the worker's drop guard, whether it ended normally or was aborted.
     pub(super) finished: AtomicBool,
@@ -171,6 +185,9 @@ pub(crate) struct WorkerParts {
     pub(super) shared: Arc<LaneShared>,
     pub(super) progress: Arc<Notify>,
     pub(super) delivery: DeliveryConfig,
+    /// The destination's spool: its worker is then [`spooled::run`].
+    #[cfg(feature = "spool")]
+    pub(super) spool: Option<crate::spool::Spool>,
 }
 
 /// A lane and its not-yet-spawned worker.
@@ -198,6 +215,7 @@ pub(super) fn lane(
         batch_full: Notify::new(),
         flush_now: Notify::new(),
         closing: AtomicBool::new(false),
+        deadline: Mutex::new(None),
         close_now: Notify::new(),
         finished: AtomicBool::new(false),
         abort: Mutex::new(None),
@@ -212,6 +230,8 @@ pub(super) fn lane(
         shared: shared.clone(),
         progress,
         delivery,
+        #[cfg(feature = "spool")]
+        spool: None,
     };
     (Lane { tx, shared }, parts)
 }

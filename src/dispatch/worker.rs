@@ -74,9 +74,9 @@ fn lock(shared: &LaneShared) -> std::sync::MutexGuard<'_, Option<tokio::task::Ab
 }
 
 /// Marks the worker finished however it ends (normally, aborted, or panicking).
-struct FinishGuard {
-    shared: Arc<LaneShared>,
-    progress: Arc<Notify>,
+pub(super) struct FinishGuard {
+    pub(super) shared: Arc<LaneShared>,
+    pub(super) progress: Arc<Notify>,
 }
 
 impl Drop for FinishGuard {
@@ -87,12 +87,24 @@ impl Drop for FinishGuard {
 }
 
 async fn run(parts: WorkerParts) {
+    #[cfg(feature = "spool")]
+    let parts = match parts.spool {
+        Some(spool) => {
+            let parts = WorkerParts {
+                spool: None,
+                ..parts
+            };
+            return super::spooled::run(parts, spool).await;
+        }
+        None => parts,
+    };
     let WorkerParts {
         destination,
         mut rx,
         shared,
         progress,
         delivery,
+        ..
     } = parts;
     let _guard = FinishGuard {
         shared: shared.clone(),
@@ -135,7 +147,11 @@ async fn run(parts: WorkerParts) {
             full = view.apply(full);
         }
         if delivery.concurrency <= 1 {
-            let delivered = deliver(&*destination, full, bytes, &shared, &delivery);
+            let held = Held {
+                events: full.len(),
+                bytes,
+            };
+            let delivered = deliver(&*destination, full, held, &shared, &delivery);
             evicting(&mut rx, &shared, delivered).await;
             progress.notify_waiters();
         } else {
@@ -144,8 +160,12 @@ async fn run(parts: WorkerParts) {
                 lost(&shared, joined);
             }
             let (d, s, p) = (destination.clone(), shared.clone(), progress.clone());
+            let held = Held {
+                events: full.len(),
+                bytes,
+            };
             in_flight.spawn(async move {
-                deliver(&*d, full, bytes, &s, &delivery).await;
+                deliver(&*d, full, held, &s, &delivery).await;
                 p.notify_waiters();
             });
         }
@@ -193,7 +213,7 @@ async fn linger(shared: &LaneShared, delivery: &crate::config::DeliveryConfig, h
 
 /// Logs a delivery task that ended without settling its batch. Not expected: the attempt
 /// loop catches the destination's panics, so only a panic in the crate's own code gets here.
-fn lost(shared: &LaneShared, joined: Option<Result<(), tokio::task::JoinError>>) {
+pub(super) fn lost(shared: &LaneShared, joined: Option<Result<(), tokio::task::JoinError>>) {
     if let Some(Err(e)) = joined {
         tracing::error!(
             target: "tower_telemetry",
@@ -226,7 +246,10 @@ async fn evicting<F: std::future::Future>(
 }
 
 /// Drops the oldest queued events while the queue is over its capacity, counting them.
-fn evict(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>, shared: &LaneShared) {
+pub(super) fn evict(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
+    shared: &LaneShared,
+) {
     if !shared.drop_oldest {
         return;
     }
@@ -250,7 +273,7 @@ fn evict(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>, shared: &Lan
 /// Draws the ids `track!` left to the worker (see `Event::draw_id`), before any destination
 /// or view sees the batch. Such an event went to this destination only, and nothing but the
 /// queue held it: the worker is its only owner and sets the id in place.
-fn draw_ids(batch: &mut [Arc<Event>]) {
+pub(super) fn draw_ids(batch: &mut [Arc<Event>]) {
     for e in batch {
         if e.id_pending {
             match Arc::get_mut(e) {
@@ -287,18 +310,27 @@ fn take_queued(
     }
 }
 
-/// Delivers one batch through the attempt loop, counting every event exactly once.
-async fn deliver(
+/// The room in the memory queue a batch holds until it settles: its events and their
+/// [`Event::held`] bytes (none for a batch read from a spool).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Held {
+    pub(super) events: usize,
+    pub(super) bytes: usize,
+}
+
+/// Delivers one batch through the attempt loop, counting every event exactly once, then
+/// gives back the room in the queue it `held`.
+pub(super) async fn deliver(
     destination: &dyn Destination,
     batch: Vec<Arc<Event>>,
-    bytes: usize,
+    held: Held,
     shared: &LaneShared,
     delivery: &crate::config::DeliveryConfig,
 ) {
     let _release = Release {
         shared,
-        events: batch.len(),
-        bytes,
+        events: held.events,
+        bytes: held.bytes,
     };
     let mut count = Count {
         shared,

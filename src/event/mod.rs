@@ -9,11 +9,13 @@ use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
 mod id;
+#[cfg(any(feature = "nats", feature = "spool"))]
+pub(crate) mod schema;
 mod time;
 
 pub(crate) use id::{hyphenated, new_event_id, new_event_id_at};
 pub use time::Rfc3339;
-#[cfg(feature = "nats")]
+#[cfg(any(feature = "nats", feature = "spool"))]
 pub(crate) use time::parse_rfc3339;
 pub(crate) use time::unix_millis;
 
@@ -306,7 +308,7 @@ impl Event {
 
     /// The same event with the id it was first given (rebuilding an event that crossed a
     /// process boundary, so deduplication by id keeps working).
-    #[cfg(feature = "nats")]
+    #[cfg(any(feature = "nats", feature = "spool"))]
     pub(crate) fn with_id(mut self, id: Uuid) -> Self {
         self.id = id;
         self

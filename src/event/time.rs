@@ -111,7 +111,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` to a time: what [`Rfc3339`] writes, and the
 /// offsets other writers use. `None` for anything else (never a panic: a relay reads it from
 /// its stream).
-#[cfg_attr(not(feature = "nats"), allow(dead_code))] // the relay's decoder is its only user
+// The event codec (the relay's and the spool's decoder) is its only user.
+#[cfg_attr(not(any(feature = "nats", feature = "spool")), allow(dead_code))]
 pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {

@@ -196,6 +196,16 @@ impl RelayBuilder {
         } = self;
         let mut errors = relay.validate();
         let compiled = pipeline::compile(&config, sources, &mut errors);
+        #[cfg(feature = "spool")]
+        for lane in &compiled.lanes {
+            if let Some(spool) = &lane.spool {
+                errors.push(ConfigError::new(
+                    spool.key_path.clone(),
+                    spool.line,
+                    "a relay keeps what it has not delivered in the stream; `spool` is for apps",
+                ));
+            }
+        }
         if compiled.lanes.is_empty() {
             errors.push(ConfigError::new(
                 "telemetry.destinations",

@@ -199,7 +199,9 @@ impl TelemetryBuilder {
     /// runtime if there is one, else on a background thread.
     ///
     /// Fails with every problem found: an unknown destination kind, a destination kind's
-    /// missing or invalid settings, a bad glob, too many destinations.
+    /// missing or invalid settings, a bad glob, too many destinations, a spool folder another
+    /// process uses (feature `spool`; the spools are opened here, their contents delivered
+    /// first by the workers).
     pub fn build(self) -> Result<Telemetry, ConfigErrors> {
         let TelemetryBuilder {
             config,
@@ -209,7 +211,13 @@ impl TelemetryBuilder {
             drop_report_interval,
         } = self;
         let mut errors = Vec::new();
-        let compiled = pipeline::compile(&config, sources, &mut errors);
+        #[allow(unused_mut)] // mutated with the `spool` feature
+        let mut compiled = pipeline::compile(&config, sources, &mut errors);
+        // Spools are opened (and their folders locked) only for a handle that will run.
+        #[cfg(feature = "spool")]
+        if errors.is_empty() && config.enabled {
+            crate::spool::open_lanes(&mut compiled.lanes, &mut errors);
+        }
         if !errors.is_empty() {
             return Err(errors.into());
         }

@@ -36,7 +36,9 @@ impl Telemetry {
             inner.report_drops(true, true);
         }
         inner.monitor_stop.notify_one();
-        inner.dispatch.close();
+        inner
+            .dispatch
+            .close_by(tokio::time::Instant::now() + timeout);
         let finished = inner.dispatch.wait_finished(timeout).await;
         if !finished {
             // Set before aborting: a concurrent shutdown that sees the workers end because of

@@ -107,6 +107,16 @@ impl fmt::Display for ShutdownReport {
             if d.unsupported > 0 {
                 write!(f, ", unsupported {}", d.unsupported)?;
             }
+            if d.spooled > 0 || d.replayed > 0 || d.spool_bytes > 0 || d.spool_corrupt > 0 {
+                write!(
+                    f,
+                    "; spool: spooled {}, replayed {}, {} bytes held, corrupt {}",
+                    d.spooled, d.replayed, d.spool_bytes, d.spool_corrupt
+                )?;
+            }
+            if d.spool_fallback > 0 {
+                write!(f, ", in memory for want of the spool {}", d.spool_fallback)?;
+            }
         }
         let s = &self.stats;
         if s.rejected > 0 || s.after_shutdown > 0 || s.truncated > 0 || s.oversized > 0 {
@@ -145,6 +155,11 @@ mod tests {
             retries: 0,
             drop_reports_lost: 0,
             undelivered,
+            spooled: 0,
+            replayed: 0,
+            spool_bytes: 0,
+            spool_corrupt: 0,
+            spool_fallback: 0,
         }
     }
 

@@ -416,6 +416,8 @@ mod identity_tests {
             destination: Arc::new(umami.clone()),
             delivery: DeliveryConfig::default(),
             view: None,
+            #[cfg(feature = "spool")]
+            spool: None,
         };
         let (d, _workers) = Dispatcher::new(vec![spec], Duration::ZERO);
         assert_eq!(d.supported(EventKind::Alias, 0b1), 0);
