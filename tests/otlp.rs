@@ -630,7 +630,7 @@ fn throughput_yaml(endpoint: &str, extra: &str) -> String {
     format!(
         "telemetry:\n  destinations:\n    {DEST}:\n      type: otlp\n      endpoint: {endpoint}\n\
          {extra}      batch_size: 1000\n      concurrency: 4\n      flush_interval: 20ms\n      \
-         timeout: 10s\n      queue_capacity: 400000\n"
+         timeout: 10s\n      queue_capacity: 400000\n      queue_max_bytes: 536870912\n"
     )
 }
 
@@ -644,7 +644,8 @@ fn throughput_yaml(endpoint: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run in a release build, see BENCHMARKS.md"]
 async fn throughput_into_the_python_receiver_and_a_counting_server() {
-    const N: u64 = 200_000;
+    // OTLP_THROUGHPUT_EVENTS=n for a shorter run.
+    let n: u64 = std::env::var("OTLP_THROUGHPUT_EVENTS").map_or(200_000, |v| v.parse().unwrap());
     for (label, extra) in [
         ("protobuf", ""),
         ("protobuf+gzip", "      compression: gzip\n"),
@@ -657,28 +658,39 @@ async fn throughput_into_the_python_receiver_and_a_counting_server() {
         )
         .unwrap();
         let started = Instant::now();
-        track_many(&telemetry, N).await;
+        track_many(&telemetry, n).await;
         let tracked = started.elapsed();
-        assert!(
-            rx.wait_for_stored(N as usize, Duration::from_secs(300))
-                .await
-        );
+        if !rx
+            .wait_for_stored(n as usize, Duration::from_secs(300))
+            .await
+        {
+            let statuses = rx.requests().iter().fold(HashMap::new(), |mut m, r| {
+                *m.entry(format!("{} {}", r["status"], r["error"]))
+                    .or_insert(0usize) += 1;
+                m
+            });
+            panic!(
+                "{label}: {} of {n} stored; requests by status: {statuses:?}; {:?}",
+                rx.stored_count(),
+                telemetry.stats().destination(DEST)
+            );
+        }
         let took = started.elapsed();
         assert!(telemetry.flush(WAIT).await);
         let d = telemetry.stats().destination(DEST).unwrap().clone();
-        assert_accounted(&d, N);
-        assert_eq!(d.delivered, N);
+        assert_accounted(&d, n);
+        assert_eq!(d.delivered, n);
         let bytes: u64 = rx
             .requests()
             .iter()
             .map(|r| r["bytes"].as_u64().unwrap())
             .sum();
         println!(
-            "throughput: python receiver, {label}: {N} events in {took:.2?} = {:.0} events/s \
+            "throughput: python receiver, {label}: {n} events in {took:.2?} = {:.0} events/s \
              ({} requests, {:.0} bytes/event on the wire; tracking alone {tracked:.2?})",
-            N as f64 / took.as_secs_f64(),
+            n as f64 / took.as_secs_f64(),
             rx.requests().len(),
-            bytes as f64 / N as f64,
+            bytes as f64 / n as f64,
         );
         drop(telemetry);
 
@@ -702,17 +714,17 @@ async fn throughput_into_the_python_receiver_and_a_counting_server() {
         )
         .unwrap();
         let started = Instant::now();
-        track_many(&telemetry, N).await;
+        track_many(&telemetry, n).await;
         assert!(telemetry.flush(Duration::from_secs(300)).await);
         let took = started.elapsed();
         let d = telemetry.stats().destination(DEST).unwrap().clone();
-        assert_accounted(&d, N);
-        assert_eq!(d.delivered, N);
+        assert_accounted(&d, n);
+        assert_eq!(d.delivered, n);
         println!(
-            "throughput: counting server, {label}: {N} events in {took:.2?} = {:.0} events/s \
+            "throughput: counting server, {label}: {n} events in {took:.2?} = {:.0} events/s \
              ({:.0} bytes/event)",
-            N as f64 / took.as_secs_f64(),
-            counter.load(std::sync::atomic::Ordering::Relaxed) as f64 / N as f64
+            n as f64 / took.as_secs_f64(),
+            counter.load(std::sync::atomic::Ordering::Relaxed) as f64 / n as f64
         );
     }
 }
