@@ -63,7 +63,9 @@
 //! (or a setter in code) wins, then the `LOGS_` variable, then the generic one, then the
 //! default. From YAML they are read through the same environment as `${VAR}`
 //! ([`Config::from_yaml_str_with_env`](crate::config::Config::from_yaml_str_with_env) injects
-//! both); in code, through [`OtlpConfig::from_env`].
+//! both); in code, through [`OtlpConfig::from_env`]. A `DestinationConfig` made in code (not
+//! parsed) carries no variables: like [`Telemetry::from_config`](crate::Telemetry::from_config),
+//! it is taken as it is.
 //!
 //! | setting | variables, first wins | default |
 //! |---|---|---|
