@@ -4,7 +4,7 @@
 //! subscriber and mark the events that are analytics events with a `telemetry.event` field
 //! (the event's name), or name a target whose events all are; their other fields become typed
 //! properties, the current request's context is attached, and they are routed, sampled and
-//! delivered like any [`track!`](crate::track):
+//! delivered like any [`track!`](macro@crate::track):
 //!
 //! ```
 //! use tower_telemetry::{Telemetry, bridge::TracingBridge};

@@ -4,6 +4,7 @@
 
 use super::check::Check;
 use super::interpolate::{Substitutions, interpolate_document};
+use super::kinds::EnvSnapshot;
 use super::settings::to_json;
 use super::yaml::{Node, NodeValue, Typed, describe, load};
 use super::{Config, ConfigError, ConfigErrors, Settings};
@@ -16,6 +17,8 @@ pub(crate) struct Document {
     errors: Vec<ConfigError>,
     /// What `${VAR}` put in, taken back out of every message.
     substitutions: Substitutions,
+    /// The variables the kinds read below their settings, from the same `env`.
+    env: EnvSnapshot,
 }
 
 impl Document {
@@ -31,10 +34,12 @@ impl Document {
             Some(root) => interpolate_document(root, &env, &mut errors),
             None => Substitutions::default(),
         };
+        let env = EnvSnapshot::for_builtin_kinds(&env);
         Ok(Document {
             root,
             errors,
             substitutions,
+            env,
         })
     }
 
@@ -57,6 +62,7 @@ impl Document {
         let mut settings = Settings::new(name.to_owned());
         settings.line = Some(entry.line);
         settings.substitutions = self.substitutions.clone();
+        settings.env = self.env.clone();
         match &entry.value.value {
             NodeValue::Map(entries) => {
                 for e in entries {
@@ -90,6 +96,7 @@ impl Document {
         self.substitutions.scrub_all(&mut errors);
         for d in &mut config.destinations {
             d.settings.substitutions = self.substitutions.clone();
+            d.settings.env = self.env.clone();
         }
         errors.sort_by_key(|e| e.line.unwrap_or(0));
         (config, errors)

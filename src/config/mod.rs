@@ -138,7 +138,9 @@ pub use delivery::{
 pub use destination::DestinationConfig;
 pub(crate) use document::Document;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
-pub(crate) use kinds::{BuiltinKinds, CheckSettings};
+#[cfg(feature = "otlp")]
+pub(crate) use kinds::EnvSnapshot;
+pub(crate) use kinds::{BuiltinKinds, CheckSettings, KindEnv};
 pub(crate) use sampling::HashKey;
 pub use sampling::{RequestsConfig, SampleKey, SamplingConfig};
 pub use settings::Settings;

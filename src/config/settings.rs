@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::interpolate::Substitutions;
+use super::kinds::EnvSnapshot;
 use super::parse::parse_long_duration;
 use super::yaml::{Node, NodeValue, Typed};
 use super::{ConfigError, ConfigErrorKind};
@@ -40,6 +41,9 @@ pub struct Settings {
     pub(crate) lines: HashMap<String, usize>,
     /// The document's `${VAR}` values, taken out of errors and `Debug`.
     pub(crate) substitutions: Substitutions,
+    /// The environment variables kinds read below their settings (`OTEL_*`), as the
+    /// document's environment had them; empty for settings made in code.
+    pub(crate) env: EnvSnapshot,
 }
 
 impl std::fmt::Debug for Settings {
@@ -207,6 +211,7 @@ impl Settings {
                 let prefix = format!("{key}.");
                 Ok(Some(Settings {
                     substitutions: self.substitutions.clone(),
+                    env: self.env.clone(),
                     path: format!("{}.{key}", self.path),
                     line: self.lines.get(key).copied(),
                     values: map.clone(),

@@ -41,20 +41,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::DeliveryConfig;
+use crate::config::{BuiltinKinds, DeliveryConfig, KindEnv};
 use crate::event::{Event, EventKind};
 
 #[cfg(any(
     feature = "umami",
     feature = "posthog",
     feature = "segment",
-    feature = "webhook"
+    feature = "webhook",
+    feature = "otlp"
 ))]
 pub(crate) mod http;
 mod logging;
 mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 #[cfg(feature = "posthog")]
 pub mod posthog;
 pub(crate) mod registry;
@@ -69,6 +72,19 @@ pub mod webhook;
 pub use logging::LoggingDestination;
 pub use memory::MemoryDestination;
 pub use registry::DestinationKind;
+
+impl KindEnv for BuiltinKinds {
+    fn env_names() -> &'static [&'static str] {
+        #[cfg(feature = "otlp")]
+        {
+            otlp::ENV_NAMES
+        }
+        #[cfg(not(feature = "otlp"))]
+        {
+            &[]
+        }
+    }
+}
 
 /// A boxed, `Send` future: what [`Destination::send`] returns, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,7 +1,7 @@
 //! Destination kinds: what a configured destination's `type:` (or its key) builds.
 //!
 //! Every built-in kind (`logging`, `memory`, and with their features `umami`, `nats`,
-//! `posthog`, `segment` and `webhook`)
+//! `posthog`, `segment`, `webhook` and `otlp`)
 //! registers a builder here that reads and checks its own keys. Register a kind of your own
 //! with [`TelemetryBuilder::destination_kind`](crate::TelemetryBuilder::destination_kind) (or
 //! [`RelayBuilder::destination_kind`](crate::relay::RelayBuilder::destination_kind)) and YAML
@@ -159,6 +159,8 @@ impl Default for Registry {
         kinds.register("segment", super::segment::SegmentDestination::from_settings);
         #[cfg(feature = "webhook")]
         kinds.register("webhook", super::webhook::WebhookDestination::from_settings);
+        #[cfg(feature = "otlp")]
+        kinds.register("otlp", super::otlp::OtlpDestination::from_settings);
         kinds
     }
 }
@@ -246,6 +248,9 @@ mod tests {
         }
         if cfg!(feature = "webhook") {
             expected.push("webhook");
+        }
+        if cfg!(feature = "otlp") {
+            expected.push("otlp");
         }
         assert_eq!(kinds.names().collect::<Vec<_>>(), expected);
         kinds.register("logging", |_: &Settings| Ok(MemoryDestination::new()));

@@ -15,6 +15,8 @@
 //! - [`posthog_server`], [`segment_server`] (and RudderStack's limits), [`webhook_receiver`]
 //!   (Standard Webhooks signatures): contract servers for the `posthog`, `segment` and
 //!   `webhook` kinds (issue #22).
+//! - [`otlp_receiver`]: an OTLP/HTTP logs receiver in Python decoding with OpenTelemetry's
+//!   official `opentelemetry-proto` package, scriptable answers (issue #25).
 //! - [`python`]: the vendors' official Python SDKs in a pinned venv, snippets run bounded in
 //!   time (provisioned on first use).
 //!
@@ -25,6 +27,7 @@ pub mod faults;
 pub mod http;
 pub mod logs;
 pub mod nats_server;
+pub mod otlp_receiver;
 pub mod posthog_server;
 pub mod python;
 pub mod scripted;

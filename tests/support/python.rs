@@ -1,4 +1,5 @@
-//! The vendors' official Python SDKs, for the cross-check tests: a venv under `target/py-venv`
+//! The vendors' official Python SDKs, for the cross-check tests (and OpenTelemetry's official
+//! `opentelemetry-proto` package, for the OTLP receiver): a venv under `target/py-venv`
 //! with the pinned [`PINS`], and a way to run a Python snippet in it, bounded in time and
 //! killed on drop.
 //!
@@ -31,6 +32,9 @@ pub const PINS: &[&str] = &[
     "segment-analytics-python==2.4.0",
     "rudder-sdk-python==2.1.9",
     "standardwebhooks==1.3.0",
+    // The OTLP receiver (tests/support/otlp_receiver.py) decodes with the official generated
+    // classes; protobuf comes along.
+    "opentelemetry-proto==1.45.2",
 ];
 
 /// The venv's directory under the target directory.
@@ -152,6 +156,18 @@ impl Output {
     }
 }
 
+/// The venv's `python` as a command to add arguments to: no proxy for the loopback servers, no
+/// user site, unbuffered output, killed when dropped.
+pub fn command() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(python());
+    cmd.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env("PYTHONNOUSERSITE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .kill_on_drop(true);
+    cmd
+}
+
 /// Runs `script` (Python source, given with `-c`) in the venv with `env` added to its
 /// environment; waits at most `timeout` for it to exit.
 ///
@@ -161,19 +177,13 @@ impl Output {
 /// runtime with real time: under paused time the time-out would fire at once.
 pub async fn run(script: &str, env: &[(&str, &str)], timeout: Duration) -> Output {
     let python = python();
-    let mut cmd = tokio::process::Command::new(&python);
+    let mut cmd = command();
     cmd.arg("-c")
         .arg(script)
         .envs(env.iter().copied())
-        // No proxy for the loopback servers, no user site, unbuffered output.
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .env("PYTHONNOUSERSITE", "1")
-        .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));

@@ -297,7 +297,8 @@ pub(crate) fn basic_auth(user: &str, password: &str) -> Result<HeaderValue, Stri
     Ok(value)
 }
 
-fn percent_decode(s: &str) -> String {
+/// `s` with `%XX` escapes decoded (a malformed one kept as it is; invalid UTF-8 replaced).
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

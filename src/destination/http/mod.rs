@@ -3,12 +3,13 @@
 //! gzip request bodies, the classification of answers into [`DeliveryError`]s, the splitting
 //! of a batch into requests that fit a kind's byte limits, and the per-event verdicts.
 //!
-//! A kind maps its events to JSON, [`split`]s them, posts each request with [`Client::post`]
-//! and records what became of each event in [`Outcomes`]:
+//! A kind maps its events to JSON (or protobuf), [`split`]s them, posts each request with
+//! [`Client::post`] and records what became of each event in [`Outcomes`]:
 //!
 //! - 2xx: delivered;
-//! - 408, 429, 5xx, timeouts and connection errors: retryable, after the server's
-//!   `Retry-After` (seconds or an HTTP date) when it gives one;
+//! - 408, 429, 5xx (or the statuses the kind's protocol names: OTLP's 429, 502, 503, 504),
+//!   timeouts and connection errors: retryable, after the server's `Retry-After` (seconds or
+//!   an HTTP date) when it gives one;
 //! - any other status: permanent, with the server's message (escaped and cut to 300 bytes);
 //!   the first one of a destination is logged (a warning), later ones only counted;
 //! - an event over the kind's per-event limit: failed on its own, the others still sent.
@@ -16,11 +17,21 @@
 //! Secrets (API keys, write keys, signing keys) are sent in headers or bodies built by the
 //! kind; nothing here prints a request, its headers or its URL's userinfo.
 
-#[cfg(any(feature = "posthog", feature = "segment", feature = "webhook"))]
+#[cfg(any(
+    feature = "posthog",
+    feature = "segment",
+    feature = "webhook",
+    feature = "otlp"
+))]
 pub(crate) mod common;
 mod outcome;
 #[cfg_attr(
-    not(any(feature = "posthog", feature = "segment", feature = "webhook")),
+    not(any(
+        feature = "posthog",
+        feature = "segment",
+        feature = "webhook",
+        feature = "otlp"
+    )),
     allow(dead_code)
 )]
 mod split;
@@ -35,7 +46,12 @@ use reqwest::{StatusCode, Url};
 
 pub(crate) use outcome::Outcomes;
 #[cfg_attr(
-    not(any(feature = "posthog", feature = "segment", feature = "webhook")),
+    not(any(
+        feature = "posthog",
+        feature = "segment",
+        feature = "webhook",
+        feature = "otlp"
+    )),
     allow(unused_imports)
 )]
 pub(crate) use split::{Limits, split};
@@ -71,22 +87,44 @@ impl Failure {
     }
 }
 
-/// A request body, and whether to send it gzip-compressed.
+/// A request body, its media type, and whether to send it gzip-compressed.
 #[derive(Debug)]
 pub(crate) struct Body {
-    pub(crate) json: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) content_type: &'static str,
     pub(crate) gzip: bool,
 }
 
 impl Body {
     /// A JSON body sent as is.
-    #[cfg_attr(
-        not(any(feature = "umami", feature = "segment", feature = "webhook")),
-        allow(dead_code)
-    )]
     pub(crate) fn json(json: Vec<u8>) -> Body {
-        Body { json, gzip: false }
+        Body {
+            bytes: json,
+            content_type: "application/json",
+            gzip: false,
+        }
     }
+
+    /// The same body, gzip-compressed on the wire when `on`.
+    #[cfg_attr(not(any(feature = "posthog", feature = "otlp")), allow(dead_code))]
+    pub(crate) fn with_gzip(mut self, on: bool) -> Body {
+        self.gzip = on;
+        self
+    }
+
+    /// The same bytes sent as `content_type`.
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(crate) fn with_content_type(mut self, content_type: &'static str) -> Body {
+        self.content_type = content_type;
+        self
+    }
+}
+
+/// Which failed statuses are worth retrying: 408, 429 and 5xx, the default of [`Client`].
+pub(crate) fn retryable_status(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
 }
 
 /// A keep-alive HTTP client for one destination.
@@ -100,16 +138,41 @@ pub(crate) struct Client {
     show_path: bool,
     log_rejection: bool,
     rejection_logged: AtomicBool,
+    /// Which statuses are retryable (a kind's protocol may say which: OTLP's are 429, 502,
+    /// 503 and 504).
+    retryable: fn(StatusCode) -> bool,
+    /// The server's message in a refusal's body, when the kind knows its format (OTLP's
+    /// `google.rpc.Status`); else the body is quoted as text.
+    error_text: fn(&HeaderMap, &[u8]) -> Option<String>,
 }
 
 impl Client {
     /// A client sending `user_agent`, for the destination kind `kind` (in log records).
+    #[cfg_attr(
+        not(any(
+            feature = "umami",
+            feature = "posthog",
+            feature = "segment",
+            feature = "webhook"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn new(kind: &'static str, user_agent: HeaderValue) -> Result<Client, String> {
+        Self::with_request_timeout(kind, user_agent, DEFAULT_TIMEOUT)
+    }
+
+    /// [`new`](Self::new), with `timeout` as the longest a single request may take (at least
+    /// the default 10 s).
+    pub(crate) fn with_request_timeout(
+        kind: &'static str,
+        user_agent: HeaderValue,
+        timeout: Duration,
+    ) -> Result<Client, String> {
         let http = reqwest::Client::builder()
             .user_agent(user_agent)
             // The worker bounds each delivery with the configured timeout; this one only stops a
             // single hung request from holding a connection forever.
-            .timeout(DEFAULT_TIMEOUT)
+            .timeout(timeout.max(DEFAULT_TIMEOUT))
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
@@ -124,7 +187,28 @@ impl Client {
             show_path: true,
             log_rejection: true,
             rejection_logged: AtomicBool::new(false),
+            retryable: retryable_status,
+            error_text: |_, _| None,
         })
+    }
+
+    /// Which failed statuses are retried. Defaults to 408, 429 and 5xx
+    /// ([`retryable_status`]).
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(crate) fn with_retryable(mut self, retryable: fn(StatusCode) -> bool) -> Client {
+        self.retryable = retryable;
+        self
+    }
+
+    /// Reads the server's message out of a refusal's body (given the response headers);
+    /// `None` quotes the body as text, the default.
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(crate) fn with_error_text(
+        mut self,
+        error_text: fn(&HeaderMap, &[u8]) -> Option<String>,
+    ) -> Client {
+        self.error_text = error_text;
+        self
     }
 
     /// Whether the first permanent rejection is logged here (the default). A kind that reads
@@ -143,7 +227,8 @@ impl Client {
         self
     }
 
-    /// Posts `body` as JSON with `headers`; a 2xx answer's body, or the classified failure.
+    /// Posts `body` (as its content type) with `headers`; a 2xx answer's body, or the
+    /// classified failure.
     /// `url` must not carry userinfo (it would be in the errors); give credentials as headers.
     pub(crate) async fn post(
         &self,
@@ -160,13 +245,13 @@ impl Client {
             .http
             .post(url.clone())
             .headers(headers)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            .header(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
         request = if body.gzip {
             request
                 .header(CONTENT_ENCODING, HeaderValue::from_static("gzip"))
-                .body(gzip(&body.json))
+                .body(gzip(&body.bytes))
         } else {
-            request.body(body.json)
+            request.body(body.bytes)
         };
         let response = request.send().await.map_err(|e| transport(endpoint, e))?;
         let status = response.status();
@@ -175,7 +260,17 @@ impl Client {
         if status.is_success() {
             return Ok(text);
         }
-        let error = classify(status, &headers, endpoint, &quote(&text));
+        let message = match (self.error_text)(&headers, &text) {
+            Some(m) => quote(m.as_bytes()),
+            None => quote(&text),
+        };
+        let error = classify_as(
+            (self.retryable)(status),
+            status,
+            &headers,
+            endpoint,
+            &message,
+        );
         if self.log_rejection
             && !error.is_retryable()
             && !self.rejection_logged.swap(true, Ordering::Relaxed)
@@ -196,8 +291,9 @@ impl Client {
     }
 }
 
-/// `bytes` gzip-compressed (fast level: the bodies are JSON, which compresses well anyway).
-#[cfg(feature = "posthog")]
+/// `bytes` gzip-compressed (fast level: JSON and protobuf with repeated keys and names compress
+/// well anyway).
+#[cfg(any(feature = "posthog", feature = "otlp"))]
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(
@@ -210,7 +306,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Without a kind that compresses, no body asks for gzip.
-#[cfg(not(feature = "posthog"))]
+#[cfg(not(any(feature = "posthog", feature = "otlp")))]
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     bytes.to_vec()
 }
@@ -242,16 +338,25 @@ fn transport(endpoint: &str, e: reqwest::Error) -> Failure {
 
 /// A non-2xx answer as a delivery error: 408, 429 and 5xx are worth retrying (after the
 /// server's Retry-After, if any); every other status will not change by itself.
+#[cfg_attr(not(feature = "umami"), allow(dead_code))]
 pub(crate) fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     endpoint: &str,
     message: &str,
 ) -> DeliveryError {
-    let retryable = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
-    if retryable {
+    classify_as(retryable_status(status), status, headers, endpoint, message)
+}
+
+/// A non-2xx answer as a delivery error, `retryable` or not (a redirect never is).
+pub(crate) fn classify_as(
+    retryable: bool,
+    status: StatusCode,
+    headers: &HeaderMap,
+    endpoint: &str,
+    message: &str,
+) -> DeliveryError {
+    if retryable && !status.is_redirection() {
         let e = DeliveryError::retryable(format!("{endpoint}: {status}: {message}"));
         return match headers
             .get(RETRY_AFTER)

@@ -278,10 +278,7 @@ impl Inner {
                 if let Some(auth) = &self.auth {
                     headers.insert(AUTHORIZATION, auth.clone());
                 }
-                let body = Body {
-                    json,
-                    gzip: self.config.gzip,
-                };
+                let body = Body::json(json).with_gzip(self.config.gzip);
                 async move { self.client.post(&self.url, headers, body).await.map(drop) }
             },
         )
