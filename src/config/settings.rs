@@ -82,6 +82,38 @@ impl Settings {
         self.values.keys().map(String::as_str)
     }
 
+    /// Builds a destination from these settings: `read` is what reading them into a kind's
+    /// configuration gave (the configuration and the errors found), `build` validates it and
+    /// makes the destination, naming keys through [`error`](Self::error). Every error of both
+    /// comes back, one per key (a value that failed to parse is not reported again as invalid).
+    #[cfg(any(
+        feature = "umami",
+        feature = "posthog",
+        feature = "segment",
+        feature = "webhook",
+        feature = "otlp",
+        feature = "nats"
+    ))]
+    pub(crate) fn build_with<C, D>(
+        &self,
+        read: (C, Vec<ConfigError>),
+        build: impl FnOnce(C, &dyn Fn(&str, String) -> ConfigError) -> Result<D, Vec<ConfigError>>,
+    ) -> Result<D, Vec<ConfigError>> {
+        let (config, mut errors) = read;
+        match build(config, &|key, msg| self.error(key, msg)) {
+            Ok(d) if errors.is_empty() => Ok(d),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                for e in more {
+                    if !errors.iter().any(|x| x.path() == e.path()) {
+                        errors.push(e);
+                    }
+                }
+                Err(errors)
+            }
+        }
+    }
+
     /// An error about `key`: its full path, its line when known, and `message`, of kind
     /// [`ConfigErrorKind::Invalid`] (see [`ConfigError::with_kind`]).
     ///

@@ -356,16 +356,6 @@ pub(crate) fn optional(
     }
 }
 
-/// Adds the errors of `more` whose key has none yet in `errors` (a value that failed to parse
-/// is not validated again).
-pub(crate) fn merge_errors(errors: &mut Vec<ConfigError>, more: Vec<ConfigError>) {
-    for e in more {
-        if !errors.iter().any(|x| x.path() == e.path()) {
-            errors.push(e);
-        }
-    }
-}
-
 /// The User-Agent of the requests: honest about what sends them.
 pub(crate) fn user_agent() -> HeaderValue {
     HeaderValue::from_static(concat!("tower-telemetry/", env!("CARGO_PKG_VERSION")))

@@ -135,19 +135,7 @@ impl NatsDestination {
     /// Builds one from the settings of a configured destination (the keys of the
     /// [module docs](self)); each error names the key path and line.
     pub fn from_settings(settings: &Settings) -> Result<NatsDestination, Vec<ConfigError>> {
-        let (config, mut errors) = NatsConfig::from_settings(settings);
-        match Self::build(config, &|key, msg| settings.error(key, msg)) {
-            Ok(d) if errors.is_empty() => Ok(d),
-            Ok(_) => Err(errors),
-            Err(more) => {
-                for e in more {
-                    if !errors.iter().any(|x| x.path() == e.path()) {
-                        errors.push(e);
-                    }
-                }
-                Err(errors)
-            }
-        }
+        settings.build_with(NatsConfig::from_settings(settings), Self::build)
     }
 
     fn build(

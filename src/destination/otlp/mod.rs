@@ -115,7 +115,7 @@ pub use config::{
 
 use super::{BoxFuture, DeliveryError, Destination};
 use crate::config::{ConfigError, ConfigErrors, DeliveryConfig, Settings};
-use crate::destination::http::common::{self, merge_errors};
+use crate::destination::http::common;
 use crate::destination::http::{Body, Client, Limits, Outcomes, quote, split};
 use crate::event::Event;
 use record::Mapping;
@@ -179,15 +179,7 @@ impl OtlpDestination {
     /// Builds one from the settings of a configured destination (the keys of the
     /// [module docs](self)); each error names the key path and line, or the variable.
     pub fn from_settings(settings: &Settings) -> Result<OtlpDestination, Vec<ConfigError>> {
-        let (config, mut errors) = OtlpConfig::from_settings(settings);
-        match Self::build(config, &|key, msg| settings.error(key, msg)) {
-            Ok(d) if errors.is_empty() => Ok(d),
-            Ok(_) => Err(errors),
-            Err(more) => {
-                merge_errors(&mut errors, more);
-                Err(errors)
-            }
-        }
+        settings.build_with(OtlpConfig::from_settings(settings), Self::build)
     }
 
     fn build(

@@ -67,9 +67,7 @@ use super::{BoxFuture, DeliveryError, Destination};
 use crate::config::{
     ConfigError, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, DeliveryConfig, Settings,
 };
-use crate::destination::http::common::{
-    self, Identity, basic_auth, identity, merge_errors, page_url,
-};
+use crate::destination::http::common::{self, Identity, basic_auth, identity, page_url};
 use crate::destination::http::{Body, Client, Limits};
 use crate::event::{Event, EventKind, Rfc3339};
 use crate::identity;
@@ -144,15 +142,7 @@ impl SegmentDestination {
     /// Builds one from the settings of a configured destination (the keys of the
     /// [module docs](self)); each error names the key path and line.
     pub fn from_settings(settings: &Settings) -> Result<SegmentDestination, Vec<ConfigError>> {
-        let (config, mut errors) = SegmentConfig::from_settings(settings);
-        match Self::build(config, &|key, msg| settings.error(key, msg)) {
-            Ok(d) if errors.is_empty() => Ok(d),
-            Ok(_) => Err(errors),
-            Err(more) => {
-                merge_errors(&mut errors, more);
-                Err(errors)
-            }
-        }
+        settings.build_with(SegmentConfig::from_settings(settings), Self::build)
     }
 
     fn build(

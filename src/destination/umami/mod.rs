@@ -159,20 +159,7 @@ impl UmamiDestination {
     /// Builds one from the settings of a configured destination (the keys of the
     /// [module docs](self)); each error names the key path and line.
     pub fn from_settings(settings: &Settings) -> Result<UmamiDestination, Vec<ConfigError>> {
-        let (config, mut errors) = UmamiConfig::from_settings(settings);
-        match Self::build(config, &|key, msg| settings.error(key, msg)) {
-            Ok(umami) if errors.is_empty() => Ok(umami),
-            Ok(_) => Err(errors),
-            Err(more) => {
-                // One error per key: a value that failed to parse is not validated again.
-                for e in more {
-                    if !errors.iter().any(|x| x.path() == e.path()) {
-                        errors.push(e);
-                    }
-                }
-                Err(errors)
-            }
-        }
+        settings.build_with(UmamiConfig::from_settings(settings), Self::build)
     }
 
     fn build(
