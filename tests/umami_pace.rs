@@ -213,7 +213,8 @@ async fn run(
     let delivery = DeliveryConfig::default()
         .with_batch_size(batch)
         .with_concurrency(concurrency)
-        .with_timeout(Duration::from_secs(60));
+        .with_timeout(Duration::from_secs(60))
+        .with_queue_capacity(n.max(10_000));
     let telemetry = Telemetry::builder()
         .config(
             Config::default()
@@ -259,11 +260,16 @@ async fn run(
 
 /// The `umami` kind's `batch_size` × `concurrency` against the paced server (3 000 events at
 /// 400 events/s, more than any setting delivers: the queue grows, delivery is sustained) and
-/// against the unpaced server (3 000 events as fast as one task tracks them).
+/// against the unpaced server (3 000 events as fast as one task tracks them). `PACE_SERVERS`
+/// (`paced,fast`), `PACE_EVENTS`, `PACE_FAST_EVENTS`, `PACE_BATCHES` (`10,20,50,100,200`) and
+/// `PACE_CONCURRENCY` (`1,2,4,8`) narrow or lengthen it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run in a release build, see BENCHMARKS.md"]
 async fn umami_delivery_grid_at_the_real_servers_pace() {
-    const N: usize = 3_000;
+    let env = |k: &str| std::env::var(k).ok();
+    let paced_events: usize = env("PACE_EVENTS").map_or(3_000, |v| v.parse().unwrap());
+    let fast_events: usize = env("PACE_FAST_EVENTS").map_or(3_000, |v| v.parse().unwrap());
+    let servers = env("PACE_SERVERS").unwrap_or_else(|| "paced,fast".into());
     let batches: Vec<usize> = std::env::var("PACE_BATCHES")
         .map(|v| v.split(',').map(|b| b.parse().unwrap()).collect())
         .unwrap_or_else(|_| vec![10, 20, 50, 100, 200]);
@@ -271,6 +277,10 @@ async fn umami_delivery_grid_at_the_real_servers_pace() {
         .map(|v| v.split(',').map(|b| b.parse().unwrap()).collect())
         .unwrap_or_else(|_| vec![1, 2, 4, 8]);
     for paced in [true, false] {
+        if !servers.contains(if paced { "paced" } else { "fast" }) {
+            continue;
+        }
+        let n = if paced { paced_events } else { fast_events };
         for &batch in &batches {
             for &concurrency in &concurrencies {
                 // A server per cell: the processor's timeline starts idle.
@@ -279,7 +289,7 @@ async fn umami_delivery_grid_at_the_real_servers_pace() {
                     server.pace(Pace::UMAMI_3_1);
                 }
                 let rate = paced.then_some(400.0);
-                let r = run(&server, N, rate, batch, concurrency).await;
+                let r = run(&server, n, rate, batch, concurrency).await;
                 println!(
                     "grid: {} batch {batch:>3} x concurrency {concurrency}: {:>6.0} events/s, \
                      latency p50 {:>8.1?} p99 {:>8.1?}, {} requests",
