@@ -22,6 +22,7 @@ use support::umami_server::{Pace, UmamiServer, WEBSITE_ID};
 use tower_telemetry::{
     Telemetry,
     config::{Config, DeliveryConfig, DestinationConfig},
+    destination::Destination,
     destination::umami::{UmamiConfig, UmamiDestination},
     track,
 };
@@ -100,6 +101,17 @@ fn umami_3_1_pace_reproduces_the_measured_figures_on_paper() {
     // Not fitted: the crate's defaults (batch 100, 4 requests in flight), 176 events/s end
     // to end.
     assert!(within(per_s(100, p.busy(100)), 176.0, 0.15));
+}
+
+/// The defaults the grid chose (BENCHMARKS.md, "Umami at the real server's pace"): batches of
+/// 20, 4 requests in flight.
+#[test]
+fn umami_delivery_defaults_are_the_ones_the_pace_grid_chose() {
+    let d = UmamiDestination::new(UmamiConfig::new("http://127.0.0.1:1", WEBSITE_ID)).unwrap();
+    let defaults = d.delivery_defaults();
+    assert_eq!(defaults.batch_size(), 20);
+    assert_eq!(defaults.concurrency(), 4);
+    assert_eq!(d.preferred_batch_size(), 20);
 }
 
 /// A request's items are handled one after the other; concurrent requests share the one
