@@ -32,6 +32,9 @@
 //! - Connection refused: [`reserve_addr()`] binds a free port and releases it; start the
 //!   server later with [`UmamiServer::start_on`] on that address.
 //! - [`stop()`](UmamiServer::stop) ends the server (then connections are refused).
+//! - [`pace(p)`](UmamiServer::pace): answer at a real server's pace ([`Pace`], e.g.
+//!   [`Pace::UMAMI_3_1`]): every request takes the time the model gives it before it is
+//!   answered (and its events stored).
 //! - [`refuse()`](UmamiServer::refuse) / [`listen()`](UmamiServer::listen): stop listening
 //!   (connections refused) and listen again on the same port, keeping what was stored.
 //! - [`script(f)`](UmamiServer::script): `f(n)` decides what request `n` (from 0, to either
@@ -97,6 +100,8 @@ pub struct StoredEvent {
     pub session_id: String,
     /// When the request arrived.
     pub at: Instant,
+    /// When it was stored (later than `at` by the time a [`Pace`] gives the request).
+    pub stored: Instant,
 }
 
 impl StoredEvent {
@@ -376,6 +381,110 @@ struct Inner {
     changed: Notify,
     /// Wakes hung requests when the server stops listening.
     closing: Notify,
+    /// The pace requests are answered at, if any.
+    pacer: Mutex<Option<Arc<Pacer>>>,
+}
+
+/// The pace of a real Umami server, as a model of where its time goes (issue #27).
+///
+/// The server is one shared processor (Node's event loop and PostgreSQL on the same cores)
+/// plus waits that overlap across requests (database round trips). A request first takes
+/// `per_request` of processor time (parsing, routing), then handles its items **one after
+/// the other**, as Umami's `/api/batch` does: item `i` (from 0) takes `per_item + i ×
+/// per_item_growth` of processor time, then `per_item_wait` of waiting that holds no
+/// processor. The processor serves one piece of work at a time, in order of arrival, so
+/// concurrent requests share it; at most `max_in_flight` requests are processed at once
+/// (later ones wait for a place before they start).
+///
+/// So one connection sends at `n / (per_request + Σ cpu_i + n × per_item_wait)` events/s,
+/// and enough connections at `n / (per_request + Σ cpu_i)` (processor-bound).
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    pub per_request: Duration,
+    pub per_item: Duration,
+    pub per_item_growth: Duration,
+    pub per_item_wait: Duration,
+    pub max_in_flight: usize,
+}
+
+impl Pace {
+    /// Umami 3.1.0 on PostgreSQL 15, app, Umami and database on the same 2 cores, fitted
+    /// exactly to the four figures measured there (BENCHMARKS.md, issue #27): `/api/send` 157
+    /// events/s on 8 connections; batches of 20: 188 events/s on 1 connection, 270 on 8; one
+    /// batch of 500: 7.4 s. `max_in_flight` 5 is Prisma's default pool (2 × cores + 1); the
+    /// figures do not pin it (the processor is the bound from 2 connections on).
+    pub const UMAMI_3_1: Pace = Pace {
+        per_request: Duration::from_micros(3_210),
+        per_item: Duration::from_micros(3_162),
+        per_item_growth: Duration::from_nanos(40_150),
+        per_item_wait: Duration::from_micros(1_615),
+        max_in_flight: 5,
+    };
+
+    /// Processor time of item `i` of a request.
+    pub fn cpu(&self, i: usize) -> Duration {
+        self.per_item + self.per_item_growth * i as u32
+    }
+
+    /// The time one request of `n` items takes on an idle server.
+    pub fn alone(&self, n: usize) -> Duration {
+        self.per_request
+            + (0..n)
+                .map(|i| self.cpu(i) + self.per_item_wait)
+                .sum::<Duration>()
+    }
+
+    /// The processor time one request of `n` items takes.
+    pub fn busy(&self, n: usize) -> Duration {
+        self.per_request + (0..n).map(|i| self.cpu(i)).sum::<Duration>()
+    }
+}
+
+/// Runs [`Pace`]'s model on a virtual timeline: the shared processor is a time it is next free
+/// at; each request books its pieces of work on it in turn and sleeps until they are done.
+/// Virtual times never take a timer's lateness from `now`, so a request of many items is not
+/// slowed by the timer's millisecond granularity.
+struct Pacer {
+    pace: Pace,
+    free_at: Mutex<tokio::time::Instant>,
+    places: tokio::sync::Semaphore,
+}
+
+impl Pacer {
+    fn new(pace: Pace) -> Pacer {
+        Pacer {
+            pace,
+            free_at: Mutex::new(tokio::time::Instant::now()),
+            places: tokio::sync::Semaphore::new(pace.max_in_flight.max(1)),
+        }
+    }
+
+    /// Books `work` of processor time from `ready` on: when it is done.
+    fn book(&self, ready: tokio::time::Instant, work: Duration) -> tokio::time::Instant {
+        let mut free_at = lock(&self.free_at);
+        let start = ready.max(*free_at);
+        *free_at = start + work;
+        *free_at
+    }
+
+    /// Takes the time a request of `n` items takes.
+    async fn serve(&self, n: usize) {
+        let _place = self.places.acquire().await.unwrap();
+        let mut ready = self.book(tokio::time::Instant::now(), self.pace.per_request);
+        for i in 0..n {
+            tokio::time::sleep_until(ready).await;
+            ready = self.book(ready, self.pace.cpu(i)) + self.pace.per_item_wait;
+        }
+        tokio::time::sleep_until(ready).await;
+    }
+}
+
+/// Waits as long as the pace (if any) says a request of `n` items takes.
+async fn pace(inner: &Inner, n: usize) {
+    let pacer = lock(&inner.pacer).clone();
+    if let Some(p) = pacer {
+        p.serve(n).await;
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -518,6 +627,12 @@ impl UmamiServer {
     pub fn script(&self, f: impl Fn(u64) -> Behaviour + Send + Sync + 'static) {
         *lock(&self.inner.script) = Some(Arc::new(f));
         self.inner.scripted.store(0, Ordering::SeqCst);
+    }
+
+    /// From now on, requests are answered at `pace` (see [`Pace`]): each takes the time the
+    /// model gives it, then is handled (and its events stored) as before.
+    pub fn pace(&self, pace: Pace) {
+        *lock(&self.inner.pacer) = Some(Arc::new(Pacer::new(pace)));
     }
 
     /// Every other request answers 500, from the next one on; the others as Umami does.
@@ -736,6 +851,7 @@ async fn send(
         record(&inner, "/api/send", r.status(), &headers, 1, at);
         return r;
     }
+    pace(&inner, 1).await;
     let (status, reply) = match serde_json::from_slice::<Value>(&body) {
         Ok(v) => process(&inner, "/api/send", &v, &headers, at),
         Err(_) => bad_request("Bad request"),
@@ -768,6 +884,7 @@ async fn batch(
         record(&inner, "/api/batch", r.status(), &headers, items.len(), at);
         return r;
     }
+    pace(&inner, items.len()).await;
     let reject = lock(&inner.faults).reject_in_batch.clone();
     let mut details = Vec::new();
     for (index, item) in items.iter().enumerate() {
@@ -974,6 +1091,7 @@ fn process(
             header_user_agent,
             session_id: session_id.clone(),
             at,
+            stored: Instant::now(),
         });
     }
     inner.changed.notify_waiters();
