@@ -356,6 +356,15 @@ pub(crate) fn optional(
     }
 }
 
+/// The delivery defaults of the batch APIs (PostHog, Segment, webhooks): the core's batch size
+/// and timeout, [`REQUESTS_IN_FLIGHT`] requests at once.
+pub(crate) fn delivery_defaults() -> crate::config::DeliveryConfig {
+    crate::config::DeliveryConfig::default()
+        .with_batch_size(crate::config::DEFAULT_BATCH_SIZE)
+        .with_concurrency(REQUESTS_IN_FLIGHT)
+        .with_timeout(crate::config::DEFAULT_TIMEOUT)
+}
+
 /// The User-Agent of the requests: honest about what sends them.
 pub(crate) fn user_agent() -> HeaderValue {
     HeaderValue::from_static(concat!("tower-telemetry/", env!("CARGO_PKG_VERSION")))

@@ -61,9 +61,7 @@ pub use crate::destination::http::common::Forward;
 pub use config::{DEFAULT_HOST, PostHogConfig};
 
 use super::{BoxFuture, DeliveryError, Destination};
-use crate::config::{
-    ConfigError, ConfigErrors, DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, DeliveryConfig, Settings,
-};
+use crate::config::{ConfigError, ConfigErrors, DeliveryConfig, Settings};
 use crate::destination::http::common::{self, Identity, identity, page_url};
 use crate::destination::http::{Body, Client, Limits};
 use crate::event::{Event, EventKind, Rfc3339};
@@ -288,10 +286,7 @@ impl Destination for PostHogDestination {
     }
 
     fn delivery_defaults(&self) -> DeliveryConfig {
-        DeliveryConfig::default()
-            .with_batch_size(DEFAULT_BATCH_SIZE)
-            .with_concurrency(common::REQUESTS_IN_FLIGHT)
-            .with_timeout(DEFAULT_TIMEOUT)
+        common::delivery_defaults()
     }
 }
 
