@@ -10,6 +10,11 @@
 //! `TELEMETRY_ENABLED` / `TELEMETRY_DEBUG` overrides. Ctrl-C stops accepting requests, waits for
 //! the ones in flight, then delivers every queued event before exiting (at most 10 s). Set
 //! `telemetry.requests.enabled: true` in the config for one page-view event per request.
+//!
+//! With the feature `inspector` (`cargo run --example axum_app --features inspector`), the live
+//! inspector page is mounted at `/_telemetry` and its URL printed at start, with the token in
+//! the fragment: `TELEMETRY_INSPECTOR_TOKEN`, else a random one. This example binds to
+//! loopback by default; a real service mounts the inspector behind its own admin auth.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -95,6 +100,15 @@ async fn checkout() -> &'static str {
     "thanks"
 }
 
+/// The inspector's bearer token: `TELEMETRY_INSPECTOR_TOKEN`, else 128 random bits in hex.
+#[cfg(feature = "inspector")]
+fn inspector_token() -> String {
+    std::env::var("TELEMETRY_INSPECTOR_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -130,7 +144,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(middleware::from_fn(auth));
 
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on http://{addr}");
+
+    // The live inspector, outside the app's layers (its requests are not the app's traffic).
+    #[cfg(feature = "inspector")]
+    let app = {
+        let token = inspector_token();
+        println!("inspector: http://{addr}/_telemetry#token={token}");
+        app.nest(
+            "/_telemetry",
+            tower_telemetry::inspector::Inspector::new(telemetry.clone())
+                .token(token)
+                .router(),
+        )
+    };
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
