@@ -1,0 +1,513 @@
+//! The inspector page (issue #26) checked in a real browser: a headless Chromium, driven over
+//! WebDriver by chromedriver, opens the page of a real axum app on loopback, watches events
+//! tracked by real HTTP requests arrive with each destination's outcome (delivered, failed with
+//! the server's message, sampled out, not routed, unsupported), the password redacted, the
+//! counters, the explain box, the filters and Pause, and an unauthorized state for a wrong
+//! token; the token is also checked over plain HTTP. It saves `docs/inspector.png`.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
+//! `chromium-driver`; `$CHROME` / `$CHROMEDRIVER` override): without them it fails, saying so.
+
+#![cfg(feature = "inspector")]
+
+mod support;
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use fantoccini::Locator;
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use serde_json::Value;
+use support::http::{HttpClient, Server, client, send};
+use tower_telemetry::{
+    Event, Telemetry, Tracker,
+    config::{Config, DeliveryConfig, DestinationConfig},
+    destination::{BoxFuture, DeliveryError, Destination},
+    event::EventKind,
+    inspector::Inspector,
+    layer::TelemetryLayer,
+    props, track,
+};
+use webdriver::{Browser, poll};
+
+const TOKEN: &str = "inspector-test-token-0123456789";
+/// A property value that must never reach the page (its key is `password`).
+const SECRET: &str = "hunter2-never-shown";
+/// What the failing destination's "server" answers.
+const SERVER_ERROR: &str = "HTTP 400: website not found";
+/// Every wait on the page.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A destination whose server rejects everything for good, like a collection server that does
+/// not know the website; it has no counterpart for `identify`.
+struct Upstream;
+
+impl Destination for Upstream {
+    fn name(&self) -> &str {
+        "upstream"
+    }
+    fn send<'a>(&'a self, _: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async { Err(DeliveryError::permanent(SERVER_ERROR)) })
+    }
+    fn supports(&self, kind: EventKind) -> bool {
+        kind != EventKind::Identify
+    }
+}
+
+fn telemetry() -> Telemetry {
+    let fast = DeliveryConfig::default().with_flush_interval(Duration::ZERO);
+    Telemetry::builder()
+        .config(
+            Config::default()
+                .with_destination(
+                    DestinationConfig::new("mem")
+                        .with_events(["ok.*", "$*"])
+                        .with_delivery(fast.clone()),
+                )
+                .with_destination(
+                    DestinationConfig::new("sampled")
+                        .with_events(["sample.*"])
+                        .with_sample_rate(0.0)
+                        .with_delivery(fast.clone()),
+                )
+                .with_destination(
+                    DestinationConfig::new("upstream")
+                        .with_events(["fail.*", "$identify"])
+                        .with_delivery(fast),
+                ),
+        )
+        .memory_destination("mem")
+        .memory_destination("sampled")
+        .destination("upstream", Upstream)
+        .build()
+        .unwrap()
+}
+
+fn app(telemetry: &Telemetry) -> Router {
+    Router::new()
+        .route(
+            "/ok",
+            get(|| async {
+                track!("ok.clicked", button = "buy", password = SECRET);
+                "ok"
+            }),
+        )
+        .route(
+            "/sample",
+            get(|| async {
+                track!("sample.seen", page = 2);
+                "ok"
+            }),
+        )
+        .route(
+            "/fail",
+            get(|| async {
+                track!("fail.sent", amount = 3, password = SECRET);
+                "ok"
+            }),
+        )
+        .route(
+            "/login",
+            get(|tracker: Tracker| async move {
+                tracker.identify("user_3", props! { "plan" => "pro" });
+                "ok"
+            }),
+        )
+        .layer(
+            TelemetryLayer::new(telemetry.clone()).user_id(|parts: &http::request::Parts| {
+                parts
+                    .headers
+                    .get("x-user")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            }),
+        )
+        // Outside the layer: the inspector's own requests are not the app's traffic.
+        .nest(
+            "/_telemetry",
+            Inspector::new(telemetry.clone()).token(TOKEN).router(),
+        )
+}
+
+/// GETs `url` with an optional bearer token: the status and the body (the body only when
+/// `read_body`: a stream never ends).
+async fn get_with(
+    http: &HttpClient,
+    url: &str,
+    token: Option<&str>,
+    read_body: bool,
+) -> (StatusCode, String) {
+    let mut req = Request::get(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::<Bytes>::new()).unwrap();
+    if read_body {
+        let (res, body) = send(http, req).await;
+        (res.status(), body)
+    } else {
+        let res = tokio::time::timeout(WAIT, http.request(req))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        (res.status(), String::new())
+    }
+}
+
+/// A request to the app as `user`.
+async fn hit(http: &HttpClient, server: &Server, path: &str, user: &str) {
+    let req = Request::get(server.url(path))
+        .header("x-user", user)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (res, _) = send(http, req).await;
+    assert_eq!(res.status(), StatusCode::OK, "{path}");
+}
+
+/// The event rows as the page shows them, newest first.
+const ROWS: &str = r#"
+return [...document.querySelectorAll('[data-testid=event-row]')].map(r => ({
+  name: r.dataset.name,
+  id: r.dataset.id,
+  user: r.querySelector('[data-testid=event-user]').textContent,
+  outcomes: Object.fromEntries([...r.querySelectorAll('tr.main [data-testid=badge]')]
+    .map(b => [b.dataset.destination, b.dataset.outcome])),
+  messages: (r.querySelector('[data-testid=messages]') || {}).textContent || '',
+}));"#;
+
+fn rows_named<'a>(rows: &'a Value, name: &str) -> Vec<&'a Value> {
+    rows.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["name"] == name)
+        .collect()
+}
+
+/// The row named `name` whose outcomes are exactly `want` (destination, outcome).
+fn has_row(rows: &Value, name: &str, want: &[(&str, &str)]) -> bool {
+    rows_named(rows, name).iter().any(|r| {
+        want.iter().all(|(d, o)| r["outcomes"][*d] == *o)
+            && r["outcomes"].as_object().is_some_and(|m| m.len() == 3)
+    })
+}
+
+async fn state(browser: &Browser) -> String {
+    browser
+        .js("return document.querySelector('[data-testid=connection]').dataset.state")
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn wait_state(browser: &Browser, want: &str) {
+    poll(WAIT, &format!("the page to be {want}"), || async {
+        let s = state(browser).await;
+        if s == want { Ok(()) } else { Err(s) }
+    })
+    .await;
+}
+
+/// The page's counter `field` of destination `dest`.
+async fn counter(browser: &Browser, dest: &str, field: &str) -> u64 {
+    let v = browser
+        .js(&format!(
+            "const e = document.querySelector('[data-testid=counters][data-destination={dest}] \
+             [data-counter={field}]'); return e ? Number(e.textContent) : -1"
+        ))
+        .await;
+    v.as_i64().map_or(0, |n| n.max(0) as u64)
+}
+
+async fn type_into(browser: &Browser, testid: &str, text: &str) {
+    let input = browser
+        .find(Locator::Css(&format!("[data-testid={testid}]")))
+        .await
+        .unwrap();
+    input.clear().await.unwrap();
+    if !text.is_empty() {
+        input.send_keys(text).await.unwrap();
+    }
+}
+
+async fn click(browser: &Browser, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspector_page_in_a_real_browser() {
+    tokio::time::timeout(Duration::from_secs(55), scenario())
+        .await
+        .expect("the browser test took over 55 s");
+}
+
+async fn scenario() {
+    let telemetry = telemetry();
+    let server = Server::start(app(&telemetry)).await;
+    let http = client();
+    let origin = format!("http://{}", server.addr);
+
+    // ----- over plain HTTP: the page needs no token, the API does ----------------------------
+    // The page is at the mount point, with or without its trailing slash (axum's `nest`).
+    let mut page = None;
+    for candidate in ["/_telemetry", "/_telemetry/"] {
+        let (status, body) = get_with(&http, &server.url(candidate), None, true).await;
+        if status == StatusCode::OK {
+            assert!(body.contains("tower-telemetry inspector"), "{candidate}");
+            page.get_or_insert_with(|| server.url(candidate));
+        }
+    }
+    let page = page.expect("the page at /_telemetry or /_telemetry/");
+    for api in ["/_telemetry/api/stream", "/_telemetry/api/stats"] {
+        let url = server.url(api);
+        for token in [None, Some("wrong-token")] {
+            let (status, _) = get_with(&http, &url, token, false).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{api} with {token:?}");
+        }
+        let (status, body) = get_with(&http, &url, Some("wrong-token"), !api.ends_with("stream"))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        if !api.ends_with("stream") {
+            let v: Value = serde_json::from_str(&body).expect("a JSON error");
+            assert!(v["error"].is_string(), "{body}");
+        }
+        let (status, _) = get_with(&http, &url, Some(TOKEN), false).await;
+        assert_eq!(status, StatusCode::OK, "{api} with the token");
+    }
+
+    // ----- the page, with the token in its fragment ------------------------------------------
+    let browser = Browser::launch().await;
+    browser
+        .goto(&format!("{page}#token={TOKEN}"))
+        .await
+        .unwrap();
+    wait_state(&browser, "connected").await;
+    // The token left the address bar.
+    let url = browser.current_url().await.unwrap();
+    assert!(url.fragment().is_none(), "{url}");
+
+    hit(&http, &server, "/ok", "user_1").await;
+    hit(&http, &server, "/sample", "user_2").await;
+    hit(&http, &server, "/fail", "user_1").await;
+    hit(&http, &server, "/login", "anon").await;
+
+    let rows = poll(WAIT, "every event with its final outcomes", || async {
+        let rows = browser.js(ROWS).await;
+        let done = has_row(
+            &rows,
+            "ok.clicked",
+            &[("mem", "delivered"), ("sampled", "not_routed"), ("upstream", "not_routed")],
+        ) && has_row(
+            &rows,
+            "sample.seen",
+            &[("sampled", "sampled_out"), ("mem", "not_routed"), ("upstream", "not_routed")],
+        ) && has_row(
+            &rows,
+            "fail.sent",
+            &[("upstream", "failed"), ("mem", "not_routed"), ("sampled", "not_routed")],
+        ) && has_row(
+            &rows,
+            "$identify",
+            &[("upstream", "unsupported"), ("mem", "delivered"), ("sampled", "not_routed")],
+        );
+        if done { Ok(rows) } else { Err(rows.to_string()) }
+    })
+    .await;
+    // Newest on top.
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["$identify", "fail.sent", "sample.seen", "ok.clicked"],
+        "{rows}"
+    );
+    assert_eq!(rows_named(&rows, "ok.clicked")[0]["user"], "user_1");
+    // The server's message is in the row itself...
+    let failed = rows_named(&rows, "fail.sent")[0];
+    assert!(
+        failed["messages"].as_str().unwrap().contains(SERVER_ERROR),
+        "{failed}"
+    );
+
+    // ...and in its details, with the properties (the password redacted) and the context.
+    click(&browser, "[data-testid=event-row][data-name='fail.sent'] td.name").await;
+    let details = poll(WAIT, "the details of fail.sent", || async {
+        let v = browser
+            .js(
+                "const d = document.querySelector(\"[data-name='fail.sent'] [data-testid=event-details]\");\
+                 return d && d.offsetParent ? d.innerText : null",
+            )
+            .await;
+        v.as_str().map(str::to_owned).ok_or_else(|| v.to_string())
+    })
+    .await;
+    assert!(details.contains(SERVER_ERROR), "{details}");
+    assert!(details.contains(r#""password": "[REDACTED]""#), "{details}");
+    assert!(details.contains(r#""amount": 3"#), "{details}");
+    assert!(details.contains(r#""route": "/fail""#), "{details}");
+    let html = browser
+        .js("return document.documentElement.outerHTML")
+        .await;
+    assert!(!html.as_str().unwrap().contains(SECRET), "the password reached the page");
+
+    // ----- counters and last errors, from /api/stats --------------------------------------------
+    poll(WAIT, "the counters", || async {
+        let seen = (
+            counter(&browser, "mem", "delivered").await,
+            counter(&browser, "upstream", "failed").await,
+            counter(&browser, "upstream", "unsupported").await,
+            counter(&browser, "sampled", "sampled_out").await,
+        );
+        if seen.0 >= 2 && seen.1 >= 1 && seen.2 >= 1 && seen.3 >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    poll(WAIT, "upstream's last error", || async {
+        let v = browser
+            .js("return document.querySelector('[data-testid=counters][data-destination=upstream] [data-testid=last-errors]').textContent")
+            .await;
+        let text = v.as_str().unwrap_or_default().to_owned();
+        if text.contains(SERVER_ERROR) { Ok(()) } else { Err(text) }
+    })
+    .await;
+
+    // ----- explain ------------------------------------------------------------------------------
+    type_into(&browser, "explain-input", "fail.sent").await;
+    click(&browser, "[data-testid=explain-button]").await;
+    poll(WAIT, "the explanation of fail.sent", || async {
+        let v = browser
+            .js("return Object.fromEntries([...document.querySelectorAll('[data-testid=explain-destination]')]\
+                 .map(e => [e.dataset.destination, e.dataset.routed]))")
+            .await;
+        if v["upstream"] == "true" && v["mem"] == "false" && v["sampled"] == "false" {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+
+    // ----- filters ------------------------------------------------------------------------------
+    type_into(&browser, "filter-name", "ok.*").await;
+    poll(WAIT, "only ok.* rows", || async {
+        let rows = browser.js(ROWS).await;
+        let names: Vec<String> = rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect();
+        if names == ["ok.clicked"] { Ok(()) } else { Err(format!("{names:?}")) }
+    })
+    .await;
+    type_into(&browser, "filter-name", "").await;
+    type_into(&browser, "filter-user", "user_2").await;
+    poll(WAIT, "only user_2's rows", || async {
+        let rows = browser.js(ROWS).await;
+        let n = rows.as_array().map_or(0, Vec::len);
+        if n == 1 && rows[0]["name"] == "sample.seen" { Ok(()) } else { Err(rows.to_string()) }
+    })
+    .await;
+    type_into(&browser, "filter-user", "").await;
+
+    // ----- Pause: a new event is counted, not shown, until resumed ------------------------------
+    let before = browser.js(ROWS).await.as_array().map_or(0, Vec::len);
+    assert_eq!(before, 4);
+    click(&browser, "[data-testid=pause]").await;
+    hit(&http, &server, "/ok", "user_4").await;
+    poll(WAIT, "one event arrived while paused", || async {
+        let v = browser
+            .js("return document.querySelector('[data-testid=paused-count]').dataset.count")
+            .await;
+        if v == "1" { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    assert_eq!(browser.js(ROWS).await.as_array().map_or(0, Vec::len), before);
+    click(&browser, "[data-testid=pause]").await;
+    poll(WAIT, "the paused event shown after Resume", || async {
+        let rows = browser.js(ROWS).await;
+        if rows[0]["user"] == "user_4" && rows[0]["outcomes"]["mem"] == "delivered" {
+            Ok(())
+        } else {
+            Err(rows.to_string())
+        }
+    })
+    .await;
+
+    // ----- the screenshot for the README: events of every outcome, counters, an explanation ----
+    browser.js("window.scrollTo(0, 0); return null").await;
+    let png = browser.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/inspector.png");
+    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/docs")).unwrap();
+    std::fs::write(path, &png).unwrap();
+
+    // Nothing but this server was asked for anything (no CDN, fonts or images).
+    let urls = browser
+        .js("return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')).map(e => e.name)")
+        .await;
+    let urls: Vec<&str> = urls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(!urls.is_empty());
+    for u in &urls {
+        assert!(u.starts_with(&format!("{origin}/")), "the page loaded {u}");
+    }
+
+    // ----- a wrong token: the page says unauthorized --------------------------------------------
+    browser.goto("about:blank").await.unwrap();
+    browser
+        .goto(&format!("{page}#token=wrong-token"))
+        .await
+        .unwrap();
+    wait_state(&browser, "unauthorized").await;
+    let auth = browser
+        .find(Locator::Css("[data-testid=auth-error]"))
+        .await
+        .unwrap();
+    assert!(auth.is_displayed().await.unwrap(), "the auth error is shown");
+    let text = auth.text().await.unwrap();
+    assert!(text.contains("Unauthorized"), "{text}");
+
+    browser.close().await;
+
+    // ----- the accounting, after shutdown -----------------------------------------------------
+    server.stop().await;
+    let report = telemetry.shutdown(Duration::from_secs(5)).await;
+    for d in &report.stats.destinations {
+        assert_eq!(
+            d.enqueued,
+            d.delivered + d.failed + d.discarded + d.dropped_oldest + d.undelivered,
+            "{}: {d:?}",
+            d.name
+        );
+    }
+    let stat = |name: &str| report.destination(name).unwrap().clone();
+    assert_eq!(stat("mem").delivered, 3, "{report}");
+    assert_eq!(stat("upstream").failed, 1, "{report}");
+    assert_eq!(stat("upstream").unsupported, 1, "{report}");
+    assert_eq!(stat("sampled").sampled_out, 1, "{report}");
+    assert_eq!(stat("sampled").enqueued, 0, "{report}");
+}
