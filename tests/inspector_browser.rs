@@ -26,10 +26,9 @@ use http_body_util::Empty;
 use serde_json::Value;
 use support::http::{HttpClient, Server, client, send};
 use tower_telemetry::{
-    Event, Telemetry, Tracker,
+    Event, EventKind, Telemetry, Tracker,
     config::{Config, DeliveryConfig, DestinationConfig},
     destination::{BoxFuture, DeliveryError, Destination},
-    event::EventKind,
     inspector::Inspector,
     layer::TelemetryLayer,
     props, track,

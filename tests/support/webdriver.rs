@@ -11,7 +11,7 @@
 //! Included with `#[path = "support/webdriver.rs"] mod webdriver;` by the test files that use
 //! it (not through `support/mod.rs`, so other test binaries do not build `fantoccini`).
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
