@@ -489,6 +489,16 @@ async fn scenario() {
     assert!(auth.is_displayed().await.unwrap(), "the auth error is shown");
     let text = auth.text().await.unwrap();
     assert!(text.contains("Unauthorized"), "{text}");
+    // The page asks for the token; given the right one, it connects and shows the events.
+    type_into(&browser, "token-input", TOKEN).await;
+    click(&browser, "[data-testid=token-submit]").await;
+    wait_state(&browser, "connected").await;
+    assert!(!auth.is_displayed().await.unwrap(), "the auth error is gone");
+    poll(WAIT, "the recent events again", || async {
+        let n = browser.js(ROWS).await.as_array().map_or(0, Vec::len);
+        if n == 5 { Ok(()) } else { Err(n.to_string()) }
+    })
+    .await;
 
     browser.close().await;
 
