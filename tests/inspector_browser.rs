@@ -67,13 +67,13 @@ fn telemetry() -> Telemetry {
                 .with_destination(
                     DestinationConfig::new("mem")
                         .with_events(["ok.*", "$*"])
-                        .with_delivery(fast.clone()),
+                        .with_delivery(fast),
                 )
                 .with_destination(
                     DestinationConfig::new("sampled")
                         .with_events(["sample.*"])
                         .with_sample_rate(0.0)
-                        .with_delivery(fast.clone()),
+                        .with_delivery(fast),
                 )
                 .with_destination(
                     DestinationConfig::new("upstream")
@@ -275,8 +275,8 @@ async fn scenario() {
             let (status, _) = get_with(&http, &url, token, false).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{api} with {token:?}");
         }
-        let (status, body) = get_with(&http, &url, Some("wrong-token"), !api.ends_with("stream"))
-            .await;
+        let (status, body) =
+            get_with(&http, &url, Some("wrong-token"), !api.ends_with("stream")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         if !api.ends_with("stream") {
             let v: Value = serde_json::from_str(&body).expect("a JSON error");
@@ -307,21 +307,41 @@ async fn scenario() {
         let done = has_row(
             &rows,
             "ok.clicked",
-            &[("mem", "delivered"), ("sampled", "not_routed"), ("upstream", "not_routed")],
+            &[
+                ("mem", "delivered"),
+                ("sampled", "not_routed"),
+                ("upstream", "not_routed"),
+            ],
         ) && has_row(
             &rows,
             "sample.seen",
-            &[("sampled", "sampled_out"), ("mem", "not_routed"), ("upstream", "not_routed")],
+            &[
+                ("sampled", "sampled_out"),
+                ("mem", "not_routed"),
+                ("upstream", "not_routed"),
+            ],
         ) && has_row(
             &rows,
             "fail.sent",
-            &[("upstream", "failed"), ("mem", "not_routed"), ("sampled", "not_routed")],
+            &[
+                ("upstream", "failed"),
+                ("mem", "not_routed"),
+                ("sampled", "not_routed"),
+            ],
         ) && has_row(
             &rows,
             "$identify",
-            &[("upstream", "unsupported"), ("mem", "delivered"), ("sampled", "not_routed")],
+            &[
+                ("upstream", "unsupported"),
+                ("mem", "delivered"),
+                ("sampled", "not_routed"),
+            ],
         );
-        if done { Ok(rows) } else { Err(rows.to_string()) }
+        if done {
+            Ok(rows)
+        } else {
+            Err(rows.to_string())
+        }
     })
     .await;
     // Newest on top.
@@ -345,7 +365,11 @@ async fn scenario() {
     );
 
     // ...and in its details, with the properties (the password redacted) and the context.
-    click(&browser, "[data-testid=event-row][data-name='fail.sent'] td.name").await;
+    click(
+        &browser,
+        "[data-testid=event-row][data-name='fail.sent'] td.name",
+    )
+    .await;
     let details = poll(WAIT, "the details of fail.sent", || async {
         let v = browser
             .js(
@@ -363,7 +387,10 @@ async fn scenario() {
     let html = browser
         .js("return document.documentElement.outerHTML")
         .await;
-    assert!(!html.as_str().unwrap().contains(SECRET), "the password reached the page");
+    assert!(
+        !html.as_str().unwrap().contains(SECRET),
+        "the password reached the page"
+    );
 
     // ----- counters and last errors, from /api/stats --------------------------------------------
     poll(WAIT, "the counters", || async {
@@ -415,7 +442,11 @@ async fn scenario() {
             .flatten()
             .filter_map(|r| r["name"].as_str().map(str::to_owned))
             .collect();
-        if names == ["ok.clicked"] { Ok(()) } else { Err(format!("{names:?}")) }
+        if names == ["ok.clicked"] {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
     })
     .await;
     type_into(&browser, "filter-name", "").await;
@@ -423,7 +454,11 @@ async fn scenario() {
     poll(WAIT, "only user_2's rows", || async {
         let rows = browser.js(ROWS).await;
         let n = rows.as_array().map_or(0, Vec::len);
-        if n == 1 && rows[0]["name"] == "sample.seen" { Ok(()) } else { Err(rows.to_string()) }
+        if n == 1 && rows[0]["name"] == "sample.seen" {
+            Ok(())
+        } else {
+            Err(rows.to_string())
+        }
     })
     .await;
     type_into(&browser, "filter-user", "").await;
@@ -440,7 +475,10 @@ async fn scenario() {
         if v == "1" { Ok(()) } else { Err(v.to_string()) }
     })
     .await;
-    assert_eq!(browser.js(ROWS).await.as_array().map_or(0, Vec::len), before);
+    assert_eq!(
+        browser.js(ROWS).await.as_array().map_or(0, Vec::len),
+        before
+    );
     click(&browser, "[data-testid=pause]").await;
     poll(WAIT, "the paused event shown after Resume", || async {
         let rows = browser.js(ROWS).await;
@@ -486,14 +524,20 @@ async fn scenario() {
         .find(Locator::Css("[data-testid=auth-error]"))
         .await
         .unwrap();
-    assert!(auth.is_displayed().await.unwrap(), "the auth error is shown");
+    assert!(
+        auth.is_displayed().await.unwrap(),
+        "the auth error is shown"
+    );
     let text = auth.text().await.unwrap();
     assert!(text.contains("Unauthorized"), "{text}");
     // The page asks for the token; given the right one, it connects and shows the events.
     type_into(&browser, "token-input", TOKEN).await;
     click(&browser, "[data-testid=token-submit]").await;
     wait_state(&browser, "connected").await;
-    assert!(!auth.is_displayed().await.unwrap(), "the auth error is gone");
+    assert!(
+        !auth.is_displayed().await.unwrap(),
+        "the auth error is gone"
+    );
     poll(WAIT, "the recent events again", || async {
         let n = browser.js(ROWS).await.as_array().map_or(0, Vec::len);
         if n == 5 { Ok(()) } else { Err(n.to_string()) }

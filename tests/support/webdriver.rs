@@ -153,7 +153,10 @@ impl Browser {
                 .process_group(0)
                 .spawn()
                 .unwrap_or_else(|e| {
-                    panic!("cannot start {}: {e}: {INSTALL_HINT}", chromedriver.display())
+                    panic!(
+                        "cannot start {}: {e}: {INSTALL_HINT}",
+                        chromedriver.display()
+                    )
                 })
         };
         let mut driver = Driver { child, dir };
