@@ -96,6 +96,8 @@ mod event;
 mod extract;
 mod glob;
 pub mod identity;
+#[cfg(feature = "inspector")]
+pub mod inspector;
 pub mod layer;
 pub mod limits;
 #[cfg(feature = "opentelemetry")]

@@ -138,9 +138,9 @@ pub(crate) trait Settle {
         attempts: u32,
     );
 
-    /// `events` events failed attempt `attempt` retryably and are sent again after `wait`.
-    fn retrying(&mut self, attempt: u32, events: usize, wait: Duration, error: &DeliveryError) {
-        let _ = (attempt, events, wait, error);
+    /// `items` failed attempt `attempt` retryably and are sent again after `wait`.
+    fn retrying(&mut self, attempt: u32, items: Items<'_>, wait: Duration, error: &DeliveryError) {
+        let _ = (attempt, items, wait, error);
     }
 }
 
@@ -235,8 +235,8 @@ impl<'a> Attempt<'a> {
                 settle_as(Verdict::GaveUp, left, Some(&error), &mut tally);
                 return tally;
             }
-            let events = left.map_or(batch.len(), <[usize]>::len);
-            settle.retrying(attempt, events, wait, &error);
+            let items = Items { batch, which: left };
+            settle.retrying(attempt, items, wait, &error);
             tally.retries += 1;
             tokio::time::sleep(wait).await;
             pending = retry;

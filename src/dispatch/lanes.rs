@@ -76,7 +76,29 @@ const ABORT_YIELDS: usize = 16;
 impl Dispatcher {
     /// The lanes for `specs` and their workers. `drop_report_interval`: the least time
     /// between two drop reports.
+    #[cfg_attr(feature = "inspector", allow(dead_code))] // the handle uses `tapped` then
     pub(crate) fn new(specs: Vec<LaneSpec>, drop_report_interval: Duration) -> (Self, Workers) {
+        #[cfg(feature = "inspector")]
+        return Self::tapped(specs, drop_report_interval, None);
+        #[cfg(not(feature = "inspector"))]
+        Self::build(specs, drop_report_interval)
+    }
+
+    /// [`new`](Self::new), the lanes reporting to the inspector's `tap`.
+    #[cfg(feature = "inspector")]
+    pub(crate) fn tapped(
+        specs: Vec<LaneSpec>,
+        drop_report_interval: Duration,
+        tap: Option<Arc<crate::inspector::tap::Tap>>,
+    ) -> (Self, Workers) {
+        Self::build(specs, drop_report_interval, tap)
+    }
+
+    fn build(
+        specs: Vec<LaneSpec>,
+        drop_report_interval: Duration,
+        #[cfg(feature = "inspector")] tap: Option<Arc<crate::inspector::tap::Tap>>,
+    ) -> (Self, Workers) {
         let progress = Arc::new(Notify::new());
         let drop_signal = Arc::new(DropSignal::default());
         let mut lanes = Vec::with_capacity(specs.len());
@@ -95,6 +117,9 @@ impl Dispatcher {
                 progress.clone(),
                 spec.view,
                 drop_signal.clone(),
+                #[cfg(feature = "inspector")]
+                tap.clone()
+                    .map(|tap| crate::inspector::tap::LaneTap { tap, lane: i }),
             );
             #[cfg(feature = "spool")]
             let parts = WorkerParts {

@@ -134,6 +134,18 @@ pub(crate) struct LaneShared {
     pub(super) view: Option<PropertyView>,
     /// Raised with every counted drop, for the handle's drop monitor.
     pub(super) drop_signal: Arc<DropSignal>,
+    /// The inspector's tap and this lane's index in it.
+    #[cfg(feature = "inspector")]
+    pub(super) tap: Option<crate::inspector::tap::LaneTap>,
+}
+
+#[cfg(feature = "inspector")]
+impl LaneShared {
+    /// The tap, while a page is open.
+    #[inline]
+    pub(super) fn inspecting(&self) -> Option<&crate::inspector::tap::LaneTap> {
+        self.tap.as_ref().filter(|t| t.tap.active())
+    }
 }
 
 impl LaneShared {
@@ -198,6 +210,7 @@ pub(super) fn lane(
     progress: Arc<Notify>,
     view: Option<PropertyView>,
     drop_signal: Arc<DropSignal>,
+    #[cfg(feature = "inspector")] tap: Option<crate::inspector::tap::LaneTap>,
 ) -> (Lane, WorkerParts) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(LaneShared {
@@ -223,6 +236,8 @@ pub(super) fn lane(
         failing: AtomicBool::new(false),
         view,
         drop_signal,
+        #[cfg(feature = "inspector")]
+        tap,
     });
     let parts = WorkerParts {
         destination,

@@ -12,6 +12,8 @@ use super::{Counters, LaneShared, WorkerParts, recycle};
 use crate::destination::{DeliveryError, DeliveryErrorKind, Destination};
 use crate::diag::Escaped;
 use crate::event::Event;
+#[cfg(feature = "inspector")]
+use crate::inspector::tap::Outcome;
 
 /// A background task that runs next to the workers (the drop monitor).
 pub(crate) type Companion = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -260,6 +262,12 @@ pub(super) fn evict(
                 shared.held_bytes.fetch_sub(event.held(), Ordering::Relaxed);
                 shared.queued.fetch_sub(1, Ordering::Relaxed);
                 evicted += 1;
+                #[cfg(feature = "inspector")]
+                if let Some(t) = shared.inspecting() {
+                    let why = "dropped for a newer event: the queue was full";
+                    t.tap
+                        .outcomes(t.lane, std::iter::once(&event), Outcome::Dropped, Some(why));
+                }
             }
             Err(_) => break,
         }
@@ -404,6 +412,10 @@ impl Settle for Count<'_> {
         let c = &shared.counters;
         let n = items.len();
         let reports = || reports_in(items.events());
+        #[cfg(feature = "inspector")]
+        if let Some(t) = &shared.tap {
+            inspect_settled(t, verdict, items, error);
+        }
         match verdict {
             Verdict::Delivered => {
                 self.delivered += n;
@@ -445,7 +457,18 @@ impl Settle for Count<'_> {
         }
     }
 
-    fn retrying(&mut self, attempt: u32, events: usize, wait: Duration, error: &DeliveryError) {
+    fn retrying(&mut self, attempt: u32, items: Items<'_>, wait: Duration, error: &DeliveryError) {
+        let events = items.len();
+        #[cfg(feature = "inspector")]
+        if let Some(t) = &self.shared.tap {
+            let message = error.to_string();
+            t.tap
+                .error(t.lane, Outcome::Retrying, message.clone(), events);
+            if t.tap.active() {
+                t.tap
+                    .outcomes(t.lane, items.events(), Outcome::Retrying, Some(&message));
+            }
+        }
         tracing::debug!(
             target: "tower_telemetry",
             destination = %Escaped(&self.shared.name),
@@ -456,6 +479,33 @@ impl Settle for Count<'_> {
             "telemetry delivery failed; retrying"
         );
         Counters::add(&self.shared.counters.retries, 1);
+    }
+}
+
+/// Tells the inspector what became of a settled part of a batch: its errors always (they are
+/// kept for the page), each event's outcome while a page is open.
+#[cfg(feature = "inspector")]
+fn inspect_settled(
+    t: &crate::inspector::tap::LaneTap,
+    verdict: Verdict,
+    items: Items<'_>,
+    error: Option<&DeliveryError>,
+) {
+    let outcome = match verdict {
+        Verdict::Delivered => Outcome::Delivered,
+        Verdict::Discarded => Outcome::Discarded,
+        Verdict::Failed | Verdict::GaveUp => Outcome::Failed,
+    };
+    let message = error.map(|e| match verdict {
+        Verdict::GaveUp => format!("gave up after retrying: {e}"),
+        _ => e.to_string(),
+    });
+    if let Some(m) = &message {
+        t.tap.error(t.lane, outcome, m.clone(), items.len());
+    }
+    if t.tap.active() {
+        t.tap
+            .outcomes(t.lane, items.events(), outcome, message.as_deref());
     }
 }
 

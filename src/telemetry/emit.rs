@@ -83,7 +83,18 @@ impl Telemetry {
     pub(crate) fn may_emit_static(&self, callsite: &Callsite, name: &'static str) -> bool {
         let inner = &*self.inner;
         inner.enabled
-            && (self.static_route(callsite, name) & (DEST_MASK | INVALID_BIT) != 0 || inner.debug)
+            && (self.static_route(callsite, name) & (DEST_MASK | INVALID_BIT) != 0
+                || self.observed())
+    }
+
+    /// Whether events routed nowhere are looked at anyway: `debug` logs them, an open
+    /// inspector page shows them.
+    #[inline]
+    fn observed(&self) -> bool {
+        #[cfg(feature = "inspector")]
+        return self.inner.debug || self.inner.tap.active();
+        #[cfg(not(feature = "inspector"))]
+        self.inner.debug
     }
 
     /// The route of a literal name, from the call-site cache (computed on first use).
@@ -152,12 +163,20 @@ impl Telemetry {
         if route & INVALID_BIT != 0 {
             return self.reject_invalid(&name);
         }
-        let mut dests = route & DEST_MASK;
+        let routed = route & DEST_MASK;
+        let mut dests = routed;
+        // An open inspector page sees every event, whether it goes anywhere or not.
+        #[cfg(feature = "inspector")]
+        let inspecting = inner.tap.active();
+        #[cfg(not(feature = "inspector"))]
+        let inspecting = false;
         if dests == 0 {
             if inner.debug {
                 debug_nowhere(&name);
             }
-            return;
+            if !inspecting {
+                return;
+            }
         }
         if inner.closed.load(Ordering::Relaxed) {
             inner.after_shutdown.fetch_add(1, Ordering::Relaxed);
@@ -173,7 +192,7 @@ impl Telemetry {
         let identity = kind.is_identity();
         if identity {
             dests = inner.dispatch.supported(kind, dests);
-            if dests == 0 {
+            if dests == 0 && !inspecting {
                 return;
             }
         }
@@ -184,7 +203,7 @@ impl Telemetry {
         } else {
             dests
         };
-        if keep == 0 {
+        if keep == 0 && !inspecting {
             return;
         }
         let context = match (context, scope) {
@@ -263,12 +282,20 @@ impl Telemetry {
         // draws the ids of a whole batch at once, off the request path (~150 instructions
         // less here). One shared by several destinations, or printed now, gets it here: they
         // must all see the same id.
-        e.id_pending = keep & (keep - 1) == 0 && !inner.debug;
+        e.id_pending = keep & keep.wrapping_sub(1) == 0 && !inner.debug && !inspecting;
         if !e.id_pending {
             e.id = new_event_id_at(e.timestamp);
         }
         if inner.debug {
             self.debug_event(&event, keep);
+        }
+        // Shown before it is queued: whatever a worker reports of it comes after.
+        #[cfg(feature = "inspector")]
+        if inspecting {
+            self.inspect(&event, routed, routed & !dests, keep);
+            if keep == 0 {
+                return;
+            }
         }
         // One reference per destination; the last one gets the handle's own (most events go
         // to one destination: no reference counting at all).
@@ -276,9 +303,22 @@ impl Telemetry {
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            self.push(i, event.clone());
+            self.push(i, event.clone(), inspecting);
         }
-        self.push(keep.trailing_zeros() as usize, event);
+        self.push(keep.trailing_zeros() as usize, event, inspecting);
+    }
+
+    /// Hands a tracked event to the open inspector pages.
+    #[cfg(feature = "inspector")]
+    #[cold]
+    #[inline(never)]
+    fn inspect(&self, event: &Arc<Event>, routed: u32, unsupported: u32, kept: u32) {
+        self.inner.tap.send(crate::inspector::tap::Note::Tracked {
+            event: event.clone(),
+            routed,
+            unsupported,
+            kept,
+        });
     }
 
     /// Counts an event a request's [`Consent::Denied`] keeps in the process.
@@ -288,11 +328,31 @@ impl Telemetry {
         self.inner.consent_denied.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `inspecting`: an inspector page is told when the queue drops the event.
     #[inline]
-    fn push(&self, lane: usize, event: Arc<Event>) {
+    fn push(&self, lane: usize, event: Arc<Event>, inspecting: bool) {
         let inner = &*self.inner;
-        if let Push::Closed = inner.dispatch.push(lane, event) {
-            inner.after_shutdown.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "inspector")]
+        let id = inspecting.then(|| event.id());
+        #[cfg(not(feature = "inspector"))]
+        let _ = inspecting;
+        match inner.dispatch.push(lane, event) {
+            Push::Queued => {}
+            Push::Closed => {
+                inner.after_shutdown.fetch_add(1, Ordering::Relaxed);
+            }
+            Push::Full =>
+            {
+                #[cfg(feature = "inspector")]
+                if let Some(id) = id {
+                    inner.tap.send(crate::inspector::tap::Note::Outcome {
+                        id,
+                        lane,
+                        outcome: crate::inspector::tap::Outcome::Dropped,
+                        message: Some("dropped: the queue was full".into()),
+                    });
+                }
+            }
         }
     }
 

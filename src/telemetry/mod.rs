@@ -114,6 +114,9 @@ struct Inner {
     report_route: u32,
     /// Stops the drop monitor (when the last handle goes, or at shutdown).
     monitor_stop: Arc<Notify>,
+    /// The inspector's tap (shared with the lanes): see [`crate::inspector`].
+    #[cfg(feature = "inspector")]
+    tap: Arc<crate::inspector::tap::Tap>,
 }
 
 /// The `on_drop` callback.
@@ -153,6 +156,15 @@ impl Telemetry {
             memories,
         } = compiled;
         let lanes = if config.enabled { lanes } else { Vec::new() };
+        #[cfg(feature = "inspector")]
+        let tap = Arc::new(crate::inspector::tap::Tap::new(
+            lanes.iter().map(|l| l.name.clone()).collect(),
+            crate::inspector::masked_config(&config),
+        ));
+        #[cfg(feature = "inspector")]
+        let (dispatch, workers) =
+            Dispatcher::tapped(lanes, drop_report_interval, Some(tap.clone()));
+        #[cfg(not(feature = "inspector"))]
         let (dispatch, workers) = Dispatcher::new(lanes, drop_report_interval);
         let drop_signal = dispatch.drop_signal();
         let report_route = router.compute(DROPPED_EVENT) & DEST_MASK;
@@ -191,6 +203,8 @@ impl Telemetry {
             on_drop,
             report_route,
             monitor_stop: monitor_stop.clone(),
+            #[cfg(feature = "inspector")]
+            tap,
         });
         let monitor = lifecycle::drop_monitor(Arc::downgrade(&inner), monitor_stop, drop_signal);
         workers.spawn(Some(Box::pin(monitor)));
@@ -268,9 +282,34 @@ impl Telemetry {
         &self.inner.requests
     }
 
+    /// The inspector's tap.
+    #[cfg(feature = "inspector")]
+    pub(crate) fn tap(&self) -> &Arc<crate::inspector::tap::Tap> {
+        &self.inner.tap
+    }
+
+    /// A reference to this handle that does not keep it alive.
+    #[cfg(feature = "inspector")]
+    pub(crate) fn downgrade(&self) -> WeakTelemetry {
+        WeakTelemetry(Arc::downgrade(&self.inner))
+    }
+
     /// Whether request events are suppressed for `path`.
     pub(crate) fn request_excluded(&self, path: &str) -> bool {
         self.inner.request_excludes.iter().any(|g| g.matches(path))
+    }
+}
+
+/// A [`Telemetry`] handle that does not keep it alive (the inspector's hub task holds one).
+#[cfg(feature = "inspector")]
+#[derive(Clone, Debug)]
+pub(crate) struct WeakTelemetry(std::sync::Weak<Inner>);
+
+#[cfg(feature = "inspector")]
+impl WeakTelemetry {
+    /// The handle, while any clone of it lives.
+    pub(crate) fn upgrade(&self) -> Option<Telemetry> {
+        self.0.upgrade().map(|inner| Telemetry { inner })
     }
 }
 

@@ -97,9 +97,9 @@ impl Settle for Log {
         self.settled.push((verdict, indices, error, attempts));
     }
 
-    fn retrying(&mut self, attempt: u32, events: usize, wait: Duration, error: &DeliveryError) {
+    fn retrying(&mut self, attempt: u32, items: Items<'_>, wait: Duration, error: &DeliveryError) {
         self.retrying
-            .push((attempt, events, wait, error.message().to_owned()));
+            .push((attempt, items.len(), wait, error.message().to_owned()));
     }
 }
 
