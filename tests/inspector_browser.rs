@@ -2,8 +2,10 @@
 //! WebDriver by chromedriver, opens the page of a real axum app on loopback, watches events
 //! tracked by real HTTP requests arrive with each destination's outcome (delivered, failed with
 //! the server's message, sampled out, not routed, unsupported), the password redacted, the
-//! counters, the explain box, the filters and Pause, and an unauthorized state for a wrong
-//! token; the token is also checked over plain HTTP. It saves `docs/inspector.png`.
+//! counters, the explain box, the filters and Pause, a reconnect after the network drops its
+//! connections (through a TCP relay the test cuts), and an unauthorized state for a wrong
+//! token, then the right one entered at the prompt; the token is also checked over plain HTTP.
+//! It saves `docs/inspector.png`.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
 //! `chromium-driver`; `$CHROME` / `$CHROMEDRIVER` override): without them it fails, saying so.
@@ -14,7 +16,8 @@ mod support;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,6 +28,8 @@ use http::{Request, StatusCode};
 use http_body_util::Empty;
 use serde_json::Value;
 use support::http::{HttpClient, Server, client, send};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle};
 use tower_telemetry::{
     Event, EventKind, Telemetry, Tracker,
     config::{Config, DeliveryConfig, DestinationConfig},
@@ -132,6 +137,52 @@ fn app(telemetry: &Telemetry) -> Router {
             "/_telemetry",
             Inspector::new(telemetry.clone()).token(TOKEN).router(),
         )
+}
+
+/// A TCP relay in front of the app: the browser talks through it, so the test can cut every
+/// open connection (the page's stream included), as a network drop would.
+struct Relay {
+    addr: SocketAddr,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(Mutex::new(Vec::<AbortHandle>::new()));
+        let open = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                open.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        Relay {
+            addr,
+            connections,
+            accept,
+        }
+    }
+
+    /// Closes every connection open through the relay (both ends).
+    fn cut(&self) {
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
 }
 
 /// GETs `url` with an optional bearer token: the status and the body (the body only when
@@ -256,7 +307,6 @@ async fn scenario() {
     let telemetry = telemetry();
     let server = Server::start(app(&telemetry)).await;
     let http = client();
-    let origin = format!("http://{}", server.addr);
 
     // ----- over plain HTTP: the page needs no token, the API does ----------------------------
     // The page is at the mount point, with or without its trailing slash (axum's `nest`).
@@ -287,6 +337,10 @@ async fn scenario() {
     }
 
     // ----- the page, with the token in its fragment ------------------------------------------
+    // The browser talks to the app through a relay, which can cut its connections.
+    let relay = Relay::start(server.addr).await;
+    let origin = format!("http://{}", relay.addr);
+    let page = page.replace(&format!("http://{}", server.addr), &origin);
     let browser = Browser::launch().await;
     browser
         .goto(&format!("{page}#token={TOKEN}"))
@@ -513,6 +567,20 @@ async fn scenario() {
         assert!(u.starts_with(&format!("{origin}/")), "the page loaded {u}");
     }
 
+    // ----- the network drops the page's connections: it reconnects, the list is replaced ------
+    relay.cut();
+    wait_state(&browser, "reconnecting").await;
+    wait_state(&browser, "connected").await;
+    poll(
+        WAIT,
+        "the recent events once, from the new snapshot",
+        || async {
+            let n = browser.js(ROWS).await.as_array().map_or(0, Vec::len);
+            if n == 5 { Ok(()) } else { Err(n.to_string()) }
+        },
+    )
+    .await;
+
     // ----- a wrong token: the page says unauthorized --------------------------------------------
     browser.goto("about:blank").await.unwrap();
     browser
@@ -545,6 +613,7 @@ async fn scenario() {
     .await;
 
     browser.close().await;
+    drop(relay);
 
     // ----- the accounting, after shutdown -----------------------------------------------------
     server.stop().await;
