@@ -431,7 +431,7 @@ mod tests {
         let (d, _workers) = Dispatcher::new(vec![spec("a", 1), spec("b", 4)], Duration::ZERO);
         assert_eq!(d.names().collect::<Vec<_>>(), ["a", "b"]);
         assert!(matches!(d.push(0, event()), Push::Queued));
-        assert!(matches!(d.push(0, event()), Push::Full));
+        assert!(matches!(d.push(0, event()), Push::Full(_)));
         assert!(matches!(d.push(1, event()), Push::Queued));
         d.count_sampled_out(0b11);
         let stats = d.stats();
@@ -483,7 +483,7 @@ mod tests {
         for _ in 0..4 {
             assert!(matches!(d.push(0, event()), Push::Queued));
         }
-        assert!(matches!(d.push(0, event()), Push::Full));
+        assert!(matches!(d.push(0, event()), Push::Full(_)));
         let stats = &d.stats()[0];
         assert_eq!((stats.enqueued, stats.dropped_queue_full), (4, 1));
         assert_eq!(stats.queued, 2, "reported up to the capacity");
@@ -498,7 +498,10 @@ mod tests {
         for _ in 0..3 {
             assert!(matches!(d.push(0, event()), Push::Queued));
         }
-        assert!(matches!(d.push(0, event()), Push::Full), "over the bytes");
+        assert!(
+            matches!(d.push(0, event()), Push::Full(_)),
+            "over the bytes"
+        );
         let stats = &d.stats()[0];
         assert_eq!((stats.enqueued, stats.dropped_queue_full), (3, 1));
         assert_eq!((stats.held_bytes, stats.max_bytes), (3 * one, 3 * one));
@@ -506,7 +509,7 @@ mod tests {
         let mut lone = spec("lone", 100);
         lone.delivery = lone.delivery.with_queue_max_bytes(one - 1);
         let (d, _workers) = Dispatcher::new(vec![lone], Duration::ZERO);
-        assert!(matches!(d.push(0, event()), Push::Full));
+        assert!(matches!(d.push(0, event()), Push::Full(_)));
         assert_eq!(
             d.stats()[0].held_bytes,
             0,
@@ -526,7 +529,7 @@ mod tests {
         for _ in 0..4 {
             assert!(matches!(d.push(0, event()), Push::Queued));
         }
-        assert!(matches!(d.push(0, event()), Push::Full));
+        assert!(matches!(d.push(0, event()), Push::Full(_)));
     }
 
     #[test]

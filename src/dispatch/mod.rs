@@ -254,7 +254,9 @@ pub(super) fn lane(
 /// Outcome of offering an event to a lane.
 pub(crate) enum Push {
     Queued,
-    Full,
+    /// Not queued: the queue was full. The event comes back (an open inspector page is told
+    /// which one was dropped).
+    Full(Arc<Event>),
     Closed,
 }
 
@@ -268,10 +270,10 @@ impl Lane {
                 Counters::add(&self.shared.counters.enqueued, 1);
                 Push::Queued
             }
-            Push::Full => {
+            Push::Full(event) => {
                 Counters::add(&self.shared.counters.dropped_queue_full, 1);
                 self.shared.drop_signal.raise();
-                Push::Full
+                Push::Full(event)
             }
             Push::Closed => Push::Closed,
         }
@@ -281,7 +283,7 @@ impl Lane {
     pub(super) fn push_report(&self, event: Arc<Event>) {
         match self.offer(event) {
             Push::Queued => Counters::add(&self.shared.counters.enqueued, 1),
-            Push::Full => Counters::add(&self.shared.counters.reports_lost, 1),
+            Push::Full(_) => Counters::add(&self.shared.counters.reports_lost, 1),
             Push::Closed => {}
         }
     }
@@ -309,7 +311,7 @@ impl Lane {
         {
             shared.queued.fetch_sub(1, Ordering::Relaxed);
             shared.held_bytes.fetch_sub(held, Ordering::Relaxed);
-            return Push::Full;
+            return Push::Full(event);
         }
         match self.tx.send(event) {
             Ok(()) => {

@@ -91,10 +91,7 @@ impl Telemetry {
     /// inspector page shows them.
     #[inline]
     fn observed(&self) -> bool {
-        #[cfg(feature = "inspector")]
-        return self.inner.debug || self.inner.tap.active();
-        #[cfg(not(feature = "inspector"))]
-        self.inner.debug
+        self.inner.debug || self.inspected()
     }
 
     /// The route of a literal name, from the call-site cache (computed on first use).
@@ -165,16 +162,13 @@ impl Telemetry {
         }
         let routed = route & DEST_MASK;
         let mut dests = routed;
-        // An open inspector page sees every event, whether it goes anywhere or not.
-        #[cfg(feature = "inspector")]
-        let inspecting = inner.tap.active();
-        #[cfg(not(feature = "inspector"))]
-        let inspecting = false;
+        // An open inspector page sees every event, whether it goes anywhere or not (the page
+        // is looked for only on the paths that would end here, and once the event is built).
         if dests == 0 {
             if inner.debug {
                 debug_nowhere(&name);
             }
-            if !inspecting {
+            if !self.inspected() {
                 return;
             }
         }
@@ -192,7 +186,7 @@ impl Telemetry {
         let identity = kind.is_identity();
         if identity {
             dests = inner.dispatch.supported(kind, dests);
-            if dests == 0 && !inspecting {
+            if dests == 0 && !self.inspected() {
                 return;
             }
         }
@@ -203,7 +197,7 @@ impl Telemetry {
         } else {
             dests
         };
-        if keep == 0 && !inspecting {
+        if keep == 0 && !self.inspected() {
             return;
         }
         let context = match (context, scope) {
@@ -282,7 +276,7 @@ impl Telemetry {
         // draws the ids of a whole batch at once, off the request path (~150 instructions
         // less here). One shared by several destinations, or printed now, gets it here: they
         // must all see the same id.
-        e.id_pending = keep & keep.wrapping_sub(1) == 0 && !inner.debug && !inspecting;
+        e.id_pending = keep & keep.wrapping_sub(1) == 0 && !inner.debug;
         if !e.id_pending {
             e.id = new_event_id_at(e.timestamp);
         }
@@ -291,10 +285,12 @@ impl Telemetry {
         }
         // Shown before it is queued: whatever a worker reports of it comes after.
         #[cfg(feature = "inspector")]
-        if inspecting {
-            self.inspect(&event, routed, routed & !dests, keep);
+        {
+            if inner.tap.active() {
+                self.inspect(&mut event, routed, routed & !dests, keep);
+            }
             if keep == 0 {
-                return;
+                return; // routed nowhere or sampled out: built for the page only
             }
         }
         // One reference per destination; the last one gets the handle's own (most events go
@@ -303,16 +299,20 @@ impl Telemetry {
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            self.push(i, event.clone(), inspecting);
+            self.push(i, event.clone());
         }
-        self.push(keep.trailing_zeros() as usize, event, inspecting);
+        self.push(keep.trailing_zeros() as usize, event);
     }
 
     /// Hands a tracked event to the open inspector pages.
     #[cfg(feature = "inspector")]
     #[cold]
     #[inline(never)]
-    fn inspect(&self, event: &Arc<Event>, routed: u32, unsupported: u32, kept: u32) {
+    fn inspect(&self, event: &mut Arc<Event>, routed: u32, unsupported: u32, kept: u32) {
+        // The page follows the event by its id: drawn now if its worker was to draw it.
+        if let Some(e) = Arc::get_mut(event) {
+            e.draw_id();
+        }
         self.inner.tap.send(crate::inspector::tap::Note::Tracked {
             event: event.clone(),
             routed,
@@ -328,32 +328,44 @@ impl Telemetry {
         self.inner.consent_denied.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `inspecting`: an inspector page is told when the queue drops the event.
+    /// Whether an inspector page is open (with the feature).
     #[inline]
-    fn push(&self, lane: usize, event: Arc<Event>, inspecting: bool) {
-        let inner = &*self.inner;
+    fn inspected(&self) -> bool {
         #[cfg(feature = "inspector")]
-        let id = inspecting.then(|| event.id());
+        return self.inner.tap.active();
         #[cfg(not(feature = "inspector"))]
-        let _ = inspecting;
+        false
+    }
+
+    #[inline]
+    fn push(&self, lane: usize, event: Arc<Event>) {
+        let inner = &*self.inner;
         match inner.dispatch.push(lane, event) {
             Push::Queued => {}
             Push::Closed => {
                 inner.after_shutdown.fetch_add(1, Ordering::Relaxed);
             }
-            Push::Full =>
-            {
-                #[cfg(feature = "inspector")]
-                if let Some(id) = id {
-                    inner.tap.send(crate::inspector::tap::Note::Outcome {
-                        id,
-                        lane,
-                        outcome: crate::inspector::tap::Outcome::Dropped,
-                        message: Some("dropped: the queue was full".into()),
-                    });
-                }
-            }
+            #[cfg(feature = "inspector")]
+            Push::Full(event) => self.inspect_dropped(lane, &event),
+            #[cfg(not(feature = "inspector"))]
+            Push::Full(_) => {}
         }
+    }
+
+    /// Tells the open inspector pages that `lane`'s full queue dropped `event`.
+    #[cfg(feature = "inspector")]
+    #[cold]
+    #[inline(never)]
+    fn inspect_dropped(&self, lane: usize, event: &Event) {
+        if !self.inner.tap.active() {
+            return;
+        }
+        self.inner.tap.send(crate::inspector::tap::Note::Outcome {
+            id: event.id(),
+            lane,
+            outcome: crate::inspector::tap::Outcome::Dropped,
+            message: Some("dropped: the queue was full".into()),
+        });
     }
 
     /// Whether sampling can drop anything and is keyed by request or user.
