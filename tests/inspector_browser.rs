@@ -17,6 +17,7 @@ mod support;
 mod webdriver;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,10 +30,11 @@ use http_body_util::Empty;
 use serde_json::Value;
 use support::http::{HttpClient, Server, client, send};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinHandle};
 use tower_telemetry::{
     Event, EventKind, Telemetry, Tracker,
-    config::{Config, DeliveryConfig, DestinationConfig},
+    config::{Config, DeliveryConfig, DestinationConfig, RetryConfig},
     destination::{BoxFuture, DeliveryError, Destination},
     inspector::Inspector,
     layer::TelemetryLayer,
@@ -45,28 +47,77 @@ const TOKEN: &str = "inspector-test-token-0123456789";
 const SECRET: &str = "hunter2-never-shown";
 /// What the failing destination's "server" answers.
 const SERVER_ERROR: &str = "HTTP 400: website not found";
+/// Why it throws `bot.*` events away.
+const BOT_CHECK: &str = "bot check: the User-Agent is a crawler";
+/// What the slow destination's server answers first.
+const UNAVAILABLE: &str = "HTTP 503: upstream unavailable";
 /// Every wait on the page.
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A destination whose server rejects everything for good, like a collection server that does
-/// not know the website; it has no counterpart for `identify`.
+/// not know the website, and throws bots' events away; it has no counterpart for `identify`.
 struct Upstream;
 
 impl Destination for Upstream {
     fn name(&self) -> &str {
         "upstream"
     }
-    fn send<'a>(&'a self, _: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async { Err(DeliveryError::permanent(SERVER_ERROR)) })
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        let verdicts = batch.iter().enumerate().map(|(i, e)| {
+            if e.name().starts_with("bot.") {
+                (i, DeliveryError::discarded(BOT_CHECK))
+            } else {
+                (i, DeliveryError::permanent(SERVER_ERROR))
+            }
+        });
+        let error = DeliveryError::partial(verdicts.collect::<Vec<_>>());
+        Box::pin(async move { Err(error) })
     }
     fn supports(&self, kind: EventKind) -> bool {
         kind != EventKind::Identify
     }
 }
 
-fn telemetry() -> Telemetry {
+/// A destination whose server is down at first (a retryable 503), then answers only once the
+/// test opens `gate`: with room for two events, its events show `retrying`, `queued` and
+/// `dropped` until then.
+struct Slow {
+    gate: Arc<Semaphore>,
+    attempts: AtomicUsize,
+}
+
+impl Destination for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn send<'a>(&'a self, _: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(DeliveryError::retryable(UNAVAILABLE));
+            }
+            let _open = self.gate.acquire().await;
+            Ok(())
+        })
+    }
+}
+
+/// The handle, and the gate of its `slow` destination.
+fn telemetry() -> (Telemetry, Arc<Semaphore>) {
     let fast = DeliveryConfig::default().with_flush_interval(Duration::ZERO);
-    Telemetry::builder()
+    // One event at a time, room for two, retried quickly, never timed out while the gate is
+    // shut.
+    let slow = fast
+        .with_batch_size(1)
+        .with_concurrency(1)
+        .with_queue_capacity(2)
+        .with_timeout(Duration::from_secs(60))
+        .with_retry(
+            RetryConfig::default()
+                .with_initial_backoff(Duration::from_millis(20))
+                .with_max_backoff(Duration::from_millis(100)),
+        );
+    let gate = Arc::new(Semaphore::new(0));
+    let telemetry = Telemetry::builder()
         .config(
             Config::default()
                 .with_destination(
@@ -82,15 +133,28 @@ fn telemetry() -> Telemetry {
                 )
                 .with_destination(
                     DestinationConfig::new("upstream")
-                        .with_events(["fail.*", "$identify"])
+                        .with_events(["fail.*", "bot.*", "$identify"])
                         .with_delivery(fast),
+                )
+                .with_destination(
+                    DestinationConfig::new("slow")
+                        .with_events(["slow.*"])
+                        .with_delivery(slow),
                 ),
         )
         .memory_destination("mem")
         .memory_destination("sampled")
         .destination("upstream", Upstream)
+        .destination(
+            "slow",
+            Slow {
+                gate: gate.clone(),
+                attempts: AtomicUsize::new(0),
+            },
+        )
         .build()
-        .unwrap()
+        .unwrap();
+    (telemetry, gate)
 }
 
 fn app(telemetry: &Telemetry) -> Router {
@@ -113,6 +177,22 @@ fn app(telemetry: &Telemetry) -> Router {
             "/fail",
             get(|| async {
                 track!("fail.sent", amount = 3, password = SECRET);
+                "ok"
+            }),
+        )
+        .route(
+            "/bot",
+            get(|| async {
+                track!("bot.visit", page = "/pricing");
+                "ok"
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                for job in 1..=3 {
+                    track!("slow.job", job = job);
+                }
                 "ok"
             }),
         )
@@ -239,12 +319,35 @@ fn rows_named<'a>(rows: &'a Value, name: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// The row named `name` whose outcomes are exactly `want` (destination, outcome).
-fn has_row(rows: &Value, name: &str, want: &[(&str, &str)]) -> bool {
-    rows_named(rows, name).iter().any(|r| {
-        want.iter().all(|(d, o)| r["outcomes"][*d] == *o)
-            && r["outcomes"].as_object().is_some_and(|m| m.len() == 3)
+/// The configured destinations, in order.
+const DESTINATIONS: [&str; 4] = ["mem", "sampled", "upstream", "slow"];
+
+/// Whether a row named `name` (in `rows`, or `rows` itself) shows the outcomes `routed` for
+/// those destinations and `not_routed` for every other one.
+fn has_row(rows: &Value, name: &str, routed: &[(&str, &str)]) -> bool {
+    let candidates = match rows {
+        Value::Array(_) => rows_named(rows, name),
+        row => vec![row],
+    };
+    candidates.iter().any(|r| {
+        r["name"] == name
+            && r["outcomes"].as_object().map(|m| m.len()) == Some(DESTINATIONS.len())
+            && DESTINATIONS.iter().all(|d| {
+                let want = routed
+                    .iter()
+                    .find(|(name, _)| name == d)
+                    .map_or("not_routed", |(_, o)| o);
+                r["outcomes"][*d] == want
+            })
     })
+}
+
+/// Destination `dest`'s outcomes of the rows named `name`, newest first.
+fn outcomes_of(rows: &Value, name: &str, dest: &str) -> Vec<String> {
+    rows_named(rows, name)
+        .iter()
+        .map(|r| r["outcomes"][dest].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 async fn state(browser: &Browser) -> String {
@@ -304,7 +407,7 @@ async fn inspector_page_in_a_real_browser() {
 }
 
 async fn scenario() {
-    let telemetry = telemetry();
+    let (telemetry, gate) = telemetry();
     let server = Server::start(app(&telemetry)).await;
     let http = client();
 
@@ -356,41 +459,26 @@ async fn scenario() {
     hit(&http, &server, "/fail", "user_1").await;
     hit(&http, &server, "/login", "anon").await;
 
-    let rows = poll(WAIT, "every event with its final outcomes", || async {
+    hit(&http, &server, "/bot", "user_5").await;
+    hit(&http, &server, "/slow", "user_6").await;
+
+    let rows = poll(WAIT, "every event with its outcomes", || async {
         let rows = browser.js(ROWS).await;
-        let done = has_row(
-            &rows,
-            "ok.clicked",
-            &[
-                ("mem", "delivered"),
-                ("sampled", "not_routed"),
-                ("upstream", "not_routed"),
-            ],
-        ) && has_row(
-            &rows,
-            "sample.seen",
-            &[
-                ("sampled", "sampled_out"),
-                ("mem", "not_routed"),
-                ("upstream", "not_routed"),
-            ],
-        ) && has_row(
-            &rows,
-            "fail.sent",
-            &[
-                ("upstream", "failed"),
-                ("mem", "not_routed"),
-                ("sampled", "not_routed"),
-            ],
-        ) && has_row(
-            &rows,
-            "$identify",
-            &[
-                ("upstream", "unsupported"),
-                ("mem", "delivered"),
-                ("sampled", "not_routed"),
-            ],
-        );
+        let done = has_row(&rows, "ok.clicked", &[("mem", "delivered")])
+            && has_row(&rows, "sample.seen", &[("sampled", "sampled_out")])
+            && has_row(&rows, "fail.sent", &[("upstream", "failed")])
+            && has_row(&rows, "bot.visit", &[("upstream", "discarded")])
+            && has_row(
+                &rows,
+                "$identify",
+                &[("upstream", "unsupported"), ("mem", "delivered")],
+            )
+            // The slow destination (newest first): the third job dropped (no room), the second
+            // waiting, the first being retried.
+            && outcomes_of(&rows, "slow.job", "slow") == ["dropped", "queued", "retrying"]
+            && rows_named(&rows, "slow.job")
+                .iter()
+                .all(|r| has_row(r, "slow.job", &[("slow", r["outcomes"]["slow"].as_str().unwrap())]));
         if done {
             Ok(rows)
         } else {
@@ -407,10 +495,24 @@ async fn scenario() {
         .collect();
     assert_eq!(
         names,
-        ["$identify", "fail.sent", "sample.seen", "ok.clicked"],
+        [
+            "slow.job",
+            "slow.job",
+            "slow.job",
+            "bot.visit",
+            "$identify",
+            "fail.sent",
+            "sample.seen",
+            "ok.clicked"
+        ],
         "{rows}"
     );
     assert_eq!(rows_named(&rows, "ok.clicked")[0]["user"], "user_1");
+    // Why: the retry's last error, the drop's reason, the discard's.
+    let message = |name: &str, i: usize| rows_named(&rows, name)[i]["messages"].to_string();
+    assert!(message("slow.job", 2).contains(UNAVAILABLE), "{rows}");
+    assert!(message("slow.job", 0).contains("slow: "), "{rows}");
+    assert!(message("bot.visit", 0).contains(BOT_CHECK), "{rows}");
     // The server's message is in the row itself...
     let failed = rows_named(&rows, "fail.sent")[0];
     assert!(
@@ -448,13 +550,16 @@ async fn scenario() {
 
     // ----- counters and last errors, from /api/stats --------------------------------------------
     poll(WAIT, "the counters", || async {
-        let seen = (
+        let seen = [
             counter(&browser, "mem", "delivered").await,
             counter(&browser, "upstream", "failed").await,
+            counter(&browser, "upstream", "discarded").await,
             counter(&browser, "upstream", "unsupported").await,
             counter(&browser, "sampled", "sampled_out").await,
-        );
-        if seen.0 >= 2 && seen.1 >= 1 && seen.2 >= 1 && seen.3 >= 1 {
+            counter(&browser, "slow", "dropped_queue_full").await,
+            counter(&browser, "slow", "retries").await,
+        ];
+        if seen[0] >= 2 && seen[1..].iter().all(|n| *n >= 1) {
             Ok(())
         } else {
             Err(format!("{seen:?}"))
@@ -519,7 +624,7 @@ async fn scenario() {
 
     // ----- Pause: a new event is counted, not shown, until resumed ------------------------------
     let before = browser.js(ROWS).await.as_array().map_or(0, Vec::len);
-    assert_eq!(before, 4);
+    assert_eq!(before, 8);
     click(&browser, "[data-testid=pause]").await;
     hit(&http, &server, "/ok", "user_4").await;
     poll(WAIT, "one event arrived while paused", || async {
@@ -567,6 +672,18 @@ async fn scenario() {
         assert!(u.starts_with(&format!("{origin}/")), "the page loaded {u}");
     }
 
+    // ----- the slow destination's server answers at last: its jobs are delivered -------------
+    gate.add_permits(1000);
+    poll(WAIT, "the slow jobs delivered", || async {
+        let seen = outcomes_of(&browser.js(ROWS).await, "slow.job", "slow");
+        if seen == ["dropped", "delivered", "delivered"] {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+
     // ----- the network drops the page's connections: it reconnects, the list is replaced ------
     relay.cut();
     wait_state(&browser, "reconnecting").await;
@@ -576,7 +693,7 @@ async fn scenario() {
         "the recent events once, from the new snapshot",
         || async {
             let n = browser.js(ROWS).await.as_array().map_or(0, Vec::len);
-            if n == 5 { Ok(()) } else { Err(n.to_string()) }
+            if n == 9 { Ok(()) } else { Err(n.to_string()) }
         },
     )
     .await;
@@ -608,7 +725,7 @@ async fn scenario() {
     );
     poll(WAIT, "the recent events again", || async {
         let n = browser.js(ROWS).await.as_array().map_or(0, Vec::len);
-        if n == 5 { Ok(()) } else { Err(n.to_string()) }
+        if n == 9 { Ok(()) } else { Err(n.to_string()) }
     })
     .await;
 
@@ -632,4 +749,12 @@ async fn scenario() {
     assert_eq!(stat("upstream").unsupported, 1, "{report}");
     assert_eq!(stat("sampled").sampled_out, 1, "{report}");
     assert_eq!(stat("sampled").enqueued, 0, "{report}");
+    assert_eq!(stat("upstream").discarded, 1, "{report}");
+    let slow = stat("slow");
+    assert_eq!(
+        (slow.enqueued, slow.delivered, slow.dropped_queue_full),
+        (2, 2, 1),
+        "{report}"
+    );
+    assert!(slow.retries >= 1, "{report}");
 }
