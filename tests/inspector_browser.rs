@@ -652,6 +652,9 @@ async fn scenario() {
     std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/docs")).unwrap();
     std::fs::write(path, &png).unwrap();
 
+    // No script error, no failed load, no Content-Security-Policy violation so far.
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "the console: {errors:#?}");
     // Nothing but this server was asked for anything (no CDN, fonts or images).
     let urls = browser
         .js("return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')).map(e => e.name)")

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fantoccini::{Client, ClientBuilder};
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -62,6 +62,8 @@ impl Drop for Driver {
 pub struct Browser {
     pub client: Client,
     driver: Driver,
+    /// chromedriver's address.
+    url: String,
 }
 
 impl std::ops::Deref for Browser {
@@ -185,6 +187,8 @@ impl Browser {
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": chrome, "args": args },
+            // The page's console, for `console_errors`.
+            "goog:loggingPrefs": { "browser": "ALL" },
         });
         let Value::Object(capabilities) = capabilities else {
             unreachable!()
@@ -210,7 +214,39 @@ impl Browser {
                 log_tail(&log)
             )
         });
-        Browser { client, driver }
+        Browser {
+            client,
+            driver,
+            url,
+        }
+    }
+
+    /// The browser console's errors since the last call (uncaught exceptions, failed loads,
+    /// Content-Security-Policy violations), through chromedriver's log endpoint.
+    pub async fn console_errors(&self) -> Vec<String> {
+        let id = self.client.session_id().await.unwrap().expect("a session");
+        let http: HttpClient<HttpConnector, Full<Bytes>> =
+            HttpClient::builder(TokioExecutor::new()).build_http();
+        let req = http::Request::post(format!("{}/session/{id}/se/log", self.url))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(br#"{"type":"browser"}"#)))
+            .unwrap();
+        let res = tokio::time::timeout(STARTUP, http.request(req))
+            .await
+            .expect("chromedriver answers")
+            .expect("chromedriver's log");
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&body).expect("JSON from chromedriver");
+        v["value"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no browser log: {v}"))
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// Runs `script` (a function body; `return` its result) in the page.
