@@ -115,7 +115,11 @@ fn hub(shared: &Shared) -> Arc<Hub> {
     let tap = shared.telemetry.tap();
     tap.hub
         .get_or_init(|| {
-            let hub = Arc::new(Hub::new(tap.names.clone(), shared.history));
+            let hub = Arc::new(Hub::new(
+                tap.names.clone(),
+                shared.history,
+                tap.epoch.clone(),
+            ));
             if let Some(rx) = tap.take_receiver() {
                 let explain = Explainer::new(shared.telemetry.downgrade());
                 tokio::spawn(hub.clone().run(rx, explain));

@@ -6,6 +6,7 @@
 //! than that and never slows the hub (nor, through it, tracking or delivery).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -53,6 +54,8 @@ pub(crate) struct Entry {
     pub(crate) context: serde_json::Value,
     /// Per lane.
     pub(crate) destinations: Vec<Status>,
+    /// The tap's epoch when it was recorded.
+    pub(crate) epoch: u64,
 }
 
 /// An entry with its destinations' names, serialized as the page reads it.
@@ -136,6 +139,8 @@ pub(crate) struct Hub {
     ring: Mutex<Ring>,
     tx: broadcast::Sender<Arc<Message>>,
     names: Vec<String>,
+    /// The tap's epoch (see `Tap::epoch`).
+    epoch: Arc<AtomicU64>,
 }
 
 /// What a new stream starts with: the hello and snapshot messages, and the live messages
@@ -149,8 +154,8 @@ pub(crate) struct Subscription {
 }
 
 impl Hub {
-    /// A hub keeping the last `capacity` events of lanes `names`.
-    pub(crate) fn new(names: Vec<String>, capacity: usize) -> Hub {
+    /// A hub keeping the last `capacity` events of lanes `names`; `epoch`: the tap's.
+    pub(crate) fn new(names: Vec<String>, capacity: usize, epoch: Arc<AtomicU64>) -> Hub {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         Hub {
             ring: Mutex::new(Ring {
@@ -162,6 +167,7 @@ impl Hub {
             }),
             tx,
             names,
+            epoch,
         }
     }
 
@@ -172,7 +178,21 @@ impl Hub {
     /// A new stream: subscribed and snapshotted under the ring's lock, so every message is
     /// either in the snapshot or comes live, never both, never neither (until it lags).
     pub(crate) fn subscribe(&self) -> Subscription {
-        let ring = self.ring();
+        let mut ring = self.ring();
+        // What was still on its way when the last page closed: its end was not recorded.
+        let now = self.epoch.load(Ordering::Relaxed);
+        for entry in ring.entries.iter_mut().filter(|e| e.epoch < now) {
+            for status in &mut entry.destinations {
+                if matches!(status.outcome, Outcome::Queued | Outcome::Retrying) {
+                    *status = Status {
+                        outcome: Outcome::Unknown,
+                        message: Some(
+                            "not recorded: no inspector page was open when it was settled".into(),
+                        ),
+                    };
+                }
+            }
+        }
         let rx = self.tx.subscribe();
         let events: Vec<Shown<'_>> = ring
             .entries
@@ -210,7 +230,8 @@ impl Hub {
                     .map(|i| status_at(i, &event, routed, unsupported, kept, explain))
                     .collect();
                 ring.seq += 1;
-                let entry = entry(ring.seq, &event, destinations);
+                let mut entry = entry(ring.seq, &event, destinations);
+                entry.epoch = self.epoch.load(Ordering::Relaxed);
                 let data = serde_json::to_string(&Shown {
                     entry: &entry,
                     names: &self.names,
@@ -286,6 +307,7 @@ fn entry(seq: u64, event: &Event, destinations: Vec<Status>) -> Entry {
         properties: serde_json::to_value(event.properties()).unwrap_or_default(),
         context: serde_json::to_value(event.context()).unwrap_or_default(),
         destinations,
+        epoch: 0,
     }
 }
 

@@ -47,8 +47,9 @@
 //! An event's outcome at a destination is one of `queued`, `retrying` (with the error),
 //! `delivered`, `failed` (with the destination's or server's message), `discarded` (the
 //! receiver threw it away on purpose, e.g. Umami's bot check), `dropped` (its queue was full),
-//! `sampled_out`, `not_routed` (with the reason) and `unsupported` (an identity operation the
-//! destination has no counterpart for).
+//! `sampled_out`, `not_routed` (with the reason), `unsupported` (an identity operation the
+//! destination has no counterpart for) and `unknown` (still on its way when the last page
+//! closed: nothing is recorded while no page is open).
 //!
 //! # What it costs
 //!

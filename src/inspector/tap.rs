@@ -34,6 +34,9 @@ pub(crate) enum Outcome {
     SampledOut,
     NotRouted,
     Unsupported,
+    /// Still queued or retrying when the last page closed: what became of it was not
+    /// recorded (nothing is while no page is open).
+    Unknown,
 }
 
 impl Outcome {
@@ -48,12 +51,13 @@ impl Outcome {
             Outcome::SampledOut => "sampled_out",
             Outcome::NotRouted => "not_routed",
             Outcome::Unsupported => "unsupported",
+            Outcome::Unknown => "unknown",
         }
     }
 
     /// Whether nothing more will happen to the event there.
     pub(crate) fn is_final(self) -> bool {
-        !matches!(self, Outcome::Queued | Outcome::Retrying)
+        !matches!(self, Outcome::Queued | Outcome::Retrying | Outcome::Unknown)
     }
 }
 
@@ -90,6 +94,9 @@ pub(crate) struct LastError {
 pub(crate) struct Tap {
     /// Open streams: the tracking path reports only while there is one.
     subscribers: AtomicUsize,
+    /// Counts the times the last stream closed: what the hub recorded in an earlier epoch
+    /// and had not settled then never will be.
+    pub(crate) epoch: Arc<AtomicU64>,
     /// Notes the hub task could not take in time.
     lost: AtomicU64,
     tx: mpsc::Sender<Note>,
@@ -119,6 +126,7 @@ impl Tap {
         let errors = names.iter().map(|_| Mutex::default()).collect();
         Tap {
             subscribers: AtomicUsize::new(0),
+            epoch: Arc::new(AtomicU64::new(0)),
             lost: AtomicU64::new(0),
             tx,
             rx: Mutex::new(Some(rx)),
@@ -222,7 +230,9 @@ pub(crate) struct Subscribed(Arc<Tap>);
 
 impl Drop for Subscribed {
     fn drop(&mut self) {
-        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
+        if self.0.subscribers.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.epoch.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

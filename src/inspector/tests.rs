@@ -55,7 +55,7 @@ fn drain(rx: &mut tokio::sync::broadcast::Receiver<Arc<Message>>) -> Vec<Arc<Mes
 #[tokio::test]
 async fn messages_come_in_order_and_the_snapshot_holds_what_came_before() {
     let t = handle();
-    let hub = Hub::new(vec!["a".into(), "b".into()], 10);
+    let hub = Hub::new(vec!["a".into(), "b".into()], 10, Default::default());
     let mut explain = Explainer::new(t.downgrade());
     let mut early = hub.subscribe();
     assert_eq!(early.seq, 0);
@@ -139,7 +139,7 @@ async fn messages_come_in_order_and_the_snapshot_holds_what_came_before() {
 #[tokio::test]
 async fn a_stalled_stream_loses_messages_and_holds_nothing_up() {
     let t = handle();
-    let hub = Hub::new(vec!["a".into(), "b".into()], 100);
+    let hub = Hub::new(vec!["a".into(), "b".into()], 100, Default::default());
     let mut explain = Explainer::new(t.downgrade());
     let mut stalled = hub.subscribe();
     let total = 3 * BROADCAST_CAPACITY;
@@ -188,4 +188,39 @@ fn the_tap_is_quiet_without_a_page_and_counts_what_it_cannot_take() {
     assert_eq!(tap.lost(), 5000 - 4096);
     drop(guard);
     assert!(!tap.active());
+}
+
+#[tokio::test]
+async fn what_was_on_its_way_when_the_last_page_closed_is_shown_unknown_not_queued() {
+    let t = handle();
+    let tap = Arc::new(super::tap::Tap::new(
+        vec!["a".into(), "b".into()],
+        Value::Null,
+    ));
+    let hub = Hub::new(vec!["a".into(), "b".into()], 10, tap.epoch.clone());
+    let mut explain = Explainer::new(t.downgrade());
+    let page = tap.subscribe();
+    let _ = hub.subscribe();
+    let done = event("user.done");
+    let pending = event("user.pending");
+    hub.apply(tracked(&done, 0b01, 0b01), &mut explain);
+    hub.apply(outcome(&done, 0, Outcome::Delivered, None), &mut explain);
+    hub.apply(tracked(&pending, 0b01, 0b01), &mut explain);
+    drop(page); // the last page closes; `pending` is settled meanwhile, unrecorded
+    let _page = tap.subscribe();
+    let snapshot: Value = serde_json::from_str(&hub.subscribe().snapshot).unwrap();
+    let events = snapshot["events"].as_array().unwrap();
+    assert_eq!(events[0]["destinations"]["a"]["outcome"], "delivered");
+    assert_eq!(events[1]["destinations"]["a"]["outcome"], "unknown");
+    assert_eq!(events[1]["destinations"]["b"]["outcome"], "not_routed");
+    // A verdict that still comes (a batch retried across the gap) replaces it.
+    hub.apply(
+        outcome(&pending, 0, Outcome::Failed, Some("gave up")),
+        &mut explain,
+    );
+    let snapshot: Value = serde_json::from_str(&hub.subscribe().snapshot).unwrap();
+    assert_eq!(
+        snapshot["events"][1]["destinations"]["a"]["outcome"],
+        "failed"
+    );
 }
