@@ -6,7 +6,8 @@
 //! counters, the explain box, the filters and Pause, a reconnect after the network drops its
 //! connections (through a TCP relay the test cuts), and an unauthorized state for a wrong
 //! token, then the right one entered at the prompt; the token is also checked over plain HTTP.
-//! It saves `docs/inspector.png`.
+//! It saves a screenshot to `target/inspector.png`, or to the README's `docs/inspector.png`
+//! with `UPDATE_SCREENSHOT=1`.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
 //! `chromium-driver`; `$CHROME` / `$CHROMEDRIVER` override): without them it fails, saying so.
@@ -649,9 +650,15 @@ async fn scenario() {
     browser.js("window.scrollTo(0, 0); return null").await;
     let png = browser.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/inspector.png");
-    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/docs")).unwrap();
-    std::fs::write(path, &png).unwrap();
+    // Into target/ on every run; over the README's docs/inspector.png when asked
+    // (`UPDATE_SCREENSHOT=1`), so an ordinary test run leaves the working tree clean.
+    let dir = if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/docs")
+    } else {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target")
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(format!("{dir}/inspector.png"), &png).unwrap();
 
     // No script error, no failed load, no Content-Security-Policy violation so far.
     let errors = browser.console_errors().await;
@@ -687,6 +694,18 @@ async fn scenario() {
 
     // ----- a wrong token: the page says unauthorized --------------------------------------------
     browser.goto("about:blank").await.unwrap();
+    // The server has seen the page go (the last one: so what is still on its way is not
+    // recorded from now on) before the next page opens.
+    let stats_url = server.url("/_telemetry/api/stats");
+    poll(WAIT, "no page open", || async {
+        let (_, body) = get_with(&http, &stats_url, Some(TOKEN), true).await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        match v["inspector"]["subscribers"].as_u64() {
+            Some(0) => Ok(()),
+            n => Err(format!("{n:?} open")),
+        }
+    })
+    .await;
     browser
         .goto(&format!("{page}#token=wrong-token"))
         .await
