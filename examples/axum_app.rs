@@ -147,15 +147,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr}");
 
+    // Ctrl-C: the server stops accepting, and open inspector pages are let go (their streams
+    // never end by themselves, which would keep the graceful shutdown waiting).
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+
     // The live inspector, outside the app's layers (its requests are not the app's traffic).
     #[cfg(feature = "inspector")]
     let app = {
         let token = inspector_token();
         println!("inspector: http://{addr}/_telemetry#token={token}");
+        let stop = stop.clone();
         app.nest(
             "/_telemetry",
             tower_telemetry::inspector::Inspector::new(telemetry.clone())
                 .token(token)
+                .shutdown_signal(async move { stop.notified().await })
                 .router(),
         )
     };
@@ -163,8 +169,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
+    .with_graceful_shutdown(async move {
         let _ = tokio::signal::ctrl_c().await;
+        stop.notify_one();
     })
     .await?;
 

@@ -133,7 +133,8 @@ impl SseReader {
         }
     }
 
-    /// The next message (keep-alive comments skipped), or `None` past `WAIT`.
+    /// The next message (keep-alive comments skipped); `None` when the stream ended. Fails
+    /// past `WAIT`.
     async fn next(&mut self) -> Option<Sse> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
@@ -156,7 +157,7 @@ impl SseReader {
             }
             let frame = tokio::time::timeout_at(deadline, self.body.frame())
                 .await
-                .ok()??
+                .expect("no message within the wait")?
                 .unwrap();
             if let Ok(bytes) = frame.into_data() {
                 self.buf.push_str(std::str::from_utf8(&bytes).unwrap());
@@ -169,7 +170,7 @@ impl SseReader {
         let mut seen = Vec::new();
         loop {
             let Some(m) = self.next().await else {
-                panic!("not seen within {WAIT:?}; got {seen:#?}");
+                panic!("the stream ended; got {seen:#?}");
             };
             let stop = done(&m);
             seen.push(m);
@@ -521,4 +522,36 @@ async fn explain_and_the_configuration_answer() {
         .collect();
     assert_eq!(names, ["mem", "sampled", "refusing"]);
     assert_eq!(config["config"]["destinations"][1]["sample_rate"], 0.0);
+}
+
+#[tokio::test]
+async fn the_shutdown_signal_ends_open_streams_so_a_graceful_shutdown_completes() {
+    let telemetry = handle();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let inspector = Inspector::new(telemetry.clone())
+        .token(TOKEN)
+        .shutdown_signal({
+            let stop = stop.clone();
+            async move { stop.notified().await }
+        });
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .nest("/_telemetry", inspector.router());
+    let server = Server::start(app).await;
+    let mut page = SseReader::open(&server, TOKEN).await;
+    assert_eq!(page.next().await.unwrap().event, "hello");
+    assert_eq!(page.next().await.unwrap().event, "snapshot");
+
+    stop.notify_one();
+    assert!(page.next().await.is_none(), "the stream ended");
+    let req = Request::get(server.url("/_telemetry/api/stream"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Empty::new())
+        .unwrap();
+    let (res, body) = send(&client(), req).await;
+    assert_eq!(res.status(), 503, "{body}");
+    tokio::time::timeout(WAIT, server.stop())
+        .await
+        .expect("the graceful shutdown completes with the page open");
+    telemetry.shutdown(WAIT).await;
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -15,6 +15,7 @@ use futures_util::stream::{self, Stream};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 
 use super::hub::{Explainer, Hub, Subscription};
 use super::tap::{Subscribed, Tap};
@@ -33,6 +34,24 @@ pub(super) struct Shared {
     pub(super) telemetry: Telemetry,
     pub(super) token: Option<Box<[u8]>>,
     pub(super) history: usize,
+    /// Raised when the shutdown signal completed: open streams end, new ones are refused.
+    pub(super) closed: watch::Sender<bool>,
+    /// The shutdown signal, until the first request spawns a task to wait for it.
+    pub(super) signal: Mutex<Option<super::Signal>>,
+}
+
+impl Shared {
+    /// Starts waiting for the shutdown signal (once, from a request: a runtime is running).
+    fn arm(&self) {
+        let signal = self.signal.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(signal) = signal {
+            let closed = self.closed.clone();
+            tokio::spawn(async move {
+                signal.await;
+                closed.send_replace(true);
+            });
+        }
+    }
 }
 
 type St = State<Arc<Shared>>;
@@ -133,11 +152,19 @@ async fn stream_events(State(shared): St, headers: HeaderMap) -> Response {
     if let Some(res) = unauthorized(&shared, &headers) {
         return res;
     }
+    shared.arm();
+    let closed = shared.closed.subscribe();
+    if *closed.borrow() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": "the server is shutting down" }),
+        );
+    }
     let tap: &Arc<Tap> = shared.telemetry.tap();
     // Counted open first, then snapshotted: nothing tracked after the snapshot is missed.
     let guard = tap.subscribe();
     let subscription = hub(&shared).subscribe();
-    let mut res = Sse::new(messages(subscription, guard))
+    let mut res = Sse::new(messages(subscription, guard, closed))
         .keep_alive(KeepAlive::default())
         .into_response();
     res.headers_mut()
@@ -151,14 +178,15 @@ enum Phase {
     Live,
 }
 
-/// The stream's messages: hello, snapshot, then live until the client goes (or lags, which
-/// it is told, then goes on from the newest).
+/// The stream's messages: hello, snapshot, then live until the client goes or `closed` is
+/// raised (a lagging client is told, then goes on from the newest).
 pub(super) fn messages(
     subscription: Subscription,
     guard: Subscribed,
+    closed: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
-    let state = (Phase::Hello, subscription, guard);
-    stream::unfold(state, |(phase, mut sub, guard)| async move {
+    let state = (Phase::Hello, subscription, (guard, closed));
+    stream::unfold(state, |(phase, mut sub, mut guard)| async move {
         let event = match phase {
             Phase::Hello => {
                 let e = SseEvent::default().event("hello").data(&sub.hello);
@@ -173,7 +201,15 @@ pub(super) fn messages(
                 return Some((Ok(e), (Phase::Live, sub, guard)));
             }
             Phase::Live => loop {
-                match sub.rx.recv().await {
+                let next = {
+                    let closing = std::pin::pin!(guard.1.wait_for(|closed| *closed));
+                    let recv = std::pin::pin!(sub.rx.recv());
+                    match futures_util::future::select(closing, recv).await {
+                        futures_util::future::Either::Left(_) => return None,
+                        futures_util::future::Either::Right((next, _)) => next,
+                    }
+                };
+                match next {
                     Ok(m) if m.seq <= sub.seq => continue, // already in the snapshot
                     Ok(m) => {
                         break SseEvent::default()

@@ -68,6 +68,9 @@ pub(crate) mod hub;
 pub(crate) mod tap;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 
@@ -84,7 +87,11 @@ pub struct Inspector {
     telemetry: Telemetry,
     token: Option<String>,
     history: usize,
+    signal: Option<Arc<Mutex<Option<Signal>>>>,
 }
+
+/// A shutdown signal, boxed.
+type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl fmt::Debug for Inspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -102,6 +109,7 @@ impl Inspector {
             telemetry,
             token: None,
             history: DEFAULT_HISTORY,
+            signal: None,
         }
     }
 
@@ -119,6 +127,36 @@ impl Inspector {
         self
     }
 
+    /// Ends every open event stream when `signal` completes, and refuses new ones (503):
+    /// give it your server's shutdown signal, or an open page keeps a graceful shutdown
+    /// waiting for its never-ending response.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use tower_telemetry::{Telemetry, inspector::Inspector};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let telemetry = Telemetry::builder().build().unwrap();
+    /// let stop = Arc::new(tokio::sync::Notify::new());
+    /// let inspector = Inspector::new(telemetry).token("s3cret").shutdown_signal({
+    ///     let stop = stop.clone();
+    ///     async move { stop.notified().await }
+    /// });
+    /// let app: axum::Router = axum::Router::new().nest("/_telemetry", inspector.router());
+    /// // axum::serve(listener, app).with_graceful_shutdown(async move {
+    /// //     let _ = tokio::signal::ctrl_c().await;
+    /// //     stop.notify_one();
+    /// // })
+    /// # let _ = (app, stop);
+    /// # }
+    /// ```
+    pub fn shutdown_signal(
+        mut self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Inspector {
+        self.signal = Some(Arc::new(Mutex::new(Some(Box::pin(signal)))));
+        self
+    }
+
     /// The routes, to [`nest`](Router::nest) where the application wants them.
     ///
     /// ```
@@ -131,10 +169,16 @@ impl Inspector {
     /// # }
     /// ```
     pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        // The signal goes to the first router made (a clone of the inspector shares it).
+        let signal = self
+            .signal
+            .and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take());
         http::router(http::Shared {
             telemetry: self.telemetry,
             token: self.token.map(|t| t.into_bytes().into_boxed_slice()),
             history: self.history,
+            closed: tokio::sync::watch::Sender::new(false),
+            signal: Mutex::new(signal),
         })
     }
 }
