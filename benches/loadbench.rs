@@ -52,7 +52,11 @@
 //! Two more, run only when named in `--variants`: i) c's two layers in one `ServiceBuilder`
 //! (one `Router::layer` call, so axum wraps each route once instead of twice); j) d with
 //! `TelemetryLayer` wrapped around the whole `Router` instead of each route (no per-request
-//! boxing by axum, but no matched route in the context).
+//! boxing by axum, but no matched route in the context); k) d with the counting destination's
+//! `flush_interval` at 0, so its worker never lingers for a fuller batch: each wake-up delivers
+//! what one `recv_many` took (issue #27's experiment); l) d with the handle built before the
+//! server's runtime, so its worker runs on the crate's own thread (pinned to the same core as
+//! the server: every wake-up of the worker crosses threads, the case batching is for).
 
 // The Umami contract test server (variant f) and the HTTP harness it serves through.
 #[path = "../tests/support/mod.rs"]
@@ -103,6 +107,8 @@ const VARIANTS: &[(&str, &str)] = &[
         "j",
         "as d, TelemetryLayer around the Router (no route captured)",
     ),
+    ("k", "as d, the destination's flush_interval 0 (no linger)"),
+    ("l", "as d, the worker on its own thread (same core)"),
 ];
 
 fn main() {
@@ -162,6 +168,22 @@ impl Destination for Count {
     }
 }
 
+/// [`Count`] with a `flush_interval` of 0: the worker delivers what it took at once (k).
+#[derive(Clone, Default)]
+struct CountNoLinger(Count);
+
+impl Destination for CountNoLinger {
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn delivery_defaults(&self) -> tower_telemetry::config::DeliveryConfig {
+        tower_telemetry::config::DeliveryConfig::default().with_flush_interval(Duration::ZERO)
+    }
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        self.0.send(batch)
+    }
+}
+
 static EMITTED: AtomicU64 = AtomicU64::new(0);
 
 async fn ok() -> &'static str {
@@ -185,6 +207,14 @@ fn serve(variant: &str, umami_url: Option<String>) {
         .enable_all()
         .build()
         .expect("runtime");
+    // l: built before the runtime is entered, so the handle starts its worker on a thread of
+    // its own.
+    let own_thread = (variant == "l").then(|| {
+        Telemetry::builder()
+            .destination("sink", Count::default())
+            .build()
+            .expect("telemetry")
+    });
     rt.block_on(async move {
         let mut telemetry = None;
         // j: the layer wraps the whole router instead of each route.
@@ -227,10 +257,11 @@ fn serve(variant: &str, umami_url: Option<String>) {
                     ))
                     .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
             ),
-            "d" | "e" | "f" | "g" | "j" => {
+            "d" | "e" | "f" | "g" | "j" | "k" | "l" => {
                 let builder = Telemetry::builder();
                 let builder = match variant {
-                    "d" | "j" => builder.destination("sink", Count::default()),
+                    "d" | "j" | "l" => builder.destination("sink", Count::default()),
+                    "k" => builder.destination("sink", CountNoLinger::default()),
                     "e" => builder.destination(
                         "logging",
                         LoggingDestination::default().with_writer(std::io::sink()),
@@ -251,7 +282,10 @@ fn serve(variant: &str, umami_url: Option<String>) {
                         ),
                     ),
                 };
-                let t = builder.build().expect("telemetry");
+                let t = match own_thread {
+                    Some(t) => t,
+                    None => builder.build().expect("telemetry"),
+                };
                 telemetry = Some(t.clone());
                 if variant == "j" {
                     outer = Some(TelemetryLayer::new(t));
