@@ -56,7 +56,9 @@
 //! `flush_interval` at 0, so its worker never lingers for a fuller batch: each wake-up delivers
 //! what one `recv_many` took (issue #27's experiment); l) d with the handle built before the
 //! server's runtime, so its worker runs on the crate's own thread (pinned to the same core as
-//! the server: every wake-up of the worker crosses threads, the case batching is for).
+//! the server: every wake-up of the worker crosses threads, the case batching is for); m) d with
+//! batches of 16 instead of 100 (what holding a batch's events and contexts until delivery
+//! costs in cache).
 
 // The Umami contract test server (variant f) and the HTTP harness it serves through.
 #[path = "../tests/support/mod.rs"]
@@ -109,6 +111,7 @@ const VARIANTS: &[(&str, &str)] = &[
     ),
     ("k", "as d, the destination's flush_interval 0 (no linger)"),
     ("l", "as d, the worker on its own thread (same core)"),
+    ("m", "as d, batches of 16 instead of 100"),
 ];
 
 fn main() {
@@ -165,6 +168,23 @@ impl Destination for Count {
     fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
         self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
         Box::pin(async { Ok(()) })
+    }
+}
+
+/// [`Count`] with batches of 16 (m): what a batch's working set costs (100 events and their
+/// contexts outgrow the L1 cache before they are delivered; 16 do not).
+#[derive(Clone, Default)]
+struct CountSmall(Count);
+
+impl Destination for CountSmall {
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn preferred_batch_size(&self) -> usize {
+        16
+    }
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        self.0.send(batch)
     }
 }
 
@@ -257,11 +277,12 @@ fn serve(variant: &str, umami_url: Option<String>) {
                     ))
                     .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
             ),
-            "d" | "e" | "f" | "g" | "j" | "k" | "l" => {
+            "d" | "e" | "f" | "g" | "j" | "k" | "l" | "m" => {
                 let builder = Telemetry::builder();
                 let builder = match variant {
                     "d" | "j" | "l" => builder.destination("sink", Count::default()),
                     "k" => builder.destination("sink", CountNoLinger::default()),
+                    "m" => builder.destination("sink", CountSmall::default()),
                     "e" => builder.destination(
                         "logging",
                         LoggingDestination::default().with_writer(std::io::sink()),
