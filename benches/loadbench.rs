@@ -22,7 +22,7 @@
 //! bare axum (with its range over rounds) and the server's CPU time per request (from
 //! `/proc/<pid>/stat`). It writes
 //! `target/bench-report/loadbench.md` and `target/bench-report/loadbench.svg`, and checks that
-//! no event was lost in d–g and j (delivered + counted drops + undelivered at shutdown = emitted).
+//! no event was lost in d–g and j–m (delivered + counted drops + undelivered at shutdown = emitted).
 //!
 //! A second measurement follows (`--side-rounds`, default as many as `--rounds`): every variant
 //! runs *side by side* with bare axum, both servers pinned to core 0 at the same time and each
@@ -924,7 +924,7 @@ fn report(
     }
     let _ = writeln!(
         md,
-        "\nNo event lost in the variants that track (d–g, j), in either measurement (delivered + dropped + failed + discarded + undelivered = emitted): {}",
+        "\nNo event lost in the variants that track (d–g, j–m), in either measurement (delivered + dropped + failed + discarded + undelivered = emitted): {}",
         if all_kept { "yes" } else { "NO" }
     );
     let dir = std::path::Path::new("target/bench-report");
