@@ -23,6 +23,8 @@
 //! `/proc/<pid>/stat`). It writes
 //! `target/bench-report/loadbench.md` and `target/bench-report/loadbench.svg`, and checks that
 //! no event was lost in d–g and j–m (delivered + counted drops + undelivered at shutdown = emitted).
+//! The counting destination (d, j–m) also reports the batches it was sent: the side-by-side log
+//! lines show them (`batches`), so delivered ÷ batches is the mean batch size at full speed.
 //!
 //! A second measurement follows (`--side-rounds`, default as many as `--rounds`): every variant
 //! runs *side by side* with bare axum, both servers pinned to core 0 at the same time and each
@@ -167,9 +169,14 @@ impl Destination for Count {
     }
     fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
         self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        BATCHES.fetch_add(1, Ordering::Relaxed);
         Box::pin(async { Ok(()) })
     }
 }
+
+/// Batches the counting destinations were sent (d, j–m): with `delivered`, the mean batch size
+/// at full speed.
+static BATCHES: AtomicU64 = AtomicU64::new(0);
 
 /// [`Count`] with batches of 16 (m): what a batch's working set costs (100 events and their
 /// contexts outgrow the L1 cache before they are delivered; 16 do not).
@@ -354,13 +361,14 @@ fn serve(variant: &str, umami_url: Option<String>) {
                     s.destinations.iter().map(f).sum()
                 };
                 println!(
-                    "EVENTS emitted={} delivered={} dropped={} failed={} discarded={} undelivered={}",
+                    "EVENTS emitted={} delivered={} dropped={} failed={} discarded={} undelivered={} batches={}",
                     EMITTED.load(Ordering::Relaxed),
                     sum(|d| d.delivered),
                     sum(|d| d.dropped_queue_full),
                     sum(|d| d.failed),
                     sum(|d| d.discarded),
                     sum(|d| d.undelivered),
+                    BATCHES.load(Ordering::Relaxed),
                 );
             }
             None => println!("EVENTS none"),
@@ -391,6 +399,8 @@ struct EventCounts {
     failed: u64,
     discarded: u64,
     undelivered: u64,
+    /// Batches a counting destination was sent (0 for the others, and from older builds).
+    batches: u64,
 }
 
 impl EventCounts {
@@ -703,6 +713,7 @@ fn stop_server(child: &mut Child) -> Option<EventCounts> {
             "failed" => e.failed = v,
             "discarded" => e.discarded = v,
             "undelivered" => e.undelivered = v,
+            "batches" => e.batches = v,
             _ => {}
         }
     }
@@ -864,6 +875,7 @@ fn report(
                     failed: a.failed + e.failed,
                     discarded: a.discarded + e.discarded,
                     undelivered: a.undelivered + e.undelivered,
+                    batches: a.batches + e.batches,
                 });
             if events.iter().any(|e| e.lost() != 0) {
                 all_kept = false;
