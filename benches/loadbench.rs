@@ -22,7 +22,9 @@
 //! bare axum (with its range over rounds) and the server's CPU time per request (from
 //! `/proc/<pid>/stat`). It writes
 //! `target/bench-report/loadbench.md` and `target/bench-report/loadbench.svg`, and checks that
-//! no event was lost in d–g and j (delivered + counted drops + undelivered at shutdown = emitted).
+//! no event was lost in d–g and j–m (delivered + counted drops + undelivered at shutdown = emitted).
+//! The counting destination (d, j–m) also reports the batches it was sent: the side-by-side log
+//! lines show them (`batches`), so delivered ÷ batches is the mean batch size at full speed.
 //!
 //! A second measurement follows (`--side-rounds`, default as many as `--rounds`): every variant
 //! runs *side by side* with bare axum, both servers pinned to core 0 at the same time and each
@@ -52,7 +54,13 @@
 //! Two more, run only when named in `--variants`: i) c's two layers in one `ServiceBuilder`
 //! (one `Router::layer` call, so axum wraps each route once instead of twice); j) d with
 //! `TelemetryLayer` wrapped around the whole `Router` instead of each route (no per-request
-//! boxing by axum, but no matched route in the context).
+//! boxing by axum, but no matched route in the context); k) d with the counting destination's
+//! `flush_interval` at 0, so its worker never lingers for a fuller batch: each wake-up delivers
+//! what one `recv_many` took (issue #27's experiment); l) d with the handle built before the
+//! server's runtime, so its worker runs on the crate's own thread (pinned to the same core as
+//! the server: every wake-up of the worker crosses threads, the case batching is for); m) d with
+//! batches of 16 instead of 100 (what holding a batch's events and contexts until delivery
+//! costs in cache).
 
 // The Umami contract test server (variant f) and the HTTP harness it serves through.
 #[path = "../tests/support/mod.rs"]
@@ -103,6 +111,9 @@ const VARIANTS: &[(&str, &str)] = &[
         "j",
         "as d, TelemetryLayer around the Router (no route captured)",
     ),
+    ("k", "as d, the destination's flush_interval 0 (no linger)"),
+    ("l", "as d, the worker on its own thread (same core)"),
+    ("m", "as d, batches of 16 instead of 100"),
 ];
 
 fn main() {
@@ -158,7 +169,45 @@ impl Destination for Count {
     }
     fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
         self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        BATCHES.fetch_add(1, Ordering::Relaxed);
         Box::pin(async { Ok(()) })
+    }
+}
+
+/// Batches the counting destinations were sent (d, j–m): with `delivered`, the mean batch size
+/// at full speed.
+static BATCHES: AtomicU64 = AtomicU64::new(0);
+
+/// [`Count`] with batches of 16 (m): what a batch's working set costs (100 events and their
+/// contexts outgrow the L1 cache before they are delivered; 16 do not).
+#[derive(Clone, Default)]
+struct CountSmall(Count);
+
+impl Destination for CountSmall {
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn preferred_batch_size(&self) -> usize {
+        16
+    }
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        self.0.send(batch)
+    }
+}
+
+/// [`Count`] with a `flush_interval` of 0: the worker delivers what it took at once (k).
+#[derive(Clone, Default)]
+struct CountNoLinger(Count);
+
+impl Destination for CountNoLinger {
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn delivery_defaults(&self) -> tower_telemetry::config::DeliveryConfig {
+        tower_telemetry::config::DeliveryConfig::default().with_flush_interval(Duration::ZERO)
+    }
+    fn send<'a>(&'a self, batch: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        self.0.send(batch)
     }
 }
 
@@ -185,6 +234,14 @@ fn serve(variant: &str, umami_url: Option<String>) {
         .enable_all()
         .build()
         .expect("runtime");
+    // l: built before the runtime is entered, so the handle starts its worker on a thread of
+    // its own.
+    let own_thread = (variant == "l").then(|| {
+        Telemetry::builder()
+            .destination("sink", Count::default())
+            .build()
+            .expect("telemetry")
+    });
     rt.block_on(async move {
         let mut telemetry = None;
         // j: the layer wraps the whole router instead of each route.
@@ -227,10 +284,12 @@ fn serve(variant: &str, umami_url: Option<String>) {
                     ))
                     .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
             ),
-            "d" | "e" | "f" | "g" | "j" => {
+            "d" | "e" | "f" | "g" | "j" | "k" | "l" | "m" => {
                 let builder = Telemetry::builder();
                 let builder = match variant {
-                    "d" | "j" => builder.destination("sink", Count::default()),
+                    "d" | "j" | "l" => builder.destination("sink", Count::default()),
+                    "k" => builder.destination("sink", CountNoLinger::default()),
+                    "m" => builder.destination("sink", CountSmall::default()),
                     "e" => builder.destination(
                         "logging",
                         LoggingDestination::default().with_writer(std::io::sink()),
@@ -251,7 +310,10 @@ fn serve(variant: &str, umami_url: Option<String>) {
                         ),
                     ),
                 };
-                let t = builder.build().expect("telemetry");
+                let t = match own_thread {
+                    Some(t) => t,
+                    None => builder.build().expect("telemetry"),
+                };
                 telemetry = Some(t.clone());
                 if variant == "j" {
                     outer = Some(TelemetryLayer::new(t));
@@ -299,13 +361,14 @@ fn serve(variant: &str, umami_url: Option<String>) {
                     s.destinations.iter().map(f).sum()
                 };
                 println!(
-                    "EVENTS emitted={} delivered={} dropped={} failed={} discarded={} undelivered={}",
+                    "EVENTS emitted={} delivered={} dropped={} failed={} discarded={} undelivered={} batches={}",
                     EMITTED.load(Ordering::Relaxed),
                     sum(|d| d.delivered),
                     sum(|d| d.dropped_queue_full),
                     sum(|d| d.failed),
                     sum(|d| d.discarded),
                     sum(|d| d.undelivered),
+                    BATCHES.load(Ordering::Relaxed),
                 );
             }
             None => println!("EVENTS none"),
@@ -336,6 +399,8 @@ struct EventCounts {
     failed: u64,
     discarded: u64,
     undelivered: u64,
+    /// Batches a counting destination was sent (0 for the others, and from older builds).
+    batches: u64,
 }
 
 impl EventCounts {
@@ -648,6 +713,7 @@ fn stop_server(child: &mut Child) -> Option<EventCounts> {
             "failed" => e.failed = v,
             "discarded" => e.discarded = v,
             "undelivered" => e.undelivered = v,
+            "batches" => e.batches = v,
             _ => {}
         }
     }
@@ -809,6 +875,7 @@ fn report(
                     failed: a.failed + e.failed,
                     discarded: a.discarded + e.discarded,
                     undelivered: a.undelivered + e.undelivered,
+                    batches: a.batches + e.batches,
                 });
             if events.iter().any(|e| e.lost() != 0) {
                 all_kept = false;
@@ -869,7 +936,7 @@ fn report(
     }
     let _ = writeln!(
         md,
-        "\nNo event lost in the variants that track (d–g, j), in either measurement (delivered + dropped + failed + discarded + undelivered = emitted): {}",
+        "\nNo event lost in the variants that track (d–g, j–m), in either measurement (delivered + dropped + failed + discarded + undelivered = emitted): {}",
         if all_kept { "yes" } else { "NO" }
     );
     let dir = std::path::Path::new("target/bench-report");
