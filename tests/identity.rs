@@ -12,13 +12,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use http::request::Parts;
+use support::accounted;
 use support::http::{Server, client, get as request, send};
 use tower_telemetry::destination::{BoxFuture, DeliveryError, Destination};
 use tower_telemetry::identity::{self, Consent};
 use tower_telemetry::layer::{ClientIp, TelemetryLayer};
-use tower_telemetry::{
-    DestinationStats, Event, EventKind, Telemetry, Tracker, config::Config, props, track,
-};
+use tower_telemetry::{Event, EventKind, Telemetry, Tracker, config::Config, props, track};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -68,14 +67,6 @@ fn app(telemetry: &Telemetry) -> Router {
                 })
                 .request_events(true),
         )
-}
-
-fn accounted(d: &DestinationStats) {
-    assert_eq!(
-        d.enqueued,
-        d.delivered + d.failed + d.discarded + d.dropped_oldest + d.undelivered,
-        "{d:?}"
-    );
 }
 
 fn handle() -> Telemetry {

@@ -16,13 +16,14 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use serde_json::Value;
+use support::accounted;
 use support::http::{Server, client, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_telemetry::config::{Config, DestinationConfig};
 use tower_telemetry::destination::{BoxFuture, DeliveryError, Destination};
 use tower_telemetry::inspector::Inspector;
 use tower_telemetry::layer::TelemetryLayer;
-use tower_telemetry::{DestinationStats, Event, Telemetry, props, track};
+use tower_telemetry::{Event, Telemetry, props, track};
 
 const TOKEN: &str = "t0ken-for-tests";
 const WAIT: Duration = Duration::from_secs(10);
@@ -95,14 +96,6 @@ fn app(telemetry: &Telemetry) -> Router {
             "/_telemetry",
             Inspector::new(telemetry.clone()).token(TOKEN).router(),
         )
-}
-
-fn accounted(d: &DestinationStats) {
-    assert_eq!(
-        d.enqueued,
-        d.delivered + d.failed + d.discarded + d.dropped_oldest + d.undelivered,
-        "{d:?}"
-    );
 }
 
 /// One Server-Sent Events message.

@@ -10,13 +10,14 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use support::accounted;
 use support::logs::Logs;
 use support::umami_server::UmamiServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_telemetry::config::{Config, DeliveryConfig, DestinationConfig, RetryConfig};
 use tower_telemetry::destination::LoggingDestination;
 use tower_telemetry::destination::umami::{UmamiConfig, UmamiDestination};
-use tower_telemetry::{Context, DestinationStats, Telemetry, track};
+use tower_telemetry::{Context, Telemetry, track};
 
 const WEBSITE: &str = "5a1d0c5e-8c6e-4a3b-9f0a-1b2c3d4e5f60";
 const WAIT: Duration = Duration::from_secs(20);
@@ -41,14 +42,6 @@ fn assert_escaped(text: &str) {
     assert!(
         !text.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
         "a forged line in {text}"
-    );
-}
-
-fn accounted(d: &DestinationStats) {
-    assert_eq!(
-        d.enqueued,
-        d.delivered + d.failed + d.discarded + d.dropped_oldest + d.undelivered,
-        "{d:?}"
     );
 }
 

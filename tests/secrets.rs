@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::accounted;
 use support::logs::Logs;
 use tower_telemetry::config::{
     Config, ConfigErrors, DeliveryConfig, DestinationConfig, RetryConfig,
@@ -14,7 +15,7 @@ use tower_telemetry::config::{
 use tower_telemetry::destination::nats::{NatsConfig, NatsDestination};
 use tower_telemetry::destination::umami::{UmamiConfig, UmamiDestination};
 use tower_telemetry::relay::RelayConfig;
-use tower_telemetry::{DestinationStats, Telemetry, track};
+use tower_telemetry::{Telemetry, track};
 
 const SECRET: &str = "tok_live_Qx7Secret9";
 const WEBSITE: &str = "5a1d0c5e-8c6e-4a3b-9f0a-1b2c3d4e5f60";
@@ -234,14 +235,6 @@ fn fast() -> DeliveryConfig {
                 .with_initial_backoff(Duration::from_millis(1))
                 .with_max_backoff(Duration::from_millis(5)),
         )
-}
-
-fn accounted(d: &DestinationStats) {
-    assert_eq!(
-        d.enqueued,
-        d.delivered + d.failed + d.discarded + d.dropped_oldest + d.undelivered,
-        "{d:?}"
-    );
 }
 
 #[tokio::test]

@@ -11,21 +11,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use http::request::Parts;
+use support::accounted;
 use support::http::{Server, client, get as request, send};
+use tower_telemetry::Telemetry;
 use tower_telemetry::bridge::TracingBridge;
 use tower_telemetry::layer::TelemetryLayer;
-use tower_telemetry::{DestinationStats, Telemetry};
 use tracing_subscriber::prelude::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn accounted(d: &DestinationStats) {
-    assert_eq!(
-        d.enqueued,
-        d.delivered + d.failed + d.discarded + d.dropped_oldest + d.undelivered,
-        "{d:?}"
-    );
-}
 
 #[derive(Debug)]
 struct Plan {

@@ -37,3 +37,16 @@ pub mod umami_server;
 pub mod webhook_receiver;
 
 pub use scripted::{Answer, Scripted};
+
+use tower_telemetry::DestinationStats;
+
+/// Every event of a destination is accounted for:
+/// `enqueued = delivered + failed + discarded + dropped_oldest + undelivered`.
+pub fn accounted(d: &DestinationStats) {
+    assert_eq!(
+        d.enqueued,
+        d.delivered + d.failed + d.discarded + d.dropped_oldest + d.undelivered,
+        "{}: {d:?}",
+        d.name
+    );
+}
