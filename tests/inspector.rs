@@ -548,3 +548,55 @@ async fn the_shutdown_signal_ends_open_streams_so_a_graceful_shutdown_completes(
         .expect("the graceful shutdown completes with the page open");
     telemetry.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn events_a_request_denies_consent_for_are_never_shown() {
+    use tower_telemetry::identity::Consent;
+    let telemetry = handle();
+    let app = Router::new()
+        .route(
+            "/ok",
+            get(|headers: http::HeaderMap| async move {
+                let who = headers["x-consent"].to_str().unwrap().to_owned();
+                track!("ok.clicked", who = who);
+                "ok"
+            }),
+        )
+        .layer(
+            TelemetryLayer::new(telemetry.clone()).consent(|p: &http::request::Parts| {
+                match p.headers.get("x-consent").map(|v| v.as_bytes()) {
+                    Some(b"denied") => Consent::Denied,
+                    _ => Consent::Granted,
+                }
+            }),
+        )
+        .nest(
+            "/_telemetry",
+            Inspector::new(telemetry.clone()).token(TOKEN).router(),
+        );
+    let server = Server::start(app).await;
+    let mut page = SseReader::open(&server, TOKEN).await;
+    page.next().await.unwrap();
+    page.next().await.unwrap();
+    for consent in ["denied", "granted"] {
+        let req = Request::get(server.url("/ok"))
+            .header("x-consent", consent)
+            .body(Empty::new())
+            .unwrap();
+        let (res, _) = send(&client(), req).await;
+        assert_eq!(res.status(), 200);
+    }
+    // The granted request's event comes; the denied one's never came before it.
+    let seen = page
+        .until(|m| m.event == "tracked" && m.data["name"] == "ok.clicked")
+        .await;
+    let tracked: Vec<&Sse> = seen.iter().filter(|m| m.event == "tracked").collect();
+    assert_eq!(tracked.len(), 1, "{seen:#?}");
+    assert_eq!(tracked[0].data["properties"]["who"], "granted");
+    let report = telemetry.shutdown(WAIT).await;
+    assert_eq!(report.stats.consent_denied, 1);
+    assert_eq!(report.destination("mem").unwrap().delivered, 1);
+    for d in &report.stats.destinations {
+        accounted(d);
+    }
+}
