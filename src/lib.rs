@@ -55,7 +55,11 @@
 //! | [`layer`] | [`TelemetryLayer`](layer::TelemetryLayer), the middleware that gives each request its context |
 //! | [`timing`] | duration and outcome tracking: the future, closure and `tower` forms |
 //! | [`limits`] | [`LimitsConfig`](limits::LimitsConfig) and the limits' constants |
+//! | [`identity`] | identify, alias and group: [`Consent`](identity::Consent), [`Identify`](identity::Identify) and the reserved property keys |
 //! | `relay` | the NATS-to-destinations relay (`nats` feature) |
+//! | `bridge` | `tracing` events as telemetry events (`tracing-bridge` feature) |
+//! | `otel` | trace correlation with the current OpenTelemetry span (`opentelemetry` feature) |
+//! | `inspector` | the live inspector page, an axum `Router` to mount (`inspector` feature) |
 //!
 //! Constants live in their module (or, for [`DropReport`], on the type).
 //!
@@ -71,6 +75,9 @@
 //! | `otlp` | no | the `otlp` destination (OpenTelemetry logs over OTLP/HTTP, protobuf or JSON; [`destination::otlp`]) |
 //! | `nats` | no | the `nats` destination (NATS JetStream, exactly once per event id) and [`relay`] |
 //! | `spool` | no | a durable spool per destination (`spool:`, on the embedded store redb): queued events survive crashes, restarts and long outages |
+//! | `tracing-bridge` | no | `bridge::TracingBridge`: `tracing` events that opt in become telemetry events |
+//! | `opentelemetry` | no | events carry the current OpenTelemetry span's `trace_id` and `span_id` |
+//! | `inspector` | no | `inspector::Inspector`: a live page of the events as they are tracked, where each went, counters, `explain` and the configuration |
 //! | `full` | no | everything |
 //!
 //! [tower]: https://docs.rs/tower
