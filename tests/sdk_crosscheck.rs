@@ -456,6 +456,7 @@ async fn our_signatures_verify_with_standardwebhooks() {
 }
 
 /// Each delivery checked by `standardwebhooks` with `secret`: "verified" or "rejected: ...".
+#[cfg(feature = "webhook")]
 async fn verify_with_standardwebhooks(
     deliveries: &[webhook_receiver::Delivery],
     secret: &str,
@@ -601,6 +602,7 @@ fn our_identity_events() -> Vec<std::sync::Arc<tower_telemetry::Event>> {
 /// The same operations through posthog-python. It has no `identify()` since 7.0: an
 /// `$identify` goes through `capture()` shaped as PostHog's capture API documents it, and
 /// `set()` / `set_once()` are its person calls (with `$set` / `$set_once` at the top level).
+#[cfg(feature = "posthog")]
 const POSTHOG_IDENTITY: &str = r#"
 import json, os, uuid
 from posthog import Posthog
@@ -751,6 +753,7 @@ async fn posthog_sdk_identity_calls_are_stored_and_ours_mean_the_same() {
 }
 
 /// The same operations through segment-analytics-python or rudder-sdk-python.
+#[cfg(feature = "segment")]
 const SEGMENT_IDENTITY: &str = r#"
 import json, os, uuid
 if os.environ["SDK"] == "segment":

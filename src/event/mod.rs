@@ -308,7 +308,7 @@ impl Event {
 
     /// The same event with the id it was first given (rebuilding an event that crossed a
     /// process boundary, so deduplication by id keeps working).
-    #[cfg(any(feature = "nats", feature = "spool"))]
+    #[cfg(any(feature = "nats", feature = "spool", test))]
     pub(crate) fn with_id(mut self, id: Uuid) -> Self {
         self.id = id;
         self
