@@ -230,8 +230,8 @@ impl Hub {
                     .map(|i| status_at(i, &event, routed, unsupported, kept, explain))
                     .collect();
                 ring.seq += 1;
-                let mut entry = entry(ring.seq, &event, destinations);
-                entry.epoch = self.epoch.load(Ordering::Relaxed);
+                let epoch = self.epoch.load(Ordering::Relaxed);
+                let entry = entry(ring.seq, epoch, &event, destinations);
                 let data = serde_json::to_string(&Shown {
                     entry: &entry,
                     names: &self.names,
@@ -295,7 +295,7 @@ impl Hub {
     }
 }
 
-fn entry(seq: u64, event: &Event, destinations: Vec<Status>) -> Entry {
+fn entry(seq: u64, epoch: u64, event: &Event, destinations: Vec<Status>) -> Entry {
     Entry {
         seq,
         id: event.id(),
@@ -307,7 +307,7 @@ fn entry(seq: u64, event: &Event, destinations: Vec<Status>) -> Entry {
         properties: serde_json::to_value(event.properties()).unwrap_or_default(),
         context: serde_json::to_value(event.context()).unwrap_or_default(),
         destinations,
-        epoch: 0,
+        epoch,
     }
 }
 
