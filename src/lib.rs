@@ -72,8 +72,8 @@
 //! | `posthog` | no | the `posthog` destination (PostHog's batch API, gzip bodies) |
 //! | `segment` | no | the `segment` destination (Segment's `/v1/batch`: Segment, RudderStack, Jitsu) |
 //! | `webhook` | no | the `webhook` destination (signed per Standard Webhooks) |
-//! | `otlp` | no | the `otlp` destination (OpenTelemetry logs over OTLP/HTTP, protobuf or JSON; [`destination::otlp`]) |
-//! | `nats` | no | the `nats` destination (NATS JetStream, exactly once per event id) and [`relay`] |
+//! | `otlp` | no | the `otlp` destination (OpenTelemetry logs over OTLP/HTTP, protobuf or JSON: `destination::otlp`) |
+//! | `nats` | no | the `nats` destination (NATS JetStream, exactly once per event id) and `relay` |
 //! | `spool` | no | a durable spool per destination (`spool:`, on the embedded store redb): queued events survive crashes, restarts and long outages |
 //! | `tracing-bridge` | no | `bridge::TracingBridge`: `tracing` events that opt in become telemetry events |
 //! | `opentelemetry` | no | events carry the current OpenTelemetry span's `trace_id` and `span_id` |
