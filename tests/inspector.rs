@@ -602,3 +602,128 @@ async fn events_a_request_denies_consent_for_are_never_shown() {
         accounted(d);
     }
 }
+
+#[tokio::test]
+async fn events_refused_before_routing_are_shown_with_the_reason() {
+    use tower_telemetry::identity::Consent;
+    use tower_telemetry::limits::LimitsConfig;
+    let config = Config::default()
+        .with_destination(
+            DestinationConfig::new("mem")
+                .with_kind("memory")
+                .with_events(["ok.*"]),
+        )
+        .with_destination(DestinationConfig::new("all").with_kind("memory"))
+        .with_limits(LimitsConfig::default().with_max_event_size(1024));
+    let telemetry = Telemetry::builder().config(config).build().unwrap();
+    let t = telemetry.clone();
+    let app = Router::new()
+        .route(
+            "/refused",
+            get(move || async move {
+                t.track("ok.line\nbreak", props! { "n" => 1 });
+                t.track_event("ok.not_an_object", 42);
+                let mut big = props! {};
+                for i in 0..20 {
+                    big.insert(format!("k{i}"), "x".repeat(100));
+                }
+                t.track("ok.too_big", big);
+                t.identify(" ", props! {});
+                track!("ok.fine", n = 2);
+                "ok"
+            }),
+        )
+        .layer(
+            TelemetryLayer::new(telemetry.clone()).consent(|p: &http::request::Parts| {
+                match p.headers.get("x-consent").map(|v| v.as_bytes()) {
+                    Some(b"denied") => Consent::Denied,
+                    _ => Consent::Granted,
+                }
+            }),
+        )
+        .nest(
+            "/_telemetry",
+            Inspector::new(telemetry.clone()).token(TOKEN).router(),
+        );
+    let server = Server::start(app).await;
+    let mut page = SseReader::open(&server, TOKEN).await;
+    page.next().await.unwrap();
+    page.next().await.unwrap();
+    // A request whose consent is denied shows nothing, refused events included.
+    for consent in ["denied", "granted"] {
+        let req = Request::get(server.url("/refused"))
+            .header("x-consent", consent)
+            .body(Empty::new())
+            .unwrap();
+        let (res, _) = send(&client(), req).await;
+        assert_eq!(res.status(), 200);
+    }
+    let seen = page
+        .until(|m| m.event == "tracked" && m.data["name"] == "ok.fine")
+        .await;
+    let tracked: Vec<&Value> = seen
+        .iter()
+        .filter(|m| m.event == "tracked")
+        .map(|m| &m.data)
+        .collect();
+    let names: Vec<&str> = tracked
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ok.line\nbreak",
+            "ok.not_an_object",
+            "ok.too_big",
+            "$identify",
+            "ok.fine"
+        ],
+        "{seen:#?}"
+    );
+    // Every destination: `rejected`, with why; nothing of the refused properties is shown.
+    let reason = |e: &Value| {
+        for d in ["mem", "all"] {
+            assert_eq!(e["destinations"][d]["outcome"], "rejected", "{e}");
+        }
+        assert_eq!(
+            e["destinations"]["mem"]["message"],
+            e["destinations"]["all"]["message"]
+        );
+        assert_eq!(e["properties"], serde_json::json!({}), "{e}");
+        e["destinations"]["mem"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(reason(tracked[0]).contains("control"), "{}", tracked[0]);
+    assert!(!reason(tracked[1]).is_empty());
+    let size = reason(tracked[2]);
+    assert!(
+        size.contains("max_event_size") && size.contains("the limit is 1024"),
+        "{size}"
+    );
+    assert!(reason(tracked[3]).contains("blank"));
+    assert_eq!(tracked[3]["kind"], "identify");
+    assert_eq!(tracked[4]["destinations"]["mem"]["outcome"], "queued");
+    // Distinct ids, so a page can tell them apart.
+    let mut ids: Vec<&str> = tracked.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 5);
+
+    let report = telemetry.shutdown(WAIT).await;
+    // Counted as before: the invalid name in both requests (a name is checked before the
+    // consent), the rest only in the granted one; the too big one as oversized.
+    let s = &report.stats;
+    assert_eq!(
+        (s.rejected, s.oversized, s.consent_denied),
+        (4, 1, 4),
+        "{s:?}"
+    );
+    for d in &report.stats.destinations {
+        accounted(d);
+    }
+    assert_eq!(report.destination("mem").unwrap().delivered, 1);
+    assert_eq!(report.destination("all").unwrap().delivered, 1);
+}

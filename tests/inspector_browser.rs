@@ -199,6 +199,14 @@ fn app(telemetry: &Telemetry) -> Router {
             }),
         )
         .route(
+            "/bad",
+            get(|tracker: Tracker| async move {
+                // A control character: refused before routing.
+                tracker.track(BAD_NAME, props! { "n" => 1 });
+                "ok"
+            }),
+        )
+        .route(
             "/login",
             get(|tracker: Tracker| async move {
                 tracker.identify("user_3", props! { "plan" => "pro" });
@@ -301,6 +309,9 @@ async fn hit(http: &HttpClient, server: &Server, path: &str, user: &str) {
     let (res, _) = send(http, req).await;
     assert_eq!(res.status(), StatusCode::OK, "{path}");
 }
+
+/// An event name the pipeline refuses (a control character).
+const BAD_NAME: &str = "bad\tname";
 
 /// The event rows as the page shows them, newest first.
 const ROWS: &str = r#"
@@ -458,6 +469,7 @@ async fn scenario() {
     hit(&http, &server, "/login", "anon").await;
     hit(&http, &server, "/bot", "user_5").await;
     hit(&http, &server, "/slow", "user_6").await;
+    hit(&http, &server, "/bad", "user_7").await;
 
     let rows = poll(WAIT, "every event with its outcomes", || async {
         let rows = browser.js(ROWS).await;
@@ -465,6 +477,7 @@ async fn scenario() {
             && has_row(&rows, "sample.seen", &[("sampled", "sampled_out")])
             && has_row(&rows, "fail.sent", &[("upstream", "failed")])
             && has_row(&rows, "bot.visit", &[("upstream", "discarded")])
+            && has_row(&rows, BAD_NAME, &DESTINATIONS.map(|d| (d, "rejected")))
             && has_row(
                 &rows,
                 "$identify",
@@ -493,6 +506,7 @@ async fn scenario() {
     assert_eq!(
         names,
         [
+            BAD_NAME,
             "slow.job",
             "slow.job",
             "slow.job",
@@ -510,6 +524,10 @@ async fn scenario() {
     assert!(message("slow.job", 2).contains(UNAVAILABLE), "{rows}");
     assert!(message("slow.job", 0).contains("slow: "), "{rows}");
     assert!(message("bot.visit", 0).contains(BOT_CHECK), "{rows}");
+    // A refused event's reason, said once for all its destinations.
+    let refused = message(BAD_NAME, 0);
+    assert_eq!(refused.matches("rejected: ").count(), 1, "{rows}");
+    assert!(refused.contains("control character"), "{rows}");
     // The server's message is in the row itself...
     let failed = rows_named(&rows, "fail.sent")[0];
     assert!(
@@ -621,7 +639,7 @@ async fn scenario() {
 
     // ----- Pause: a new event is counted, not shown, until resumed ------------------------------
     let before = browser.js(ROWS).await.as_array().map_or(0, Vec::len);
-    assert_eq!(before, 8);
+    assert_eq!(before, 9);
     click(&browser, "[data-testid=pause]").await;
     hit(&http, &server, "/ok", "user_4").await;
     poll(WAIT, "one event arrived while paused", || async {
@@ -687,7 +705,7 @@ async fn scenario() {
         "the recent events once, from the new snapshot",
         || async {
             let n = browser.js(ROWS).await.as_array().map_or(0, Vec::len);
-            if n == 9 { Ok(()) } else { Err(n.to_string()) }
+            if n == 10 { Ok(()) } else { Err(n.to_string()) }
         },
     )
     .await;
@@ -731,7 +749,7 @@ async fn scenario() {
     );
     poll(WAIT, "the recent events again", || async {
         let n = browser.js(ROWS).await.as_array().map_or(0, Vec::len);
-        if n == 9 { Ok(()) } else { Err(n.to_string()) }
+        if n == 10 { Ok(()) } else { Err(n.to_string()) }
     })
     .await;
 

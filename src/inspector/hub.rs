@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use super::tap::{Note, Outcome};
-use crate::event::{Event, Rfc3339};
+use crate::event::{Event, EventCategory, Rfc3339};
 use crate::routing::Explanation;
 use crate::telemetry::WeakTelemetry;
 
@@ -232,6 +232,43 @@ impl Hub {
                 ring.seq += 1;
                 let epoch = self.epoch.load(Ordering::Relaxed);
                 let entry = entry(ring.seq, epoch, &event, destinations);
+                let data = serde_json::to_string(&Shown {
+                    entry: &entry,
+                    names: &self.names,
+                })
+                .unwrap_or_default();
+                ring.push(entry);
+                Message {
+                    seq: ring.seq,
+                    kind: "tracked",
+                    data,
+                }
+            }
+            Note::Rejected {
+                name,
+                kind,
+                reason,
+                time,
+            } => {
+                let status = Status {
+                    outcome: Outcome::Rejected,
+                    message: Some(reason),
+                };
+                ring.seq += 1;
+                let entry = Entry {
+                    seq: ring.seq,
+                    // Never delivered, so never given an id: one for the page to know it by.
+                    id: crate::event::new_event_id_at(time),
+                    category: EventCategory::of(&name).as_str().to_owned(),
+                    name,
+                    kind: kind.as_str(),
+                    time: Rfc3339(time).to_string(),
+                    user: None,
+                    properties: serde_json::Value::Object(Default::default()),
+                    context: serde_json::Value::Object(Default::default()),
+                    destinations: vec![status; self.names.len()],
+                    epoch: self.epoch.load(Ordering::Relaxed),
+                };
                 let data = serde_json::to_string(&Shown {
                     entry: &entry,
                     names: &self.names,

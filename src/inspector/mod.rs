@@ -48,8 +48,10 @@
 //! `delivered`, `failed` (with the destination's or server's message), `discarded` (the
 //! receiver threw it away on purpose, e.g. Umami's bot check), `dropped` (its queue was full),
 //! `sampled_out`, `not_routed` (with the reason), `unsupported` (an identity operation the
-//! destination has no counterpart for) and `unknown` (still on its way when the last page
-//! closed: nothing is recorded while no page is open).
+//! destination has no counterpart for), `rejected` (refused before routing, at every
+//! destination, with the reason: an invalid name or properties, over `max_event_size`, a blank
+//! identity) and `unknown` (still on its way when the last page closed: nothing is recorded
+//! while no page is open).
 //!
 //! # What it costs
 //!

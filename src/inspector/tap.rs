@@ -14,10 +14,13 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::hub::Hub;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 
 /// Notes waiting for the hub task before new ones are lost.
 const NOTE_CAPACITY: usize = 4096;
+
+/// The longest name or reason of a refused event the page is shown, in characters.
+const SHOWN_CHARS: usize = 256;
 
 /// Errors kept per destination for the page.
 pub(crate) const LAST_ERRORS: usize = 10;
@@ -34,6 +37,9 @@ pub(crate) enum Outcome {
     SampledOut,
     NotRouted,
     Unsupported,
+    /// Refused before it was routed (an invalid name or properties, larger than
+    /// `max_event_size`, a blank identity): no destination got it.
+    Rejected,
     /// Still queued or retrying when the last page closed: what became of it was not
     /// recorded (nothing is while no page is open).
     Unknown,
@@ -51,6 +57,7 @@ impl Outcome {
             Outcome::SampledOut => "sampled_out",
             Outcome::NotRouted => "not_routed",
             Outcome::Unsupported => "unsupported",
+            Outcome::Rejected => "rejected",
             Outcome::Unknown => "unknown",
         }
     }
@@ -72,6 +79,13 @@ pub(crate) enum Note {
         unsupported: u32,
         kept: u32,
     },
+    /// An event refused before it was routed: its name (shortened), its kind, and why.
+    Rejected {
+        name: String,
+        kind: EventKind,
+        reason: String,
+        time: SystemTime,
+    },
     /// What became of event `id` at destination `lane`.
     Outcome {
         id: Uuid,
@@ -79,6 +93,14 @@ pub(crate) enum Note {
         outcome: Outcome,
         message: Option<String>,
     },
+}
+
+/// `text`, cut to [`SHOWN_CHARS`] characters (a refused event's name can be anything).
+pub(crate) fn shortened(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 /// A delivery error as the page lists it.

@@ -224,3 +224,61 @@ async fn what_was_on_its_way_when_the_last_page_closed_is_shown_unknown_not_queu
         "failed"
     );
 }
+
+#[tokio::test]
+async fn a_refused_event_is_rejected_everywhere_with_its_reason_and_its_name_shortened() {
+    use super::tap::shortened;
+    use crate::event::EventKind;
+
+    let t = handle();
+    let hub = Hub::new(vec!["a".into(), "b".into()], 10, Default::default());
+    let mut explain = Explainer::new(t.downgrade());
+    let mut page = hub.subscribe();
+    // A name of any length (and any characters) is cut to 256 characters, at a character.
+    let long = "é".repeat(300);
+    let name = shortened(&long);
+    assert_eq!(name.chars().count(), 257);
+    assert!(name.ends_with("é…"));
+    assert_eq!(shortened("ok.name"), "ok.name");
+    hub.apply(
+        Note::Rejected {
+            name,
+            kind: EventKind::Identify,
+            reason: "identify needs a user id; this one is blank".into(),
+            time: std::time::SystemTime::now(),
+        },
+        &mut explain,
+    );
+    let got = drain(&mut page.rx);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].kind, "tracked");
+    let e = json(&got[0]);
+    assert_eq!(e["kind"], "identify");
+    assert_eq!(e["name"].as_str().unwrap().chars().count(), 257);
+    for d in ["a", "b"] {
+        assert_eq!(e["destinations"][d]["outcome"], "rejected");
+        assert_eq!(
+            e["destinations"][d]["message"],
+            "identify needs a user id; this one is blank"
+        );
+    }
+    // Final: nothing after replaces it, and a new page gets it in its snapshot.
+    assert!(Outcome::Rejected.is_final());
+    let id: uuid::Uuid = e["id"].as_str().unwrap().parse().unwrap();
+    hub.apply(
+        Note::Outcome {
+            id,
+            lane: 0,
+            outcome: Outcome::Retrying,
+            message: None,
+        },
+        &mut explain,
+    );
+    assert!(drain(&mut page.rx).is_empty());
+    let late = hub.subscribe();
+    let snapshot: Value = serde_json::from_str(&late.snapshot).unwrap();
+    assert_eq!(
+        snapshot["events"][0]["destinations"]["a"]["outcome"],
+        "rejected"
+    );
+}

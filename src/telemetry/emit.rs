@@ -158,7 +158,7 @@ impl Telemetry {
     ) {
         let inner = &*self.inner;
         if route & INVALID_BIT != 0 {
-            return self.reject_invalid(&name);
+            return self.reject_invalid(scope, kind, &name);
         }
         let routed = route & DEST_MASK;
         let mut dests = routed;
@@ -230,7 +230,7 @@ impl Telemetry {
         let fixed = match fill(&mut e.properties) {
             Ok(fixed) => fixed,
             Err(why) => {
-                self.reject(&e.name, &why);
+                self.reject(scope, kind, &e.name, &why);
                 return;
             }
         };
@@ -267,7 +267,7 @@ impl Telemetry {
             let (name, props, ctx) = (&e.name, &mut e.properties, &mut e.context);
             super::trim::trim(name, props, ctx, max, always, &mut outcome);
         }
-        if outcome != Outcome::default() && !self.limited(&e.name, &outcome) {
+        if outcome != Outcome::default() && !self.limited(scope, e, &outcome) {
             return;
         }
         e.held = policy.held_size(&e.properties, &e.context, fixed);
@@ -318,6 +318,24 @@ impl Telemetry {
             routed,
             unsupported,
             kept,
+        });
+    }
+
+    /// Shows the open inspector pages an event refused before it was routed, unless its
+    /// request's consent keeps it in the process.
+    #[cfg(feature = "inspector")]
+    #[cold]
+    #[inline(never)]
+    fn inspect_refused(&self, scope: Option<&Scope>, kind: EventKind, name: &str, why: &str) {
+        let tap = &self.inner.tap;
+        if !tap.active() || scope.is_some_and(|s| s.consent() == Consent::Denied) {
+            return;
+        }
+        tap.send(crate::inspector::tap::Note::Rejected {
+            name: crate::inspector::tap::shortened(name),
+            kind,
+            reason: crate::inspector::tap::shortened(why),
+            time: SystemTime::now(),
         });
     }
 
@@ -385,8 +403,9 @@ impl Telemetry {
 
     /// Counts what the redaction and limits pass did; whether the event is still sent.
     #[cold]
-    fn limited(&self, name: &str, outcome: &Outcome) -> bool {
+    fn limited(&self, scope: Option<&Scope>, event: &Event, outcome: &Outcome) -> bool {
         let inner = &*self.inner;
+        let name = event.name();
         if outcome.redacted > 0 {
             inner
                 .redacted
@@ -409,22 +428,38 @@ impl Telemetry {
                 "telemetry event {what}"
             );
         }
+        #[cfg(feature = "inspector")]
+        if let Some(size) = outcome.oversized {
+            let why = format!(
+                "larger than max_event_size ({size} bytes; the limit is {})",
+                inner.policy.limits.max_event_size
+            );
+            self.inspect_refused(scope, event.kind(), name, &why);
+        }
+        #[cfg(not(feature = "inspector"))]
+        let _ = scope;
         outcome.oversized.is_none()
     }
 
     #[cold]
     #[inline(never)]
-    fn reject_invalid(&self, name: &str) {
+    fn reject_invalid(&self, scope: Option<&Scope>, kind: EventKind, name: &str) {
         let why = validate_name(name)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        self.reject(name, &why);
+        self.reject(scope, kind, name, &why);
     }
 
+    /// Counts and logs an event refused before it was routed (`why`), and shows it to the
+    /// open inspector pages. `scope`: the request it was tracked in, if any.
     #[cold]
     #[inline(never)]
-    pub(crate) fn reject(&self, name: &str, why: &str) {
+    pub(crate) fn reject(&self, scope: Option<&Scope>, kind: EventKind, name: &str, why: &str) {
+        #[cfg(feature = "inspector")]
+        self.inspect_refused(scope, kind, name, why);
+        #[cfg(not(feature = "inspector"))]
+        let _ = (scope, kind);
         let inner = &*self.inner;
         inner.rejected.fetch_add(1, Ordering::Relaxed);
         if let Some(n) = inner.rejections.hit() {

@@ -123,7 +123,12 @@ impl Telemetry {
             set_once,
         } = identify;
         if user_id.trim().is_empty() {
-            return self.reject(IDENTIFY, "identify needs a user id; this one is blank");
+            return self.reject(
+                scope,
+                EventKind::Identify,
+                IDENTIFY,
+                "identify needs a user id; this one is blank",
+            );
         }
         let set_user = |c: &mut Context| {
             c.set_user_id(Some(user_id.clone()));
@@ -156,6 +161,8 @@ impl Telemetry {
         }
         if user_id.trim().is_empty() || previous_id.trim().is_empty() {
             return self.reject(
+                scope,
+                EventKind::Alias,
                 ALIAS,
                 "alias needs a previous id and a user id; one is blank",
             );
@@ -187,7 +194,12 @@ impl Telemetry {
             return;
         }
         if group_type.trim().is_empty() || group_key.trim().is_empty() {
-            return self.reject(GROUP, "group needs a type and a key; one is blank");
+            return self.reject(
+                scope,
+                EventKind::Group,
+                GROUP,
+                "group needs a type and a key; one is blank",
+            );
         }
         let add = |c: &mut Context| {
             c.set_group(group_type.clone(), group_key.clone());
