@@ -125,6 +125,10 @@ async fn run(label: &str, n: u64, spool: Option<SpoolSync>, drain: bool) {
     }
     let report = t.shutdown(Duration::from_secs(600)).await;
     let elapsed = timed_from.elapsed();
+    if drain {
+        let file = std::fs::metadata(dir.join("spool.redb")).map_or(0, |m| m.len());
+        println!("  (drained: file {:.1} MB)", file as f64 / 1e6);
+    }
     let s = report.destination("counting").unwrap();
     assert_eq!(counting.sent.load(Ordering::Relaxed), n, "{report}");
     assert_eq!(

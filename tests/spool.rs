@@ -221,6 +221,51 @@ async fn an_outage_fills_the_spool_beyond_the_memory_queue_then_drains() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_an_outage_drains_the_spool_gives_its_disk_back() {
+    let dir = Folder::new("compact");
+    let file = dir.path().join("spool.redb");
+    let size = || std::fs::metadata(&file).map_or(0, |m| m.len());
+    let flaky = Flaky::down();
+    let t = handle(
+        flaky.clone(),
+        patient().with_queue_capacity(200),
+        SpoolConfig::new(dir.path()).with_sync(SpoolSync::Never),
+    );
+    // ≈ 12 MB of records (1 KB each) held through the outage.
+    let pad = "x".repeat(1000);
+    for burst in 0..120 {
+        for i in burst * 100..(burst + 1) * 100 {
+            t.track("user.action", props! { "seq" => i, "pad" => pad });
+        }
+        wait_stats(&t, "the burst spooled", |s| s.spooled >= (burst + 1) * 100).await;
+    }
+    let peak = size();
+    let held = t.stats().destinations[0].spool_bytes;
+    assert!(held > 12_000_000 && peak > held, "{held} bytes in {peak}");
+    flaky.up();
+    wait_stats(&t, "all delivered and removed", |s| {
+        s.delivered == 12_000 && s.spool_bytes == 0
+    })
+    .await;
+    // redb keeps freed pages for reuse: without compaction the file would stay at its peak.
+    let after = size();
+    assert!(
+        after < 8 << 20 && after < peak / 4,
+        "the file: {peak} at the peak, {after} once drained"
+    );
+    let report = t.shutdown(BOUND).await;
+    let s = report.destination("d").unwrap();
+    assert_eq!(
+        (s.delivered, s.undelivered, s.spool_corrupt),
+        (12_000, 0, 0),
+        "{s:?}"
+    );
+    balanced(s);
+    let got: HashSet<u64> = seqs(&flaky.delivered.events()).into_iter().collect();
+    assert_eq!(got.len(), 12_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_delivers_what_the_last_handle_left_first_with_its_ids() {
     let dir = Folder::new("restart");
     let flaky = Flaky::down();
