@@ -277,6 +277,61 @@ async fn error_future_reports_err_and_passes_it_through() {
     assert_eq!(event.properties().contains_key("backtrace"), backtraces);
 }
 
+/// The backtrace an error event carries starts at the tracked code, not in this crate or the
+/// standard library, with the line tables the dev profile keeps (`debug = "line-tables-only"`
+/// names inlined frames without their path). The standard library reads `RUST_LIB_BACKTRACE`
+/// once per process, so the event is made in a child run of this test with it set.
+#[tokio::test]
+async fn a_captured_backtrace_starts_at_the_tracked_code() {
+    const CHILD: &str = "TOWER_TELEMETRY_BACKTRACE_CHILD";
+    const NAME: &str = "a_captured_backtrace_starts_at_the_tracked_code";
+    if std::env::var_os(CHILD).is_some() {
+        let (telemetry, memory) = handle();
+        telemetry.scope_sync(ctx(), || {
+            let failed = track_error("load", || Err::<(), _>(io::Error::other("boom")));
+            assert!(failed.is_err());
+        });
+        let event = only(&telemetry, &memory, "error.load").await;
+        let backtrace = prop(&event, "backtrace");
+        println!("BACKTRACE<<{}>>", backtrace.as_str().unwrap_or("(none)"));
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the child failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backtrace = stdout
+        .split_once("BACKTRACE<<")
+        .and_then(|(_, rest)| rest.split_once(">>"))
+        .map(|(bt, _)| bt)
+        .unwrap_or_else(|| panic!("the child printed no backtrace: {stdout}"));
+    // The first frame (its header and its locations): this file's closure.
+    let first: String = backtrace
+        .lines()
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.trim_start().starts_with("at "))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let header = first.trim_start().split_once(": ").map(|(n, _)| n);
+    assert!(
+        header.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        "not a frame: {backtrace}"
+    );
+    assert!(
+        first.contains("tests/timing.rs"),
+        "first frame: {first}\nall: {backtrace}"
+    );
+    assert!(!first.contains("tower_telemetry::"), "{first}");
+}
+
 // ----- closures -------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -185,31 +185,65 @@ fn fit(backtrace: &str) -> &str {
 
 /// The backtrace from the first frame that is neither this crate's tracking machinery nor the
 /// standard library's, so it starts at the tracked function (and fits the size limits better).
+///
+/// A frame is known by its symbol (`tower_telemetry::…`, `std::…`, …) or, when it is named
+/// without its path (a build that keeps line tables only, `debug = "line-tables-only"`, names
+/// inlined frames so: `emit_routed<…>`, `{async_fn#0}`), by where its code is: this crate's
+/// `src/` or the standard library's sources (`/rustc/…`).
 fn skip_own_frames(backtrace: &str) -> &str {
+    let here = std::env::current_dir().ok();
     let mut offset = 0;
+    // The frame being read: where it starts, whether it is ours so far, and whether its
+    // symbol has said so (then its location does not matter).
+    let mut frame: Option<(usize, bool, bool)> = None;
     for line in backtrace.split_inclusive('\n') {
-        let frame = line.trim_start();
-        let symbol = frame
+        let text = line.trim();
+        let header = text
             .split_once(": ")
             .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .map(|(_, symbol)| symbol.trim_start_matches('<'));
-        if let Some(symbol) = symbol {
-            let ours = [
-                "tower_telemetry::",
-                "std::",
-                "core::",
-                "alloc::",
-                "__rustc::",
-            ]
-            .iter()
-            .any(|prefix| symbol.starts_with(prefix));
-            if !ours {
-                return &backtrace[offset..];
+            .map(|(_, symbol)| symbol);
+        if let Some(symbol) = header {
+            if let Some((start, false, _)) = frame {
+                return &backtrace[start..];
             }
+            let path = symbol.trim_start_matches('<').split('<').next();
+            let qualified = path.is_some_and(|p| p.contains("::"));
+            frame = Some((offset, qualified && own_symbol(symbol), qualified));
+        } else if let (Some((_, ours, false)), Some(at)) = (&mut frame, text.strip_prefix("at ")) {
+            *ours |= own_location(at, here.as_deref());
         }
         offset += line.len();
     }
-    backtrace
+    match frame {
+        Some((start, false, _)) => &backtrace[start..],
+        _ => backtrace,
+    }
+}
+
+fn own_symbol(symbol: &str) -> bool {
+    let symbol = symbol.trim_start_matches('<');
+    [
+        "tower_telemetry::",
+        "std::",
+        "core::",
+        "alloc::",
+        "__rustc::",
+    ]
+    .iter()
+    .any(|prefix| symbol.starts_with(prefix))
+}
+
+/// Whether `at` (`PATH:LINE:COLUMN`, the path relative to the current directory `here` when
+/// it starts with `./`) is in this crate's `src/` or the standard library's sources.
+fn own_location(at: &str, here: Option<&std::path::Path>) -> bool {
+    if at.starts_with("/rustc/") {
+        return true;
+    }
+    let src = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"));
+    match (at.strip_prefix("./"), here) {
+        (Some(relative), Some(here)) => here.join(relative).starts_with(src),
+        _ => std::path::Path::new(at).starts_with(src),
+    }
 }
 
 impl<O, K: Classify<O>> Report<O> for ErrorReport<K> {
@@ -368,5 +402,28 @@ mod tests {
         let bt = "   0: tower_telemetry::timing::tracked::fill_backtrace\n             at ./src/timing/tracked.rs:162:25\n   1: <core::ops::function::FnOnce>::call_once\n   2: my_app::might_fail\n             at ./src/main.rs:3:5\n   3: main\n";
         assert!(skip_own_frames(bt).starts_with("   2: my_app::might_fail\n"));
         assert_eq!(skip_own_frames("not a backtrace"), "not a backtrace");
+    }
+
+    #[test]
+    fn with_line_tables_only_own_frames_are_known_by_their_location() {
+        // As a build with `debug = "line-tables-only"` prints them: inlined frames are named
+        // without their path; where they are tells.
+        let own = concat!(env!("CARGO_MANIFEST_DIR"), "/src/telemetry/emit.rs");
+        let bt = format!(
+            "   0: std::backtrace::Backtrace::capture\n             at /rustc/abc/library/std/src/backtrace.rs:296:9\n   1: fill_backtrace\n             at {own}:162:25\n   2: emit_routed<tower_telemetry::telemetry::emit::X>\n             at {own}:230:27\n   3: poll<F>\n             at /rustc/abc/library/core/src/future/future.rs:133:9\n   4: {{async_fn#0}}\n             at ./examples/quickstart.rs:99:5\n   5: main\n"
+        );
+        assert!(
+            skip_own_frames(&bt).starts_with("   4: {async_fn#0}\n"),
+            "{}",
+            skip_own_frames(&bt)
+        );
+        // A path relative to the current directory is resolved against it.
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert!(own_location("./src/timing/tracked.rs:1:1", Some(here)));
+        assert!(!own_location("./examples/quickstart.rs:1:1", Some(here)));
+        assert!(!own_location("/home/me/app/src/main.rs:1:1", Some(here)));
+        // Every frame ours: the whole backtrace, not nothing.
+        let all_ours = "   0: tower_telemetry::x\n   1: std::rt::lang_start\n";
+        assert_eq!(skip_own_frames(all_ours), all_ours);
     }
 }
