@@ -164,6 +164,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .shutdown_signal(async move { stop.notified().await })
                 .router(),
         )
+        // `nest` answers `/_telemetry` only: the trailing slash too.
+        .route(
+            "/_telemetry/",
+            axum::routing::get(|| async { axum::response::Redirect::permanent("/_telemetry") }),
+        )
     };
     axum::serve(
         listener,

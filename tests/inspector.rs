@@ -96,6 +96,11 @@ fn app(telemetry: &Telemetry) -> Router {
             "/_telemetry",
             Inspector::new(telemetry.clone()).token(TOKEN).router(),
         )
+        // The docs' recipe for the trailing slash `nest` does not answer.
+        .route(
+            "/_telemetry/",
+            get(|| async { axum::response::Redirect::permanent("/_telemetry") }),
+        )
 }
 
 /// One Server-Sent Events message.
@@ -466,6 +471,13 @@ async fn the_token_guards_every_data_route_and_the_page_loads_nothing_from_elsew
     for remote in ["http://", "https://", "//cdn"] {
         assert!(!body.contains(remote), "the page refers to {remote}");
     }
+    // With the docs' recipe, the trailing slash is sent to the page.
+    let req = Request::get(server.url("/_telemetry/"))
+        .body(Empty::new())
+        .unwrap();
+    let (res, _) = send(&client(), req).await;
+    assert_eq!(res.status(), 308);
+    assert_eq!(res.headers()["location"], "/_telemetry");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! is served unless it is mounted:
 //!
 //! ```
-//! use axum::{Router, routing::get};
+//! use axum::{Router, response::Redirect, routing::get};
 //! use tower_telemetry::{Telemetry, inspector::Inspector};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -14,7 +14,10 @@
 //! let token = std::env::var("TELEMETRY_INSPECTOR_TOKEN").unwrap_or_else(|_| "change-me".into());
 //! let app: Router = Router::new()
 //!     .route("/", get(|| async { "hello" }))
-//!     .nest("/_telemetry", Inspector::new(telemetry.clone()).token(token).router());
+//!     .nest("/_telemetry", Inspector::new(telemetry.clone()).token(token).router())
+//!     // `nest` answers `/_telemetry` only; this takes the trailing slash too (browsers keep
+//!     // the `#token=` fragment across a redirect).
+//!     .route("/_telemetry/", get(|| async { Redirect::permanent("/_telemetry") }));
 //! // Open http://HOST/_telemetry#token=change-me
 //! # let _ = app;
 //! # }
