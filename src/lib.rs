@@ -137,7 +137,8 @@ pub use event::{Event, EventCategory, EventKind, InvalidName, Properties, Rfc333
 pub use extract::Tracker;
 pub use routing::{Explanation, RouteExplanation};
 pub use telemetry::{
-    ShutdownReport, Stats, Telemetry, TelemetryBuilder, WithContext, WithContextExt,
+    PrometheusStats, ShutdownReport, Stats, Telemetry, TelemetryBuilder, WithContext,
+    WithContextExt,
 };
 pub use text::Text;
 #[cfg(feature = "macros")]

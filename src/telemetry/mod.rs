@@ -13,6 +13,7 @@ mod builder;
 mod emit;
 mod identity;
 mod lifecycle;
+mod prometheus;
 mod scope;
 mod stats;
 mod trim;
@@ -27,6 +28,7 @@ use tokio::sync::Notify;
 
 pub use builder::TelemetryBuilder;
 pub(crate) use emit::object_properties;
+pub use prometheus::PrometheusStats;
 pub(crate) use scope::{Scope, call_in, current_scope, enter};
 pub use scope::{WithContext, WithContextExt};
 pub use stats::{ShutdownReport, Stats};
