@@ -60,9 +60,38 @@ fn samples(text: &str) -> HashMap<String, u64> {
         .collect()
 }
 
+/// Prometheus' own parser and linter on `text`: no error, no lint problem.
+fn lint(text: &str) {
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {:?}\n{said}\n{text}",
+        out.status
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_scraped_over_http_pass_promtool_and_add_up() {
-    let promtool = promtool();
+    // Fails at once, saying how to get it, when promtool is missing.
+    promtool();
     let config = Config::default()
         .with_destination(
             DestinationConfig::new("mem")
@@ -128,31 +157,7 @@ async fn metrics_scraped_over_http_pass_promtool_and_add_up() {
         "text/plain; version=0.0.4; charset=utf-8"
     );
 
-    // Prometheus' own parser and linter: no error, no lint problem.
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {:?}\n{said}\n{body}",
-        out.status
-    );
+    lint(&body);
 
     // The values are the handle's.
     let scraped = samples(&body);
@@ -192,4 +197,34 @@ async fn metrics_scraped_over_http_pass_promtool_and_add_up() {
     for d in &report.stats.destinations {
         accounted(d);
     }
+}
+
+/// A relay's counters, as `RunningRelay::stats` reports them, in the same format.
+#[cfg(feature = "nats")]
+#[test]
+fn a_relays_counters_pass_promtool_too() {
+    use tower_telemetry::relay::{RelayDestinationStats, RelayStats};
+    let mut stats = RelayStats::default();
+    stats.received = 12;
+    stats.acked = 10;
+    stats.redelivered = 2;
+    for (name, delivered) in [("umami", 9), ("log \"all\"", 10)] {
+        let mut d = RelayDestinationStats::default();
+        d.name = name.to_owned();
+        d.delivered = delivered;
+        d.skipped_duplicates = 1;
+        stats.destinations.push(d);
+    }
+    let text = stats.prometheus().to_string();
+    lint(&text);
+    let scraped = samples(&text);
+    assert_eq!(scraped["tower_telemetry_relay_messages_received_total"], 12);
+    assert_eq!(
+        scraped["tower_telemetry_relay_events_delivered_total{destination=\"umami\"}"],
+        9
+    );
+    assert_eq!(
+        scraped["tower_telemetry_relay_events_skipped_duplicates_total{destination=\"log \\\"all\\\"\"}"],
+        1
+    );
 }

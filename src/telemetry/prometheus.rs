@@ -1,9 +1,12 @@
-//! [`Stats`] in Prometheus' text exposition format, for a `/metrics` route.
+//! [`Stats`] (and a relay's counters) in Prometheus' text exposition format, for a
+//! `/metrics` route.
 
 use std::fmt::{self, Write as _};
 
 use super::stats::Stats;
 use crate::dispatch::DestinationStats;
+#[cfg(feature = "nats")]
+use crate::relay::{RelayDestinationStats, RelayStats};
 
 /// What a metric is, for its `# TYPE` line.
 #[derive(Clone, Copy)]
@@ -23,11 +26,11 @@ impl Kind {
 
 /// A destination's metric: name (after the prefix), kind, help, and its value(s) — one per
 /// extra label value where the metric has one (`reason` for the drops).
-struct PerDestination {
+struct PerDestination<D> {
     name: &'static str,
     kind: Kind,
     help: &'static str,
-    values: fn(&DestinationStats) -> Values,
+    values: fn(&D) -> Values,
 }
 
 enum Values {
@@ -35,7 +38,7 @@ enum Values {
     ByReason([(&'static str, u64); 2]),
 }
 
-const DESTINATION_METRICS: &[PerDestination] = &[
+const DESTINATION_METRICS: &[PerDestination<DestinationStats>] = &[
     PerDestination {
         name: "events_enqueued_total",
         kind: Kind::Counter,
@@ -157,10 +160,11 @@ const DESTINATION_METRICS: &[PerDestination] = &[
     },
 ];
 
-/// One of the handle's own counters: name (after the prefix), help, value.
-type HandleMetric = (&'static str, &'static str, fn(&Stats) -> u64);
+/// One of the whole's own counters (the handle's, the relay's): name (after the prefix),
+/// help, value.
+type Overall<S> = (&'static str, &'static str, fn(&S) -> u64);
 
-const HANDLE_METRICS: &[HandleMetric] = &[
+const HANDLE_METRICS: &[Overall<Stats>] = &[
     (
         "events_rejected_total",
         "Events refused before routing: an invalid name or properties, a blank identity.",
@@ -191,6 +195,81 @@ const HANDLE_METRICS: &[HandleMetric] = &[
         "Events tracked after shutdown began (counted, not queued).",
         |s| s.after_shutdown,
     ),
+];
+
+#[cfg(feature = "nats")]
+const RELAY_METRICS: &[Overall<RelayStats>] = &[
+    (
+        "messages_received_total",
+        "Messages received from the stream (redeliveries included).",
+        |s| s.received,
+    ),
+    (
+        "messages_acked_total",
+        "Messages acknowledged: every routed destination settled their event.",
+        |s| s.acked,
+    ),
+    (
+        "messages_nacked_total",
+        "Messages handed back for redelivery.",
+        |s| s.nacked,
+    ),
+    (
+        "messages_rejected_total",
+        "Messages that are not events of a known schema version or not within the limits: terminated.",
+        |s| s.rejected,
+    ),
+    (
+        "messages_redelivered_total",
+        "Messages received that JetStream had delivered before.",
+        |s| s.redelivered,
+    ),
+];
+
+#[cfg(feature = "nats")]
+const RELAY_DESTINATION_METRICS: &[PerDestination<RelayDestinationStats>] = &[
+    PerDestination {
+        name: "events_delivered_total",
+        kind: Kind::Counter,
+        help: "Events the destination took.",
+        values: |d| Values::One(d.delivered),
+    },
+    PerDestination {
+        name: "events_failed_total",
+        kind: Kind::Counter,
+        help: "Events the destination refused for good (retries that ran out are redelivered, not counted here).",
+        values: |d| Values::One(d.failed),
+    },
+    PerDestination {
+        name: "events_discarded_total",
+        kind: Kind::Counter,
+        help: "Events the receiver accepted and threw away.",
+        values: |d| Values::One(d.discarded),
+    },
+    PerDestination {
+        name: "events_sampled_out_total",
+        kind: Kind::Counter,
+        help: "Events routed to the destination that sampling left out.",
+        values: |d| Values::One(d.sampled_out),
+    },
+    PerDestination {
+        name: "events_unsupported_total",
+        kind: Kind::Counter,
+        help: "Identity operations routed to the destination that it has no counterpart for.",
+        values: |d| Values::One(d.unsupported),
+    },
+    PerDestination {
+        name: "events_skipped_duplicates_total",
+        kind: Kind::Counter,
+        help: "Redelivered events not sent again because the destination already had them.",
+        values: |d| Values::One(d.skipped_duplicates),
+    },
+    PerDestination {
+        name: "delivery_retries_total",
+        kind: Kind::Counter,
+        help: "Delivery attempts retried.",
+        values: |d| Values::One(d.retries),
+    },
 ];
 
 /// [`Stats`] in the Prometheus text exposition format (version 0.0.4, which OpenMetrics
@@ -228,8 +307,15 @@ const HANDLE_METRICS: &[HandleMetric] = &[
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct PrometheusStats<'a> {
-    stats: &'a Stats,
+    source: Source<'a>,
     prefix: &'a str,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Source<'a> {
+    Handle(&'a Stats),
+    #[cfg(feature = "nats")]
+    Relay(&'a RelayStats),
 }
 
 impl<'a> PrometheusStats<'a> {
@@ -249,8 +335,26 @@ impl Stats {
     /// [`PrometheusStats`]).
     pub fn prometheus(&self) -> PrometheusStats<'_> {
         PrometheusStats {
-            stats: self,
+            source: Source::Handle(self),
             prefix: "tower_telemetry_",
+        }
+    }
+}
+
+#[cfg(feature = "nats")]
+impl RelayStats {
+    /// These counters in the Prometheus text exposition format, for a relay's `/metrics`
+    /// route: named `tower_telemetry_relay_…` (see [`PrometheusStats`]).
+    ///
+    /// ```
+    /// let stats = tower_telemetry::relay::RelayStats::default();
+    /// let text = stats.prometheus().to_string();
+    /// assert!(text.contains("# TYPE tower_telemetry_relay_messages_received_total counter\n"));
+    /// ```
+    pub fn prometheus(&self) -> PrometheusStats<'_> {
+        PrometheusStats {
+            source: Source::Relay(self),
+            prefix: "tower_telemetry_relay_",
         }
     }
 }
@@ -258,32 +362,66 @@ impl Stats {
 impl fmt::Display for PrometheusStats<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let prefix = sanitized(self.prefix);
-        for m in DESTINATION_METRICS {
-            header(f, &prefix, m.name, m.kind, m.help)?;
-            for d in &self.stats.destinations {
-                let label = LabelValue(&d.name);
-                match (m.values)(d) {
-                    Values::One(v) => {
-                        writeln!(f, "{prefix}{}{{destination=\"{label}\"}} {v}", m.name)?;
-                    }
-                    Values::ByReason(values) => {
-                        for (reason, v) in values {
-                            writeln!(
-                                f,
-                                "{prefix}{}{{destination=\"{label}\",reason=\"{reason}\"}} {v}",
-                                m.name
-                            )?;
-                        }
+        match self.source {
+            Source::Handle(s) => write_all(
+                f,
+                &prefix,
+                s,
+                HANDLE_METRICS,
+                &s.destinations,
+                |d| &d.name,
+                DESTINATION_METRICS,
+            ),
+            #[cfg(feature = "nats")]
+            Source::Relay(s) => write_all(
+                f,
+                &prefix,
+                s,
+                RELAY_METRICS,
+                &s.destinations,
+                |d| &d.name,
+                RELAY_DESTINATION_METRICS,
+            ),
+        }
+    }
+}
+
+/// The per-destination metrics of `destinations` (each labelled with `name_of`), then the
+/// overall ones of `stats`.
+fn write_all<S, D>(
+    f: &mut fmt::Formatter<'_>,
+    prefix: &str,
+    stats: &S,
+    overall: &[Overall<S>],
+    destinations: &[D],
+    name_of: fn(&D) -> &str,
+    per_destination: &[PerDestination<D>],
+) -> fmt::Result {
+    for m in per_destination {
+        header(f, prefix, m.name, m.kind, m.help)?;
+        for d in destinations {
+            let label = LabelValue(name_of(d));
+            match (m.values)(d) {
+                Values::One(v) => {
+                    writeln!(f, "{prefix}{}{{destination=\"{label}\"}} {v}", m.name)?;
+                }
+                Values::ByReason(values) => {
+                    for (reason, v) in values {
+                        writeln!(
+                            f,
+                            "{prefix}{}{{destination=\"{label}\",reason=\"{reason}\"}} {v}",
+                            m.name
+                        )?;
                     }
                 }
             }
         }
-        for (name, help, value) in HANDLE_METRICS {
-            header(f, &prefix, name, Kind::Counter, help)?;
-            writeln!(f, "{prefix}{name} {}", value(self.stats))?;
-        }
-        Ok(())
     }
+    for (name, help, value) in overall {
+        header(f, prefix, name, Kind::Counter, help)?;
+        writeln!(f, "{prefix}{name} {}", value(stats))?;
+    }
+    Ok(())
 }
 
 fn header(
