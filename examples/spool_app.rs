@@ -31,7 +31,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::Notify;
-use tower_telemetry::{Telemetry, props};
+use tower_telemetry::{DestinationStats, Telemetry, props};
 
 #[derive(Deserialize)]
 struct Track {
@@ -57,32 +57,8 @@ async fn track(State(app): State<App>, Query(q): Query<Track>) -> &'static str {
 }
 
 /// Every destination's counters.
-async fn stats(State(app): State<App>) -> Json<serde_json::Value> {
-    let destinations: Vec<serde_json::Value> = app
-        .telemetry
-        .stats()
-        .destinations
-        .iter()
-        .map(|d| {
-            serde_json::json!({
-                "name": d.name,
-                "enqueued": d.enqueued,
-                "delivered": d.delivered,
-                "failed": d.failed,
-                "discarded": d.discarded,
-                "dropped_queue_full": d.dropped_queue_full,
-                "dropped_oldest": d.dropped_oldest,
-                "undelivered": d.undelivered,
-                "queued": d.queued,
-                "spooled": d.spooled,
-                "replayed": d.replayed,
-                "spool_bytes": d.spool_bytes,
-                "spool_corrupt": d.spool_corrupt,
-                "spool_fallback": d.spool_fallback,
-            })
-        })
-        .collect();
-    Json(serde_json::Value::Array(destinations))
+async fn stats(State(app): State<App>) -> Json<Vec<DestinationStats>> {
+    Json(app.telemetry.stats().destinations)
 }
 
 async fn stop(State(app): State<App>) -> &'static str {

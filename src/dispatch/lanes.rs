@@ -343,7 +343,9 @@ impl Dispatcher {
 }
 
 /// Counters of one destination. See [`Telemetry::stats`](crate::Telemetry::stats).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Serializes (with serde) to an object with these fields under these names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct DestinationStats {
     /// The destination's name.

@@ -255,39 +255,17 @@ async fn stats(State(shared): St, headers: HeaderMap) -> Response {
                     })
                 })
                 .collect();
-            json!({
-                "name": d.name,
-                "enqueued": d.enqueued,
-                "delivered": d.delivered,
-                "failed": d.failed,
-                "discarded": d.discarded,
-                "dropped_queue_full": d.dropped_queue_full,
-                "dropped_oldest": d.dropped_oldest,
-                "sampled_out": d.sampled_out,
-                "unsupported": d.unsupported,
-                "retries": d.retries,
-                "queued": d.queued,
-                "undelivered": d.undelivered,
-                "in_flight": d.undelivered.saturating_sub(d.queued as u64),
-                "capacity": d.capacity,
-                "held_bytes": d.held_bytes,
-                "last_errors": errors,
-            })
+            // Every counter as `Stats` serializes it, and what the page adds.
+            let mut v = serde_json::to_value(d).unwrap_or_default();
+            v["in_flight"] = json!(d.undelivered.saturating_sub(d.queued as u64));
+            v["last_errors"] = json!(errors);
+            v
         })
         .collect();
-    json_response(
-        StatusCode::OK,
-        json!({
-            "destinations": destinations,
-            "rejected": s.rejected,
-            "after_shutdown": s.after_shutdown,
-            "truncated": s.truncated,
-            "oversized": s.oversized,
-            "redacted": s.redacted,
-            "consent_denied": s.consent_denied,
-            "inspector": { "subscribers": tap.subscribers(), "lost": tap.lost() },
-        }),
-    )
+    let mut body = serde_json::to_value(&s).unwrap_or_default();
+    body["destinations"] = json!(destinations);
+    body["inspector"] = json!({ "subscribers": tap.subscribers(), "lost": tap.lost() });
+    json_response(StatusCode::OK, body)
 }
 
 async fn explain(

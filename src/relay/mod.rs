@@ -410,8 +410,9 @@ impl Drop for RunningRelay {
     }
 }
 
-/// Counters of a [`RunningRelay`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters of a [`RunningRelay`]. Serializes (with serde) to an object with these fields
+/// under these names; [`prometheus`](Self::prometheus) writes them for Prometheus.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RelayStats {
     /// Messages received (redeliveries included).
@@ -438,7 +439,7 @@ impl RelayStats {
 }
 
 /// Counters of one destination of a relay.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RelayDestinationStats {
     /// The destination's name.

@@ -5,7 +5,22 @@ use std::fmt;
 use crate::dispatch::DestinationStats;
 
 /// Live counters of a handle. See [`Telemetry::stats`](crate::Telemetry::stats).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Serializes (with serde) to an object with these fields under these names, for a JSON route
+/// of your own (`axum::Json(telemetry.stats())`); [`prometheus`](Self::prometheus) writes them
+/// for Prometheus.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let telemetry = tower_telemetry::Telemetry::from_yaml_str("telemetry:\n  destinations:\n    memory: {}\n").unwrap();
+/// telemetry.track("user.signup", tower_telemetry::props! {});
+/// let json = serde_json::to_value(telemetry.stats()).unwrap();
+/// assert_eq!(json["destinations"][0]["name"], "memory");
+/// assert_eq!(json["destinations"][0]["enqueued"], 1);
+/// assert_eq!(json["rejected"], 0);
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Per destination, in configuration order.
