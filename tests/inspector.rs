@@ -563,19 +563,11 @@ async fn the_shutdown_signal_ends_open_streams_so_a_graceful_shutdown_completes(
     telemetry.shutdown(WAIT).await;
 }
 
-#[tokio::test]
-async fn events_a_request_denies_consent_for_are_never_shown() {
+/// `routes` behind the layer, with the request's consent from its `x-consent` header
+/// (`denied` or granted), and the inspector.
+fn with_consent(routes: Router, telemetry: &Telemetry) -> Router {
     use tower_telemetry::identity::Consent;
-    let telemetry = handle();
-    let app = Router::new()
-        .route(
-            "/ok",
-            get(|headers: http::HeaderMap| async move {
-                let who = headers["x-consent"].to_str().unwrap().to_owned();
-                track!("ok.clicked", who = who);
-                "ok"
-            }),
-        )
+    routes
         .layer(
             TelemetryLayer::new(telemetry.clone()).consent(|p: &http::request::Parts| {
                 match p.headers.get("x-consent").map(|v| v.as_bytes()) {
@@ -587,7 +579,21 @@ async fn events_a_request_denies_consent_for_are_never_shown() {
         .nest(
             "/_telemetry",
             Inspector::new(telemetry.clone()).token(TOKEN).router(),
-        );
+        )
+}
+
+#[tokio::test]
+async fn events_a_request_denies_consent_for_are_never_shown() {
+    let telemetry = handle();
+    let routes = Router::new().route(
+        "/ok",
+        get(|headers: http::HeaderMap| async move {
+            let who = headers["x-consent"].to_str().unwrap().to_owned();
+            track!("ok.clicked", who = who);
+            "ok"
+        }),
+    );
+    let app = with_consent(routes, &telemetry);
     let server = Server::start(app).await;
     let mut page = SseReader::open(&server, TOKEN).await;
     page.next().await.unwrap();
@@ -617,7 +623,6 @@ async fn events_a_request_denies_consent_for_are_never_shown() {
 
 #[tokio::test]
 async fn events_refused_before_routing_are_shown_with_the_reason() {
-    use tower_telemetry::identity::Consent;
     use tower_telemetry::limits::LimitsConfig;
     let config = Config::default()
         .with_destination(
@@ -629,34 +634,22 @@ async fn events_refused_before_routing_are_shown_with_the_reason() {
         .with_limits(LimitsConfig::default().with_max_event_size(1024));
     let telemetry = Telemetry::builder().config(config).build().unwrap();
     let t = telemetry.clone();
-    let app = Router::new()
-        .route(
-            "/refused",
-            get(move || async move {
-                t.track("ok.line\nbreak", props! { "n" => 1 });
-                t.track_event("ok.not_an_object", 42);
-                let mut big = props! {};
-                for i in 0..20 {
-                    big.insert(format!("k{i}"), "x".repeat(100));
-                }
-                t.track("ok.too_big", big);
-                t.identify(" ", props! {});
-                track!("ok.fine", n = 2);
-                "ok"
-            }),
-        )
-        .layer(
-            TelemetryLayer::new(telemetry.clone()).consent(|p: &http::request::Parts| {
-                match p.headers.get("x-consent").map(|v| v.as_bytes()) {
-                    Some(b"denied") => Consent::Denied,
-                    _ => Consent::Granted,
-                }
-            }),
-        )
-        .nest(
-            "/_telemetry",
-            Inspector::new(telemetry.clone()).token(TOKEN).router(),
-        );
+    let routes = Router::new().route(
+        "/refused",
+        get(move || async move {
+            t.track("ok.line\nbreak", props! { "n" => 1 });
+            t.track_event("ok.not_an_object", 42);
+            let mut big = props! {};
+            for i in 0..20 {
+                big.insert(format!("k{i}"), "x".repeat(100));
+            }
+            t.track("ok.too_big", big);
+            t.identify(" ", props! {});
+            track!("ok.fine", n = 2);
+            "ok"
+        }),
+    );
+    let app = with_consent(routes, &telemetry);
     let server = Server::start(app).await;
     let mut page = SseReader::open(&server, TOKEN).await;
     page.next().await.unwrap();

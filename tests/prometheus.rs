@@ -8,7 +8,6 @@ mod support;
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -16,26 +15,14 @@ use axum::http::header;
 use axum::routing::get;
 use http::Request;
 use http_body_util::Empty;
-use support::accounted;
 use support::http::{Server, client, send};
+use support::{Answer, Scripted, accounted};
 use tower_telemetry::config::{Config, DestinationConfig};
-use tower_telemetry::destination::{BoxFuture, DeliveryError, Destination};
+use tower_telemetry::destination::DeliveryError;
 use tower_telemetry::layer::TelemetryLayer;
-use tower_telemetry::{Event, PrometheusStats, Telemetry, track};
+use tower_telemetry::{PrometheusStats, Telemetry, track};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Refuses every batch for good.
-struct Refusing;
-
-impl Destination for Refusing {
-    fn name(&self) -> &str {
-        "refusing"
-    }
-    fn send<'a>(&'a self, _: &'a [Arc<Event>]) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async { Err(DeliveryError::permanent("HTTP 400: no")) })
-    }
-}
 
 /// `promtool`, or a failure that says how to get it.
 fn promtool() -> &'static str {
@@ -107,7 +94,11 @@ async fn metrics_scraped_over_http_pass_promtool_and_add_up() {
         .with_destination(DestinationConfig::new("refusing").with_events(["fail.*"]));
     let telemetry = Telemetry::builder()
         .config(config)
-        .destination("refusing", Refusing)
+        // Its two events fail for good (in one batch or two).
+        .destination(
+            "refusing",
+            Scripted::new([0, 1].map(|_| Answer::Fail(DeliveryError::permanent("HTTP 400: no")))),
+        )
         .build()
         .unwrap();
     let t = telemetry.clone();

@@ -232,17 +232,7 @@ impl Hub {
                 ring.seq += 1;
                 let epoch = self.epoch.load(Ordering::Relaxed);
                 let entry = entry(ring.seq, epoch, &event, destinations);
-                let data = serde_json::to_string(&Shown {
-                    entry: &entry,
-                    names: &self.names,
-                })
-                .unwrap_or_default();
-                ring.push(entry);
-                Message {
-                    seq: ring.seq,
-                    kind: "tracked",
-                    data,
-                }
+                self.tracked(&mut ring, entry)
             }
             Note::Rejected {
                 name,
@@ -269,17 +259,7 @@ impl Hub {
                     destinations: vec![status; self.names.len()],
                     epoch: self.epoch.load(Ordering::Relaxed),
                 };
-                let data = serde_json::to_string(&Shown {
-                    entry: &entry,
-                    names: &self.names,
-                })
-                .unwrap_or_default();
-                ring.push(entry);
-                Message {
-                    seq: ring.seq,
-                    kind: "tracked",
-                    data,
-                }
+                self.tracked(&mut ring, entry)
             }
             Note::Outcome {
                 id,
@@ -322,6 +302,21 @@ impl Hub {
         };
         // Sent under the ring's lock (see `subscribe`); no stream open is no error.
         let _ = self.tx.send(Arc::new(message));
+    }
+
+    /// Keeps a new entry (numbered `ring.seq`) and makes its `tracked` message.
+    fn tracked(&self, ring: &mut Ring, entry: Entry) -> Message {
+        let data = serde_json::to_string(&Shown {
+            entry: &entry,
+            names: &self.names,
+        })
+        .unwrap_or_default();
+        ring.push(entry);
+        Message {
+            seq: ring.seq,
+            kind: "tracked",
+            data,
+        }
     }
 
     /// Runs the hub: applies notes until the handle and its lanes are gone.
