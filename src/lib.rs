@@ -41,8 +41,8 @@
 //!
 //! Every public item has exactly one path. The crate root holds what code that *tracks* uses:
 //! the handle ([`Telemetry`], [`TelemetryBuilder`], [`Tracker`], and what their methods take
-//! and return: [`Context`], [`WithContext`], [`Stats`], [`ShutdownReport`], [`DropReport`],
-//! ...), the event ([`Event`], [`Properties`], [`PropertyValue`], [`Text`]), the functions
+//! and return: [`Context`], [`WithContext`], [`Stats`] (and [`PrometheusStats`], the same
+//! counters for a `/metrics` route), [`ShutdownReport`], [`DropReport`], ...), the event ([`Event`], [`Properties`], [`PropertyValue`], [`Text`]), the functions
 //! [`track()`], [`track_event`], [`set_context`], [`clear_context`], and every macro ([`track!`],
 //! [`props!`], and with the `macros` feature `#[track_duration]`, `#[track_function]`,
 //! `#[track_error]`). Everything else lives in the one module named after its subject, and
