@@ -582,6 +582,28 @@ fn with_consent(routes: Router, telemetry: &Telemetry) -> Router {
         )
 }
 
+/// Serves `routes` (see [`with_consent`]), opens a page (past its hello and snapshot), then
+/// requests `path` once with consent denied and once granted.
+async fn denied_then_granted(
+    routes: Router,
+    telemetry: &Telemetry,
+    path: &str,
+) -> (Server, SseReader) {
+    let server = Server::start(with_consent(routes, telemetry)).await;
+    let mut page = SseReader::open(&server, TOKEN).await;
+    page.next().await.unwrap();
+    page.next().await.unwrap();
+    for consent in ["denied", "granted"] {
+        let req = Request::get(server.url(path))
+            .header("x-consent", consent)
+            .body(Empty::new())
+            .unwrap();
+        let (res, _) = send(&client(), req).await;
+        assert_eq!(res.status(), 200);
+    }
+    (server, page)
+}
+
 #[tokio::test]
 async fn events_a_request_denies_consent_for_are_never_shown() {
     let telemetry = handle();
@@ -593,19 +615,7 @@ async fn events_a_request_denies_consent_for_are_never_shown() {
             "ok"
         }),
     );
-    let app = with_consent(routes, &telemetry);
-    let server = Server::start(app).await;
-    let mut page = SseReader::open(&server, TOKEN).await;
-    page.next().await.unwrap();
-    page.next().await.unwrap();
-    for consent in ["denied", "granted"] {
-        let req = Request::get(server.url("/ok"))
-            .header("x-consent", consent)
-            .body(Empty::new())
-            .unwrap();
-        let (res, _) = send(&client(), req).await;
-        assert_eq!(res.status(), 200);
-    }
+    let (_server, mut page) = denied_then_granted(routes, &telemetry, "/ok").await;
     // The granted request's event comes; the denied one's never came before it.
     let seen = page
         .until(|m| m.event == "tracked" && m.data["name"] == "ok.clicked")
@@ -649,20 +659,8 @@ async fn events_refused_before_routing_are_shown_with_the_reason() {
             "ok"
         }),
     );
-    let app = with_consent(routes, &telemetry);
-    let server = Server::start(app).await;
-    let mut page = SseReader::open(&server, TOKEN).await;
-    page.next().await.unwrap();
-    page.next().await.unwrap();
     // A request whose consent is denied shows nothing, refused events included.
-    for consent in ["denied", "granted"] {
-        let req = Request::get(server.url("/refused"))
-            .header("x-consent", consent)
-            .body(Empty::new())
-            .unwrap();
-        let (res, _) = send(&client(), req).await;
-        assert_eq!(res.status(), 200);
-    }
+    let (_server, mut page) = denied_then_granted(routes, &telemetry, "/refused").await;
     let seen = page
         .until(|m| m.event == "tracked" && m.data["name"] == "ok.fine")
         .await;
