@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -24,16 +25,28 @@ use tower_telemetry::{PrometheusStats, Telemetry, track};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// `promtool`, or a failure that says how to get it.
-fn promtool() -> &'static str {
-    match Command::new("promtool").arg("--version").output() {
-        Ok(out) if out.status.success() => "promtool",
-        other => panic!(
-            "this test lints the /metrics output with Prometheus' own `promtool check metrics`, \
-             which was not found ({other:?}); install Debian's `prometheus` package \
-             (`apt-get install prometheus`; .ci/run does)"
-        ),
+/// `promtool`: `$PROMTOOL`, else where `.ci/run` unpacks it (`target/promtool/usr/bin`), else
+/// on the `PATH`; or a failure that says how to get it.
+fn promtool() -> PathBuf {
+    let unpacked = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/promtool/usr/bin/promtool");
+    let candidates = [
+        std::env::var_os("PROMTOOL").map(PathBuf::from),
+        Some(unpacked),
+        Some(PathBuf::from("promtool")),
+    ];
+    let mut tried = Vec::new();
+    for candidate in candidates.into_iter().flatten() {
+        match Command::new(&candidate).arg("--version").output() {
+            Ok(out) if out.status.success() => return candidate,
+            other => tried.push(format!("{}: {other:?}", candidate.display())),
+        }
     }
+    panic!(
+        "this test lints the /metrics output with Prometheus' own `promtool check metrics`, \
+         which was not found (tried {tried:?}). .ci/run unpacks it from Debian's `prometheus` \
+         package: `mkdir -p target/promtool && cd target/promtool && apt-get download \
+         prometheus && dpkg-deb -x prometheus_*.deb .` (or install the package, or set PROMTOOL)"
+    )
 }
 
 /// `name{labels}` → value, for every sample of `text`.
